@@ -1,0 +1,1 @@
+"""The running system: supervisor, router, provider actors. Each actor owns its state."""

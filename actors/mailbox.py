@@ -1,0 +1,74 @@
+"""Bounded mailboxes, and the two ways to talk to an actor: `tell` and `ask`.
+
+A mailbox outlives the actor incarnations that read it: when a supervisor restarts an actor,
+the new incarnation reads the same mailbox, so addresses handed out earlier stay valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import attrs
+import trio
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+
+class MailboxFull(Exception):
+    """The actor is not keeping up; the caller should try elsewhere or answer 429/503."""
+
+
+@attrs.frozen
+class MailboxStatistics:
+    depth: int
+    capacity: int
+    peak: int
+
+
+class Mailbox(Generic[M]):
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("a mailbox holds at least one message")
+        self._send, self.receive = trio.open_memory_channel[M](capacity)
+        self.capacity = capacity
+        self._peak = 0
+
+    def tell(self, message: M) -> None:
+        """Deliver without waiting; raise `MailboxFull` when there is no room."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            raise MailboxFull from None
+        self._note_depth()
+
+    async def send(self, message: M) -> None:
+        """Deliver, waiting for room: for messages that must not be lost (outcome reports)."""
+        await self._send.send(message)
+        self._note_depth()
+
+    def drain(self) -> list[M]:
+        """Take every queued message at once (a crashed actor's queue, to fail them cleanly)."""
+        drained = []
+        while True:
+            try:
+                drained.append(self.receive.receive_nowait())
+            except trio.WouldBlock:
+                return drained
+
+    def _note_depth(self) -> None:
+        self._peak = max(self._peak, self._send.statistics().current_buffer_used)
+
+    def statistics(self) -> MailboxStatistics:
+        return MailboxStatistics(
+            depth=self._send.statistics().current_buffer_used, capacity=self.capacity, peak=self._peak
+        )
+
+
+async def ask(mailbox: Mailbox[M], make: Callable[[trio.MemorySendChannel[R]], M]) -> R:
+    """Send a message carrying a reply channel and wait for the single reply."""
+    send, receive = trio.open_memory_channel[R](1)
+    with receive:
+        mailbox.tell(make(send))
+        return await receive.receive()

@@ -1,0 +1,73 @@
+"""The messages the router and the provider actors exchange: a closed set of frozen classes."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+import trio
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.mailbox import Mailbox
+from relaybox.protocol.catalog import Candidate, Route
+from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.errors import AttemptFailure
+from relaybox.protocol.events import Event
+
+
+@attrs.frozen(eq=False)
+class Dispatch:
+    """From the HTTP handler to the router: serve this request, answer on `reply`."""
+
+    request_id: str
+    request: ChatRequest
+    reply: trio.MemorySendChannel[Event]
+    cancel: CancelToken
+
+
+@attrs.frozen
+class DispatchState:
+    """Where one request stands in its route; it travels with each attempt, so a restarted
+    router loses nothing."""
+
+    request_id: str
+    route: Route
+    next_index: int = 0
+    attempts: int = 0
+    failures: tuple[AttemptFailure, ...] = ()
+    failed_upstream_ms: float = 0.0
+
+
+@attrs.frozen(eq=False)
+class Job:
+    """From the router to a provider actor: one attempt of one request."""
+
+    request: ChatRequest
+    candidate: Candidate
+    reply: trio.MemorySendChannel[Event]
+    cancel: CancelToken
+    state: DispatchState
+    report_to: Mailbox[RouterMessage]
+
+
+class AttemptResult(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen(eq=False)
+class AttemptEnded:
+    """From a provider actor to the router, once per job.
+
+    `answered` means the client already received output from this attempt, so a failure is
+    final: the provider has ended the client's stream with an error event itself.
+    """
+
+    job: Job
+    result: AttemptResult
+    upstream_ms: float
+    answered: bool
+    failure: AttemptFailure | None = None
+
+
+RouterMessage = Dispatch | AttemptEnded

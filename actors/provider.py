@@ -1,0 +1,323 @@
+"""A provider actor: one upstream (an HTTP API or a CLI), its concurrency slots, health and breaker.
+
+Jobs arrive in a bounded mailbox. The actor's loop takes a job, waits for a free slot (so a
+busy provider's mailbox fills up, and a full mailbox tells the router to try elsewhere),
+checks the circuit breaker, and runs the job in its own task. The job's events go straight
+into the client's reply channel; the actor only steps in at the edges: `Answering` before
+the first output, the terminal event after the last, and a report to the router either way.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+import trio
+from relaybox.actors.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from relaybox.actors.mailbox import Mailbox
+from relaybox.actors.messages import AttemptEnded, AttemptResult, Job
+from relaybox.actors.transports.base import Transport
+from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
+from relaybox.protocol.events import (
+    Answering,
+    ContentDelta,
+    Event,
+    Failed,
+    Finished,
+    ToolCallDelta,
+    TransportEvent,
+)
+
+
+class Health(enum.Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    NEEDS_LOGIN = "needs-login"
+
+
+@attrs.frozen
+class ProviderLimits:
+    slots: int = 16
+    mailbox: int = 32
+    # Seconds without progress (no first token yet, or no new chunk) before an attempt is abandoned.
+    idle_timeout: float = 120.0
+
+
+class ClientGone(Exception):
+    """The client's reply channel is closed: nobody is listening any more."""
+
+
+class _Forwarder:
+    """Carries one attempt's events into the client's reply channel.
+
+    Streaming: everything from the first content event on goes out as it comes, preceded by
+    `Answering`; until then events are held, so a failure can still be retried invisibly.
+    Non-streaming: everything is held until the upstream has finished, so any failure can be.
+    """
+
+    def __init__(self, job: Job, idle_timeout: float) -> None:
+        self.job = job
+        self.answered = False
+        self.attempt_started = trio.current_time()
+        self.idle_timeout = idle_timeout
+        self.idle_scope = trio.CancelScope(deadline=self.attempt_started + idle_timeout)
+        self._held: list[TransportEvent] = []
+
+    def _answering(self) -> Answering:
+        state = self.job.state
+        reason = state.route.reason
+        if state.failures:
+            last = state.failures[-1]
+            reason += f"; fallback after {last.provider}/{last.model} failed ({last.kind.value})"
+        return Answering(
+            provider=self.job.candidate.provider,
+            model=self.job.candidate.model,
+            reason=reason,
+            attempt=state.attempts,
+            fallback_used=bool(state.failures),
+            upstream_ms=state.failed_upstream_ms + (trio.current_time() - self.attempt_started) * 1000,
+        )
+
+    async def _send(self, event: Event) -> None:
+        try:
+            await self.job.reply.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone from None
+
+    async def emit(self, event: TransportEvent) -> None:
+        self.idle_scope.deadline = trio.current_time() + self.idle_timeout
+        if self.job.request.stream and (self.answered or isinstance(event, ContentDelta | ToolCallDelta)):
+            if not self.answered:
+                self.answered = True
+                await self._send(self._answering())
+                for held in self._held:
+                    await self._send(held)
+                self._held.clear()
+            await self._send(event)
+        else:
+            self._held.append(event)
+        self.idle_scope.deadline = trio.current_time() + self.idle_timeout
+
+    async def finish(self, finish_reason: str) -> None:
+        upstream_ms = (trio.current_time() - self.attempt_started) * 1000
+        if not self.answered:
+            self.answered = True
+            await self._send(self._answering())
+            for event in _coalesce(self._held):
+                await self._send(event)
+            self._held.clear()
+        await self._send(Finished(finish_reason, upstream_ms))
+
+
+def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:
+    """Merge adjacent text deltas: a non-streaming answer need not cross the channel in pieces."""
+    merged: list[TransportEvent] = []
+    for event in events:
+        if isinstance(event, ContentDelta) and merged and isinstance(merged[-1], ContentDelta):
+            merged[-1] = ContentDelta(merged[-1].text + event.text)
+        else:
+            merged.append(event)
+    return merged
+
+
+class ProviderActor:
+    kind = "provider"
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        limits: ProviderLimits,
+        breaker_policy: BreakerPolicy,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.limits = limits
+        self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
+        # Health knowledge about the upstream survives restarts of the actor; working state does not.
+        self.breaker = CircuitBreaker(breaker_policy)
+        self.needs_login = False
+        self.gave_up = False
+        self.completed = 0
+        self.failed = 0
+        self.last_failure: str | None = None
+        self._running = False
+        self._slots = trio.CapacityLimiter(limits.slots)
+        self._inflight: dict[int, tuple[Job, _Forwarder]] = {}
+
+    # --- what others may read -----------------------------------------------------
+
+    def accepting(self, now: float) -> bool:
+        return self._running and not self.gave_up and self.breaker.would_allow(now)
+
+    def retry_after(self, now: float) -> float | None:
+        return self.breaker.retry_after(now)
+
+    def health(self, now: float | None = None) -> Health:
+        now = trio.current_time() if now is None else now
+        if self.gave_up or self.breaker.state is BreakerState.OPEN:
+            return Health.DOWN
+        if self.needs_login:
+            return Health.NEEDS_LOGIN
+        if self.breaker.state is BreakerState.HALF_OPEN or self.breaker.consecutive_failures:
+            return Health.DEGRADED
+        return Health.HEALTHY
+
+    def statistics(self) -> dict[str, Any]:
+        now = trio.current_time()
+        mailbox = self.mailbox.statistics()
+        return {
+            "health": self.health(now).value,
+            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
+            "in_flight": len(self._inflight),
+            "concurrency_limit": self.limits.slots,
+            "idle_timeout_s": self.limits.idle_timeout,
+            "breaker": self.breaker.statistics(now).to_json(),
+            "completed": self.completed,
+            "failed": self.failed,
+            "last_failure": self.last_failure,
+            "transport": self.transport.describe(),
+        }
+
+    # --- the actor ----------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._slots = trio.CapacityLimiter(self.limits.slots)
+        self._inflight = {}
+        async with self.transport.session(), trio.open_nursery() as nursery:
+            self._running = True
+            task_status.started()
+            async for job in self.mailbox.receive:
+                if job.cancel.cancelled:
+                    await self._report(job, AttemptResult.CANCELLED, 0.0, answered=False)
+                    continue
+                await self._slots.acquire_on_behalf_of(job)
+                if not self.breaker.allow(trio.current_time()):
+                    self._slots.release_on_behalf_of(job)
+                    failure = self._attempt_failure(
+                        job,
+                        ProviderFailure(
+                            FailureKind.UNAVAILABLE,
+                            "circuit breaker open",
+                            retry_after=self.retry_after(trio.current_time()),
+                        ),
+                    )
+                    await self._report(job, AttemptResult.FAILURE, 0.0, answered=False, failure=failure)
+                    continue
+                nursery.start_soon(self._run_job, job)
+
+    async def on_crash(self, error: BaseException) -> None:
+        """Fail every job this incarnation held, and every queued one, so none waits forever."""
+        self._running = False
+        self.last_failure = f"actor crashed: {type(error).__name__}: {error}"[:300]
+        held = list(self._inflight.values())
+        self._inflight = {}
+        queued = [(job, None) for job in self.mailbox.drain()]
+        for job, forwarder in [*held, *queued]:
+            answered = forwarder.answered if forwarder is not None else False
+            failure = self._attempt_failure(
+                job, ProviderFailure(FailureKind.CRASH, f"provider actor crashed: {type(error).__name__}")
+            )
+            if answered:
+                self._end_client_stream(job, failure)
+            await self._report(job, AttemptResult.FAILURE, 0.0, answered=answered, failure=failure)
+
+    def on_give_up(self) -> None:
+        self.gave_up = True
+
+    # --- one job --------------------------------------------------------------------
+
+    async def _run_job(self, job: Job) -> None:
+        forwarder = _Forwarder(job, self.limits.idle_timeout)
+        self._inflight[id(job)] = (job, forwarder)
+        try:
+            result, failure = await self._attempt(job, forwarder)
+        finally:
+            self._slots.release_on_behalf_of(job)
+        # Reached only when the attempt ended by itself; a crash leaves the job to on_crash.
+        del self._inflight[id(job)]
+        upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000
+        self._learn(result, failure)
+        attempt_failure = None if failure is None else self._attempt_failure(job, failure)
+        if attempt_failure is not None and forwarder.answered:
+            self._end_client_stream(job, attempt_failure)
+        await self._report(job, result, upstream_ms, answered=forwarder.answered, failure=attempt_failure)
+
+    async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
+        with trio.CancelScope() as client_scope:
+            job.cancel.attach(client_scope)
+            try:
+                with forwarder.idle_scope:
+                    finish_reason = await self.transport.run(job.request, job.candidate.model, forwarder.emit)
+                    await forwarder.finish(finish_reason)
+                    return AttemptResult.SUCCESS, None
+                return AttemptResult.FAILURE, ProviderFailure(
+                    FailureKind.TIMEOUT, f"no progress from the upstream for {self.limits.idle_timeout:g} s"
+                )
+            except ProviderFailure as failure:
+                return AttemptResult.FAILURE, failure
+            except ClientGone:
+                return AttemptResult.CANCELLED, None
+            finally:
+                job.cancel.detach(client_scope)
+        return AttemptResult.CANCELLED, None
+
+    def _learn(self, result: AttemptResult, failure: ProviderFailure | None) -> None:
+        now = trio.current_time()
+        if result is AttemptResult.SUCCESS:
+            self.completed += 1
+            self.needs_login = False
+            self.breaker.record_success(now)
+            return
+        if failure is None:
+            self.breaker.record_neutral()
+            return
+        self.failed += 1
+        self.last_failure = f"{failure.kind.value}: {failure.message}"[:300]
+        if failure.kind.feeds_breaker:
+            self.breaker.record_failure(now)
+        elif failure.kind is FailureKind.RATE_LIMITED:
+            self.breaker.open_for(now, failure.retry_after or self.breaker.policy.cooldown)
+        else:
+            if failure.kind is FailureKind.AUTH:
+                self.needs_login = True
+            self.breaker.record_neutral()
+
+    def _attempt_failure(self, job: Job, failure: ProviderFailure) -> AttemptFailure:
+        return AttemptFailure(
+            provider=self.name,
+            model=job.candidate.model,
+            kind=failure.kind,
+            message=failure.message,
+            upstream_status=failure.upstream_status,
+            retry_after=failure.retry_after,
+        )
+
+    def _end_client_stream(self, job: Job, failure: AttemptFailure) -> None:
+        """The client already has part of the answer: end its stream with the error."""
+        error = RelayError(
+            502,
+            f"{failure.provider}/{failure.model} failed mid-answer: {failure.kind.value}: {failure.message}",
+            "upstream_error",
+            code=failure.kind.value,
+        )
+        try:
+            job.reply.send_nowait(Failed(error))
+        except trio.WouldBlock:
+            job.reply.close()  # a full channel: closing it tells the handler the stream broke
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _report(
+        self,
+        job: Job,
+        result: AttemptResult,
+        upstream_ms: float,
+        *,
+        answered: bool,
+        failure: AttemptFailure | None = None,
+    ) -> None:
+        await job.report_to.send(AttemptEnded(job, result, upstream_ms, answered, failure))

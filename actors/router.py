@@ -1,0 +1,189 @@
+"""The router actor: resolves a request's model name to candidates and walks them.
+
+It sends each attempt to a provider actor's mailbox and hears back once per attempt. A failed
+attempt that the client has not seen goes to the next candidate (fallback); when none is left
+the client gets one error saying what each candidate answered. A provider whose breaker is
+open, whose actor is down, or whose mailbox is full is skipped at once, without waiting.
+
+Per-(provider, model) outcome counts live here: smart routing will choose from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Any
+
+import attrs
+import trio
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.mailbox import Mailbox, MailboxFull
+from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, DispatchState, Job, RouterMessage
+from relaybox.actors.provider import ProviderActor
+from relaybox.protocol.catalog import Catalog
+from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError, final_error
+from relaybox.protocol.events import Event, Failed
+
+
+@attrs.define
+class OutcomeCounts:
+    successes: int = 0
+    failures: Counter[str] = attrs.field(factory=Counter)
+    cancelled: int = 0
+    served_as_fallback: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "successes": self.successes,
+            "failures": dict(self.failures),
+            "cancelled": self.cancelled,
+            "served_as_fallback": self.served_as_fallback,
+        }
+
+
+@attrs.frozen(eq=False)
+class _Request:
+    """What the router needs to keep walking one request's route."""
+
+    request: ChatRequest
+    reply: trio.MemorySendChannel[Event]
+    cancel: CancelToken
+
+
+class RouterActor:
+    kind = "router"
+    name = "router"
+
+    def __init__(self, catalog: Catalog, providers: dict[str, ProviderActor], *, mailbox: int = 1024) -> None:
+        self.catalog = catalog
+        self.providers = providers
+        self.mailbox: Mailbox[RouterMessage] = Mailbox(mailbox)
+        self.counts: dict[tuple[str, str], OutcomeCounts] = {}
+        self._current: RouterMessage | None = None
+
+    def statistics(self) -> dict[str, Any]:
+        mailbox = self.mailbox.statistics()
+        return {
+            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
+            "outcomes": {f"{p}/{m}": c.to_json() for (p, m), c in sorted(self.counts.items())},
+        }
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.counts = {}
+        task_status.started()
+        async for message in self.mailbox.receive:
+            self._current = message
+            if isinstance(message, Dispatch):
+                self._dispatch(message)
+            else:
+                self._attempt_ended(message)
+            self._current = None
+
+    async def on_crash(self, error: BaseException) -> None:
+        """The message being handled when the router crashed would otherwise never be answered."""
+        message, self._current = self._current, None
+        if message is None:
+            return
+        reply = message.reply if isinstance(message, Dispatch) else message.job.reply
+        _reply_failed(
+            reply,
+            RelayError(
+                503,
+                f"relaybox's router failed on this request ({type(error).__name__}); retry",
+                "service_unavailable",
+                code="router_crashed",
+                retry_after=1,
+            ),
+        )
+
+    def on_give_up(self) -> None:
+        pass
+
+    # --- routing ------------------------------------------------------------------
+
+    def _dispatch(self, dispatch: Dispatch) -> None:
+        try:
+            route = self.catalog.resolve(dispatch.request.model)
+        except RelayError as error:
+            _reply_failed(dispatch.reply, error)
+            return
+        state = DispatchState(request_id=dispatch.request_id, route=route)
+        self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
+
+    def _attempt_ended(self, ended: AttemptEnded) -> None:
+        job = ended.job
+        counts = self.counts.setdefault((job.candidate.provider, job.candidate.model), OutcomeCounts())
+        if ended.result is AttemptResult.SUCCESS:
+            counts.successes += 1
+            if job.state.failures:
+                counts.served_as_fallback += 1
+            return
+        if ended.result is AttemptResult.CANCELLED:
+            counts.cancelled += 1
+            return
+        assert ended.failure is not None
+        counts.failures[ended.failure.kind.value] += 1
+        if ended.answered or job.cancel.cancelled:
+            return  # the provider already ended the client's stream, or nobody is listening
+        state = attrs.evolve(
+            job.state,
+            failures=(*job.state.failures, ended.failure),
+            failed_upstream_ms=job.state.failed_upstream_ms + ended.upstream_ms,
+        )
+        self._try_next(_Request(job.request, job.reply, job.cancel), state)
+
+    def _try_next(self, request: _Request, state: DispatchState) -> None:
+        now = trio.current_time()
+        failures = list(state.failures)
+        candidates = state.route.candidates
+        for index in range(state.next_index, len(candidates)):
+            candidate = candidates[index]
+            provider = self.providers.get(candidate.provider)
+            if provider is None:
+                failures.append(
+                    AttemptFailure(
+                        candidate.provider,
+                        candidate.model,
+                        FailureKind.UNAVAILABLE,
+                        "provider is not enabled",
+                    )
+                )
+                continue
+            if not provider.accepting(now):
+                failures.append(
+                    AttemptFailure(
+                        candidate.provider,
+                        candidate.model,
+                        FailureKind.UNAVAILABLE,
+                        f"provider is {provider.health(now).value}",
+                        retry_after=provider.retry_after(now),
+                    )
+                )
+                continue
+            next_state = attrs.evolve(
+                state, next_index=index + 1, attempts=state.attempts + 1, failures=tuple(failures)
+            )
+            job = Job(request.request, candidate, request.reply, request.cancel, next_state, self.mailbox)
+            try:
+                provider.mailbox.tell(job)
+            except MailboxFull:
+                failures.append(
+                    AttemptFailure(
+                        candidate.provider,
+                        candidate.model,
+                        FailureKind.SATURATED,
+                        "all slots busy and the queue is full",
+                        retry_after=1.0,
+                    )
+                )
+                continue
+            return
+        _reply_failed(request.reply, final_error(failures))
+
+
+def _reply_failed(reply: trio.MemorySendChannel[Event], error: RelayError) -> None:
+    # Nothing was sent on this channel before (no answer began), so it cannot be full;
+    # closed means the client has gone.
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        reply.send_nowait(Failed(error))

@@ -1,0 +1,179 @@
+"""One-for-one supervision on trio nurseries, in the OTP style.
+
+Each child runs in its own task under the supervisor's nursery. When a child's `run` raises,
+the child is told (`on_crash`, to fail its in-flight work cleanly) and restarted with fresh
+state after a backoff, as long as it has crashed fewer than `max_restarts` times within
+`period` seconds. Past that the child is marked failed and left down (`on_give_up`) instead
+of crash-looping. Cancellation is never a crash: it is how the tree shuts down.
+"""
+
+from __future__ import annotations
+
+import enum
+import traceback
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+
+class ChildState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@attrs.frozen
+class RestartPolicy:
+    max_restarts: int = 5
+    period: float = 60.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+
+    def backoff(self, recent_crashes: int) -> float:
+        return min(self.backoff_initial * 2 ** max(0, recent_crashes - 1), self.backoff_max)
+
+
+class Supervised(Protocol):
+    name: str
+    kind: str
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
+
+    async def on_crash(self, error: BaseException) -> None: ...
+
+    def on_give_up(self) -> None: ...
+
+    def statistics(self) -> dict[str, Any]: ...
+
+
+@attrs.frozen
+class Crash:
+    at: float
+    reason: str
+    where: str
+
+
+@attrs.define
+class ChildRecord:
+    child: Supervised
+    state: ChildState = ChildState.STARTING
+    restarts: int = 0
+    last_crash: Crash | None = None
+    recent_crashes: deque[float] = attrs.field(factory=deque)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        crash = None
+        if self.last_crash is not None:
+            crash = {
+                "seconds_ago": round(now - self.last_crash.at, 3),
+                "reason": self.last_crash.reason,
+                "where": self.last_crash.where,
+            }
+        return {
+            "name": self.child.name,
+            "kind": self.child.kind,
+            "state": self.state.value,
+            "restarts": self.restarts,
+            "last_crash": crash,
+            **self.child.statistics(),
+        }
+
+
+class _StartedOnce:
+    """Passes a child's first `started()` to whoever is waiting in `nursery.start`, later ones nowhere."""
+
+    def __init__(self, outer: Any) -> None:
+        self._outer = outer
+        self.fired = False
+
+    def started(self, value: Any = None) -> None:
+        if not self.fired:
+            self.fired = True
+            self._outer.started(value)
+
+
+class Supervisor:
+    kind = "supervisor"
+
+    def __init__(self, name: str, policy: RestartPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self._records: dict[str, ChildRecord] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    async def start_child(self, child: Supervised) -> None:
+        """Start `child` and return once it is ready (or has failed for good trying)."""
+        if self._nursery is None:
+            raise RuntimeError("the supervisor is not running")
+        if child.name in self._records:
+            raise ValueError(f"a child named {child.name!r} already exists")
+        self._records[child.name] = ChildRecord(child)
+        await self._nursery.start(self._supervise, self._records[child.name])
+
+    def record(self, name: str) -> ChildRecord:
+        return self._records[name]
+
+    def is_running(self, name: str) -> bool:
+        return self._records[name].state is ChildState.RUNNING
+
+    def tree(self) -> dict[str, Any]:
+        now = trio.current_time()
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "policy": attrs.asdict(self.policy),
+            "children": [record.to_json(now) for record in self._records.values()],
+        }
+
+    async def _supervise(self, record: ChildRecord, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        started = _StartedOnce(task_status)
+        child = record.child
+        while True:
+            record.state = ChildState.RUNNING
+            try:
+                await child.run(task_status=started)
+            except Exception as error:
+                now = trio.current_time()
+                record.last_crash = Crash(now, _describe(error), _where(error))
+                record.recent_crashes.append(now)
+                while record.recent_crashes and record.recent_crashes[0] < now - self.policy.period:
+                    record.recent_crashes.popleft()
+                record.state = ChildState.RESTARTING
+                await child.on_crash(error)
+                if len(record.recent_crashes) > self.policy.max_restarts:
+                    record.state = ChildState.FAILED
+                    child.on_give_up()
+                    started.started()
+                    return
+                await trio.sleep(self.policy.backoff(len(record.recent_crashes)))
+                record.restarts += 1
+            else:
+                record.state = ChildState.STOPPED
+                started.started()
+                return
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        return _describe(error.exceptions[0])
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def _where(error: BaseException) -> str:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"

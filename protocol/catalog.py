@@ -1,0 +1,123 @@
+"""The model catalog and model-name resolution: which providers may serve a requested name.
+
+Pure: the router calls `resolve` with the catalog it was built with and acts on the answer.
+Smart routing (tiers, classification, statistics) will add candidates and reasons here; the
+names resolved today are exact model ids, `provider:model`, aliases, a provider's own id
+prefix (any `claude-*` id for the Claude CLI), and the default route (`auto`, `default`).
+"""
+
+from __future__ import annotations
+
+import attrs
+from relaybox.protocol.errors import RelayError
+
+TIERS = ("economy", "standard", "premium")
+DEFAULT_ROUTE_NAMES = frozenset({"auto", "default"})
+
+
+@attrs.frozen
+class ModelEntry:
+    id: str
+    tier: str = "standard"
+    input_per_mtok: float | None = None  # USD per million input tokens
+    output_per_mtok: float | None = None
+    context_window: int | None = None
+
+
+@attrs.frozen
+class ProviderModels:
+    provider: str
+    models: tuple[ModelEntry, ...]
+    default_model: str
+    # Model ids outside the list that the provider still serves (passed through as they are).
+    accepts_prefixes: tuple[str, ...] = ()
+    priority: int = 0
+
+    def offers(self, model: str) -> bool:
+        return any(m.id == model for m in self.models)
+
+    def entry(self, model: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.id == model), None)
+
+
+@attrs.frozen
+class Candidate:
+    provider: str
+    model: str
+
+
+@attrs.frozen
+class Route:
+    candidates: tuple[Candidate, ...]
+    reason: str
+
+
+@attrs.frozen
+class Catalog:
+    providers: tuple[ProviderModels, ...]
+    default_provider: str | None = None
+    aliases: dict[str, str] = attrs.field(factory=dict)
+
+    def provider(self, name: str) -> ProviderModels | None:
+        return next((p for p in self.providers if p.provider == name), None)
+
+    def ordered(self) -> list[ProviderModels]:
+        """Providers in preference order: the default first, then by priority, then as configured."""
+        return sorted(
+            self.providers,
+            key=lambda p: (p.provider != self.default_provider, -p.priority),
+        )
+
+    def resolve(self, name: str) -> Route:
+        """The candidates for a requested model name, best first; 404 when nothing serves it."""
+        provider_name, sep, model = name.partition(":")
+        if sep and self.provider(provider_name) is not None:
+            if not model:
+                raise _unknown(name, "a model id must follow the provider name")
+            return Route((Candidate(provider_name, model),), f"pinned to {provider_name}:{model}")
+        exact = [Candidate(p.provider, name) for p in self.ordered() if p.offers(name)]
+        if exact:
+            return Route(tuple(exact), f"exact model id {name}")
+        if name in self.aliases:
+            target = self.aliases[name]
+            route = self._resolve_target(target)
+            return Route(route.candidates, f"alias {name} -> {target}")
+        prefixed = [
+            Candidate(p.provider, name)
+            for p in self.ordered()
+            if any(name.startswith(prefix) for prefix in p.accepts_prefixes)
+        ]
+        if prefixed:
+            return Route(tuple(prefixed), f"{prefixed[0].provider} serves {name}")
+        if name in DEFAULT_ROUTE_NAMES:
+            defaults = tuple(Candidate(p.provider, p.default_model) for p in self.ordered())
+            if not defaults:
+                raise RelayError(
+                    503,
+                    "no provider is configured; see `relaybox serve` start-up output",
+                    "service_unavailable",
+                    code="no_providers",
+                    retry_after=30,
+                )
+            return Route(defaults, f"default route: {defaults[0].provider}/{defaults[0].model}")
+        raise _unknown(name, None)
+
+    def _resolve_target(self, target: str) -> Route:
+        if target in self.aliases:  # aliases do not chain: a loop would never end
+            raise _unknown(target, "an alias may not point to another alias")
+        return self.resolve(target)
+
+    def model_ids(self) -> list[tuple[str, str]]:
+        """(model id, provider) for every model of every provider, for `/v1/models`."""
+        return [(m.id, p.provider) for p in self.ordered() for m in p.models]
+
+
+def _unknown(name: str, detail: str | None) -> RelayError:
+    message = f"The model '{name}' is not served by this relaybox"
+    if detail:
+        message += f" ({detail})"
+    message += (
+        ". GET /v1/models lists the valid names; 'provider:model' pins a provider; "
+        "'auto' takes the default route."
+    )
+    return RelayError(404, message, "invalid_request_error", code="model_not_found", param="model")

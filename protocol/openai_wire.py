@@ -1,0 +1,441 @@
+"""OpenAI's chat-completions wire format, both ways.
+
+Inbound: a client's JSON body becomes a validated `ChatRequest`, or a `RelayError` naming the
+offending field. Outbound to clients: events become `chat.completion` objects and
+`chat.completion.chunk` frames. Upstream (OpenAI-compatible providers): a `ChatRequest`
+becomes a request body, and the upstream's answers become events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from relaybox.protocol.chat import ROLES, ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
+
+# Parameters relaybox does not interpret but forwards to OpenAI-compatible upstreams.
+PASSTHROUGH_PARAMS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "user",
+        "reasoning_effort",
+        "metadata",
+        "service_tier",
+        "store",
+        "modalities",
+        "prediction",
+    }
+)
+
+
+def _bad(message: str, param: str | None) -> RelayError:
+    return RelayError(400, message, "invalid_request_error", code="invalid_request", param=param)
+
+
+# --- inbound --------------------------------------------------------------------------
+#
+# Validated by hand rather than through cattrs: a client deserves "messages[2].role must be
+# one of ..." naming the field and the allowed values, which generic structuring errors
+# do not say. Strict on types (no "yes" for a boolean), tolerant of unknown keys.
+
+
+def _expect(value: object, kind: type | tuple[type, ...], param: str, what: str) -> None:
+    wrong_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    if wrong_bool or not isinstance(value, kind):
+        raise _bad(f"'{param}' must be {what}, got {_json_type(value)}", param)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _optional_number(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    _expect(value, (int, float), key, "a number")
+    if not low <= value <= high:
+        raise _bad(f"'{key}' must be between {low:g} and {high:g}, got {value}", key)
+    return float(value)
+
+
+def _optional_positive_int(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    _expect(value, int, key, "an integer")
+    if value < 1:
+        raise _bad(f"'{key}' must be at least 1, got {value}", key)
+    return int(value)
+
+
+def parse_chat_request(body: object) -> ChatRequest:
+    """Validate a client's JSON body into a `ChatRequest`; raise a 400 `RelayError` otherwise."""
+    if not isinstance(body, dict):
+        raise _bad(f"the request body must be a JSON object, got {_json_type(body)}", None)
+    for required in ("model", "messages"):
+        if required not in body:
+            raise _bad(f"'{required}' is a required property", required)
+    _expect(body["model"], str, "model", "a string")
+    if not body["model"].strip():
+        raise _bad("'model' must not be empty (GET /v1/models lists the valid names)", "model")
+    _expect(body["messages"], list, "messages", "an array of messages")
+    if not body["messages"]:
+        raise _bad("'messages' must contain at least one message", "messages")
+    messages = tuple(_message(i, m) for i, m in enumerate(body["messages"]))
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    _expect(stream, bool, "stream", "a boolean")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        _expect(options, dict, "stream_options", "an object")
+        usage_flag = options.get("include_usage", False)
+        _expect(usage_flag, bool, "stream_options.include_usage", "a boolean")
+        include_usage = usage_flag
+
+    stop: tuple[str, ...] = ()
+    raw_stop = body.get("stop")
+    if isinstance(raw_stop, str):
+        stop = (raw_stop,)
+    elif raw_stop is not None:
+        _expect(raw_stop, list, "stop", "a string or an array of strings")
+        for i, item in enumerate(raw_stop):
+            _expect(item, str, f"stop[{i}]", "a string")
+        stop = tuple(raw_stop)
+    if len(stop) > 4:
+        raise _bad("'stop' takes at most 4 sequences", "stop")
+
+    max_tokens = _optional_positive_int(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _optional_positive_int(body, "max_tokens")
+    return ChatRequest(
+        model=body["model"],
+        messages=messages,
+        stream=stream,
+        include_usage=include_usage,
+        temperature=_optional_number(body, "temperature", 0, 2),
+        max_tokens=max_tokens,
+        stop=stop,
+        passthrough={k: v for k, v in body.items() if k in PASSTHROUGH_PARAMS},
+    )
+
+
+def _message(index: int, raw: object) -> ChatMessage:
+    where = f"messages[{index}]"
+    _expect(raw, dict, where, "a message object")
+    assert isinstance(raw, dict)
+    role = raw.get("role")
+    if role not in ROLES:
+        raise _bad(f"'{where}.role' must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
+    raw_content = raw.get("content")
+    content: str | tuple[ContentPart, ...] | None
+    if isinstance(raw_content, list):
+        content = tuple(_part(where, j, part) for j, part in enumerate(raw_content))
+    elif raw_content is None or isinstance(raw_content, str):
+        content = raw_content
+    else:
+        raise _bad(
+            f"'{where}.content' must be a string or an array of content parts, got {_json_type(raw_content)}",
+            f"{where}.content",
+        )
+    tool_calls = raw.get("tool_calls")
+    if tool_calls is not None:
+        _expect(tool_calls, list, f"{where}.tool_calls", "an array")
+        for j, call in enumerate(tool_calls):
+            _expect(call, dict, f"{where}.tool_calls[{j}]", "an object")
+    if content is None and not tool_calls:
+        raise _bad(f"'{where}.content' is required for role '{role}'", f"{where}.content")
+    tool_call_id = raw.get("tool_call_id")
+    if role == "tool" and (not isinstance(tool_call_id, str) or not tool_call_id):
+        raise _bad(f"'{where}.tool_call_id' is required for role 'tool'", f"{where}.tool_call_id")
+    name = raw.get("name")
+    if name is not None:
+        _expect(name, str, f"{where}.name", "a string")
+    return ChatMessage(
+        role=role,
+        content=content,
+        name=name,
+        tool_calls=tuple(tool_calls) if tool_calls else None,
+        tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None,
+    )
+
+
+def _part(message: str, j: int, part: object) -> ContentPart:
+    where = f"{message}.content[{j}]"
+    _expect(part, dict, where, "a content part object")
+    assert isinstance(part, dict)
+    kind = part.get("type")
+    if kind == "text" and isinstance(part.get("text"), str):
+        return TextPart(part["text"])
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if isinstance(url, str) and url:
+            detail = image.get("detail") if isinstance(image, dict) else None
+            return ImagePart(url, detail)
+        raise _bad(f"'{where}.image_url.url' must be a non-empty string", f"{where}.image_url")
+    if kind == "text":
+        raise _bad(f"'{where}.text' must be a string", f"{where}.text")
+    raise _bad(f"'{where}.type' {kind!r} is not supported (use 'text' or 'image_url')", f"{where}.type")
+
+
+# --- outbound to clients --------------------------------------------------------------
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cache_read_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
+    return body
+
+
+def tool_call_body(call: ToolCallDelta) -> dict[str, Any]:
+    body: dict[str, Any] = {"index": call.index}
+    if call.id is not None:
+        body["id"] = call.id
+        body["type"] = "function"
+    function: dict[str, Any] = {"arguments": call.arguments}
+    if call.name is not None:
+        function["name"] = call.name
+    body["function"] = function
+    return body
+
+
+def merge_tool_calls(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """Fold streamed tool-call fragments into complete calls, in index order."""
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        call = calls.setdefault(
+            delta.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if delta.id is not None:
+            call["id"] = delta.id
+        if delta.name is not None:
+            call["function"]["name"] += delta.name
+        call["function"]["arguments"] += delta.arguments
+    return [calls[i] for i in sorted(calls)]
+
+
+def completion_body(
+    *,
+    completion_id: str,
+    model: str,
+    created: int,
+    text: str,
+    tool_calls: list[ToolCallDelta],
+    finish_reason: str,
+    usage: Usage | None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = merge_tool_calls(tool_calls)
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+    }
+    body["usage"] = usage_body(usage) if usage else None
+    return body
+
+
+def chunk_body(
+    *,
+    completion_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+    }
+
+
+def usage_chunk_body(*, completion_id: str, model: str, created: int, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_body(usage),
+    }
+
+
+def dumps(body: object) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- upstream (OpenAI-compatible providers) -------------------------------------------
+
+
+def _content_wire(content: str | tuple[ContentPart, ...] | None) -> object:
+    if content is None or isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, TextPart):
+            parts.append({"type": "text", "text": part.text})
+        else:
+            image: dict[str, Any] = {"url": part.url}
+            if part.detail is not None:
+                image["detail"] = part.detail
+            parts.append({"type": "image_url", "image_url": image})
+    return parts
+
+
+def upstream_request_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    messages = []
+    for m in request.messages:
+        wire: dict[str, Any] = {"role": m.role, "content": _content_wire(m.content)}
+        if m.name is not None:
+            wire["name"] = m.name
+        if m.tool_calls:
+            wire["tool_calls"] = list(m.tool_calls)
+        if m.tool_call_id is not None:
+            wire["tool_call_id"] = m.tool_call_id
+        messages.append(wire)
+    body: dict[str, Any] = dict(request.passthrough)
+    body.update({"model": model, "messages": messages, "stream": request.stream})
+    if request.stream:
+        # Always ask for usage: relaybox accounts for every request, whatever the client wants.
+        body["stream_options"] = {"include_usage": True}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.stop:
+        body["stop"] = list(request.stop)
+    return body
+
+
+def _usage_from_wire(usage: object) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cache_read_tokens=int(cached or 0),
+    )
+
+
+def decode_upstream_chunk(chunk: object) -> tuple[list[TransportEvent], str | None]:
+    """One upstream `chat.completion.chunk` → events, and the finish reason if it carries one.
+
+    Raises ValueError on a chunk that is not a chunk (the stream is malformed).
+    """
+    if not isinstance(chunk, dict):
+        raise ValueError("stream chunk is not a JSON object")
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamStreamError(str(message))
+    events: list[TransportEvent] = []
+    finish_reason: str | None = None
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise ValueError("stream chunk 'choices' is not a list")
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            events.append(ContentDelta(text))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            events.append(
+                ToolCallDelta(
+                    index=int(call.get("index", 0)),
+                    id=call.get("id"),
+                    name=function.get("name"),
+                    arguments=function.get("arguments") or "",
+                )
+            )
+        if choice.get("finish_reason"):
+            finish_reason = str(choice["finish_reason"])
+    usage = _usage_from_wire(chunk.get("usage"))
+    if usage is not None:
+        events.append(usage)
+    return events, finish_reason
+
+
+def decode_upstream_completion(body: object) -> tuple[list[TransportEvent], str]:
+    """A whole upstream `chat.completion` → events and its finish reason."""
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+        raise ValueError("upstream answer has no choices")
+    choice = body["choices"][0]
+    message = choice.get("message") or {}
+    events: list[TransportEvent] = []
+    if isinstance(message.get("content"), str) and message["content"]:
+        events.append(ContentDelta(message["content"]))
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        events.append(
+            ToolCallDelta(
+                index=index,
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        )
+    usage = _usage_from_wire(body.get("usage"))
+    if usage is not None:
+        events.append(usage)
+    return events, str(choice.get("finish_reason") or "stop")
+
+
+class UpstreamStreamError(Exception):
+    """The upstream reported an error inside an otherwise well-formed stream."""
+
+
+def upstream_error_message(body: bytes) -> str:
+    """The human part of an upstream error body, whatever its dialect."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")[:500] or "(empty body)"
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:500]
+        if isinstance(error, str):
+            return error[:500]
+    return json.dumps(parsed)[:500]

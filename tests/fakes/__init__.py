@@ -1,0 +1,1 @@
+"""In-process fake upstreams on loopback, for tests and benchmarks."""

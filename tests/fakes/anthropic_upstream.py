@@ -1,0 +1,125 @@
+"""A fake Anthropic Messages API server: what the Claude CLI (and the Anthropic SDK) talk to."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
+from tests.fakes.scripts import Reply, ReplyQueue, split_text
+
+
+class FakeAnthropic:
+    def __init__(self) -> None:
+        self.replies = ReplyQueue()
+        self.server = FakeHTTPServer(self._handle)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def requests(self) -> list[FakeRequest]:
+        return self.server.requests
+
+    def message_requests(self) -> list[FakeRequest]:
+        return [r for r in self.server.requests if r.path == "/v1/messages"]
+
+    async def start(self, nursery: trio.Nursery) -> FakeAnthropic:
+        await self.server.start(nursery)
+        return self
+
+    async def _handle(self, request: FakeRequest, out: ResponseWriter) -> None:
+        if request.method != "POST" or request.path != "/v1/messages":
+            await out.send_json(
+                404, {"type": "error", "error": {"type": "not_found_error", "message": "no such route"}}
+            )
+            return
+        reply = self.replies.next()
+        if reply.stall:
+            await trio.sleep_forever()
+        await trio.sleep(reply.delay)
+        if reply.status != 200:
+            kind = {
+                401: "authentication_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+                400: "invalid_request_error",
+            }.get(reply.status, "api_error")
+            await out.send_json(
+                reply.status,
+                {"type": "error", "error": {"type": kind, "message": reply.error_message}},
+                reply.headers,
+            )
+            return
+        body = request.json()
+        model = body.get("model", "claude-fake")
+        if body.get("stream"):
+            await self._stream(model, reply, out)
+        else:
+            await out.send_json(
+                200,
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": reply.text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens},
+                },
+            )
+
+    async def _stream(self, model: str, reply: Reply, out: ResponseWriter) -> None:
+        await out.start(200, {"content-type": "text/event-stream", **reply.headers})
+
+        async def event(name: str, data: dict) -> None:
+            await out.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": 1},
+                },
+            },
+        )
+        await event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        await event("ping", {"type": "ping"})
+        for i, piece in enumerate(split_text(reply.text, reply.pieces)):
+            if reply.reset_after is not None and i == reply.reset_after:
+                out.reset()
+            if reply.garbage_after is not None and i == reply.garbage_after:
+                await out.write(b"event: content_block_delta\ndata: {not json\n\n")
+                return
+            if reply.stall_after is not None and i == reply.stall_after:
+                await trio.sleep_forever()
+            if i:
+                await trio.sleep(reply.chunk_delay)
+            await event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
+        await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        await event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": reply.completion_tokens},
+            },
+        )
+        await event("message_stop", {"type": "message_stop"})

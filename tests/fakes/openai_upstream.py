@@ -1,0 +1,163 @@
+"""A fake OpenAI chat-completions server (also answering Open WebUI's path layout)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import trio
+
+from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
+from tests.fakes.scripts import Reply, ReplyQueue, split_text
+
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/api/chat/completions")
+
+
+class FakeOpenAI:
+    def __init__(self, models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")) -> None:
+        self.replies = ReplyQueue()
+        self.models = models
+        self.server = FakeHTTPServer(self._handle)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url + "/v1"
+
+    @property
+    def requests(self) -> list[FakeRequest]:
+        return self.server.requests
+
+    def chat_requests(self) -> list[FakeRequest]:
+        return [r for r in self.server.requests if r.path in CHAT_PATHS]
+
+    async def start(self, nursery: trio.Nursery) -> FakeOpenAI:
+        await self.server.start(nursery)
+        return self
+
+    async def _handle(self, request: FakeRequest, out: ResponseWriter) -> None:
+        if request.method == "GET" and request.path in ("/v1/models", "/models", "/api/models"):
+            await out.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
+                    ],
+                },
+            )
+            return
+        if request.method != "POST" or request.path not in CHAT_PATHS:
+            await out.send_json(404, {"error": {"message": "no such route", "type": "not_found"}})
+            return
+        reply = self.replies.next()
+        if reply.stall:
+            await trio.sleep_forever()
+        await trio.sleep(reply.delay)
+        if reply.status != 200:
+            await out.send_json(
+                reply.status,
+                {"error": {"message": reply.error_message, "type": "fake_error", "code": None}},
+                reply.headers,
+            )
+            return
+        body = request.json()
+        model = body.get("model", "fake")
+        if body.get("stream"):
+            await self._stream(body, model, reply, out)
+        else:
+            await out.send_json(200, _completion(model, reply), reply.headers)
+
+    async def _stream(self, body: dict, model: str, reply: Reply, out: ResponseWriter) -> None:
+        await out.start(200, {"content-type": "text/event-stream", **reply.headers})
+        created = int(time.time())
+
+        def frame(obj: object) -> bytes:
+            return f"data: {json.dumps(obj)}\n\n".encode()
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            return frame(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+
+        await out.write(chunk({"role": "assistant", "content": ""}))
+        for i, piece in enumerate(split_text(reply.text, reply.pieces)):
+            if reply.reset_after is not None and i == reply.reset_after:
+                out.reset()
+            if reply.garbage_after is not None and i == reply.garbage_after:
+                await out.write(b"data: {this is not json\n\n")
+                return
+            if reply.stall_after is not None and i == reply.stall_after:
+                await trio.sleep_forever()
+            if i:
+                await trio.sleep(reply.chunk_delay)
+            await out.write(chunk({"content": piece}))
+        finish = "stop"
+        if reply.tool_call:
+            name, arguments = reply.tool_call
+            half = len(arguments) // 2
+            await out.write(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_fake",
+                                "type": "function",
+                                "function": {"name": name, "arguments": arguments[:half]},
+                            }
+                        ]
+                    }
+                )
+            )
+            await out.write(
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]})
+            )
+            finish = "tool_calls"
+        await out.write(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await out.write(
+                frame(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": _usage(reply),
+                    }
+                )
+            )
+        await out.write(b"data: [DONE]\n\n")
+
+
+def _usage(reply: Reply) -> dict:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+
+
+def _completion(model: str, reply: Reply) -> dict:
+    message: dict = {"role": "assistant", "content": reply.text}
+    finish = "stop"
+    if reply.tool_call:
+        name, arguments = reply.tool_call
+        message["tool_calls"] = [
+            {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": arguments}}
+        ]
+        finish = "tool_calls"
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": _usage(reply),
+    }

@@ -1,0 +1,52 @@
+"""What a fake upstream does with its next request: answer, stall, fail, or break mid-stream."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define
+class Reply:
+    text: str = "Hello from the fake upstream."
+    # Streaming: the text is cut into this many pieces (at least one), sent `chunk_delay` apart.
+    pieces: int = 4
+    chunk_delay: float = 0.0
+    # Wait before the status line goes out.
+    delay: float = 0.0
+    status: int = 200
+    headers: dict[str, str] = attrs.field(factory=dict)
+    error_message: str = "fake upstream error"
+    # Never answer at all (for timeouts).
+    stall: bool = False
+    # After this many pieces: reset the connection / send garbage / stop sending but keep open.
+    reset_after: int | None = None
+    garbage_after: int | None = None
+    stall_after: int | None = None
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    tool_call: tuple[str, str] | None = None  # (name, json arguments)
+
+
+def split_text(text: str, pieces: int) -> list[str]:
+    pieces = max(1, min(pieces, len(text) or 1))
+    size, extra = divmod(len(text), pieces)
+    out, start = [], 0
+    for i in range(pieces):
+        end = start + size + (1 if i < extra else 0)
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+class ReplyQueue:
+    """Scripted replies for the next requests; the default reply once the script runs out."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.default = default or Reply()
+        self._queue: list[Reply] = []
+
+    def push(self, *replies: Reply) -> None:
+        self._queue.extend(replies)
+
+    def next(self) -> Reply:
+        return self._queue.pop(0) if self._queue else self.default

@@ -1,0 +1,92 @@
+"""Running relaybox for real inside a test: the actor system plus hypercorn on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import hypercorn.trio
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+
+from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.provider import ProviderLimits
+from relaybox.actors.supervisor import RestartPolicy
+from relaybox.protocol.catalog import ModelEntry
+from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+from relaybox.web.app import create_app
+from relaybox.web.config import ProviderConfig, Settings
+from relaybox.web.system import System, TransportFactory, build_transport, running_system
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def openai_provider(name: str, base_url: str, *, models: tuple[str, ...] = ("gpt-4o-mini",),
+                    slots: int = 8, mailbox: int = 8, idle_timeout: float = 10.0, **extra: Any) -> ProviderConfig:
+    return ProviderConfig(
+        name=name, kind="openai-compatible", display_name=name,
+        models=tuple(ModelEntry(m, "economy", 0.15, 0.60, 128_000) for m in models),
+        default_model=models[0], limits=ProviderLimits(slots=slots, mailbox=mailbox, idle_timeout=idle_timeout),
+        base_url=base_url, api_key=extra.pop("api_key", "sk-test-upstream"), **extra,
+    )
+
+
+def claude_provider(executable: str, fake_base_url: str, *, slots: int = 4, idle_timeout: float = 30.0,
+                    strategy: SystemPromptStrategy = SystemPromptStrategy.REPLACE) -> ProviderConfig:
+    return ProviderConfig(
+        name="claude-cli", kind="claude-cli", display_name="Claude (CLI)",
+        models=(ModelEntry("haiku", "economy"), ModelEntry("sonnet", "standard")), default_model="sonnet",
+        limits=ProviderLimits(slots=slots, mailbox=8, idle_timeout=idle_timeout),
+        accepts_prefixes=("claude-",), executable=executable, system_prompt=strategy,
+        child_env={"ANTHROPIC_BASE_URL": fake_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-child"},
+    )
+
+
+def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> Settings:
+    base = Settings(
+        host="127.0.0.1", port=0, providers=providers, data_dir=str(tmp_path / "data"),
+        breaker=BreakerPolicy(consecutive_failures=3, cooldown=5.0),
+        restart=RestartPolicy(max_restarts=3, period=30.0, backoff_initial=0.01, backoff_max=0.1),
+    )
+    return attrs.evolve(base, **changes)
+
+
+@attrs.frozen
+class Running:
+    system: System
+    base_url: str
+
+
+@asynccontextmanager
+async def serve(settings: Settings, transport_factory: TransportFactory = build_transport) -> AsyncIterator[Running]:
+    async with running_system(settings, transport_factory) as system, trio.open_nursery() as nursery:
+        config = HypercornConfig()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        shutdown = trio.Event()
+        binds = await nursery.start(lambda task_status: hypercorn.trio.serve(
+            create_app(system), config, shutdown_trigger=shutdown.wait, task_status=task_status))
+        try:
+            yield Running(system, binds[0])
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def claude_executable() -> str:
+    """The real Claude Code CLI from npm (installed by .ci/run into tests/cli)."""
+    candidates = [os.environ.get("RELAYBOX_TEST_CLAUDE"), str(REPO / "tests/cli/node_modules/.bin/claude")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("claude")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("the claude CLI is not installed: run `npm ci --prefix tests/cli`")
+    pytest.skip("the claude CLI is not installed: run `npm ci --prefix tests/cli`")

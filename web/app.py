@@ -1,0 +1,351 @@
+"""The HTTP face of relaybox: a Quart app (trio flavour) over a running actor system.
+
+Handlers parse with `protocol`, hand the request to the router by message, and render what
+comes back on the reply channel. Every error leaves in OpenAI's error format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.mailbox import MailboxFull
+from relaybox.actors.messages import Dispatch
+from relaybox.protocol import openai_wire
+from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.events import (
+    Answering,
+    ContentDelta,
+    Event,
+    Failed,
+    Finished,
+    ToolCallDelta,
+    Usage,
+)
+from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
+from relaybox.web.system import System
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("relaybox.web")
+
+# Events buffered between a provider and a slow client before the provider waits.
+REPLY_BUFFER = 64
+# A dead peer shows up on the next write: send a comment when a stream has been quiet this long.
+KEEPALIVE_AFTER = 15.0
+# Last-resort guard: no event at all for this long means something was lost.
+REPLY_IDLE_LIMIT = 900.0
+
+
+def error_response(error: RelayError) -> Response:
+    response = Response(json.dumps(error.body()), status=error.status, mimetype="application/json")
+    if error.retry_after is not None:
+        response.headers["retry-after"] = str(max(1, round(error.retry_after)))
+    return response
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:300]
+
+
+def create_app(system: System) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
+
+    @app.errorhandler(RelayError)
+    async def relay_error(error: RelayError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        messages = {
+            404: f"no route {request.method} {request.path}; see /v1/chat/completions, /v1/models, /health, /actors",
+            405: f"method {request.method} is not allowed on {request.path}",
+            413: f"request body exceeds the limit of {system.settings.max_body_bytes} bytes",
+        }
+        kinds = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}
+        return error_response(
+            RelayError(
+                status,
+                messages.get(status, error.description or error.name),
+                kinds.get(status, "invalid_request_error"),
+                code=error.name.lower().replace(" ", "_"),
+            )
+        )
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(
+            RelayError(
+                500,
+                f"internal error ({type(error).__name__}); see relaybox's log",
+                "server_error",
+                code="internal_error",
+            )
+        )
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+    @app.get("/health")
+    async def health() -> Response:
+        now = trio.current_time()
+        providers = {}
+        for name, provider in system.providers.items():
+            record = system.supervisor.record(name)
+            providers[name] = {
+                "health": provider.health(now).value,
+                "actor": record.state.value,
+                "breaker": provider.breaker.state.value,
+                "last_failure": provider.last_failure,
+            }
+        usable = [p for p in providers.values() if p["health"] in ("healthy", "degraded")]
+        status = "ok" if usable and len(usable) == len(providers) else "degraded" if usable else "down"
+        body = {
+            "status": status,
+            "router": system.supervisor.record(system.router.name).state.value,
+            "providers": providers,
+        }
+        return Response(json.dumps(body), status=200 if usable else 503, mimetype="application/json")
+
+    @app.get("/actors")
+    async def actors() -> Response:
+        return Response(json.dumps({"supervisor": system.supervisor.tree()}), mimetype="application/json")
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        data: list[dict[str, Any]] = []
+        for provider in system.catalog.ordered():
+            for model in provider.models:
+                data.append(
+                    {
+                        "id": model.id,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": provider.provider,
+                        "relaybox": {
+                            "kind": "model",
+                            "provider": provider.provider,
+                            "tier": model.tier,
+                            "context_window": model.context_window,
+                            "pinned": f"{provider.provider}:{model.id}",
+                        },
+                    }
+                )
+        for alias, target in sorted(system.catalog.aliases.items()):
+            data.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "relaybox",
+                    "relaybox": {"kind": "alias", "target": target},
+                }
+            )
+        if system.catalog.providers:
+            for name in sorted(DEFAULT_ROUTE_NAMES):
+                data.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "relaybox",
+                        "relaybox": {"kind": "route", "target": "default route"},
+                    }
+                )
+        return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions() -> Response:
+        raw = await request.get_data(cache=False)
+        started = trio.current_time()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RelayError(
+                400, f"the request body is not valid JSON: {error}", code="invalid_json"
+            ) from None
+        chat = openai_wire.parse_chat_request(body)
+        if not system.router_running():
+            raise RelayError(
+                503,
+                "relaybox's router is down; see /actors",
+                "service_unavailable",
+                code="router_down",
+                retry_after=5,
+            )
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
+        token = CancelToken()
+        try:
+            system.router.mailbox.tell(Dispatch(request_id, chat, send, token))
+        except MailboxFull:
+            raise RelayError(
+                503,
+                "relaybox is overloaded (router queue full); retry shortly",
+                "service_unavailable",
+                code="overloaded",
+                retry_after=1,
+            ) from None
+        try:
+            first = await _next_event(receive)
+        except BaseException:
+            token.cancel()
+            receive.close()
+            raise
+        if not isinstance(first, Answering):
+            token.cancel()
+            receive.close()
+            return error_response(first.error if isinstance(first, Failed) else _unexpected(first))
+        overhead_ms = max(0.0, (trio.current_time() - started) * 1000 - first.upstream_ms)
+        headers = {
+            "x-task-id": request_id,
+            "x-provider": first.provider,
+            "x-model": first.model,
+            "x-router-reason": _header_safe(first.reason),
+            "x-fallback-used": "true" if first.fallback_used else "false",
+            "x-overhead-ms": f"{overhead_ms:.2f}",
+        }
+        created = int(time.time())
+        if chat.stream:
+            response = Response(
+                _stream(receive, token, request_id, first, created, chat.include_usage),
+                mimetype="text/event-stream",
+                headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+            response.timeout = None  # Quart would otherwise cut the stream after 60 s
+            return response
+        try:
+            return await _gather(receive, request_id, first, created, headers)
+        finally:
+            token.cancel()
+            receive.close()
+
+    return app
+
+
+def _unexpected(event: object) -> RelayError:
+    return RelayError(
+        502,
+        f"the provider's answer ended unexpectedly ({type(event).__name__})",
+        "upstream_error",
+        code="broken_stream",
+    )
+
+
+async def _next_event(receive: trio.MemoryReceiveChannel[Event]) -> Event:
+    """The next event; a channel that ends without a terminal event, or goes silent for far too
+    long, is a broken answer rather than a hang."""
+    with trio.move_on_after(REPLY_IDLE_LIMIT):
+        try:
+            return await receive.receive()
+        except trio.EndOfChannel:
+            return Failed(_unexpected(None))
+    return Failed(
+        RelayError(
+            504, "no answer from relaybox's providers in time", "upstream_error", code="gateway_timeout"
+        )
+    )
+
+
+async def _gather(
+    receive: trio.MemoryReceiveChannel[Event],
+    request_id: str,
+    answering: Answering,
+    created: int,
+    headers: dict[str, str],
+) -> Response:
+    text: list[str] = []
+    calls: list[ToolCallDelta] = []
+    usage: Usage | None = None
+    while True:
+        event = await _next_event(receive)
+        if isinstance(event, ContentDelta):
+            text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            calls.append(event)
+        elif isinstance(event, Usage):
+            usage = event
+        elif isinstance(event, Finished):
+            body = openai_wire.completion_body(
+                completion_id=request_id,
+                model=answering.model,
+                created=created,
+                text="".join(text),
+                tool_calls=calls,
+                finish_reason=event.finish_reason,
+                usage=usage,
+            )
+            return Response(openai_wire.dumps(body), mimetype="application/json", headers=headers)
+        else:
+            return error_response(event.error if isinstance(event, Failed) else _unexpected(event))
+
+
+async def _stream(
+    receive: trio.MemoryReceiveChannel[Event],
+    token: CancelToken,
+    request_id: str,
+    answering: Answering,
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """The SSE body. A client disconnect surfaces here as cancellation or generator close;
+    the cleanup in `finally` is synchronous because nothing may be awaited there."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return encode_data(
+            openai_wire.dumps(
+                openai_wire.chunk_body(
+                    completion_id=request_id,
+                    model=answering.model,
+                    created=created,
+                    delta=delta,
+                    finish_reason=finish_reason,
+                )
+            )
+        )
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        usage: Usage | None = None
+        while True:
+            event: Event | None = None
+            with trio.move_on_after(KEEPALIVE_AFTER):
+                event = await _next_event(receive)
+            if event is None:
+                yield KEEPALIVE
+            elif isinstance(event, ContentDelta):
+                yield chunk({"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                yield chunk({"tool_calls": [openai_wire.tool_call_body(event)]})
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finished):
+                yield chunk({}, event.finish_reason)
+                if include_usage and usage is not None:
+                    yield encode_data(
+                        openai_wire.dumps(
+                            openai_wire.usage_chunk_body(
+                                completion_id=request_id, model=answering.model, created=created, usage=usage
+                            )
+                        )
+                    )
+                yield DONE
+                return
+            elif isinstance(event, Failed):
+                yield encode_data(openai_wire.dumps(event.error.body()))
+                return
+    finally:
+        token.cancel()
+        receive.close()

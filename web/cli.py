@@ -1,0 +1,111 @@
+"""The `relaybox` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config as HypercornConfig
+from relaybox.web.app import create_app
+from relaybox.web.config import ConfigError, Settings, load_settings
+from relaybox.web.system import System, running_system
+
+NEXT_STEPS = """\
+relaybox: an OpenAI-compatible LLM gateway.
+
+  relaybox serve                 start on 127.0.0.1:8080 with what it finds (claude on PATH, API keys)
+  relaybox serve --config FILE   start with a TOML configuration (see relaybox.example.toml)
+  relaybox --help                all options
+
+Then point any OpenAI client at http://127.0.0.1:8080/v1 (any API key).
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relaybox", description="A self-hosted LLM gateway.")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument("--config", help="TOML configuration file")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        print(NEXT_STEPS, end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config_file=args.config)
+    except ConfigError as error:
+        print(f"relaybox: configuration error: {error}", file=sys.stderr)
+        return 2
+    if args.host:
+        settings = _with(settings, host=args.host)
+    if args.port is not None:
+        settings = _with(settings, port=args.port)
+    try:
+        trio.run(serve_forever, settings)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        print(
+            f"relaybox: cannot serve on {settings.host}:{settings.port}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _with(settings: Settings, **changes: object) -> Settings:
+    import attrs
+
+    return attrs.evolve(settings, **changes)
+
+
+def startup_report(system: System, binds: Sequence[str]) -> str:
+    settings = system.settings
+    lines = ["relaybox is listening on " + ", ".join(binds), ""]
+    if settings.providers:
+        lines.append("active providers:")
+        for provider in settings.providers:
+            models = ", ".join(m.id for m in provider.models)
+            lines.append(
+                f"  {provider.name:<14} {provider.kind:<18} default {provider.default_model:<14} models: {models}"
+            )
+    else:
+        lines.append("no provider is active: requests will be answered 503 until one is configured")
+    lines.append("")
+    lines.extend(f"  - {note}" for note in settings.notes)
+    base = binds[0] if binds else f"http://{settings.host}:{settings.port}"
+    lines += [
+        "",
+        f"OpenAI base URL: {base}/v1    health: {base}/health    actors: {base}/actors",
+        f"data directory: {settings.data_dir}",
+    ]
+    return "\n".join(lines)
+
+
+async def serve_forever(settings: Settings) -> None:
+    async with running_system(settings) as system:
+        config = HypercornConfig()
+        config.bind = [f"{settings.host}:{settings.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        app = create_app(system)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(_serve, app, config)
+            print(startup_report(system, binds), flush=True)
+
+
+async def _serve(app: object, config: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]) -> None:
+    await hypercorn.trio.serve(app, config, shutdown_trigger=_shutdown_signal, task_status=task_status)  # type: ignore[arg-type]
+
+
+async def _shutdown_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return

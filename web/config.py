@@ -1,0 +1,316 @@
+"""Settings: embedded defaults, then the TOML file, then the environment (which wins).
+
+Provider discovery happens here too: a provider is active when it is configured (an API key,
+a TOML section, a `CUSTOM_PROVIDERS` entry) or present (a `claude` binary on PATH). Every
+decision is written down in `Settings.notes`, which `relaybox serve` prints at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.provider import ProviderLimits
+from relaybox.actors.supervisor import RestartPolicy
+from relaybox.protocol.catalog import TIERS, ModelEntry
+from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+OPENAI_MODELS = (
+    ModelEntry("gpt-4o-mini", "economy", 0.15, 0.60, 128_000),
+    ModelEntry("gpt-4.1-mini", "economy", 0.40, 1.60, 1_047_576),
+    ModelEntry("gpt-4o", "standard", 2.50, 10.00, 128_000),
+    ModelEntry("gpt-4.1", "standard", 2.00, 8.00, 1_047_576),
+    ModelEntry("o3", "premium", 2.00, 8.00, 200_000),
+)
+# The CLI resolves these aliases to the current model of each family itself.
+CLAUDE_CLI_MODELS = (
+    ModelEntry("haiku", "economy", context_window=200_000),
+    ModelEntry("sonnet", "standard", context_window=200_000),
+    ModelEntry("opus", "premium", context_window=200_000),
+)
+
+
+@attrs.frozen
+class ProviderConfig:
+    name: str
+    kind: str  # "openai-compatible" | "claude-cli"
+    display_name: str
+    models: tuple[ModelEntry, ...]
+    default_model: str
+    limits: ProviderLimits
+    priority: int = 0
+    accepts_prefixes: tuple[str, ...] = ()
+    # openai-compatible
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    host_type: str = "openai"
+    # claude-cli
+    executable: str | None = None
+    system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
+    child_env: dict[str, str] = attrs.field(factory=dict, repr=False)
+
+
+@attrs.frozen
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    providers: tuple[ProviderConfig, ...] = ()
+    default_provider: str | None = None
+    aliases: dict[str, str] = attrs.field(factory=dict)
+    max_body_bytes: int = 32 * 1024 * 1024
+    breaker: BreakerPolicy = attrs.field(factory=BreakerPolicy)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    data_dir: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def default_data_dir(env: Mapping[str, str]) -> str:
+    if env.get("RELAYBOX_DATA_DIR"):
+        return env["RELAYBOX_DATA_DIR"]
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", ".")) / ".local" / "share")
+    return str(Path(base) / "relaybox")
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    file: dict[str, Any] = {}
+    if config_file:
+        try:
+            file = tomllib.loads(Path(config_file).read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read the config file {config_file}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{config_file} is not valid TOML: {error}") from None
+    server = _table(file, "server")
+    notes: list[str] = []
+    providers = _providers(file, env, notes)
+    names = [p.name for p in providers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"provider names must be unique, got {names}")
+    routing = _table(file, "routing")
+    default_provider = env.get("DEFAULT_PROVIDER") or routing.get("default_provider")
+    if default_provider and default_provider not in names:
+        notes.append(f"DEFAULT_PROVIDER={default_provider} is not an active provider; ignored")
+        default_provider = None
+    aliases = {str(k): str(v) for k, v in _table(file, "aliases").items()}
+    breaker = _table(file, "breaker")
+    if env.get("CONSECUTIVE_FAILURE_LIMIT"):
+        breaker["consecutive_failures"] = _int(env["CONSECUTIVE_FAILURE_LIMIT"], "CONSECUTIVE_FAILURE_LIMIT")
+    try:
+        breaker_policy = BreakerPolicy(**breaker)
+        restart_policy = RestartPolicy(**_table(file, "supervisor"))
+    except TypeError as error:
+        raise ConfigError(f"unknown setting in [breaker] or [supervisor]: {error}") from None
+    return Settings(
+        host=str(server.get("host", "127.0.0.1")),
+        port=int(server.get("port", 8080)),
+        providers=tuple(providers),
+        default_provider=default_provider,
+        aliases=aliases,
+        max_body_bytes=int(float(server.get("max_body_mb", 32)) * 1024 * 1024),
+        breaker=breaker_policy,
+        restart=restart_policy,
+        data_dir=str(server.get("data_dir") or default_data_dir(env)),
+        notes=tuple(notes),
+    )
+
+
+def _table(file: Mapping[str, Any], name: str) -> dict[str, Any]:
+    table = file.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return dict(table)
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float(value: object, name: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:
+    """Models in seed 001's CUSTOM_PROVIDERS shape, or the TOML file's snake_case one."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: 'models' must be a non-empty list")
+    models = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            models.append(ModelEntry(item))
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise ConfigError(f"{where}: models[{i}] needs an 'id'")
+        tier = item.get("tier", "standard")
+        if tier not in TIERS:
+            raise ConfigError(f"{where}: models[{i}].tier must be one of {', '.join(TIERS)}")
+        price_in = item.get("costPerMInput", item.get("input_per_mtok"))
+        price_out = item.get("costPerMOutput", item.get("output_per_mtok"))
+        context = item.get("maxContext", item.get("context_window"))
+        models.append(
+            ModelEntry(
+                item["id"],
+                tier,
+                None if price_in is None else _float(price_in, f"{where}: models[{i}] input price"),
+                None if price_out is None else _float(price_out, f"{where}: models[{i}] output price"),
+                None if context is None else int(context),
+            )
+        )
+    return tuple(models)
+
+
+def _limits(section: Mapping[str, Any], *, slots: int, mailbox: int, idle_timeout: float) -> ProviderLimits:
+    return ProviderLimits(
+        slots=int(section.get("slots", slots)),
+        mailbox=int(section.get("mailbox", mailbox)),
+        idle_timeout=_float(section.get("timeout", idle_timeout), "timeout"),
+    )
+
+
+def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]) -> list[ProviderConfig]:
+    sections = _table(file, "providers")
+    providers: list[ProviderConfig] = []
+
+    claude = _claude_cli(dict(sections.pop("claude-cli", {})), env, notes)
+    if claude is not None:
+        providers.append(claude)
+
+    openai_section = dict(sections.pop("openai", {}))
+    api_key = env.get("OPENAI_API_KEY") or openai_section.get("api_key")
+    if api_key and openai_section.get("enabled", True):
+        providers.append(
+            ProviderConfig(
+                name="openai",
+                kind="openai-compatible",
+                display_name="OpenAI",
+                models=_models(openai_section["models"], "[providers.openai]")
+                if "models" in openai_section
+                else OPENAI_MODELS,
+                default_model=str(openai_section.get("default_model", "gpt-4o-mini")),
+                limits=_limits(openai_section, slots=256, mailbox=256, idle_timeout=120),
+                priority=int(openai_section.get("priority", 0)),
+                accepts_prefixes=("gpt-", "o1", "o3", "o4", "chatgpt-"),
+                base_url=env.get("OPENAI_BASE_URL")
+                or openai_section.get("base_url")
+                or "https://api.openai.com/v1",
+                api_key=api_key,
+            )
+        )
+        notes.append("openai: active (OPENAI_API_KEY is set)")
+    else:
+        notes.append("openai: inactive (set OPENAI_API_KEY to enable)")
+
+    custom: list[dict[str, Any]] = []
+    if env.get("CUSTOM_PROVIDERS"):
+        try:
+            parsed = json.loads(env["CUSTOM_PROVIDERS"])
+        except ValueError as error:
+            raise ConfigError(f"CUSTOM_PROVIDERS is not valid JSON: {error}") from None
+        if not isinstance(parsed, list):
+            raise ConfigError("CUSTOM_PROVIDERS must be a JSON list of providers")
+        custom.extend(parsed)
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"[providers.{name}] must be a table")
+        kind = section.get("kind", "openai-compatible")
+        if kind != "openai-compatible":
+            raise ConfigError(
+                f"[providers.{name}]: kind {kind!r} is not supported yet "
+                "(openai-compatible, or the built-in [providers.claude-cli] and [providers.openai])"
+            )
+        custom.append({"id": name, **section})
+    timeout_local = _float(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
+    for i, item in enumerate(custom):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise ConfigError(f"custom provider #{i + 1} needs an 'id'")
+        where = f"custom provider {item['id']}"
+        base_url = item.get("baseUrl", item.get("base_url"))
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: 'baseUrl' must be an http(s) URL")
+        if item.get("enabled", True) is False:
+            notes.append(f"{item['id']}: disabled in the configuration")
+            continue
+        host_type = item.get("hostType", item.get("host_type", "openai"))
+        if host_type not in ("openai", "openwebui"):
+            raise ConfigError(f"{where}: host_type must be 'openai' or 'openwebui'")
+        api_key = item.get("apiKey", item.get("api_key"))
+        if item.get("api_key_env"):
+            api_key = env.get(str(item["api_key_env"]))
+        models = _models(item.get("models"), where)
+        providers.append(
+            ProviderConfig(
+                name=item["id"],
+                kind="openai-compatible",
+                display_name=str(item.get("displayName", item.get("display_name", item["id"]))),
+                models=models,
+                default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
+                limits=_limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
+                priority=int(item.get("priority", 0)),
+                base_url=base_url,
+                api_key=api_key,
+                host_type=host_type,
+            )
+        )
+        notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
+    return providers
+
+
+def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+    if section.get("enabled", True) is False:
+        notes.append("claude-cli: disabled in the configuration")
+        return None
+    wanted = env.get("CLAUDE_CLI_PATH") or section.get("executable") or "claude"
+    executable = shutil.which(wanted)
+    if executable is None:
+        where = "CLAUDE_CLI_PATH" if env.get("CLAUDE_CLI_PATH") else "PATH"
+        notes.append(
+            f"claude-cli: inactive ({wanted!r} not found on {where}; "
+            "install with `npm install -g @anthropic-ai/claude-code` or set CLAUDE_CLI_PATH)"
+        )
+        return None
+    strategy = section.get("system_prompt", "replace")
+    try:
+        system_prompt = SystemPromptStrategy(strategy)
+    except ValueError:
+        raise ConfigError("[providers.claude-cli] system_prompt must be replace, append or inline") from None
+    child_env = section.get("env", {})
+    if not isinstance(child_env, dict):
+        raise ConfigError("[providers.claude-cli] env must be a table of strings")
+    idle = _float(env.get("TIMEOUT_CLAUDE", section.get("timeout", 60)), "TIMEOUT_CLAUDE")
+    notes.append(f"claude-cli: active ({executable})")
+    return ProviderConfig(
+        name="claude-cli",
+        kind="claude-cli",
+        display_name="Claude (CLI)",
+        models=_models(section["models"], "[providers.claude-cli]")
+        if "models" in section
+        else CLAUDE_CLI_MODELS,
+        default_model=str(section.get("default_model", "sonnet")),
+        # Each spawn costs about 0.6 s of CPU: a few at a time is what two cores sustain.
+        limits=ProviderLimits(
+            slots=int(section.get("slots", 4)), mailbox=int(section.get("mailbox", 16)), idle_timeout=idle
+        ),
+        priority=int(section.get("priority", 0)),
+        accepts_prefixes=("claude-",),
+        executable=executable,
+        system_prompt=system_prompt,
+        child_env={str(k): str(v) for k, v in child_env.items()},
+    )

@@ -1,0 +1,102 @@
+"""The composition root: builds the actor tree from settings and runs it.
+
+    root supervisor
+    ├── provider actors (one per active provider)
+    └── router
+
+The HTTP app gets a handle to the running system (router mailbox, supervisor for
+introspection), never a nursery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+from relaybox.actors.provider import ProviderActor
+from relaybox.actors.router import RouterActor
+from relaybox.actors.supervisor import ChildState, Supervisor
+from relaybox.actors.transports.base import Transport
+from relaybox.actors.transports.claude_cli import ClaudeCliTransport
+from relaybox.actors.transports.openai_http import OpenAIHttpTransport
+from relaybox.protocol.catalog import Catalog, ProviderModels
+from relaybox.web.config import ProviderConfig, Settings
+
+TransportFactory = Callable[[ProviderConfig, Settings], Transport]
+
+
+def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
+    if config.kind == "claude-cli":
+        assert config.executable is not None
+        return ClaudeCliTransport(
+            executable=config.executable,
+            workdir=str(Path(settings.data_dir) / "cli-workdir"),
+            system_prompt=config.system_prompt,
+            env=config.child_env,
+        )
+    assert config.base_url is not None
+    return OpenAIHttpTransport(
+        base_url=config.base_url,
+        api_key=config.api_key,
+        host_type=config.host_type,
+        connections=config.limits.slots,
+    )
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    return Catalog(
+        providers=tuple(
+            ProviderModels(
+                provider=p.name,
+                models=p.models,
+                default_model=p.default_model,
+                accepts_prefixes=p.accepts_prefixes,
+                priority=p.priority,
+            )
+            for p in settings.providers
+        ),
+        default_provider=settings.default_provider,
+        aliases=settings.aliases,
+    )
+
+
+@attrs.define
+class System:
+    settings: Settings
+    catalog: Catalog
+    supervisor: Supervisor
+    router: RouterActor
+    providers: dict[str, ProviderActor]
+
+    def router_running(self) -> bool:
+        return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
+
+
+@asynccontextmanager
+async def running_system(
+    settings: Settings, transport_factory: TransportFactory = build_transport
+) -> AsyncIterator[System]:
+    async with trio.open_nursery() as nursery:
+        supervisor = Supervisor("root", settings.restart)
+        await nursery.start(supervisor.run)
+        providers = {
+            config.name: ProviderActor(
+                config.name,
+                transport_factory(config, settings),
+                limits=config.limits,
+                breaker_policy=settings.breaker,
+            )
+            for config in settings.providers
+        }
+        for provider in providers.values():
+            await supervisor.start_child(provider)
+        catalog = build_catalog(settings)
+        router = RouterActor(catalog, providers)
+        await supervisor.start_child(router)
+        try:
+            yield System(settings, catalog, supervisor, router, providers)
+        finally:
+            nursery.cancel_scope.cancel()
