@@ -190,13 +190,18 @@ class ProviderActor:
         async with self.transport.session(), trio.open_nursery() as nursery:
             self._running = True
             task_status.started()
-            async for job in self.mailbox.receive:
+            while True:
+                # Take a slot before taking a job, so queued jobs wait in the mailbox, where
+                # the router can see it is full, and not in this loop's hands.
+                slot = object()
+                await self._slots.acquire_on_behalf_of(slot)
+                job = await self.mailbox.receive.receive()
                 if job.cancel.cancelled:
+                    self._slots.release_on_behalf_of(slot)
                     await self._report(job, AttemptResult.CANCELLED, 0.0, answered=False)
                     continue
-                await self._slots.acquire_on_behalf_of(job)
                 if not self.breaker.allow(trio.current_time()):
-                    self._slots.release_on_behalf_of(job)
+                    self._slots.release_on_behalf_of(slot)
                     failure = self._attempt_failure(
                         job,
                         ProviderFailure(
@@ -207,7 +212,7 @@ class ProviderActor:
                     )
                     await self._report(job, AttemptResult.FAILURE, 0.0, answered=False, failure=failure)
                     continue
-                nursery.start_soon(self._run_job, job)
+                nursery.start_soon(self._run_job, job, slot)
 
     async def on_crash(self, error: BaseException) -> None:
         """Fail every job this incarnation held, and every queued one, so none waits forever."""
@@ -230,13 +235,13 @@ class ProviderActor:
 
     # --- one job --------------------------------------------------------------------
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, slot: object) -> None:
         forwarder = _Forwarder(job, self.limits.idle_timeout)
         self._inflight[id(job)] = (job, forwarder)
         try:
             result, failure = await self._attempt(job, forwarder)
         finally:
-            self._slots.release_on_behalf_of(job)
+            self._slots.release_on_behalf_of(slot)
         # Reached only when the attempt ended by itself; a crash leaves the job to on_crash.
         del self._inflight[id(job)]
         upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000

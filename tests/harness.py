@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ import hypercorn.trio
 import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
-
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.supervisor import RestartPolicy
@@ -27,30 +26,57 @@ from relaybox.web.system import System, TransportFactory, build_transport, runni
 REPO = Path(__file__).resolve().parent.parent
 
 
-def openai_provider(name: str, base_url: str, *, models: tuple[str, ...] = ("gpt-4o-mini",),
-                    slots: int = 8, mailbox: int = 8, idle_timeout: float = 10.0, **extra: Any) -> ProviderConfig:
+def openai_provider(
+    name: str,
+    base_url: str,
+    *,
+    models: tuple[str, ...] = ("gpt-4o-mini",),
+    slots: int = 8,
+    mailbox: int = 8,
+    idle_timeout: float = 10.0,
+    **extra: Any,
+) -> ProviderConfig:
     return ProviderConfig(
-        name=name, kind="openai-compatible", display_name=name,
+        name=name,
+        kind="openai-compatible",
+        display_name=name,
         models=tuple(ModelEntry(m, "economy", 0.15, 0.60, 128_000) for m in models),
-        default_model=models[0], limits=ProviderLimits(slots=slots, mailbox=mailbox, idle_timeout=idle_timeout),
-        base_url=base_url, api_key=extra.pop("api_key", "sk-test-upstream"), **extra,
+        default_model=models[0],
+        limits=ProviderLimits(slots=slots, mailbox=mailbox, idle_timeout=idle_timeout),
+        base_url=base_url,
+        api_key=extra.pop("api_key", "sk-test-upstream"),
+        **extra,
     )
 
 
-def claude_provider(executable: str, fake_base_url: str, *, slots: int = 4, idle_timeout: float = 30.0,
-                    strategy: SystemPromptStrategy = SystemPromptStrategy.REPLACE) -> ProviderConfig:
+def claude_provider(
+    executable: str,
+    fake_base_url: str,
+    *,
+    slots: int = 4,
+    idle_timeout: float = 30.0,
+    strategy: SystemPromptStrategy = SystemPromptStrategy.REPLACE,
+) -> ProviderConfig:
     return ProviderConfig(
-        name="claude-cli", kind="claude-cli", display_name="Claude (CLI)",
-        models=(ModelEntry("haiku", "economy"), ModelEntry("sonnet", "standard")), default_model="sonnet",
+        name="claude-cli",
+        kind="claude-cli",
+        display_name="Claude (CLI)",
+        models=(ModelEntry("haiku", "economy"), ModelEntry("sonnet", "standard")),
+        default_model="sonnet",
         limits=ProviderLimits(slots=slots, mailbox=8, idle_timeout=idle_timeout),
-        accepts_prefixes=("claude-",), executable=executable, system_prompt=strategy,
+        accepts_prefixes=("claude-",),
+        executable=executable,
+        system_prompt=strategy,
         child_env={"ANTHROPIC_BASE_URL": fake_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-child"},
     )
 
 
 def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> Settings:
     base = Settings(
-        host="127.0.0.1", port=0, providers=providers, data_dir=str(tmp_path / "data"),
+        host="127.0.0.1",
+        port=0,
+        providers=providers,
+        data_dir=str(tmp_path / "data"),
         breaker=BreakerPolicy(consecutive_failures=3, cooldown=5.0),
         restart=RestartPolicy(max_restarts=3, period=30.0, backoff_initial=0.01, backoff_max=0.1),
     )
@@ -64,14 +90,19 @@ class Running:
 
 
 @asynccontextmanager
-async def serve(settings: Settings, transport_factory: TransportFactory = build_transport) -> AsyncIterator[Running]:
+async def serve(
+    settings: Settings, transport_factory: TransportFactory = build_transport
+) -> AsyncIterator[Running]:
     async with running_system(settings, transport_factory) as system, trio.open_nursery() as nursery:
         config = HypercornConfig()
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         shutdown = trio.Event()
-        binds = await nursery.start(lambda task_status: hypercorn.trio.serve(
-            create_app(system), config, shutdown_trigger=shutdown.wait, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: hypercorn.trio.serve(
+                create_app(system), config, shutdown_trigger=shutdown.wait, task_status=task_status
+            )
+        )
         try:
             yield Running(system, binds[0])
         finally:
@@ -90,3 +121,13 @@ def claude_executable() -> str:
     if os.environ.get("CI"):
         pytest.fail("the claude CLI is not installed: run `npm ci --prefix tests/cli`")
     pytest.skip("the claude CLI is not installed: run `npm ci --prefix tests/cli`")
+
+
+async def eventually(condition: Callable[[], object], *, within: float, poll: float = 0.02) -> float:
+    """Wait until `condition()` is true (state outside trio, like /proc, cannot be awaited);
+    return how long it took, or fail after `within` seconds."""
+    started = trio.current_time()
+    with trio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - polling the OS, not a trio task
+            await trio.sleep(poll)
+    return trio.current_time() - started

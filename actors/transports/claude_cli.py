@@ -60,6 +60,9 @@ def child_environment(parent: Mapping[str, str], configured: Mapping[str, str]) 
     # (it retries a 401 for minutes by default).
     env["CLAUDE_CODE_MAX_RETRIES"] = "0"
     env["DISABLE_AUTOUPDATER"] = "1"
+    # Without this the CLI makes a second, hidden model call per request to title the
+    # "session": double the requests on the user's quota for nothing a proxy needs.
+    env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
     env.update(configured)
     return env
 
@@ -105,6 +108,10 @@ class ClaudeCliTransport:
         prompt = build_prompt(request, self.system_prompt).encode()
         decoder = ClaudeStreamDecoder(now=time.time())
         stderr_tail = bytearray()
+        stderr_done = trio.Event()
+        # An exception raised inside the nursery would come out wrapped in an ExceptionGroup;
+        # keep it aside and raise it bare once the process group is gone.
+        error: Exception | None
         async with trio.open_nursery() as nursery:
             try:
                 process: trio.Process = await nursery.start(
@@ -121,24 +128,18 @@ class ClaudeCliTransport:
                         deliver_cancel=_kill_group,
                     )
                 )
-            except OSError as error:
-                raise ProviderFailure(
-                    FailureKind.TRANSPORT, f"cannot start the Claude CLI: {error}"
-                ) from None
-            self.spawned += 1
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(_drain, process.stderr, stderr_tail)
-            try:
-                await _read_lines(process.stdout, decoder, emit)
-                if decoder.finish_reason is not None:
-                    # The answer is complete; give the CLI a moment to exit on its own.
-                    with trio.move_on_after(2):
-                        await process.wait()
-                else:
-                    await process.wait()
-            finally:
-                _signal_group(process, signal.SIGKILL if decoder.finish_reason is None else signal.SIGTERM)
-                nursery.cancel_scope.cancel()
+            except OSError as spawn_error:
+                error = ProviderFailure(FailureKind.TRANSPORT, f"cannot start the Claude CLI: {spawn_error}")
+            else:
+                self.spawned += 1
+                nursery.start_soon(_drain, process.stderr, stderr_tail, stderr_done)
+                error = await _converse(process, decoder, emit)
+                if decoder.finish_reason is None:
+                    with trio.move_on_after(0.5):  # the error message may still be in the pipe
+                        await stderr_done.wait()
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if decoder.finish_reason is not None:
             return decoder.finish_reason
         stderr = stderr_tail.decode("utf-8", "replace").strip()
@@ -148,6 +149,24 @@ class ClaudeCliTransport:
         raise ProviderFailure(
             FailureKind.TRANSPORT, f"the Claude CLI exited with code {code} without an answer"
         )
+
+
+async def _converse(process: trio.Process, decoder: ClaudeStreamDecoder, emit: Emit) -> Exception | None:
+    """Read the CLI's answer to the end; return what went wrong rather than raise it."""
+    assert process.stdout is not None
+    try:
+        await _read_lines(process.stdout, decoder, emit)
+        if decoder.finish_reason is not None:
+            # The answer is complete; give the CLI a moment to exit on its own.
+            with trio.move_on_after(2):
+                await process.wait()
+        else:
+            await process.wait()
+    except Exception as error:
+        return error
+    finally:
+        _signal_group(process, signal.SIGKILL if decoder.finish_reason is None else signal.SIGTERM)
+    return None
 
 
 async def _read_lines(stdout: trio.abc.ReceiveStream, decoder: ClaudeStreamDecoder, emit: Emit) -> None:
@@ -169,10 +188,11 @@ async def _read_lines(stdout: trio.abc.ReceiveStream, decoder: ClaudeStreamDecod
             raise ProviderFailure(FailureKind.TRANSPORT, "the Claude CLI printed an over-long line")
 
 
-async def _drain(stream: trio.abc.ReceiveStream, tail: bytearray, keep: int = 8192) -> None:
+async def _drain(stream: trio.abc.ReceiveStream, tail: bytearray, done: trio.Event, keep: int = 8192) -> None:
     while chunk := await stream.receive_some(65536):
         tail += chunk
         del tail[:-keep]
+    done.set()
 
 
 def _signal_group(process: trio.Process, sig: int) -> None:
