@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import attrs
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -49,20 +50,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _with(settings, port=args.port)
     try:
         trio.run(serve_forever, settings)
-    except KeyboardInterrupt:
-        pass
-    except OSError as error:
-        print(
-            f"relaybox: cannot serve on {settings.host}:{settings.port}: {error.strerror or error}",
-            file=sys.stderr,
-        )
-        return 1
+    except (KeyboardInterrupt, OSError, BaseExceptionGroup) as error:
+        os_error = _find(error, OSError)
+        if os_error is not None:
+            reason = getattr(os_error, "strerror", None) or os_error
+            print(f"relaybox: cannot serve on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+            return 1
+        if _find(error, KeyboardInterrupt) is None:
+            raise
     return 0
 
 
-def _with(settings: Settings, **changes: object) -> Settings:
-    import attrs
+def _find(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first `kind` in `error`, looking inside exception groups (trio's nurseries make them)."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
 
+
+def _with(settings: Settings, **changes: object) -> Settings:
     return attrs.evolve(settings, **changes)
 
 
@@ -109,3 +120,7 @@ async def _shutdown_signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -278,7 +278,7 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         notes.append("claude-cli: disabled in the configuration")
         return None
     wanted = env.get("CLAUDE_CLI_PATH") or section.get("executable") or "claude"
-    executable = shutil.which(wanted)
+    executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
     if executable is None:
         where = "CLAUDE_CLI_PATH" if env.get("CLAUDE_CLI_PATH") else "PATH"
         notes.append(

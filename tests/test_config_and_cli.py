@@ -1,0 +1,147 @@
+"""Configuration loading, provider discovery, and the `relaybox` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from relaybox.web.config import ConfigError, load_settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "web" / "relaybox.example.toml"
+
+
+def fake_claude(tmp_path: Path) -> str:
+    path = tmp_path / "bin" / "claude"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_embedded_defaults_discover_nothing_and_say_so(tmp_path: Path) -> None:
+    settings = load_settings({"PATH": str(tmp_path), "HOME": str(tmp_path)})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.providers == ()
+    assert any("claude-cli: inactive" in note and "npm install" in note for note in settings.notes)
+    assert any("openai: inactive (set OPENAI_API_KEY" in note for note in settings.notes)
+    assert settings.data_dir == str(tmp_path / ".local/share/relaybox")
+
+
+def test_environment_discovers_providers(tmp_path: Path) -> None:
+    claude = fake_claude(tmp_path)
+    env = {
+        "PATH": str(Path(claude).parent),
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "sk-secret",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "TIMEOUT_CLAUDE": "42",
+        "DEFAULT_PROVIDER": "openai",
+        "CUSTOM_PROVIDERS": json.dumps(
+            [
+                {
+                    "id": "groq",
+                    "displayName": "Groq",
+                    "baseUrl": "https://api.groq.com/openai/v1",
+                    "apiKey": "gsk",
+                    "models": [
+                        {
+                            "id": "llama-3.3-70b-versatile",
+                            "tier": "standard",
+                            "costPerMInput": 0.59,
+                            "costPerMOutput": 0.79,
+                            "maxContext": 128000,
+                        }
+                    ],
+                }
+            ]
+        ),
+    }
+    settings = load_settings(env)
+    by_name = {p.name: p for p in settings.providers}
+    assert list(by_name) == ["claude-cli", "openai", "groq"]
+    assert by_name["claude-cli"].executable == claude and by_name["claude-cli"].limits.idle_timeout == 42
+    assert by_name["openai"].base_url == "http://127.0.0.1:9/v1"
+    groq = by_name["groq"].models[0]
+    assert (groq.tier, groq.input_per_mtok, groq.output_per_mtok, groq.context_window) == (
+        "standard",
+        0.59,
+        0.79,
+        128000,
+    )
+    assert settings.default_provider == "openai"
+    assert "sk-secret" not in repr(settings), "keys never appear in a settings dump"
+
+
+def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
+    env = {"PATH": str(Path(fake_claude(tmp_path)).parent), "HOME": str(tmp_path)}
+    settings = load_settings(env, str(EXAMPLE))
+    assert settings.aliases["fast"] == "openai:gpt-4o-mini"
+    assert settings.breaker.consecutive_failures == 5
+    assert [p.name for p in settings.providers] == ["claude-cli"]  # no OPENAI_API_KEY; openrouter disabled
+    assert any("openrouter: disabled" in note for note in settings.notes)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[server\nport=1", {}, "not valid TOML"),
+        ("[breaker]\nbogus = 1", {}, "unknown setting"),
+        ("[providers.x]\nkind = 'ollama'\nbase_url = 'http://h'\nmodels = ['m']", {}, "not supported yet"),
+        ("[providers.x]\nbase_url = 'ftp://h'\nmodels = ['m']", {}, "http(s) URL"),
+        (
+            "[providers.x]\nbase_url = 'http://h'\nmodels = [{id = 'm', tier = 'gold'}]",
+            {},
+            "tier must be one of",
+        ),
+        ("", {"CUSTOM_PROVIDERS": "{not json"}, "not valid JSON"),
+        ("", {"CONSECUTIVE_FAILURE_LIMIT": "many"}, "must be an integer"),
+    ],
+)
+def test_configuration_errors_say_what_to_fix(tmp_path: Path, text: str, env: dict, message: str) -> None:
+    config = tmp_path / "relaybox.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings({"PATH": "", "HOME": str(tmp_path), **env}, str(config))
+
+
+def run_relaybox(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relaybox.web.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_no_arguments_prints_what_to_do_next() -> None:
+    result = run_relaybox()
+    assert result.returncode == 0 and "relaybox serve" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_exits_2_with_a_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server\n")
+    result = run_relaybox("serve", "--config", str(config))
+    assert (
+        result.returncode == 2 and "configuration error" in result.stderr and "Traceback" not in result.stderr
+    )
+
+
+def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_relaybox(
+            "serve", "--port", str(port), env={"PATH": "", "RELAYBOX_DATA_DIR": str(tmp_path)}
+        )
+    assert result.returncode == 1 and "cannot serve" in result.stderr and "Traceback" not in result.stderr

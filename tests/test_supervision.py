@@ -1,0 +1,169 @@
+"""Supervision: crashes restart the actor, in-flight work fails cleanly, past the limit it stays down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+from relaybox.actors.supervisor import RestartPolicy, Supervisor
+from relaybox.protocol.events import Answering, Failed, Finished
+
+from tests.harness import openai_provider, serve, settings_for
+from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
+
+HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def scripted_factory(transports: dict[str, ScriptedTransport]):
+    return lambda config, settings: transports[config.name]
+
+
+def actor(tree: dict, name: str) -> dict:
+    return next(child for child in tree["supervisor"]["children"] if child["name"] == name)
+
+
+async def test_crash_restarts_the_actor_and_the_next_request_succeeds(tmp_path: Path) -> None:
+    transports = {"solo": ScriptedTransport(Crash(), default=Answer("after restart"))}
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with (
+        serve(settings, scripted_factory(transports)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        crashed = await client.post("/v1/chat/completions", json=HELLO)
+        await trio.sleep(0.2)  # restart backoff is 10 ms in the test policy
+        tree = (await client.get("/actors")).json()
+        after = await client.post("/v1/chat/completions", json=HELLO)
+    assert crashed.status_code == 503
+    assert "crash" in crashed.json()["error"]["message"]
+    solo = actor(tree, "solo")
+    assert solo["state"] == "running" and solo["restarts"] == 1
+    assert solo["last_crash"]["reason"] == "RuntimeError: injected crash"
+    assert "scripted.py" in solo["last_crash"]["where"]
+    assert after.status_code == 200
+    assert after.json()["choices"][0]["message"]["content"] == "after restart"
+
+
+async def test_crashed_job_falls_back_to_the_next_candidate(tmp_path: Path) -> None:
+    transports = {
+        "first": ScriptedTransport(Crash()),
+        "second": ScriptedTransport(default=Answer("from second")),
+    }
+    settings = settings_for(
+        tmp_path,
+        openai_provider("first", "http://unused", models=("m",)),
+        openai_provider("second", "http://unused", models=("m",)),
+        default_provider="first",
+    )
+    async with (
+        serve(settings, scripted_factory(transports)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        response = await client.post("/v1/chat/completions", json=HELLO)
+    assert response.status_code == 200
+    assert response.headers["x-provider"] == "second"
+    assert "failed (crash)" in response.headers["x-router-reason"]
+
+
+async def test_past_the_restart_intensity_the_provider_is_down(tmp_path: Path) -> None:
+    # max_restarts=3 within 30 s in the test policy: the fourth crash gives up.
+    transports = {"solo": ScriptedTransport(default=Crash())}
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with (
+        serve(settings, scripted_factory(transports)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        for _ in range(4):
+            response = await client.post("/v1/chat/completions", json=HELLO)
+            assert response.status_code == 503
+            await trio.sleep(0.2)
+        tree = (await client.get("/actors")).json()
+        health = await client.get("/health")
+        calls = transports["solo"].calls
+        refused = await client.post("/v1/chat/completions", json=HELLO)
+    solo = actor(tree, "solo")
+    assert solo["state"] == "failed" and solo["health"] == "down" and solo["restarts"] == 3
+    assert health.status_code == 503 and health.json()["providers"]["solo"]["health"] == "down"
+    assert refused.status_code == 503 and "provider is down" in refused.json()["error"]["message"]
+    assert transports["solo"].calls == calls == 4, "a failed actor is not crash-looped"
+
+
+async def test_crash_mid_stream_ends_the_client_stream_with_an_error(tmp_path: Path) -> None:
+    class CrashAfterFirstDelta(ScriptedTransport):
+        async def run(self, request, model, emit):  # type: ignore[no-untyped-def]
+            from relaybox.protocol.events import ContentDelta
+
+            await emit(ContentDelta("partial"))
+            raise RuntimeError("crash mid-stream")
+
+    transports = {"solo": CrashAfterFirstDelta()}
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with (
+        serve(settings, scripted_factory(transports)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        raw = await client.post("/v1/chat/completions", json={**HELLO, "stream": True})
+    frames = [line.removeprefix("data: ") for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert '"content":"partial"' in frames[1]
+    assert '"error"' in frames[-1] and "crash" in frames[-1]
+
+
+async def test_restart_backoff_grows_and_intensity_window_slides(autojump_clock: trio.abc.Clock) -> None:
+    class Flaky:
+        name, kind = "flaky", "test"
+
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+            self.starts.append(trio.current_time())
+            task_status.started()
+            raise RuntimeError("always")
+
+        async def on_crash(self, error: BaseException) -> None:
+            pass
+
+        def on_give_up(self) -> None:
+            self.gave_up_at = trio.current_time()
+
+        def statistics(self) -> dict:
+            return {}
+
+    flaky = Flaky()
+    policy = RestartPolicy(max_restarts=3, period=10.0, backoff_initial=1.0, backoff_max=3.0)
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("root", policy).run)
+        await supervisor.start_child(flaky)
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    start = flaky.starts[0]
+    # Backoff 1, 2, 3 (capped) seconds between starts; the fourth crash within 10 s gives up.
+    assert [round(t - start, 6) for t in flaky.starts] == [0, 1, 3, 6]
+    assert flaky.gave_up_at == start + 6
+    assert supervisor.record("flaky").state.value == "failed"
+
+
+class ExplodingCatalog:
+    """A router bug: resolving any name raises."""
+
+    def resolve(self, name: str) -> None:
+        raise KeyError("router bug")
+
+
+async def test_router_crash_answers_the_request_it_held(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    from relaybox.web.system import running_system
+
+    transports = {"solo": ScriptedTransport(default=Answer("fine"))}
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with running_system(settings, scripted_factory(transports)) as system:
+        healthy_catalog = system.router.catalog
+        system.router.catalog = ExplodingCatalog()  # type: ignore[assignment]
+        events = await complete(system, chat())
+        assert isinstance(events[-1], Failed) and events[-1].error.code == "router_crashed"
+        await trio.sleep(1)
+        system.router.catalog = healthy_catalog
+        events = await complete(system, chat())
+        assert isinstance(events[0], Answering) and isinstance(events[-1], Finished)
+        assert system.supervisor.record("router").restarts == 1
