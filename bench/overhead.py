@@ -1,0 +1,110 @@
+"""Time relaybox adds to a non-streaming request, side by side with the upstream alone.
+
+    python -m bench.overhead [--requests 400]
+
+A fake OpenAI upstream runs in this process; `relaybox serve` runs as its own process with
+that upstream as its only provider. Requests go one at a time, alternating direct and through
+relaybox, so both see the same machine noise. Reported: latency percentiles of each path,
+their difference, and relaybox's own `x-overhead-ms` header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import trio
+
+from bench.machine import write
+from tests.fakes.openai_upstream import FakeOpenAI
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "temperature": 0}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def wait_for_ping(client: httpx.AsyncClient, url: str) -> None:
+    with trio.fail_after(20):
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await trio.sleep(0.1)
+
+
+async def main(requests: int) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await FakeOpenAI().start(nursery)
+        port = 18000 + os.getpid() % 1000
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": fake.base_url,
+            "PATH": os.path.dirname(sys.executable),
+            "RELAYBOX_DATA_DIR": tempfile.mkdtemp(),
+        }
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with httpx.AsyncClient() as client:
+                relay_url = f"http://127.0.0.1:{port}"
+                await wait_for_ping(client, relay_url + "/ping")
+                direct, relayed, headers = [], [], []
+                for i in range(requests + 50):
+                    started = time.perf_counter()
+                    response = await client.post(fake.base_url + "/chat/completions", json=BODY)
+                    direct_ms = (time.perf_counter() - started) * 1000
+                    assert response.status_code == 200
+                    started = time.perf_counter()
+                    response = await client.post(relay_url + "/v1/chat/completions", json=BODY)
+                    relay_ms = (time.perf_counter() - started) * 1000
+                    assert response.status_code == 200, response.text
+                    if i >= 50:  # warm-up excluded
+                        direct.append(direct_ms)
+                        relayed.append(relay_ms)
+                        headers.append(float(response.headers["x-overhead-ms"]))
+        finally:
+            relay.terminate()
+            relay.wait(10)
+        nursery.cancel_scope.cancel()
+
+    rows = [
+        ("direct to the fake upstream", direct),
+        ("through relaybox", relayed),
+        ("relaybox x-overhead-ms header", headers),
+    ]
+    lines = [
+        f"non-streaming requests, sequential, n={requests} each path (after 50 warm-up)",
+        f"{'path':<32}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
+    ]
+    for name, values in rows:
+        lines.append(
+            f"{name:<32}{percentile(values, 0.5):>9.2f}{percentile(values, 0.9):>9.2f}"
+            f"{percentile(values, 0.99):>9.2f}{statistics.fmean(values):>9.2f}"
+        )
+    added = percentile(relayed, 0.5) - percentile(direct, 0.5)
+    lines.append(f"added by relaybox at p50 (end to end, incl. one more HTTP hop): {added:.2f} ms")
+    table = "\n".join(lines)
+    print(table)
+    print(f"written to {write('overhead', table)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    trio.run(main, parser.parse_args().requests)
