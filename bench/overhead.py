@@ -54,7 +54,7 @@ async def main(requests: int) -> None:
             "PATH": os.path.dirname(sys.executable),
             "RELAYBOX_DATA_DIR": tempfile.mkdtemp(),
         }
-        relay = subprocess.Popen(
+        relay = await trio.lowlevel.open_process(
             [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -80,7 +80,8 @@ async def main(requests: int) -> None:
                         headers.append(float(response.headers["x-overhead-ms"]))
         finally:
             relay.terminate()
-            relay.wait(10)
+            with trio.move_on_after(10):
+                await relay.wait()
         nursery.cancel_scope.cancel()
 
     rows = [
