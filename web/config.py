@@ -115,11 +115,11 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         raise ConfigError(f"unknown setting in [breaker] or [supervisor]: {error}") from None
     return Settings(
         host=str(server.get("host", "127.0.0.1")),
-        port=int(server.get("port", 8080)),
+        port=_int(server.get("port", 8080), "[server] port"),
         providers=tuple(providers),
         default_provider=default_provider,
         aliases=aliases,
-        max_body_bytes=int(float(server.get("max_body_mb", 32)) * 1024 * 1024),
+        max_body_bytes=int(_float(server.get("max_body_mb", 32), "[server] max_body_mb") * 1024 * 1024),
         breaker=breaker_policy,
         restart=restart_policy,
         data_dir=str(server.get("data_dir") or default_data_dir(env)),
@@ -134,10 +134,12 @@ def _table(file: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(table)
 
 
-def _int(value: str, name: str) -> int:
+def _int(value: object, name: str) -> int:
     try:
-        return int(value)
-    except ValueError:
+        if isinstance(value, float | bool):
+            raise ValueError
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
@@ -171,7 +173,7 @@ def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:
                 tier,
                 None if price_in is None else _float(price_in, f"{where}: models[{i}] input price"),
                 None if price_out is None else _float(price_out, f"{where}: models[{i}] output price"),
-                None if context is None else int(context),
+                None if context is None else _int(context, f"{where}: models[{i}] context window"),
             )
         )
     return tuple(models)
@@ -179,8 +181,8 @@ def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:
 
 def _limits(section: Mapping[str, Any], *, slots: int, mailbox: int, idle_timeout: float) -> ProviderLimits:
     return ProviderLimits(
-        slots=int(section.get("slots", slots)),
-        mailbox=int(section.get("mailbox", mailbox)),
+        slots=_int(section.get("slots", slots), "slots"),
+        mailbox=_int(section.get("mailbox", mailbox), "mailbox"),
         idle_timeout=_float(section.get("timeout", idle_timeout), "timeout"),
     )
 
@@ -206,7 +208,7 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
                 else OPENAI_MODELS,
                 default_model=str(openai_section.get("default_model", "gpt-4o-mini")),
                 limits=_limits(openai_section, slots=256, mailbox=256, idle_timeout=120),
-                priority=int(openai_section.get("priority", 0)),
+                priority=_int(openai_section.get("priority", 0), "priority"),
                 accepts_prefixes=("gpt-", "o1", "o3", "o4", "chatgpt-"),
                 base_url=env.get("OPENAI_BASE_URL")
                 or openai_section.get("base_url")
@@ -263,7 +265,7 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
                 models=models,
                 default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
                 limits=_limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
-                priority=int(item.get("priority", 0)),
+                priority=_int(item.get("priority", 0), "priority"),
                 base_url=base_url,
                 api_key=api_key,
                 host_type=host_type,
@@ -306,9 +308,11 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         default_model=str(section.get("default_model", "sonnet")),
         # Each spawn costs about 0.6 s of CPU: a few at a time is what two cores sustain.
         limits=ProviderLimits(
-            slots=int(section.get("slots", 4)), mailbox=int(section.get("mailbox", 16)), idle_timeout=idle
+            slots=_int(section.get("slots", 4), "slots"),
+            mailbox=_int(section.get("mailbox", 16), "mailbox"),
+            idle_timeout=idle,
         ),
-        priority=int(section.get("priority", 0)),
+        priority=_int(section.get("priority", 0), "priority"),
         accepts_prefixes=("claude-",),
         executable=executable,
         system_prompt=system_prompt,

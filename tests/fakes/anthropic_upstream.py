@@ -7,7 +7,7 @@ import json
 import trio
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
-from tests.fakes.scripts import Reply, ReplyQueue, split_text
+from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
 
 
 class FakeAnthropic:
@@ -100,15 +100,8 @@ class FakeAnthropic:
         )
         await event("ping", {"type": "ping"})
         for i, piece in enumerate(split_text(reply.text, reply.pieces)):
-            if reply.reset_after is not None and i == reply.reset_after:
-                out.reset()
-            if reply.garbage_after is not None and i == reply.garbage_after:
-                await out.write(b"event: content_block_delta\ndata: {not json\n\n")
+            if not await before_piece(reply, i, out, b"event: content_block_delta\ndata: {not json\n\n"):
                 return
-            if reply.stall_after is not None and i == reply.stall_after:
-                await trio.sleep_forever()
-            if i:
-                await trio.sleep(reply.chunk_delay)
             await event(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},

@@ -8,7 +8,7 @@ import time
 import trio
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
-from tests.fakes.scripts import Reply, ReplyQueue, split_text
+from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/api/chat/completions")
 
@@ -87,15 +87,8 @@ class FakeOpenAI:
 
         await out.write(chunk({"role": "assistant", "content": ""}))
         for i, piece in enumerate(split_text(reply.text, reply.pieces)):
-            if reply.reset_after is not None and i == reply.reset_after:
-                out.reset()
-            if reply.garbage_after is not None and i == reply.garbage_after:
-                await out.write(b"data: {this is not json\n\n")
+            if not await before_piece(reply, i, out, b"data: {this is not json\n\n"):
                 return
-            if reply.stall_after is not None and i == reply.stall_after:
-                await trio.sleep_forever()
-            if i:
-                await trio.sleep(reply.chunk_delay)
             await out.write(chunk({"content": piece}))
         finish = "stop"
         if reply.tool_call:

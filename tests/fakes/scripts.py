@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+import trio
+
+if TYPE_CHECKING:
+    from tests.fakes.http_server import ResponseWriter
 
 
 @attrs.define
@@ -50,3 +56,19 @@ class ReplyQueue:
 
     def next(self) -> Reply:
         return self._queue.pop(0) if self._queue else self.default
+
+
+async def before_piece(reply: Reply, index: int, out: ResponseWriter, garbage: bytes) -> bool:
+    """Misbehave before streaming piece `index` if the script says so, else pace the stream.
+
+    Returns False when the stream must stop here (garbage was sent)."""
+    if reply.reset_after is not None and index == reply.reset_after:
+        out.reset()
+    if reply.garbage_after is not None and index == reply.garbage_after:
+        await out.write(garbage)
+        return False
+    if reply.stall_after is not None and index == reply.stall_after:
+        await trio.sleep_forever()
+    if index:
+        await trio.sleep(reply.chunk_delay)
+    return True
