@@ -31,14 +31,37 @@ ContentPart = TextPart | ImagePart
 
 
 @attrs.frozen
+class ToolSpec:
+    """A function the model may call; `parameters` is a JSON Schema object."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+
+
+@attrs.frozen
+class ToolChoice:
+    mode: str  # "auto" | "none" | "required" | "tool"
+    name: str | None = None  # the tool, when mode is "tool"
+
+
+@attrs.frozen
+class ToolCall:
+    """A call the assistant made; `arguments` is the JSON text of the arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
 class ChatMessage:
     role: str
     # None is legal for an assistant turn that only carries tool calls.
     content: str | tuple[ContentPart, ...] | None
     name: str | None = None
-    # Tool calls and tool results are forwarded in OpenAI's own shape until the
-    # providers translate them natively.
-    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    # On a "tool" message: which call this is the result of.
     tool_call_id: str | None = None
 
     def text(self) -> str:
@@ -62,8 +85,13 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
-    # Other OpenAI parameters (tools, response_format, top_p, seed, ...) that an
-    # OpenAI-compatible upstream receives unchanged.
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    # "json_object" or "json_schema" (with `json_schema`), or None for free text.
+    response_format: str | None = None
+    json_schema: dict[str, Any] | None = None
+    # Other OpenAI parameters (top_p, seed, ...) that an OpenAI-compatible upstream
+    # receives unchanged and other providers ignore.
     passthrough: dict[str, Any] = attrs.field(factory=dict)
 
     def system_text(self) -> str:
@@ -76,3 +104,20 @@ class ChatRequest:
 
     def has_images(self) -> bool:
         return any(m.has_images() for m in self.messages)
+
+
+@attrs.frozen
+class InlineImage:
+    media_type: str
+    data: str  # base64
+
+
+def inline_image(part: ImagePart) -> InlineImage | None:
+    """The base64 payload of a `data:` URL image; None for an image given by a remote URL."""
+    if not part.url.startswith("data:"):
+        return None
+    header, _, data = part.url.partition(",")
+    media_type = header.removeprefix("data:").split(";")[0] or "image/png"
+    if ";base64" not in header or not data:
+        return None
+    return InlineImage(media_type, data)

@@ -87,7 +87,10 @@ def _render_turn(role: str, text: str) -> str:
 def _turn_text(message: Any) -> str:
     text = message.text()
     if message.tool_calls:
-        calls = json.dumps(list(message.tool_calls), ensure_ascii=False)
+        calls = json.dumps(
+            [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls],
+            ensure_ascii=False,
+        )
         text = f"{text}\n<tool_calls>{calls}</tool_calls>" if text else f"<tool_calls>{calls}</tool_calls>"
     if message.role == "tool" and message.tool_call_id:
         text = f'<tool_result id="{message.tool_call_id}">{text}</tool_result>'

@@ -11,17 +11,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from relaybox.protocol.chat import ROLES, ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart
+from relaybox.protocol.chat import (
+    ROLES,
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    ImagePart,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
 
 # Parameters relaybox does not interpret but forwards to OpenAI-compatible upstreams.
 PASSTHROUGH_PARAMS = frozenset(
     {
-        "tools",
-        "tool_choice",
         "parallel_tool_calls",
-        "response_format",
         "top_p",
         "seed",
         "presence_penalty",
@@ -130,6 +137,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     if len(stop) > 4:
         raise _bad("'stop' takes at most 4 sequences", "stop")
 
+    response_format, json_schema = _response_format(body.get("response_format"))
     max_tokens = _optional_positive_int(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_positive_int(body, "max_tokens")
@@ -141,7 +149,75 @@ def parse_chat_request(body: object) -> ChatRequest:
         temperature=_optional_number(body, "temperature", 0, 2),
         max_tokens=max_tokens,
         stop=stop,
+        tools=_tools(body.get("tools")),
+        tool_choice=_tool_choice(body.get("tool_choice")),
+        response_format=response_format,
+        json_schema=json_schema,
         passthrough={k: v for k, v in body.items() if k in PASSTHROUGH_PARAMS},
+    )
+
+
+def _tools(raw: object) -> tuple[ToolSpec, ...]:
+    if raw is None:
+        return ()
+    _expect(raw, list, "tools", "an array of tools")
+    assert isinstance(raw, list)
+    tools = []
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        _expect(tool, dict, where, "a tool object")
+        if tool.get("type", "function") != "function":
+            raise _bad(
+                f"'{where}.type' {tool.get('type')!r} is not supported (use 'function')", f"{where}.type"
+            )
+        function = tool.get("function")
+        _expect(function, dict, f"{where}.function", "an object")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"'{where}.function.name' must be a non-empty string", f"{where}.function.name")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        _expect(parameters, dict, f"{where}.function.parameters", "a JSON Schema object")
+        description = function.get("description")
+        if description is not None:
+            _expect(description, str, f"{where}.function.description", "a string")
+        tools.append(ToolSpec(name, description, parameters))
+    return tuple(tools)
+
+
+def _tool_choice(raw: object) -> ToolChoice | None:
+    if raw is None:
+        return None
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(str(raw))
+    if (
+        isinstance(raw, dict)
+        and isinstance(raw.get("function"), dict)
+        and isinstance(raw["function"].get("name"), str)
+    ):
+        return ToolChoice("tool", raw["function"]["name"])
+    raise _bad(
+        "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+        '"function": {"name": ...}}',
+        "tool_choice",
+    )
+
+
+def _response_format(raw: object) -> tuple[str | None, dict[str, Any] | None]:
+    if raw is None:
+        return None, None
+    _expect(raw, dict, "response_format", "an object")
+    assert isinstance(raw, dict)
+    kind = raw.get("type")
+    if kind == "text":
+        return None, None
+    if kind == "json_object":
+        return "json_object", None
+    if kind == "json_schema":
+        schema = raw.get("json_schema")
+        _expect(schema, dict, "response_format.json_schema", "an object")
+        return "json_schema", schema
+    raise _bad(
+        "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type"
     )
 
 
@@ -163,11 +239,7 @@ def _message(index: int, raw: object) -> ChatMessage:
             f"'{where}.content' must be a string or an array of content parts, got {_json_type(raw_content)}",
             f"{where}.content",
         )
-    tool_calls = raw.get("tool_calls")
-    if tool_calls is not None:
-        _expect(tool_calls, list, f"{where}.tool_calls", "an array")
-        for j, call in enumerate(tool_calls):
-            _expect(call, dict, f"{where}.tool_calls[{j}]", "an object")
+    tool_calls = _tool_calls(where, raw.get("tool_calls"))
     if content is None and not tool_calls:
         raise _bad(f"'{where}.content' is required for role '{role}'", f"{where}.content")
     tool_call_id = raw.get("tool_call_id")
@@ -180,9 +252,30 @@ def _message(index: int, raw: object) -> ChatMessage:
         role=role,
         content=content,
         name=name,
-        tool_calls=tuple(tool_calls) if tool_calls else None,
+        tool_calls=tool_calls,
         tool_call_id=tool_call_id if isinstance(tool_call_id, str) else None,
     )
+
+
+def _tool_calls(where: str, raw: object) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    _expect(raw, list, f"{where}.tool_calls", "an array")
+    assert isinstance(raw, list)
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}.tool_calls[{j}]"
+        _expect(call, dict, at, "an object")
+        function = call.get("function")
+        _expect(function, dict, f"{at}.function", "an object")
+        name, arguments, call_id = function.get("name"), function.get("arguments", "{}"), call.get("id")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"'{at}.function.name' must be a non-empty string", f"{at}.function.name")
+        _expect(arguments, str, f"{at}.function.arguments", "a JSON string")
+        if not isinstance(call_id, str) or not call_id:
+            raise _bad(f"'{at}.id' must be a non-empty string", f"{at}.id")
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
 
 
 def _part(message: str, j: int, part: object) -> ContentPart:
@@ -326,7 +419,10 @@ def upstream_request_body(request: ChatRequest, model: str) -> dict[str, Any]:
         if m.name is not None:
             wire["name"] = m.name
         if m.tool_calls:
-            wire["tool_calls"] = list(m.tool_calls)
+            wire["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in m.tool_calls
+            ]
         if m.tool_call_id is not None:
             wire["tool_call_id"] = m.tool_call_id
         messages.append(wire)
@@ -341,6 +437,27 @@ def upstream_request_body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["max_tokens"] = request.max_tokens
     if request.stop:
         body["stop"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "parameters": t.parameters,
+                    **({"description": t.description} if t.description else {}),
+                },
+            }
+            for t in request.tools
+        ]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}} if choice.mode == "tool" else choice.mode
+        )
+    if request.response_format == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif request.response_format == "json_schema":
+        body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
     return body
 
 

@@ -100,8 +100,8 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ),
         ("", {"CUSTOM_PROVIDERS": "{not json"}, "not valid JSON"),
         ("", {"CONSECUTIVE_FAILURE_LIMIT": "many"}, "must be an integer"),
-    ("[server]\nport = 'eighty'", {}, "port must be an integer"),
-    ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
+        ("[server]\nport = 'eighty'", {}, "port must be an integer"),
+        ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
     ],
 )
 def test_configuration_errors_say_what_to_fix(tmp_path: Path, text: str, env: dict, message: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from relaybox.protocol.catalog import Candidate, Catalog, ModelEntry, ProviderModels
-from relaybox.protocol.chat import ChatMessage, ChatRequest, ImagePart, TextPart
+from relaybox.protocol.chat import ChatMessage, ChatRequest, ImagePart, TextPart, ToolCall, ToolSpec
 from relaybox.protocol.claude_cli_wire import (
     ClaudeStreamDecoder,
     SystemPromptStrategy,
@@ -81,7 +81,8 @@ def test_parse_keeps_content_parts_and_forwards_known_parameters() -> None:
     )
     assert request.messages[0].content == (TextPart("look"), ImagePart("data:image/png;base64,AA", "low"))
     assert request.include_usage and request.max_tokens == 9
-    assert request.passthrough == {"tools": [{"type": "function", "function": {"name": "f"}}], "seed": 1}
+    assert request.passthrough == {"seed": 1}
+    assert request.tools == (ToolSpec("f", None, {"type": "object", "properties": {}}),)
 
 
 def test_upstream_body_round_trips_messages_and_always_asks_for_usage() -> None:
@@ -98,7 +99,7 @@ def test_upstream_body_round_trips_messages_and_always_asks_for_usage() -> None:
             ChatMessage(
                 "assistant",
                 None,
-                tool_calls=({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},),
+                tool_calls=(ToolCall("c1", "f", "{}"),),
             ),
             ChatMessage("tool", "42", tool_call_id="c1"),
         ),
