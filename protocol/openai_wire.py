@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from relaybox.protocol.chat import (
     ROLES,
     ChatMessage,
@@ -22,8 +23,17 @@ from relaybox.protocol.chat import (
     ToolChoice,
     ToolSpec,
 )
+from relaybox.protocol.dialect import (
+    HttpCall,
+    SSEStreamDecoder,
+    error_message,
+    load_json,
+    malformed,
+    upstream_error,
+)
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.sse import SSEvent
 
 # Parameters relaybox does not interpret but forwards to OpenAI-compatible upstreams.
 PASSTHROUGH_PARAMS = frozenset(
@@ -543,16 +553,47 @@ class UpstreamStreamError(Exception):
     """The upstream reported an error inside an otherwise well-formed stream."""
 
 
-def upstream_error_message(body: bytes) -> str:
-    """The human part of an upstream error body, whatever its dialect."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")[:500] or "(empty body)"
-    if isinstance(parsed, dict):
-        error = parsed.get("error", parsed)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:500]
-        if isinstance(error, str):
-            return error[:500]
-    return json.dumps(parsed)[:500]
+# Where the chat endpoint lives under the base URL, by host layout (seed 002's host_type).
+CHAT_PATHS = {"openai": "/chat/completions", "openwebui": "/api/chat/completions"}
+
+
+class OpenAIStreamDecoder(SSEStreamDecoder):
+    def on_event(self, frame: SSEvent) -> list[TransportEvent]:
+        if frame.data.strip() == "[DONE]":
+            self.done = True
+            self.finish_reason = self.finish_reason or "stop"
+            return []
+        try:
+            events, finish = decode_upstream_chunk(load_json(frame.data))
+        except UpstreamStreamError as error:
+            raise upstream_error(str(error)) from None
+        except ValueError as error:
+            raise malformed(str(error)) from None
+        self.finish_reason = finish or self.finish_reason
+        return events
+
+
+@attrs.frozen
+class OpenAIDialect:
+    host_type: str = "openai"
+    name: str = "openai"
+
+    def __attrs_post_init__(self) -> None:
+        if self.host_type not in CHAT_PATHS:
+            raise ValueError(f"host_type must be one of {', '.join(CHAT_PATHS)}")
+
+    def call(self, request: ChatRequest, model: str, api_key: str | None) -> HttpCall:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        return HttpCall(CHAT_PATHS[self.host_type], headers, upstream_request_body(request, model))
+
+    def stream_decoder(self) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder()
+
+    def decode_body(self, body: bytes) -> tuple[list[TransportEvent], str]:
+        try:
+            return decode_upstream_completion(load_json(body))
+        except ValueError as error:
+            raise malformed(str(error)) from None
+
+    def error_message(self, body: bytes) -> str:
+        return error_message(body)

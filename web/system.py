@@ -21,8 +21,10 @@ from relaybox.actors.router import RouterActor
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
-from relaybox.actors.transports.openai_http import OpenAIHttpTransport
+from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.catalog import Catalog, ProviderModels
+from relaybox.protocol.dialect import Dialect
+from relaybox.protocol.openai_wire import OpenAIDialect
 from relaybox.web.config import ProviderConfig, Settings
 
 TransportFactory = Callable[[ProviderConfig, Settings], Transport]
@@ -38,12 +40,18 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
             env=config.child_env,
         )
     assert config.base_url is not None
-    return OpenAIHttpTransport(
+    return HttpApiTransport(
         base_url=config.base_url,
         api_key=config.api_key,
-        host_type=config.host_type,
+        dialect=dialect_for(config),
         connections=config.limits.slots,
     )
+
+
+def dialect_for(config: ProviderConfig) -> Dialect:
+    if config.kind == "openai-compatible":
+        return OpenAIDialect(config.host_type)
+    raise ValueError(f"no HTTP dialect for provider kind {config.kind!r}")
 
 
 def build_catalog(settings: Settings) -> Catalog:

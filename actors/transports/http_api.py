@@ -1,0 +1,133 @@
+"""HTTP API providers over httpx: OpenAI and OpenAI-compatible endpoints, Anthropic, Gemini, Ollama.
+
+The wire format is the dialect's (pure, in `protocol/`); this module only moves bytes and turns
+HTTP trouble into `ProviderFailure`s: 429 rate limited (with Retry-After), 401/403 auth,
+408 timeout, 5xx server error, any other 4xx a refused request; connection errors and resets
+are transport failures. It is the only module that imports httpx.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from relaybox.actors.transports.base import Emit
+from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.dialect import Dialect
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+
+
+class HttpApiTransport:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        dialect: Dialect,
+        connections: int = 64,
+        client_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dialect = dialect
+        self._api_key = api_key
+        self._connections = connections
+        self._client_transport = client_transport
+        self._client: httpx.AsyncClient | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.dialect.name, "base_url": self.base_url, "api_key_set": bool(self._api_key)}
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=self._connections, max_keepalive_connections=self._connections)
+        # Timeouts are the provider actor's cancel scopes; only connecting gets a limit here.
+        timeout = httpx.Timeout(None, connect=10.0)
+        async with httpx.AsyncClient(
+            headers={"user-agent": "relaybox"},
+            limits=limits,
+            timeout=timeout,
+            transport=self._client_transport,
+        ) as client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
+    async def get_json(self, path: str) -> Any:
+        """A GET for discovery (Ollama's model list); raises `ProviderFailure` like `run`."""
+        if self._client is None:
+            raise RuntimeError("transport used outside its session")
+        try:
+            response = await self._client.get(self.base_url + path)
+        except httpx.HTTPError as error:
+            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
+        if response.status_code != 200:
+            raise _status_failure(
+                response.status_code, self.dialect.error_message(response.content), response.headers
+            )
+        return response.json()
+
+    async def run(self, request: ChatRequest, model: str, emit: Emit) -> str:
+        if self._client is None:
+            raise RuntimeError("transport used outside its session")
+        call = self.dialect.call(request, model, self._api_key)
+        try:
+            async with self._client.stream(
+                "POST", self.base_url + call.path, json=call.body, headers=call.headers
+            ) as response:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    raise _status_failure(
+                        response.status_code, self.dialect.error_message(body), response.headers
+                    )
+                if not request.stream:
+                    events, finish_reason = self.dialect.decode_body(await response.aread())
+                    for event in events:
+                        await emit(event)
+                    return finish_reason
+                decoder = self.dialect.stream_decoder()
+                async for data in response.aiter_bytes():
+                    for event in decoder.feed(data):
+                        await emit(event)
+                for event in decoder.close():
+                    await emit(event)
+                return decoder.finish_reason or "stop"
+        except httpx.TimeoutException as error:
+            raise ProviderFailure(
+                FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}"
+            ) from None
+        except httpx.HTTPError as error:
+            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_failure(status: int, detail: str, headers: httpx.Headers) -> ProviderFailure:
+    message = f"HTTP {status}: {detail}"
+    if status == 429:
+        return ProviderFailure(FailureKind.RATE_LIMITED, message, status, _retry_after(headers))
+    if status in (401, 403):
+        return ProviderFailure(FailureKind.AUTH, message, status)
+    if status == 408:
+        return ProviderFailure(FailureKind.TIMEOUT, message, status)
+    if status >= 500:
+        return ProviderFailure(FailureKind.SERVER_ERROR, message, status, _retry_after(headers))
+    return ProviderFailure(FailureKind.REJECTED, message, status)
