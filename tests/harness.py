@@ -49,6 +49,13 @@ def openai_provider(
     )
 
 
+def api_provider(
+    kind: str, name: str, base_url: str, *, models: tuple[str, ...], **extra: Any
+) -> ProviderConfig:
+    """A provider of any HTTP kind (anthropic, gemini, ollama, openai-compatible)."""
+    return attrs.evolve(openai_provider(name, base_url, models=models, **extra), kind=kind)
+
+
 def claude_provider(
     executable: str,
     fake_base_url: str,

@@ -13,14 +13,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch
-from relaybox.protocol import openai_wire
+from relaybox.protocol import anthropic_wire, openai_wire, tokens
 from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES
+from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     Answering,
@@ -46,7 +48,10 @@ REPLY_IDLE_LIMIT = 900.0
 
 
 def error_response(error: RelayError) -> Response:
-    response = Response(json.dumps(error.body()), status=error.status, mimetype="application/json")
+    """The error in the dialect of the endpoint that was called."""
+    anthropic = request.path.startswith("/v1/messages") and not getattr(request, "local_backend", False)
+    body = anthropic_wire.error_body(error) if anthropic else error.body()
+    response = Response(json.dumps(body), status=error.status, mimetype="application/json")
     if error.retry_after is not None:
         response.headers["retry-after"] = str(max(1, round(error.retry_after)))
     return response
@@ -166,17 +171,8 @@ def create_app(system: System) -> QuartTrio:
                 )
         return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions() -> Response:
-        raw = await request.get_data(cache=False)
+    async def dispatch(chat: ChatRequest, request_id: str) -> Begun:
         started = trio.current_time()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RelayError(
-                400, f"the request body is not valid JSON: {error}", code="invalid_json"
-            ) from None
-        chat = openai_wire.parse_chat_request(body)
         if not system.router_running():
             raise RelayError(
                 503,
@@ -185,7 +181,6 @@ def create_app(system: System) -> QuartTrio:
                 code="router_down",
                 retry_after=5,
             )
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
         send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
         token = CancelToken()
         try:
@@ -207,7 +202,7 @@ def create_app(system: System) -> QuartTrio:
         if not isinstance(first, Answering):
             token.cancel()
             receive.close()
-            return error_response(first.error if isinstance(first, Failed) else _unexpected(first))
+            raise first.error if isinstance(first, Failed) else _unexpected(first)
         overhead_ms = max(0.0, (trio.current_time() - started) * 1000 - first.upstream_ms)
         headers = {
             "x-task-id": request_id,
@@ -217,20 +212,67 @@ def create_app(system: System) -> QuartTrio:
             "x-fallback-used": "true" if first.fallback_used else "false",
             "x-overhead-ms": f"{overhead_ms:.2f}",
         }
+        return Begun(first, receive, token, headers)
+
+    async def openai_completion(chat: ChatRequest) -> Response:
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        begun = await dispatch(chat, request_id)
         created = int(time.time())
         if chat.stream:
-            response = Response(
-                _stream(receive, token, request_id, first, created, chat.include_usage),
-                mimetype="text/event-stream",
-                headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+            return _event_stream(
+                _openai_stream(begun, request_id, created, chat.include_usage), begun.headers
             )
-            response.timeout = None  # Quart would otherwise cut the stream after 60 s
-            return response
         try:
-            return await _gather(receive, request_id, first, created, headers)
+            answer = await _collect(begun.receive)
         finally:
-            token.cancel()
-            receive.close()
+            begun.close()
+        body = openai_wire.completion_body(
+            completion_id=request_id,
+            model=begun.answering.model,
+            created=created,
+            text=answer.text,
+            tool_calls=answer.tool_calls,
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
+        )
+        return Response(openai_wire.dumps(body), mimetype="application/json", headers=begun.headers)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions() -> Response:
+        return await openai_completion(openai_wire.parse_chat_request(await _read_json()))
+
+    @app.post("/v1/messages")
+    async def messages() -> Response:
+        body = await _read_json()
+        if _is_local_backend_shape(body):
+            # Seed 000's local backend: OpenAI-style messages in, chat.completion out.
+            if isinstance(body, dict):
+                body.setdefault("model", "auto")
+            return await openai_completion(openai_wire.parse_chat_request(body))
+        chat = anthropic_wire.parse_messages_request(body)
+        message_id = f"msg_{uuid.uuid4().hex}"
+        begun = await dispatch(chat, message_id)
+        if chat.stream:
+            renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
+            return _event_stream(_anthropic_stream(begun, renderer), begun.headers)
+        try:
+            answer = await _collect(begun.receive)
+        finally:
+            begun.close()
+        reply = anthropic_wire.message_body(
+            message_id=message_id,
+            model=begun.answering.model,
+            text=answer.text,
+            tool_calls=openai_wire.merge_tool_calls(answer.tool_calls),
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
+        )
+        return Response(json.dumps(reply), mimetype="application/json", headers=begun.headers)
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens() -> Response:
+        chat = anthropic_wire.parse_messages_request({"max_tokens": 1, **_as_object(await _read_json())})
+        return Response(json.dumps({"input_tokens": tokens.count_request(chat)}), mimetype="application/json")
 
     return app
 
@@ -259,13 +301,50 @@ async def _next_event(receive: trio.MemoryReceiveChannel[Event]) -> Event:
     )
 
 
-async def _gather(
-    receive: trio.MemoryReceiveChannel[Event],
-    request_id: str,
-    answering: Answering,
-    created: int,
-    headers: dict[str, str],
-) -> Response:
+@attrs.define
+class Begun:
+    """A request some provider has begun to answer."""
+
+    answering: Answering
+    receive: trio.MemoryReceiveChannel[Event]
+    token: CancelToken
+    headers: dict[str, str]
+
+    def close(self) -> None:
+        """Synchronous on purpose: it runs where a cancelled task may not await."""
+        self.token.cancel()
+        self.receive.close()
+
+
+@attrs.frozen
+class Collected:
+    text: str
+    tool_calls: list[ToolCallDelta]
+    usage: Usage | None
+    finish_reason: str
+
+
+async def _read_json() -> Any:
+    raw = await request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+
+
+def _as_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise RelayError(400, "the request body must be a JSON object", code="invalid_request")
+    return body
+
+
+def _is_local_backend_shape(body: Any) -> bool:
+    local = "anthropic-version" not in request.headers and isinstance(body, dict) and "max_tokens" not in body
+    request.local_backend = local  # type: ignore[attr-defined]
+    return local
+
+
+async def _collect(receive: trio.MemoryReceiveChannel[Event]) -> Collected:
     text: list[str] = []
     calls: list[ToolCallDelta] = []
     usage: Usage | None = None
@@ -278,37 +357,41 @@ async def _gather(
         elif isinstance(event, Usage):
             usage = event
         elif isinstance(event, Finished):
-            body = openai_wire.completion_body(
-                completion_id=request_id,
-                model=answering.model,
-                created=created,
-                text="".join(text),
-                tool_calls=calls,
-                finish_reason=event.finish_reason,
-                usage=usage,
-            )
-            return Response(openai_wire.dumps(body), mimetype="application/json", headers=headers)
+            return Collected("".join(text), calls, usage, event.finish_reason)
         else:
-            return error_response(event.error if isinstance(event, Failed) else _unexpected(event))
+            raise event.error if isinstance(event, Failed) else _unexpected(event)
 
 
-async def _stream(
-    receive: trio.MemoryReceiveChannel[Event],
-    token: CancelToken,
-    request_id: str,
-    answering: Answering,
-    created: int,
-    include_usage: bool,
+def _event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    response = Response(
+        body,
+        mimetype="text/event-stream",
+        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+    response.timeout = None  # Quart would otherwise cut the stream after 60 s
+    return response
+
+
+async def _next_or_keepalive(receive: trio.MemoryReceiveChannel[Event]) -> Event | None:
+    """The next event, or None after `KEEPALIVE_AFTER` seconds of silence."""
+    with trio.move_on_after(KEEPALIVE_AFTER):
+        return await _next_event(receive)
+    return None
+
+
+async def _openai_stream(
+    begun: Begun, request_id: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """The SSE body. A client disconnect surfaces here as cancellation or generator close;
-    the cleanup in `finally` is synchronous because nothing may be awaited there."""
+    """OpenAI SSE. A client disconnect surfaces here as cancellation or generator close; the
+    cleanup in `finally` is synchronous because nothing may be awaited there."""
+    model = begun.answering.model
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return encode_data(
             openai_wire.dumps(
                 openai_wire.chunk_body(
                     completion_id=request_id,
-                    model=answering.model,
+                    model=model,
                     created=created,
                     delta=delta,
                     finish_reason=finish_reason,
@@ -320,9 +403,7 @@ async def _stream(
         yield chunk({"role": "assistant", "content": ""})
         usage: Usage | None = None
         while True:
-            event: Event | None = None
-            with trio.move_on_after(KEEPALIVE_AFTER):
-                event = await _next_event(receive)
+            event = await _next_or_keepalive(begun.receive)
             if event is None:
                 yield KEEPALIVE
             elif isinstance(event, ContentDelta):
@@ -337,7 +418,7 @@ async def _stream(
                     yield encode_data(
                         openai_wire.dumps(
                             openai_wire.usage_chunk_body(
-                                completion_id=request_id, model=answering.model, created=created, usage=usage
+                                completion_id=request_id, model=model, created=created, usage=usage
                             )
                         )
                     )
@@ -347,5 +428,30 @@ async def _stream(
                 yield encode_data(openai_wire.dumps(event.error.body()))
                 return
     finally:
-        token.cancel()
-        receive.close()
+        begun.close()
+
+
+async def _anthropic_stream(
+    begun: Begun, renderer: anthropic_wire.MessagesStreamRenderer
+) -> AsyncIterator[bytes]:
+    """Messages API SSE; same disconnect discipline as `_openai_stream`."""
+    try:
+        yield renderer.start()
+        while True:
+            event = await _next_or_keepalive(begun.receive)
+            if event is None:
+                yield anthropic_wire.PING
+            elif isinstance(event, ContentDelta):
+                yield renderer.text(event)
+            elif isinstance(event, ToolCallDelta):
+                yield renderer.tool(event)
+            elif isinstance(event, Usage):
+                renderer.usage = event
+            elif isinstance(event, Finished):
+                yield renderer.finish(event.finish_reason)
+                return
+            elif isinstance(event, Failed):
+                yield renderer.error(event.error)
+                return
+    finally:
+        begun.close()

@@ -34,6 +34,85 @@ OPENAI_MODELS = (
     ModelEntry("gpt-4.1", "standard", 2.00, 8.00, 1_047_576),
     ModelEntry("o3", "premium", 2.00, 8.00, 200_000),
 )
+ANTHROPIC_MODELS = (
+    ModelEntry("claude-haiku-4-5", "economy", 1.00, 5.00, 200_000),
+    ModelEntry("claude-sonnet-4-5", "standard", 3.00, 15.00, 200_000),
+    ModelEntry("claude-opus-4-5", "premium", 5.00, 25.00, 200_000),
+)
+GEMINI_MODELS = (
+    ModelEntry("gemini-2.5-flash-lite", "economy", 0.10, 0.40, 1_048_576),
+    ModelEntry("gemini-2.5-flash", "economy", 0.30, 2.50, 1_048_576),
+    ModelEntry("gemini-2.5-pro", "standard", 1.25, 10.00, 1_048_576),
+)
+OPENROUTER_MODELS = (
+    ModelEntry("openai/gpt-4o-mini", "economy", 0.15, 0.60, 128_000),
+    ModelEntry("anthropic/claude-sonnet-4.5", "standard", 3.00, 15.00, 200_000),
+    ModelEntry("google/gemini-2.5-flash", "economy", 0.30, 2.50, 1_048_576),
+)
+
+
+@attrs.frozen
+class BuiltinApi:
+    """A well-known API provider: enabled by its key in the environment (or a TOML section)."""
+
+    name: str
+    kind: str
+    display_name: str
+    key_env: str
+    base_env: str
+    default_base: str
+    models: tuple[ModelEntry, ...]
+    default_model: str
+    prefixes: tuple[str, ...]
+
+
+BUILTIN_APIS = (
+    BuiltinApi(
+        "openai",
+        "openai-compatible",
+        "OpenAI",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        OPENAI_MODELS,
+        "gpt-4o-mini",
+        ("gpt-", "o1", "o3", "o4", "chatgpt-"),
+    ),
+    BuiltinApi(
+        "anthropic",
+        "anthropic",
+        "Anthropic",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "https://api.anthropic.com",
+        ANTHROPIC_MODELS,
+        "claude-haiku-4-5",
+        ("claude-",),
+    ),
+    BuiltinApi(
+        "gemini",
+        "gemini",
+        "Google Gemini",
+        "GEMINI_API_KEY",
+        "GEMINI_BASE_URL",
+        "https://generativelanguage.googleapis.com",
+        GEMINI_MODELS,
+        "gemini-2.5-flash",
+        ("gemini-",),
+    ),
+    BuiltinApi(
+        "openrouter",
+        "openai-compatible",
+        "OpenRouter",
+        "OPENROUTER_API_KEY",
+        "OPENROUTER_BASE_URL",
+        "https://openrouter.ai/api/v1",
+        OPENROUTER_MODELS,
+        "openai/gpt-4o-mini",
+        ("openai/", "anthropic/", "google/", "meta-llama/", "mistralai/", "deepseek/", "qwen/", "x-ai/"),
+    ),
+)
+
 # The CLI resolves these aliases to the current model of each family itself.
 CLAUDE_CLI_MODELS = (
     ModelEntry("haiku", "economy", context_window=200_000),
@@ -195,30 +274,10 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
     if claude is not None:
         providers.append(claude)
 
-    openai_section = dict(sections.pop("openai", {}))
-    api_key = env.get("OPENAI_API_KEY") or openai_section.get("api_key")
-    if api_key and openai_section.get("enabled", True):
-        providers.append(
-            ProviderConfig(
-                name="openai",
-                kind="openai-compatible",
-                display_name="OpenAI",
-                models=_models(openai_section["models"], "[providers.openai]")
-                if "models" in openai_section
-                else OPENAI_MODELS,
-                default_model=str(openai_section.get("default_model", "gpt-4o-mini")),
-                limits=_limits(openai_section, slots=256, mailbox=256, idle_timeout=120),
-                priority=_int(openai_section.get("priority", 0), "priority"),
-                accepts_prefixes=("gpt-", "o1", "o3", "o4", "chatgpt-"),
-                base_url=env.get("OPENAI_BASE_URL")
-                or openai_section.get("base_url")
-                or "https://api.openai.com/v1",
-                api_key=api_key,
-            )
-        )
-        notes.append("openai: active (OPENAI_API_KEY is set)")
-    else:
-        notes.append("openai: inactive (set OPENAI_API_KEY to enable)")
+    for builtin in BUILTIN_APIS:
+        provider = _builtin_api(builtin, dict(sections.pop(builtin.name, {})), env, notes)
+        if provider is not None:
+            providers.append(provider)
 
     custom: list[dict[str, Any]] = []
     if env.get("CUSTOM_PROVIDERS"):
@@ -273,6 +332,32 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
         )
         notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
     return providers
+
+
+def _builtin_api(
+    builtin: BuiltinApi, section: dict[str, Any], env: Mapping[str, str], notes: list[str]
+) -> ProviderConfig | None:
+    api_key = env.get(builtin.key_env) or section.get("api_key")
+    if section.get("enabled", True) is False:
+        notes.append(f"{builtin.name}: disabled in the configuration")
+        return None
+    if not api_key:
+        notes.append(f"{builtin.name}: inactive (set {builtin.key_env} to enable)")
+        return None
+    where = f"[providers.{builtin.name}]"
+    notes.append(f"{builtin.name}: active ({builtin.key_env} is set)")
+    return ProviderConfig(
+        name=builtin.name,
+        kind=builtin.kind,
+        display_name=builtin.display_name,
+        models=_models(section["models"], where) if "models" in section else builtin.models,
+        default_model=str(section.get("default_model", builtin.default_model)),
+        limits=_limits(section, slots=256, mailbox=256, idle_timeout=120),
+        priority=_int(section.get("priority", 0), "priority"),
+        accepts_prefixes=builtin.prefixes,
+        base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
+        api_key=api_key,
+    )
 
 
 def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:

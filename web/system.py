@@ -22,6 +22,7 @@ from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
 from relaybox.actors.transports.http_api import HttpApiTransport
+from relaybox.protocol.anthropic_wire import AnthropicDialect
 from relaybox.protocol.catalog import Catalog, ProviderModels
 from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.openai_wire import OpenAIDialect
@@ -51,6 +52,8 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
 def dialect_for(config: ProviderConfig) -> Dialect:
     if config.kind == "openai-compatible":
         return OpenAIDialect(config.host_type)
+    if config.kind == "anthropic":
+        return AnthropicDialect()
     raise ValueError(f"no HTTP dialect for provider kind {config.kind!r}")
 
 

@@ -65,10 +65,10 @@ class FakeAnthropic:
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": reply.text}],
-                    "stop_reason": "end_turn",
+                    "content": [{"type": "text", "text": reply.text}, *_tool_blocks(reply)],
+                    "stop_reason": "tool_use" if reply.tool_call else "end_turn",
                     "stop_sequence": None,
-                    "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens},
+                    "usage": _usage(reply) | {"output_tokens": reply.completion_tokens},
                 },
             )
 
@@ -90,7 +90,7 @@ class FakeAnthropic:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": reply.prompt_tokens, "output_tokens": 1},
+                    "usage": _usage(reply) | {"output_tokens": 1},
                 },
             },
         )
@@ -107,12 +107,50 @@ class FakeAnthropic:
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
             )
         await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        if reply.tool_call:
+            name, arguments = reply.tool_call
+            await event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 1,
+                    "content_block": {"type": "tool_use", "id": "toolu_fake", "name": name, "input": {}},
+                },
+            )
+            for fragment in split_text(arguments, reply.tool_pieces):
+                await event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 1,
+                        "delta": {"type": "input_json_delta", "partial_json": fragment},
+                    },
+                )
+            await event("content_block_stop", {"type": "content_block_stop", "index": 1})
         await event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {
+                    "stop_reason": "tool_use" if reply.tool_call else "end_turn",
+                    "stop_sequence": None,
+                },
                 "usage": {"output_tokens": reply.completion_tokens},
             },
         )
         await event("message_stop", {"type": "message_stop"})
+
+
+def _usage(reply: Reply) -> dict:
+    return {
+        "input_tokens": reply.prompt_tokens,
+        "cache_read_input_tokens": reply.cache_read_tokens,
+        "cache_creation_input_tokens": reply.cache_write_tokens,
+    }
+
+
+def _tool_blocks(reply: Reply) -> list[dict]:
+    if not reply.tool_call:
+        return []
+    name, arguments = reply.tool_call
+    return [{"type": "tool_use", "id": "toolu_fake", "name": name, "input": json.loads(arguments)}]

@@ -93,24 +93,13 @@ class FakeOpenAI:
         finish = "stop"
         if reply.tool_call:
             name, arguments = reply.tool_call
-            half = len(arguments) // 2
-            await out.write(
-                chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": "call_fake",
-                                "type": "function",
-                                "function": {"name": name, "arguments": arguments[:half]},
-                            }
-                        ]
-                    }
-                )
-            )
-            await out.write(
-                chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]})
-            )
+            # The arguments arrive in many small fragments, as real upstreams send them.
+            for j, fragment in enumerate(split_text(arguments, reply.tool_pieces)):
+                call: dict = {"index": 0, "function": {"arguments": fragment}}
+                if j == 0:
+                    call.update({"id": "call_fake", "type": "function"})
+                    call["function"]["name"] = name
+                await out.write(chunk({"tool_calls": [call]}))
             finish = "tool_calls"
         await out.write(chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):

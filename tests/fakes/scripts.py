@@ -31,6 +31,9 @@ class Reply:
     prompt_tokens: int = 11
     completion_tokens: int = 7
     tool_call: tuple[str, str] | None = None  # (name, json arguments)
+    tool_pieces: int = 6  # streamed tool-call arguments are cut into this many fragments
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def split_text(text: str, pieces: int) -> list[str]:

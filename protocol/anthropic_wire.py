@@ -1,0 +1,588 @@
+"""Anthropic's Messages API, both ways.
+
+Upstream (the Anthropic provider): a `ChatRequest` becomes a Messages body (system prompt at the
+top level, tool results as `tool_result` blocks in a user turn, images as `image` blocks) and the
+native SSE stream (`message_start`, `content_block_*`, `message_delta`, `message_stop`, `ping`,
+`error`) becomes events. Inbound (relaybox's own `/v1/messages`): a client's Messages body becomes
+a `ChatRequest`, and events are rendered back as Messages SSE or a message object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from relaybox.protocol.chat import (
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    ImagePart,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+    inline_image,
+)
+from relaybox.protocol.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
+from relaybox.protocol.errors import FailureKind, ProviderFailure, RelayError
+from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.sse import SSEvent
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+FINISH_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+# --- upstream: ChatRequest -> Messages body ---------------------------------------------
+
+
+def _image_block(part: ImagePart) -> dict[str, Any]:
+    inline = inline_image(part)
+    if inline is not None:
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": inline.media_type, "data": inline.data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": part.url}}
+
+
+def _content_blocks(content: str | tuple[ContentPart, ...] | None) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [
+        {"type": "text", "text": part.text} if isinstance(part, TextPart) else _image_block(part)
+        for part in content
+        if not (isinstance(part, TextPart) and not part.text)
+    ]
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"_raw_arguments": text}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def _json_instruction(request: ChatRequest) -> str:
+    if request.response_format == "json_object":
+        return "Respond with a single valid JSON object and nothing else."
+    if request.response_format == "json_schema":
+        schema = (request.json_schema or {}).get("schema", request.json_schema)
+        return (
+            "Respond with a single valid JSON object, and nothing else, that conforms to this JSON Schema:\n"
+            + json.dumps(schema)
+        )
+    return ""
+
+
+def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:  # the API wants user and assistant to alternate
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for message in request.conversation():
+        if message.role == "tool":
+            add(
+                "user",
+                [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}],
+            )
+        elif message.role == "assistant":
+            blocks = _content_blocks(message.content)
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": _arguments(c.arguments)}
+                for c in message.tool_calls
+            ]
+            add("assistant", blocks)
+        else:
+            add("user", _content_blocks(message.content))
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "stream": request.stream,
+    }
+    system = "\n\n".join(t for t in (request.system_text(), _json_instruction(request)) if t)
+    if system:
+        body["system"] = system
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0-1
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": t.name,
+                "input_schema": t.parameters,
+                **({"description": t.description} if t.description else {}),
+            }
+            for t in request.tools
+        ]
+    if request.tool_choice is not None and (request.tools or request.tool_choice.mode == "none"):
+        choice = request.tool_choice
+        body["tool_choice"] = {
+            "auto": {"type": "auto"},
+            "required": {"type": "any"},
+            "none": {"type": "none"},
+            "tool": {"type": "tool", "name": choice.name},
+        }[choice.mode]
+    return body
+
+
+# --- upstream: Messages answers -> events -------------------------------------------------
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def _stream_error(error: object) -> ProviderFailure:
+    kind = error.get("type") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    failure_kind = {
+        "rate_limit_error": FailureKind.RATE_LIMITED,
+        "authentication_error": FailureKind.AUTH,
+        "invalid_request_error": FailureKind.REJECTED,
+    }.get(str(kind), FailureKind.SERVER_ERROR)
+    return ProviderFailure(failure_kind, f"upstream error mid-stream: {kind}: {message}"[:300])
+
+
+class AnthropicStreamDecoder(SSEStreamDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage: dict[str, Any] = {}
+        self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+
+    def on_event(self, frame: SSEvent) -> list[TransportEvent]:
+        event = load_json(frame.data)
+        if not isinstance(event, dict):
+            raise malformed("event is not an object")
+        kind = event.get("type", frame.event)
+        if kind == "message_start":
+            self._usage.update((event.get("message") or {}).get("usage") or {})
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self._tool_index[event.get("index", 0)] = len(self._tool_index)
+                return [ToolCallDelta(index, block.get("id"), block.get("name"), "")]
+            if block.get("type") == "text" and block.get("text"):
+                return [ContentDelta(block["text"])]
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return [ContentDelta(delta["text"])]
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self._tool_index.get(event.get("index", 0))
+                if index is None:
+                    raise malformed("input_json_delta for a block that is not a tool_use")
+                return [ToolCallDelta(index, arguments=delta["partial_json"])]
+        elif kind == "message_delta":
+            self._usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            stop = (event.get("delta") or {}).get("stop_reason")
+            if stop:
+                self.finish_reason = STOP_REASONS.get(stop, "stop")
+        elif kind == "message_stop":
+            self.done = True
+            self.finish_reason = self.finish_reason or "stop"
+            return [_usage(self._usage)]
+        elif kind == "error":
+            raise _stream_error(event.get("error"))
+        return []
+
+
+def decode_message(body: object) -> tuple[list[TransportEvent], str]:
+    if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+        raise ValueError("upstream answer is not a message")
+    events: list[TransportEvent] = []
+    tools = 0
+    for block in body["content"]:
+        if block.get("type") == "text" and block.get("text"):
+            events.append(ContentDelta(block["text"]))
+        elif block.get("type") == "tool_use":
+            events.append(
+                ToolCallDelta(tools, block.get("id"), block.get("name"), json.dumps(block.get("input") or {}))
+            )
+            tools += 1
+    events.append(_usage(body.get("usage") or {}))
+    return events, STOP_REASONS.get(str(body.get("stop_reason")), "stop")
+
+
+@attrs.frozen
+class AnthropicDialect:
+    name: str = "anthropic"
+
+    def call(self, request: ChatRequest, model: str, api_key: str | None) -> HttpCall:
+        headers = {"anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return HttpCall("/v1/messages", headers, messages_body(request, model))
+
+    def stream_decoder(self) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder()
+
+    def decode_body(self, body: bytes) -> tuple[list[TransportEvent], str]:
+        try:
+            return decode_message(load_json(body))
+        except (ValueError, AttributeError) as error:
+            raise malformed(str(error)) from None
+
+    def error_message(self, body: bytes) -> str:
+        return error_message(body)
+
+
+# --- inbound: a client's Messages body -> ChatRequest ------------------------------------
+
+
+def _bad(message: str, param: str | None = None) -> RelayError:
+    return RelayError(400, message, "invalid_request_error", code="invalid_request", param=param)
+
+
+def _text_of(content: object, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    if content is None:
+        return ""
+    raise _bad(f"'{where}' must be a string or an array of blocks", where)
+
+
+def _inbound_image(block: dict[str, Any], where: str) -> ImagePart:
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return ImagePart(f"data:{source.get('media_type', 'image/png')};base64,{source['data']}")
+    if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+        return ImagePart(source["url"])
+    raise _bad(f"'{where}.source' must be a base64 or url image source", f"{where}.source")
+
+
+def _inbound_message(index: int, raw: object) -> list[ChatMessage]:
+    where = f"messages[{index}]"
+    if not isinstance(raw, dict):
+        raise _bad(f"'{where}' must be a message object", where)
+    role = raw.get("role")
+    if role not in ("user", "assistant"):
+        raise _bad(f"'{where}.role' must be 'user' or 'assistant', got {role!r}", f"{where}.role")
+    content = raw.get("content")
+    if isinstance(content, str):
+        return [ChatMessage(role, content)]
+    if not isinstance(content, list):
+        raise _bad(f"'{where}.content' must be a string or an array of content blocks", f"{where}.content")
+    parts: list[ContentPart] = []
+    calls: list[ToolCall] = []
+    results: list[ChatMessage] = []
+    for j, block in enumerate(content):
+        at = f"{where}.content[{j}]"
+        if not isinstance(block, dict):
+            raise _bad(f"'{at}' must be a content block object", at)
+        kind = block.get("type")
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _bad(f"'{at}.text' must be a string", f"{at}.text")
+            parts.append(TextPart(block["text"]))
+        elif kind == "image":
+            parts.append(_inbound_image(block, at))
+        elif kind == "tool_use" and role == "assistant":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _bad(f"'{at}' needs a string 'id' and 'name'", at)
+            calls.append(ToolCall(block["id"], block["name"], json.dumps(block.get("input") or {})))
+        elif kind == "tool_result" and role == "user":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise _bad(f"'{at}.tool_use_id' must be a string", f"{at}.tool_use_id")
+            text = _text_of(block.get("content"), f"{at}.content")
+            if block.get("is_error"):
+                text = f"[tool error] {text}"
+            results.append(ChatMessage("tool", text, tool_call_id=block["tool_use_id"]))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # the model's own reasoning from an earlier turn: not needed by other providers
+        else:
+            raise _bad(f"'{at}.type' {kind!r} is not supported here", f"{at}.type")
+    messages = list(results)
+    if parts or calls or not results:
+        messages.append(
+            ChatMessage(role, tuple(parts) if parts else (None if calls else ""), tool_calls=tuple(calls))
+        )
+    return messages
+
+
+def parse_messages_request(body: object) -> ChatRequest:
+    """Validate an Anthropic Messages body into a `ChatRequest`; 400 `RelayError` otherwise."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is a required string", "model")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _bad("'max_tokens' is required: a positive integer", "max_tokens")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise _bad("'messages' must be a non-empty array", "messages")
+    messages: list[ChatMessage] = []
+    system = body.get("system")
+    if system:
+        messages.append(ChatMessage("system", _text_of(system, "system")))
+    for i, raw in enumerate(raw_messages):
+        messages.extend(_inbound_message(i, raw))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("'stream' must be a boolean", "stream")
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1
+    ):
+        raise _bad("'temperature' must be a number between 0 and 1", "temperature")
+    stop = body.get("stop_sequences") or []
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _bad("'stop_sequences' must be an array of strings", "stop_sequences")
+    return ChatRequest(
+        model=model,
+        messages=tuple(messages),
+        stream=stream,
+        include_usage=True,
+        temperature=None if temperature is None else float(temperature),
+        max_tokens=max_tokens,
+        stop=tuple(stop),
+        tools=_inbound_tools(body.get("tools")),
+        tool_choice=_inbound_tool_choice(body.get("tool_choice")),
+    )
+
+
+def _inbound_tools(raw: object) -> tuple[ToolSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _bad("'tools' must be an array", "tools")
+    tools = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _bad(f"'tools[{i}]' needs a string 'name'", f"tools[{i}]")
+        if tool.get("type") not in (None, "custom"):
+            continue  # Anthropic's server tools (web search, ...) exist only on Anthropic's side
+        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+        tools.append(ToolSpec(tool["name"], tool.get("description"), schema))
+    return tuple(tools)
+
+
+def _inbound_tool_choice(raw: object) -> ToolChoice | None:
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "tool" and isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        return ToolChoice("tool", raw["name"])
+    modes = {"auto": "auto", "any": "required", "none": "none"}
+    if kind in modes:
+        return ToolChoice(modes[kind])
+    raise _bad("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
+
+
+# --- inbound: events -> Messages answers -------------------------------------------------
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+
+def error_body(error: RelayError) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {"type": _ERROR_TYPES.get(error.status, "api_error"), "message": error.message},
+    }
+
+
+def usage_body(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cache_read_tokens - usage.cache_write_tokens,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+    }
+
+
+def message_body(
+    *,
+    message_id: str,
+    model: str,
+    text: str,
+    tool_calls: list[dict[str, Any]],
+    finish_reason: str,
+    usage: Usage | None,
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content += [
+        {
+            "type": "tool_use",
+            "id": c["id"],
+            "name": c["function"]["name"],
+            "input": _arguments(c["function"]["arguments"]),
+        }
+        for c in tool_calls
+    ]
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": FINISH_REASONS.get(finish_reason, "end_turn"),
+        "stop_sequence": None,
+        "usage": usage_body(usage),
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+PING = sse("ping", {"type": "ping"})
+
+
+class MessagesStreamRenderer:
+    """Renders relaybox's events as the Messages API's SSE stream, one content block at a time."""
+
+    def __init__(self, message_id: str, model: str) -> None:
+        self.message_id = message_id
+        self.model = model
+        self._block = -1
+        self._open: str | None = None  # "text" or "tool:<index>"
+        self.usage: Usage | None = None
+
+    def start(self) -> bytes:
+        return sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": self.message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                },
+            },
+        )
+
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return sse("content_block_stop", {"type": "content_block_stop", "index": self._block})
+
+    def text(self, delta: ContentDelta) -> bytes:
+        out = b""
+        if self._open != "text":
+            out += self._close()
+            self._block += 1
+            self._open = "text"
+            out += sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": self._block,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        return out + sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": self._block,
+                "delta": {"type": "text_delta", "text": delta.text},
+            },
+        )
+
+    def tool(self, delta: ToolCallDelta) -> bytes:
+        out = b""
+        key = f"tool:{delta.index}"
+        if self._open != key:
+            out += self._close()
+            self._block += 1
+            self._open = key
+            out += sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": self._block,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": delta.id or f"toolu_{self.message_id}_{delta.index}",
+                        "name": delta.name or "",
+                        "input": {},
+                    },
+                },
+            )
+        if delta.arguments:
+            out += sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self._block,
+                    "delta": {"type": "input_json_delta", "partial_json": delta.arguments},
+                },
+            )
+        return out
+
+    def finish(self, finish_reason: str) -> bytes:
+        return (
+            self._close()
+            + sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": FINISH_REASONS.get(finish_reason, "end_turn"),
+                        "stop_sequence": None,
+                    },
+                    "usage": usage_body(self.usage),
+                },
+            )
+            + sse("message_stop", {"type": "message_stop"})
+        )
+
+    def error(self, error: RelayError) -> bytes:
+        return sse("error", error_body(error))

@@ -1,0 +1,34 @@
+"""Offline token counting (bpe-openai's o200k vocabulary, shipped in the wheel: no download).
+
+Exact for recent OpenAI models; an estimate for others, whose tokenizers are not public.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import bpe_openai
+from relaybox.protocol.chat import ChatRequest
+
+# Per-message framing tokens, as OpenAI counts them.
+_PER_MESSAGE = 3
+
+
+@functools.cache
+def _encoding() -> bpe_openai.Encoding:
+    return bpe_openai.get_encoding("o200k_base")
+
+
+def count_text(text: str) -> int:
+    return len(_encoding().encode(text)) if text else 0
+
+
+def count_request(request: ChatRequest) -> int:
+    total = 3
+    for message in request.messages:
+        total += _PER_MESSAGE + count_text(message.text())
+        for call in message.tool_calls:
+            total += count_text(call.name) + count_text(call.arguments)
+    for tool in request.tools:
+        total += count_text(tool.name) + count_text(tool.description or "") + count_text(str(tool.parameters))
+    return total
