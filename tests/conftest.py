@@ -6,6 +6,8 @@ import pytest
 import trio
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_upstream import FakeOpenAI
 
 
@@ -24,3 +26,13 @@ async def fake_openai_backup(nursery: trio.Nursery) -> AsyncIterator[FakeOpenAI]
 @pytest.fixture
 async def fake_anthropic(nursery: trio.Nursery) -> AsyncIterator[FakeAnthropic]:
     yield await FakeAnthropic().start(nursery)
+
+
+@pytest.fixture
+async def fake_gemini(nursery: trio.Nursery) -> AsyncIterator[FakeGemini]:
+    yield await FakeGemini().start(nursery)
+
+
+@pytest.fixture
+async def fake_ollama(nursery: trio.Nursery) -> AsyncIterator[FakeOllama]:
+    yield await FakeOllama().start(nursery)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tomllib
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.catalog import TIERS, ModelEntry
 from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+from relaybox.protocol.ollama_wire import model_names
 
 
 class ConfigError(Exception):
@@ -279,6 +281,10 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
         if provider is not None:
             providers.append(provider)
 
+    ollama = _ollama(dict(sections.pop("ollama", {})), env, notes)
+    if ollama is not None:
+        providers.append(ollama)
+
     custom: list[dict[str, Any]] = []
     if env.get("CUSTOM_PROVIDERS"):
         try:
@@ -357,6 +363,51 @@ def _builtin_api(
         accepts_prefixes=builtin.prefixes,
         base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
         api_key=api_key,
+    )
+
+
+def probe_ollama(base_url: str, timeout: float = 0.5) -> list[str] | None:
+    """The models a running Ollama serves (`GET /api/tags`), or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/api/tags", timeout=timeout) as response:
+            return model_names(json.loads(response.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+    if section.get("enabled", True) is False:
+        notes.append("ollama: disabled in the configuration")
+        return None
+    configured = env.get("OLLAMA_BASE_URL") or section.get("base_url")
+    base_url = str(configured or "http://localhost:11434")
+    found = probe_ollama(base_url)
+    if found is None:
+        if configured:
+            notes.append(f"ollama: inactive (nothing answers at {base_url}; start it with `ollama serve`)")
+        else:
+            notes.append(
+                "ollama: inactive (not running on localhost:11434; set OLLAMA_BASE_URL if elsewhere)"
+            )
+        return None
+    models = tuple(ModelEntry(name, "economy", 0.0, 0.0) for name in found)
+    if "models" in section:
+        models = _models(section["models"], "[providers.ollama]")
+    if not models:
+        notes.append(f"ollama: inactive (running at {base_url} but has no models; `ollama pull llama3.2`)")
+        return None
+    notes.append(f"ollama: active ({base_url}, {len(models)} local models)")
+    return ProviderConfig(
+        name="ollama",
+        kind="ollama",
+        display_name="Ollama (local)",
+        models=models,
+        default_model=str(section.get("default_model", models[0].id)),
+        limits=_limits(
+            section, slots=4, mailbox=32, idle_timeout=_float(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
+        ),
+        priority=_int(section.get("priority", 0), "priority"),
+        base_url=base_url,
     )
 
 

@@ -25,6 +25,8 @@ from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.anthropic_wire import AnthropicDialect
 from relaybox.protocol.catalog import Catalog, ProviderModels
 from relaybox.protocol.dialect import Dialect
+from relaybox.protocol.gemini_wire import GeminiDialect
+from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
 from relaybox.web.config import ProviderConfig, Settings
 
@@ -54,6 +56,10 @@ def dialect_for(config: ProviderConfig) -> Dialect:
         return OpenAIDialect(config.host_type)
     if config.kind == "anthropic":
         return AnthropicDialect()
+    if config.kind == "gemini":
+        return GeminiDialect()
+    if config.kind == "ollama":
+        return OllamaDialect()
     raise ValueError(f"no HTTP dialect for provider kind {config.kind!r}")
 
 
