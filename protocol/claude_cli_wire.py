@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.cli_prompt import flatten
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, TransportEvent, Usage
 
@@ -53,48 +54,8 @@ def build_argv(
 
 
 def build_prompt(request: ChatRequest, strategy: SystemPromptStrategy) -> str:
-    """The conversation as one prompt for stdin.
-
-    A single user turn is sent as it is. Longer conversations keep every turn, marked with its
-    role, so the model sees the history it is asked to continue.
-    """
-    turns = request.conversation()
-    parts: list[str] = []
-    system_text = request.system_text()
-    if system_text and strategy is SystemPromptStrategy.INLINE:
-        parts.append(f"<system_instructions>\n{system_text}\n</system_instructions>")
-    if len(turns) == 1 and turns[0].role == "user":
-        parts.append(turns[0].text())
-        return "\n\n".join(parts)
-    history = []
-    for message in turns[:-1]:
-        history.append(_render_turn(message.role, _turn_text(message)))
-    if history:
-        parts.append("<conversation_so_far>\n" + "\n".join(history) + "\n</conversation_so_far>")
-    last = turns[-1] if turns else None
-    if last is not None and last.role == "user":
-        parts.append("Reply to the user's latest message:\n\n" + last.text())
-    elif last is not None:
-        parts.append(_render_turn(last.role, _turn_text(last)))
-        parts.append("Continue the conversation from here.")
-    return "\n\n".join(parts)
-
-
-def _render_turn(role: str, text: str) -> str:
-    return f'<turn role="{role}">\n{text}\n</turn>'
-
-
-def _turn_text(message: Any) -> str:
-    text = message.text()
-    if message.tool_calls:
-        calls = json.dumps(
-            [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls],
-            ensure_ascii=False,
-        )
-        text = f"{text}\n<tool_calls>{calls}</tool_calls>" if text else f"<tool_calls>{calls}</tool_calls>"
-    if message.role == "tool" and message.tool_call_id:
-        text = f'<tool_result id="{message.tool_call_id}">{text}</tool_result>'
-    return text
+    """The conversation as one prompt for stdin (see `cli_prompt.flatten`)."""
+    return flatten(request, inline_system=strategy is SystemPromptStrategy.INLINE)
 
 
 _STOP_REASONS = {

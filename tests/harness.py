@@ -116,18 +116,46 @@ async def serve(
             nursery.cancel_scope.cancel()
 
 
-def claude_executable() -> str:
-    """The real Claude Code CLI from npm (installed by .ci/run into tests/cli)."""
-    candidates = [os.environ.get("RELAYBOX_TEST_CLAUDE"), str(REPO / "tests/cli/node_modules/.bin/claude")]
+def cli_executable(name: str) -> str:
+    """A real CLI from npm (`claude`, `gemini`), installed by tests/run into tests/cli."""
+    candidates = [
+        os.environ.get(f"RELAYBOX_TEST_{name.upper()}"),
+        str(REPO / "tests/cli/node_modules/.bin" / name),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
-    found = shutil.which("claude")
+    found = shutil.which(name)
     if found:
         return found
     if os.environ.get("CI"):
-        pytest.fail("the claude CLI is not installed: run `npm ci --prefix tests/cli`")
-    pytest.skip("the claude CLI is not installed: run `npm ci --prefix tests/cli`")
+        pytest.fail(f"the {name} CLI is not installed: run `npm ci --prefix tests/cli`")
+    pytest.skip(f"the {name} CLI is not installed: run `npm ci --prefix tests/cli`")
+
+
+def claude_executable() -> str:
+    return cli_executable("claude")
+
+
+def gemini_cli_provider(
+    executable: str, fake_base_url: str, home: Path, *, idle_timeout: float = 30.0
+) -> ProviderConfig:
+    """The Gemini CLI against a fake Gemini API, with an API-key login in a throwaway HOME."""
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(
+        '{"security": {"auth": {"selectedType": "gemini-api-key"}}}'
+    )
+    return ProviderConfig(
+        name="gemini-cli",
+        kind="gemini-cli",
+        display_name="Gemini (CLI)",
+        models=(ModelEntry("gemini-2.5-flash", "economy"),),
+        default_model="gemini-2.5-flash",
+        limits=ProviderLimits(slots=2, mailbox=8, idle_timeout=idle_timeout),
+        accepts_prefixes=("gemini-",),
+        executable=executable,
+        child_env={"GOOGLE_GEMINI_BASE_URL": fake_base_url, "GEMINI_API_KEY": "test-key", "HOME": str(home)},
+    )
 
 
 async def eventually(condition: Callable[[], object], *, within: float, poll: float = 0.02) -> float:

@@ -115,6 +115,11 @@ BUILTIN_APIS = (
     ),
 )
 
+GEMINI_CLI_MODELS = (
+    ModelEntry("gemini-2.5-flash", "economy", context_window=1_048_576),
+    ModelEntry("gemini-2.5-pro", "standard", context_window=1_048_576),
+)
+
 # The CLI resolves these aliases to the current model of each family itself.
 CLAUDE_CLI_MODELS = (
     ModelEntry("haiku", "economy", context_window=200_000),
@@ -275,6 +280,9 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
     claude = _claude_cli(dict(sections.pop("claude-cli", {})), env, notes)
     if claude is not None:
         providers.append(claude)
+    gemini_cli = _gemini_cli(dict(sections.pop("gemini-cli", {})), env, notes)
+    if gemini_cli is not None:
+        providers.append(gemini_cli)
 
     for builtin in BUILTIN_APIS:
         provider = _builtin_api(builtin, dict(sections.pop(builtin.name, {})), env, notes)
@@ -408,6 +416,44 @@ def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -
         ),
         priority=_int(section.get("priority", 0), "priority"),
         base_url=base_url,
+    )
+
+
+def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+    if section.get("enabled", True) is False:
+        notes.append("gemini-cli: disabled in the configuration")
+        return None
+    wanted = env.get("GEMINI_CLI_PATH") or section.get("executable") or "gemini"
+    executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
+    if executable is None:
+        where = "GEMINI_CLI_PATH" if env.get("GEMINI_CLI_PATH") else "PATH"
+        notes.append(
+            f"gemini-cli: inactive ({wanted!r} not found on {where}; "
+            "install with `npm install -g @google/gemini-cli` or set GEMINI_CLI_PATH)"
+        )
+        return None
+    child_env = section.get("env", {})
+    if not isinstance(child_env, dict):
+        raise ConfigError("[providers.gemini-cli] env must be a table of strings")
+    notes.append(f"gemini-cli: active ({executable})")
+    return ProviderConfig(
+        name="gemini-cli",
+        kind="gemini-cli",
+        display_name="Gemini (CLI)",
+        models=_models(section["models"], "[providers.gemini-cli]")
+        if "models" in section
+        else GEMINI_CLI_MODELS,
+        default_model=str(section.get("default_model", "gemini-2.5-flash")),
+        # Each spawn costs about 3 s of CPU: two at a time on a small machine.
+        limits=ProviderLimits(
+            slots=_int(section.get("slots", 2), "slots"),
+            mailbox=_int(section.get("mailbox", 8), "mailbox"),
+            idle_timeout=_float(env.get("TIMEOUT_GEMINI", section.get("timeout", 120)), "TIMEOUT_GEMINI"),
+        ),
+        priority=_int(section.get("priority", 0), "priority"),
+        accepts_prefixes=("gemini-",),
+        executable=executable,
+        child_env={str(k): str(v) for k, v in child_env.items()},
     )
 
 

@@ -21,6 +21,7 @@ from relaybox.actors.router import RouterActor
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
+from relaybox.actors.transports.gemini_cli import GeminiCliTransport
 from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.anthropic_wire import AnthropicDialect
 from relaybox.protocol.catalog import Catalog, ProviderModels
@@ -40,6 +41,13 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
             executable=config.executable,
             workdir=str(Path(settings.data_dir) / "cli-workdir"),
             system_prompt=config.system_prompt,
+            env=config.child_env,
+        )
+    if config.kind == "gemini-cli":
+        assert config.executable is not None
+        return GeminiCliTransport(
+            executable=config.executable,
+            workdir=str(Path(settings.data_dir) / "gemini-cli-workdir"),
             env=config.child_env,
         )
     assert config.base_url is not None
