@@ -150,6 +150,14 @@ class RouterActor:
                     )
                 )
                 continue
+            models = self.catalog.provider(candidate.provider)
+            if models is not None and not models.vision and request.request.has_images():
+                failures.append(
+                    AttemptFailure(
+                        candidate.provider, candidate.model, FailureKind.UNSUPPORTED, "does not take images"
+                    )
+                )
+                continue
             if not provider.accepting(now):
                 failures.append(
                     AttemptFailure(

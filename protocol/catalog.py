@@ -32,6 +32,8 @@ class ProviderModels:
     # Model ids outside the list that the provider still serves (passed through as they are).
     accepts_prefixes: tuple[str, ...] = ()
     priority: int = 0
+    # Whether the provider can take images at all (the CLIs cannot).
+    vision: bool = True
 
     def offers(self, model: str) -> bool:
         return any(m.id == model for m in self.models)

@@ -96,6 +96,13 @@ def final_error(attempts: list[AttemptFailure]) -> RelayError:
             code="rate_limited",
             retry_after=retry_after,
         )
+    if kinds == {FailureKind.UNSUPPORTED}:
+        return RelayError(
+            400,
+            f"no candidate can take this request ({summary})",
+            "invalid_request_error",
+            code="capability_missing",
+        )
     last = attempts[-1]
     if last.kind is FailureKind.REJECTED and last.upstream_status is not None:
         return RelayError(

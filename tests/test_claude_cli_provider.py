@@ -207,3 +207,69 @@ async def test_stalled_upstream_times_out_and_leaves_no_process(
     assert response.status_code == 503
     assert "timeout" in response.json()["error"]["message"]
     assert leftover == []
+
+
+async def test_tool_call_from_the_cli_text_reaches_the_client(
+    tmp_path: Path, claude: str, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.replies.push(
+        Reply(
+            text='I will look.<tool_call>{"name": "read_file", "arguments": {"path": "README.md"}}</tool_call>',
+            pieces=9,
+        )
+    )
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+    async with serve(settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url))) as relay:
+        chunks = await trio.to_thread.run_sync(
+            lambda: list(
+                sdk(relay.base_url).chat.completions.create(
+                    model="sonnet",
+                    stream=True,
+                    tools=[tool],
+                    messages=[{"role": "user", "content": "Read the README"}],
+                )
+            )
+        )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or ()]
+    assert text == "I will look."
+    assert calls[0].function.name == "read_file" and calls[0].function.arguments == '{"path": "README.md"}'
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
+    prompt = fake_anthropic.message_requests()[-1].body.decode()
+    assert "read_file" in prompt and "<tool_call>" in prompt
+
+
+async def test_images_to_a_cli_only_setup_are_a_clear_400(
+    tmp_path: Path, claude: str, fake_anthropic: FakeAnthropic
+) -> None:
+    async with (
+        serve(settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "sonnet",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this"},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                        ],
+                    }
+                ],
+            },
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "capability_missing" and "does not take images" in error["message"]
+    assert fake_anthropic.message_requests() == [], "nothing was spawned"

@@ -298,3 +298,59 @@ def test_unresolvable_names_are_404(name: str) -> None:
     with pytest.raises(RelayError) as caught:
         CATALOG.resolve(name)
     assert caught.value.status == 404 and caught.value.code == "model_not_found"
+
+
+# --- tool calls written by CLIs ------------------------------------------------------------
+
+
+def test_tool_call_block_is_extracted_wherever_the_chunks_split() -> None:
+    from relaybox.protocol.cli_prompt import ToolCallExtractor
+
+    answer = 'Checking.<tool_call>{"name": "read_file", "arguments": {"path": "a<b>.py"}}</tool_call>'
+    for size in (1, 2, 5, 11, len(answer)):
+        extractor = ToolCallExtractor()
+        events = [e for i in range(0, len(answer), size) for e in extractor.feed(answer[i : i + size])]
+        events += extractor.finish()
+        text = "".join(e.text for e in events if isinstance(e, ContentDelta))
+        calls = [e for e in events if isinstance(e, ToolCallDelta)]
+        assert text == "Checking.", size
+        assert [(c.index, c.name, json.loads(c.arguments)) for c in calls] == [
+            (0, "read_file", {"path": "a<b>.py"})
+        ]
+        assert calls[0].id and calls[0].id.startswith("call_")
+
+
+def test_text_that_only_looks_like_a_tool_call_stays_text() -> None:
+    from relaybox.protocol.cli_prompt import ToolCallExtractor
+
+    extractor = ToolCallExtractor()
+    events = (
+        extractor.feed("a < b and <tool")
+        + extractor.feed("kit>")
+        + extractor.feed("<tool_call>not json</tool_call>")
+    )
+    events += extractor.finish()
+    assert "".join(e.text for e in events if isinstance(e, ContentDelta)) == (
+        "a < b and <toolkit><tool_call>not json</tool_call>"
+    )
+    assert extractor.calls == 0
+
+
+def test_cli_prompt_describes_tools_and_replays_calls() -> None:
+    from relaybox.protocol.chat import ToolCall, ToolChoice
+    from relaybox.protocol.cli_prompt import flatten
+
+    request = ChatRequest(
+        model="m",
+        tools=(ToolSpec("grep", "Search", {"type": "object"}),),
+        tool_choice=ToolChoice("required"),
+        messages=(
+            ChatMessage("user", "find x"),
+            ChatMessage("assistant", None, tool_calls=(ToolCall("c1", "grep", '{"q": "x"}'),)),
+            ChatMessage("tool", "x.py:1", tool_call_id="c1"),
+        ),
+    )
+    prompt = flatten(request, inline_system=True)
+    assert '"name": "grep"' in prompt and "You must call one of the tools now." in prompt
+    assert '<tool_call>{"name": "grep", "arguments": {"q": "x"}}</tool_call>' in prompt
+    assert '<tool_result id="c1">x.py:1</tool_result>' in prompt

@@ -80,6 +80,7 @@ def build_catalog(settings: Settings) -> Catalog:
                 default_model=p.default_model,
                 accepts_prefixes=p.accepts_prefixes,
                 priority=p.priority,
+                vision=p.kind not in ("claude-cli", "gemini-cli"),
             )
             for p in settings.providers
         ),
