@@ -27,7 +27,9 @@ from relaybox.protocol.events import (
     Finished,
     ToolCallDelta,
     TransportEvent,
+    Usage,
 )
+from relaybox.protocol.pricing import Pricer
 
 
 class Health(enum.Enum):
@@ -57,8 +59,9 @@ class _Forwarder:
     Non-streaming: everything is held until the upstream has finished, so any failure can be.
     """
 
-    def __init__(self, job: Job, idle_timeout: float) -> None:
+    def __init__(self, job: Job, idle_timeout: float, pricer: Pricer | None = None) -> None:
         self.job = job
+        self.pricer = pricer
         self.answered = False
         self.attempt_started = trio.current_time()
         self.idle_timeout = idle_timeout
@@ -88,6 +91,8 @@ class _Forwarder:
 
     async def emit(self, event: TransportEvent) -> None:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout
+        if isinstance(event, Usage) and self.pricer is not None:
+            event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
         if self.job.request.stream and (self.answered or isinstance(event, ContentDelta | ToolCallDelta)):
             if not self.answered:
                 self.answered = True
@@ -132,8 +137,10 @@ class ProviderActor:
         *,
         limits: ProviderLimits,
         breaker_policy: BreakerPolicy,
+        pricer: Pricer | None = None,
     ) -> None:
         self.name = name
+        self.pricer = pricer
         self.transport = transport
         self.limits = limits
         self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
@@ -236,7 +243,7 @@ class ProviderActor:
     # --- one job --------------------------------------------------------------------
 
     async def _run_job(self, job: Job, slot: object) -> None:
-        forwarder = _Forwarder(job, self.limits.idle_timeout)
+        forwarder = _Forwarder(job, self.limits.idle_timeout, self.pricer)
         self._inflight[id(job)] = (job, forwarder)
         try:
             result, failure = await self._attempt(job, forwarder)

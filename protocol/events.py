@@ -45,6 +45,8 @@ class Usage:
     cache_write_tokens: int = 0
     # What the upstream says the call cost, when it says (the Claude CLI does).
     reported_cost_usd: float | None = None
+    # What relaybox computes it cost (configured prices, else genai-prices); None if unknown.
+    cost_usd: float | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -235,7 +235,9 @@ def create_app(system: System) -> QuartTrio:
             finish_reason=answer.finish_reason,
             usage=answer.usage,
         )
-        return Response(openai_wire.dumps(body), mimetype="application/json", headers=begun.headers)
+        return Response(
+            openai_wire.dumps(body), mimetype="application/json", headers=_with_cost(begun.headers, answer)
+        )
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
@@ -267,7 +269,9 @@ def create_app(system: System) -> QuartTrio:
             finish_reason=answer.finish_reason,
             usage=answer.usage,
         )
-        return Response(json.dumps(reply), mimetype="application/json", headers=begun.headers)
+        return Response(
+            json.dumps(reply), mimetype="application/json", headers=_with_cost(begun.headers, answer)
+        )
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens() -> Response:
@@ -330,6 +334,13 @@ async def _read_json() -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+
+
+def _with_cost(headers: dict[str, str], answer: Collected) -> dict[str, str]:
+    """Non-streaming answers say what they cost (a stream's headers leave before the usage)."""
+    if answer.usage is None or answer.usage.cost_usd is None:
+        return headers
+    return {**headers, "x-cost-usd": f"{answer.usage.cost_usd:.8f}"}
 
 
 def _as_object(body: Any) -> dict[str, Any]:

@@ -30,26 +30,26 @@ class ConfigError(Exception):
 
 
 OPENAI_MODELS = (
-    ModelEntry("gpt-4o-mini", "economy", 0.15, 0.60, 128_000),
-    ModelEntry("gpt-4.1-mini", "economy", 0.40, 1.60, 1_047_576),
-    ModelEntry("gpt-4o", "standard", 2.50, 10.00, 128_000),
-    ModelEntry("gpt-4.1", "standard", 2.00, 8.00, 1_047_576),
-    ModelEntry("o3", "premium", 2.00, 8.00, 200_000),
+    ModelEntry("gpt-4o-mini", "economy", context_window=128_000),
+    ModelEntry("gpt-4.1-mini", "economy", context_window=1_047_576),
+    ModelEntry("gpt-4o", "standard", context_window=128_000),
+    ModelEntry("gpt-4.1", "standard", context_window=1_047_576),
+    ModelEntry("o3", "premium", context_window=200_000),
 )
 ANTHROPIC_MODELS = (
-    ModelEntry("claude-haiku-4-5", "economy", 1.00, 5.00, 200_000),
-    ModelEntry("claude-sonnet-4-5", "standard", 3.00, 15.00, 200_000),
-    ModelEntry("claude-opus-4-5", "premium", 5.00, 25.00, 200_000),
+    ModelEntry("claude-haiku-4-5", "economy", context_window=200_000),
+    ModelEntry("claude-sonnet-4-5", "standard", context_window=200_000),
+    ModelEntry("claude-opus-4-5", "premium", context_window=200_000),
 )
 GEMINI_MODELS = (
-    ModelEntry("gemini-2.5-flash-lite", "economy", 0.10, 0.40, 1_048_576),
-    ModelEntry("gemini-2.5-flash", "economy", 0.30, 2.50, 1_048_576),
-    ModelEntry("gemini-2.5-pro", "standard", 1.25, 10.00, 1_048_576),
+    ModelEntry("gemini-2.5-flash-lite", "economy", context_window=1_048_576),
+    ModelEntry("gemini-2.5-flash", "economy", context_window=1_048_576),
+    ModelEntry("gemini-2.5-pro", "standard", context_window=1_048_576),
 )
 OPENROUTER_MODELS = (
-    ModelEntry("openai/gpt-4o-mini", "economy", 0.15, 0.60, 128_000),
-    ModelEntry("anthropic/claude-sonnet-4.5", "standard", 3.00, 15.00, 200_000),
-    ModelEntry("google/gemini-2.5-flash", "economy", 0.30, 2.50, 1_048_576),
+    ModelEntry("openai/gpt-4o-mini", "economy", context_window=128_000),
+    ModelEntry("anthropic/claude-sonnet-4.5", "standard", context_window=200_000),
+    ModelEntry("google/gemini-2.5-flash", "economy", context_window=1_048_576),
 )
 
 

@@ -29,6 +29,7 @@ from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.gemini_wire import GeminiDialect
 from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
+from relaybox.protocol.pricing import ProviderPricing
 from relaybox.web.config import ProviderConfig, Settings
 
 TransportFactory = Callable[[ProviderConfig, Settings], Transport]
@@ -114,6 +115,7 @@ async def running_system(
                 transport_factory(config, settings),
                 limits=config.limits,
                 breaker_policy=settings.breaker,
+                pricer=ProviderPricing(config.kind, config.name, config.models),
             )
             for config in settings.providers
         }

@@ -1,0 +1,66 @@
+"""Cost: configured prices override genai-prices' table; CLIs and local models cost nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+from relaybox.protocol.catalog import ModelEntry
+from relaybox.protocol.events import Usage
+from relaybox.protocol.pricing import ProviderPricing, table_cost
+
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import api_provider, openai_provider, serve, settings_for
+
+USAGE = Usage(prompt_tokens=1_000_000, completion_tokens=100_000)
+
+
+def test_configured_prices_win() -> None:
+    pricing = ProviderPricing("openai-compatible", "groq", (ModelEntry("llama", "standard", 0.59, 0.79),))
+    assert pricing("llama", USAGE) == pytest.approx(0.59 + 0.079)
+
+
+def test_table_prices_from_genai_prices_including_cache_discounts() -> None:
+    pricing = ProviderPricing("openai-compatible", "openai")
+    full = pricing("gpt-4o-mini", Usage(1000, 0))
+    cached = pricing("gpt-4o-mini", Usage(1000, 0, cache_read_tokens=1000))
+    assert full == pytest.approx(table_cost("openai", "gpt-4o-mini", Usage(1000, 0)))
+    assert full is not None and cached is not None and cached < full
+    assert ProviderPricing("anthropic", "anthropic")("claude-sonnet-4-5", Usage(1000, 1000)) == pytest.approx(
+        0.018
+    )
+
+
+def test_free_and_unknown() -> None:
+    assert ProviderPricing("claude-cli", "claude-cli")("sonnet", USAGE) == 0.0
+    assert ProviderPricing("ollama", "ollama")("llama3.2:3b", USAGE) == 0.0
+    assert ProviderPricing("openai-compatible", "my-vllm")("anything", USAGE) is None
+    assert ProviderPricing("openai-compatible", "openai")("no-such-model", USAGE) is None
+
+
+async def test_non_streaming_answers_carry_their_cost(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_openai.replies.push(Reply(prompt_tokens=1000, completion_tokens=1000))
+    fake_anthropic.replies.push(Reply(prompt_tokens=1000, completion_tokens=1000))
+    # No price configured for the Anthropic model: genai-prices' table decides.
+    anthropic = attrs.evolve(
+        api_provider("anthropic", "anthropic", fake_anthropic.base_url, models=("claude-sonnet-4-5",)),
+        models=(ModelEntry("claude-sonnet-4-5"),),
+    )
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url), anthropic)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        configured = await client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        from_table = await client.post(
+            "/v1/chat/completions",
+            json={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert float(configured.headers["x-cost-usd"]) == pytest.approx((1000 * 0.15 + 1000 * 0.60) / 1e6)
+    assert float(from_table.headers["x-cost-usd"]) == pytest.approx(0.018)
