@@ -147,3 +147,48 @@ def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
             "serve", "--port", str(port), env={"PATH": "", "RELAYBOX_DATA_DIR": str(tmp_path)}
         )
     assert result.returncode == 1 and "cannot serve" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_builtin_api_provider_is_enabled_by_its_key(tmp_path: Path) -> None:
+    env = {
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "a",
+        "ANTHROPIC_API_KEY": "b",
+        "GEMINI_API_KEY": "c",
+        "OPENROUTER_API_KEY": "d",
+        "GEMINI_BASE_URL": "http://127.0.0.1:9",
+        "OLLAMA_BASE_URL": "http://127.0.0.1:9",
+    }
+    settings = load_settings(env)
+    by_name = {p.name: p for p in settings.providers}
+    assert {name: p.kind for name, p in by_name.items()} == {
+        "openai": "openai-compatible",
+        "anthropic": "anthropic",
+        "gemini": "gemini",
+        "openrouter": "openai-compatible",
+    }
+    assert by_name["openrouter"].base_url == "https://openrouter.ai/api/v1"
+    assert by_name["gemini"].base_url == "http://127.0.0.1:9"
+    assert any("ollama: inactive (nothing answers at http://127.0.0.1:9" in note for note in settings.notes)
+
+
+async def test_ollama_is_discovered_with_its_local_models(tmp_path: Path, fake_ollama) -> None:  # type: ignore[no-untyped-def]
+    import trio
+
+    env = {"PATH": "", "HOME": str(tmp_path), "OLLAMA_BASE_URL": fake_ollama.base_url}
+    settings = await trio.to_thread.run_sync(load_settings, env)
+    ollama = next(p for p in settings.providers if p.name == "ollama")
+    assert [m.id for m in ollama.models] == ["llama3.2:3b", "qwen2.5-coder:7b"]
+    assert all(m.input_per_mtok == 0 for m in ollama.models)
+    assert any("ollama: active" in note for note in settings.notes)
+
+
+def test_gemini_cli_is_found_on_path(tmp_path: Path) -> None:
+    path = tmp_path / "bin" / "gemini"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    settings = load_settings({"PATH": str(path.parent), "HOME": str(tmp_path), "TIMEOUT_GEMINI": "33"})
+    cli = next(p for p in settings.providers if p.name == "gemini-cli")
+    assert cli.executable == str(path) and cli.limits.idle_timeout == 33
