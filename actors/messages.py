@@ -9,7 +9,7 @@ import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
 from relaybox.protocol.catalog import Candidate, Route
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
 
@@ -19,7 +19,7 @@ class Dispatch:
     """From the HTTP handler to the router: serve this request, answer on `reply`."""
 
     request_id: str
-    request: ChatRequest
+    request: ChatRequest | ImageRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
 
@@ -41,7 +41,7 @@ class DispatchState:
 class Job:
     """From the router to a provider actor: one attempt of one request."""
 
-    request: ChatRequest
+    request: ChatRequest | ImageRequest
     candidate: Candidate
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken

@@ -21,7 +21,7 @@ from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, DispatchState, Job, RouterMessage
 from relaybox.actors.provider import ProviderActor
 from relaybox.protocol.catalog import Catalog
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError, final_error
 from relaybox.protocol.events import Event, Failed
 
@@ -46,7 +46,7 @@ class OutcomeCounts:
 class _Request:
     """What the router needs to keep walking one request's route."""
 
-    request: ChatRequest
+    request: ChatRequest | ImageRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
 
@@ -104,7 +104,11 @@ class RouterActor:
 
     def _dispatch(self, dispatch: Dispatch) -> None:
         try:
-            route = self.catalog.resolve(dispatch.request.model)
+            request = dispatch.request
+            if isinstance(request, ImageRequest):
+                route = self.catalog.resolve_image(request.model or None)
+            else:
+                route = self.catalog.resolve(request.model)
         except RelayError as error:
             _reply_failed(dispatch.reply, error)
             return

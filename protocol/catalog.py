@@ -22,6 +22,7 @@ class ModelEntry:
     input_per_mtok: float | None = None  # USD per million input tokens
     output_per_mtok: float | None = None
     context_window: int | None = None
+    per_image: float | None = None  # USD per generated image (image models priced that way)
 
 
 @attrs.frozen
@@ -34,6 +35,8 @@ class ProviderModels:
     priority: int = 0
     # Whether the provider can take images at all (the CLIs cannot).
     vision: bool = True
+    # Models that generate images (POST /v1/images/generations).
+    image_models: tuple[ModelEntry, ...] = ()
 
     def offers(self, model: str) -> bool:
         return any(m.id == model for m in self.models)
@@ -103,6 +106,35 @@ class Catalog:
                 )
             return Route(defaults, f"default route: {defaults[0].provider}/{defaults[0].model}")
         raise _unknown(name, None)
+
+    def resolve_image(self, name: str | None) -> Route:
+        """Candidates for image generation: a pinned or exact image model, or every provider's first."""
+        makers = [p for p in self.ordered() if p.image_models]
+        if not makers:
+            raise RelayError(
+                404,
+                "no active provider generates images (OpenAI or OpenRouter can)",
+                "invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
+        if name is None or name in DEFAULT_ROUTE_NAMES:
+            defaults = tuple(Candidate(p.provider, p.image_models[0].id) for p in makers)
+            return Route(defaults, f"default image route: {defaults[0].provider}/{defaults[0].model}")
+        provider_name, sep, model = name.partition(":")
+        if sep and self.provider(provider_name) is not None and model:
+            return Route((Candidate(provider_name, model),), f"pinned to {provider_name}:{model}")
+        exact = [Candidate(p.provider, name) for p in makers if any(m.id == name for m in p.image_models)]
+        if exact:
+            return Route(tuple(exact), f"exact image model {name}")
+        models = ", ".join(f"{p.provider}:{m.id}" for p in makers for m in p.image_models)
+        raise RelayError(
+            404,
+            f"The image model '{name}' is not served here; available: {models}",
+            "invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
 
     def _resolve_target(self, target: str) -> Route:
         if target in self.aliases:  # aliases do not chain: a loop would never end

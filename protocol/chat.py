@@ -107,6 +107,26 @@ class ChatRequest:
 
 
 @attrs.frozen
+class ImageRequest:
+    """An image generation request (OpenAI's images API), routed like a chat request."""
+
+    model: str
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    quality: str | None = None
+    # "b64_json" or "url": what the client wants back.
+    response_format: str | None = None
+    passthrough: dict[str, Any] = attrs.field(factory=dict)
+    # The routing and forwarding code reads these of any request.
+    stream: bool = False
+    tools: tuple[ToolSpec, ...] = ()
+
+    def has_images(self) -> bool:
+        return False
+
+
+@attrs.frozen
 class InlineImage:
     media_type: str
     data: str  # base64

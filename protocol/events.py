@@ -8,6 +8,8 @@ the router re-dispatches them to the next candidate instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 from relaybox.protocol.errors import RelayError
 
@@ -43,6 +45,7 @@ class Usage:
     completion_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    images: int = 0  # images generated, for per-image prices
     # What the upstream says the call cost, when it says (the Claude CLI does).
     reported_cost_usd: float | None = None
     # What relaybox computes it cost (configured prices, else genai-prices); None if unknown.
@@ -51,6 +54,13 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen
+class GeneratedImages:
+    """Images an upstream generated: each a dict with `b64_json` or `url`, maybe `revised_prompt`."""
+
+    images: tuple[dict[str, Any], ...]
 
 
 @attrs.frozen
@@ -64,7 +74,7 @@ class Failed:
     error: RelayError
 
 
-Event = Answering | ContentDelta | ToolCallDelta | Usage | Finished | Failed
+Event = Answering | ContentDelta | ToolCallDelta | GeneratedImages | Usage | Finished | Failed
 
 # What a transport emits; the provider actor adds `Answering` and the terminal events.
-TransportEvent = ContentDelta | ToolCallDelta | Usage
+TransportEvent = ContentDelta | ToolCallDelta | GeneratedImages | Usage

@@ -18,6 +18,7 @@ from relaybox.protocol.chat import (
     ChatRequest,
     ContentPart,
     ImagePart,
+    ImageRequest,
     TextPart,
     ToolCall,
     ToolChoice,
@@ -32,7 +33,7 @@ from relaybox.protocol.dialect import (
     upstream_error,
 )
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.events import ContentDelta, GeneratedImages, ToolCallDelta, TransportEvent, Usage
 from relaybox.protocol.sse import SSEvent
 
 # Parameters relaybox does not interpret but forwards to OpenAI-compatible upstreams.
@@ -577,6 +578,8 @@ class OpenAIStreamDecoder(SSEStreamDecoder):
 class OpenAIDialect:
     host_type: str = "openai"
     name: str = "openai"
+    # How this endpoint generates images: OpenAI's images API, or chat with image output (OpenRouter).
+    image_api: str = "images"
 
     def __attrs_post_init__(self) -> None:
         if self.host_type not in CHAT_PATHS:
@@ -597,3 +600,48 @@ class OpenAIDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> HttpCall:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        if self.image_api == "chat":
+            body: dict[str, Any] = {
+                "model": model,
+                "modalities": ["image", "text"],
+                "messages": [{"role": "user", "content": request.prompt}],
+            }
+            if request.n > 1:
+                body["n"] = request.n
+            return HttpCall(CHAT_PATHS[self.host_type], headers, body)
+        body = {**request.passthrough, "model": model, "prompt": request.prompt, "n": request.n}
+        for key in ("size", "quality", "response_format"):
+            if getattr(request, key) is not None:
+                body[key] = getattr(request, key)
+        return HttpCall("/images/generations", headers, body)
+
+    def decode_images(self, body: bytes) -> list[TransportEvent]:
+        answer = load_json(body)
+        if not isinstance(answer, dict):
+            raise malformed("image answer is not an object")
+        images: list[dict[str, Any]] = []
+        if self.image_api == "chat":
+            for choice in answer.get("choices") or ():
+                for image in (choice.get("message") or {}).get("images") or ():
+                    url = (image.get("image_url") or {}).get("url", "")
+                    header, _, data = url.partition(",")
+                    images.append({"b64_json": data} if header.startswith("data:") else {"url": url})
+            usage = answer.get("usage") or {}
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        else:
+            images = [
+                {k: v for k, v in item.items() if k in ("b64_json", "url", "revised_prompt")}
+                for item in answer.get("data") or ()
+                if isinstance(item, dict)
+            ]
+            usage = answer.get("usage") or {}
+            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        if not images:
+            raise malformed("the answer holds no image")
+        return [
+            GeneratedImages(tuple(images)),
+            Usage(int(prompt or 0), int(completion or 0), images=len(images)),
+        ]

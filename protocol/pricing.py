@@ -62,6 +62,8 @@ class ProviderPricing:
         if self.kind in FREE_KINDS:
             return 0.0
         entry = next((m for m in self.models if m.id == model), None)
+        if entry is not None and usage.images and entry.per_image is not None:
+            return entry.per_image * usage.images
         if entry is not None:
             cost = configured_cost(entry, usage)
             if cost is not None:

@@ -22,7 +22,7 @@ from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch
 from relaybox.protocol import anthropic_wire, openai_wire, tokens
 from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     Answering,
@@ -30,6 +30,7 @@ from relaybox.protocol.events import (
     Event,
     Failed,
     Finished,
+    GeneratedImages,
     ToolCallDelta,
     Usage,
 )
@@ -273,6 +274,25 @@ def create_app(system: System) -> QuartTrio:
             json.dumps(reply), mimetype="application/json", headers=_with_cost(begun.headers, answer)
         )
 
+    @app.post("/v1/images/generations")
+    async def images_generations() -> Response:
+        request_id = f"img-{uuid.uuid4().hex}"
+        begun = await dispatch(_image_request(_as_object(await _read_json())), request_id)
+        try:
+            answer = await _collect(begun.receive)
+        finally:
+            begun.close()
+        body: dict[str, Any] = {"created": int(time.time()), "data": answer.images}
+        if answer.usage is not None and (answer.usage.prompt_tokens or answer.usage.completion_tokens):
+            body["usage"] = {
+                "input_tokens": answer.usage.prompt_tokens,
+                "output_tokens": answer.usage.completion_tokens,
+                "total_tokens": answer.usage.total_tokens,
+            }
+        return Response(
+            json.dumps(body), mimetype="application/json", headers=_with_cost(begun.headers, answer)
+        )
+
     @app.post("/v1/messages/count_tokens")
     async def count_tokens() -> Response:
         chat = anthropic_wire.parse_messages_request({"max_tokens": 1, **_as_object(await _read_json())})
@@ -326,6 +346,7 @@ class Collected:
     tool_calls: list[ToolCallDelta]
     usage: Usage | None
     finish_reason: str
+    images: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 async def _read_json() -> Any:
@@ -343,6 +364,41 @@ def _with_cost(headers: dict[str, str], answer: Collected) -> dict[str, str]:
     return {**headers, "x-cost-usd": f"{answer.usage.cost_usd:.8f}"}
 
 
+def _image_request(body: dict[str, Any]) -> ImageRequest:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RelayError(
+            400, "'prompt' is required: a non-empty string", code="invalid_request", param="prompt"
+        )
+    model = body.get("model", "auto")
+    if not isinstance(model, str):
+        raise RelayError(400, "'model' must be a string", code="invalid_request", param="model")
+    n = body.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
+        raise RelayError(400, "'n' must be an integer from 1 to 10", code="invalid_request", param="n")
+    fields: dict[str, str | None] = {}
+    for key in ("size", "quality", "response_format"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RelayError(400, f"'{key}' must be a string", code="invalid_request", param=key)
+        fields[key] = value
+    if fields["response_format"] not in (None, "url", "b64_json"):
+        raise RelayError(
+            400,
+            "'response_format' must be 'url' or 'b64_json'",
+            code="invalid_request",
+            param="response_format",
+        )
+    known = {"prompt", "model", "n", "size", "quality", "response_format"}
+    return ImageRequest(
+        model=model,
+        prompt=prompt,
+        n=n,
+        passthrough={k: v for k, v in body.items() if k not in known},
+        **fields,
+    )
+
+
 def _as_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RelayError(400, "the request body must be a JSON object", code="invalid_request")
@@ -358,17 +414,20 @@ def _is_local_backend_shape(body: Any) -> bool:
 async def _collect(receive: trio.MemoryReceiveChannel[Event]) -> Collected:
     text: list[str] = []
     calls: list[ToolCallDelta] = []
+    images: list[dict[str, Any]] = []
     usage: Usage | None = None
     while True:
         event = await _next_event(receive)
         if isinstance(event, ContentDelta):
             text.append(event.text)
+        elif isinstance(event, GeneratedImages):
+            images.extend(event.images)
         elif isinstance(event, ToolCallDelta):
             calls.append(event)
         elif isinstance(event, Usage):
             usage = event
         elif isinstance(event, Finished):
-            return Collected("".join(text), calls, usage, event.finish_reason)
+            return Collected("".join(text), calls, usage, event.finish_reason, images)
         else:
             raise event.error if isinstance(event, Failed) else _unexpected(event)
 

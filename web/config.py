@@ -53,6 +53,14 @@ OPENROUTER_MODELS = (
 )
 
 
+OPENAI_IMAGE_MODELS = (
+    ModelEntry("gpt-image-1", "standard"),  # token-priced: genai-prices has it
+    ModelEntry("dall-e-3", "standard", per_image=0.04),  # standard quality, 1024x1024
+    ModelEntry("dall-e-2", "economy", per_image=0.02),
+)
+OPENROUTER_IMAGE_MODELS = (ModelEntry("google/gemini-2.5-flash-image", "standard"),)
+
+
 @attrs.frozen
 class BuiltinApi:
     """A well-known API provider: enabled by its key in the environment (or a TOML section)."""
@@ -66,6 +74,8 @@ class BuiltinApi:
     models: tuple[ModelEntry, ...]
     default_model: str
     prefixes: tuple[str, ...]
+    image_models: tuple[ModelEntry, ...] = ()
+    image_api: str = "images"
 
 
 BUILTIN_APIS = (
@@ -79,6 +89,7 @@ BUILTIN_APIS = (
         OPENAI_MODELS,
         "gpt-4o-mini",
         ("gpt-", "o1", "o3", "o4", "chatgpt-"),
+        image_models=OPENAI_IMAGE_MODELS,
     ),
     BuiltinApi(
         "anthropic",
@@ -112,6 +123,8 @@ BUILTIN_APIS = (
         OPENROUTER_MODELS,
         "openai/gpt-4o-mini",
         ("openai/", "anthropic/", "google/", "meta-llama/", "mistralai/", "deepseek/", "qwen/", "x-ai/"),
+        image_models=OPENROUTER_IMAGE_MODELS,
+        image_api="chat",
     ),
 )
 
@@ -142,6 +155,8 @@ class ProviderConfig:
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
     host_type: str = "openai"
+    image_models: tuple[ModelEntry, ...] = ()
+    image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
     # claude-cli
     executable: str | None = None
     system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
@@ -253,6 +268,7 @@ def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:
         price_in = item.get("costPerMInput", item.get("input_per_mtok"))
         price_out = item.get("costPerMOutput", item.get("output_per_mtok"))
         context = item.get("maxContext", item.get("context_window"))
+        per_image = item.get("costPerImage", item.get("per_image"))
         models.append(
             ModelEntry(
                 item["id"],
@@ -260,6 +276,7 @@ def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:
                 None if price_in is None else _float(price_in, f"{where}: models[{i}] input price"),
                 None if price_out is None else _float(price_out, f"{where}: models[{i}] output price"),
                 None if context is None else _int(context, f"{where}: models[{i}] context window"),
+                None if per_image is None else _float(per_image, f"{where}: models[{i}] price per image"),
             )
         )
     return tuple(models)
@@ -342,6 +359,8 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
                 base_url=base_url,
                 api_key=api_key,
                 host_type=host_type,
+                image_models=_models(item["image_models"], where) if item.get("image_models") else (),
+                image_api=str(item.get("image_api", "images")),
             )
         )
         notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
@@ -371,6 +390,10 @@ def _builtin_api(
         accepts_prefixes=builtin.prefixes,
         base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
         api_key=api_key,
+        image_models=_models(section["image_models"], where)
+        if "image_models" in section
+        else builtin.image_models,
+        image_api=builtin.image_api,
     )
 
 

@@ -62,7 +62,7 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
 
 def dialect_for(config: ProviderConfig) -> Dialect:
     if config.kind == "openai-compatible":
-        return OpenAIDialect(config.host_type)
+        return OpenAIDialect(config.host_type, image_api=config.image_api)
     if config.kind == "anthropic":
         return AnthropicDialect()
     if config.kind == "gemini":
@@ -82,6 +82,7 @@ def build_catalog(settings: Settings) -> Catalog:
                 accepts_prefixes=p.accepts_prefixes,
                 priority=p.priority,
                 vision=p.kind not in ("claude-cli", "gemini-cli"),
+                image_models=p.image_models,
             )
             for p in settings.providers
         ),
@@ -115,7 +116,7 @@ async def running_system(
                 transport_factory(config, settings),
                 limits=config.limits,
                 breaker_policy=settings.breaker,
-                pricer=ProviderPricing(config.kind, config.name, config.models),
+                pricer=ProviderPricing(config.kind, config.name, config.models + config.image_models),
             )
             for config in settings.providers
         }

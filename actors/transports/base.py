@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.events import TransportEvent
 
 Emit = Callable[[TransportEvent], Awaitable[None]]
@@ -24,6 +24,6 @@ class Transport(Protocol):
 
     def session(self) -> AbstractAsyncContextManager[None]: ...
 
-    async def run(self, request: ChatRequest, model: str, emit: Emit) -> str: ...
+    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str: ...
 
     def describe(self) -> dict[str, Any]: ...

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 from relaybox.actors.transports.base import Emit
 from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.claude_cli_wire import (
     ClaudeStreamDecoder,
     SystemPromptStrategy,
@@ -64,7 +64,9 @@ class ClaudeCliTransport:
         await trio.Path(self.workdir).mkdir(parents=True, exist_ok=True)
         yield
 
-    async def run(self, request: ChatRequest, model: str, emit: Emit) -> str:
+    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
+        if isinstance(request, ImageRequest):
+            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI does not generate images")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI provider does not take images yet")
         argv = build_argv(

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 from relaybox.actors.transports.base import Emit
 from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.cli_prompt import flatten
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.gemini_cli_wire import (
@@ -60,7 +60,9 @@ class GeminiCliTransport:
         await (trio.Path(self.workdir) / "system.md").write_text(SYSTEM_PROMPT)
         yield
 
-    async def run(self, request: ChatRequest, model: str, emit: Emit) -> str:
+    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
+        if isinstance(request, ImageRequest):
+            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Gemini CLI does not generate images")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Gemini CLI provider does not take images")
         decoder = GeminiStreamDecoder()

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from relaybox.actors.transports.base import Emit
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 
@@ -72,9 +72,11 @@ class HttpApiTransport:
             )
         return response.json()
 
-    async def run(self, request: ChatRequest, model: str, emit: Emit) -> str:
+    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
         if self._client is None:
             raise RuntimeError("transport used outside its session")
+        if isinstance(request, ImageRequest):
+            return await self._generate_images(request, model, emit)
         call = self.dialect.call(request, model, self._api_key)
         try:
             async with self._client.stream(
@@ -103,6 +105,31 @@ class HttpApiTransport:
             ) from None
         except httpx.HTTPError as error:
             raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
+
+    async def _generate_images(self, request: ImageRequest, model: str, emit: Emit) -> str:
+        image_call = getattr(self.dialect, "image_call", None)
+        if image_call is None or self._client is None:
+            raise ProviderFailure(
+                FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
+            )
+        call = image_call(request, model, self._api_key)
+        try:
+            response = await self._client.post(
+                self.base_url + call.path, json=call.body, headers=call.headers
+            )
+        except httpx.TimeoutException as error:
+            raise ProviderFailure(
+                FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}"
+            ) from None
+        except httpx.HTTPError as error:
+            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
+        if response.status_code != 200:
+            raise _status_failure(
+                response.status_code, self.dialect.error_message(response.content), response.headers
+            )
+        for event in self.dialect.decode_images(response.content):  # type: ignore[attr-defined]
+            await emit(event)
+        return "stop"
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -46,6 +46,9 @@ class FakeOpenAI:
                 },
             )
             return
+        if request.method == "POST" and request.path.endswith("/images/generations"):
+            await self._image(request, out)
+            return
         if request.method != "POST" or request.path not in CHAT_PATHS:
             await out.send_json(404, {"error": {"message": "no such route", "type": "not_found"}})
             return
@@ -62,10 +65,41 @@ class FakeOpenAI:
             return
         body = request.json()
         model = body.get("model", "fake")
+        if "image" in (body.get("modalities") or ()):  # OpenRouter-style image output from chat
+            answer = _completion(model, reply)
+            answer["choices"][0]["message"]["images"] = [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{FAKE_PNG}"}}
+            ]
+            await out.send_json(200, answer)
+            return
         if body.get("stream"):
             await self._stream(body, model, reply, out)
         else:
             await out.send_json(200, _completion(model, reply), reply.headers)
+
+    async def _image(self, request: FakeRequest, out: ResponseWriter) -> None:
+        reply = self.replies.next()
+        if reply.status != 200:
+            await out.send_json(
+                reply.status, {"error": {"message": reply.error_message, "type": "fake_error"}}, reply.headers
+            )
+            return
+        body = request.json()
+        n = int(body.get("n", 1))
+        if body.get("response_format") == "url":
+            data = [
+                {"url": f"https://images.invalid/{i}.png", "revised_prompt": body["prompt"]} for i in range(n)
+            ]
+        else:
+            data = [{"b64_json": FAKE_PNG} for _ in range(n)]
+        answer: dict = {"created": int(time.time()), "data": data}
+        if body.get("model") == "gpt-image-1":
+            answer["usage"] = {
+                "input_tokens": reply.prompt_tokens,
+                "output_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            }
+        await out.send_json(200, answer)
 
     async def _stream(self, body: dict, model: str, reply: Reply, out: ResponseWriter) -> None:
         await out.start(200, {"content-type": "text/event-stream", **reply.headers})
@@ -116,6 +150,9 @@ class FakeOpenAI:
                 )
             )
         await out.write(b"data: [DONE]\n\n")
+
+
+FAKE_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 
 
 def _usage(reply: Reply) -> dict:
