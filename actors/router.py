@@ -20,7 +20,8 @@ from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, DispatchState, Job, RouterMessage
 from relaybox.actors.provider import ProviderActor
-from relaybox.protocol.catalog import Catalog
+from relaybox.protocol import tokens
+from relaybox.protocol.catalog import Candidate, Catalog
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError, final_error
 from relaybox.protocol.events import Event, Failed
@@ -154,12 +155,10 @@ class RouterActor:
                     )
                 )
                 continue
-            models = self.catalog.provider(candidate.provider)
-            if models is not None and not models.vision and request.request.has_images():
+            missing = self._missing_capability(candidate, request.request)
+            if missing is not None:
                 failures.append(
-                    AttemptFailure(
-                        candidate.provider, candidate.model, FailureKind.UNSUPPORTED, "does not take images"
-                    )
+                    AttemptFailure(candidate.provider, candidate.model, FailureKind.UNSUPPORTED, missing)
                 )
                 continue
             if not provider.accepting(now):
@@ -192,6 +191,22 @@ class RouterActor:
                 continue
             return
         _reply_failed(request.reply, final_error(failures))
+
+    def _missing_capability(self, candidate: Candidate, request: ChatRequest | ImageRequest) -> str | None:
+        """Why this candidate cannot take the request at all, or None."""
+        models = self.catalog.provider(candidate.provider)
+        if models is None or isinstance(request, ImageRequest):
+            return None
+        if not models.vision and request.has_images():
+            return "does not take images"
+        entry = models.entry(candidate.model)
+        if entry is not None and entry.context_window is not None:
+            needed = tokens.lower_bound(request)
+            if needed > entry.context_window:
+                return (
+                    f"the prompt needs at least {needed} tokens; the context window is {entry.context_window}"
+                )
+        return None
 
 
 def _reply_failed(reply: trio.MemorySendChannel[Event], error: RelayError) -> None:

@@ -32,3 +32,11 @@ def count_request(request: ChatRequest) -> int:
     for tool in request.tools:
         total += count_text(tool.name) + count_text(tool.description or "") + count_text(str(tool.parameters))
     return total
+
+
+def lower_bound(request: ChatRequest) -> int:
+    """A cheap lower bound on the prompt's tokens (about four characters a token for prose, fewer
+    for code): a request above a model's window by this count is certainly too long for it."""
+    chars = sum(len(m.text()) for m in request.messages)
+    chars += sum(len(c.arguments) for m in request.messages for c in m.tool_calls)
+    return chars // 4

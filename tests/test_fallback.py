@@ -154,3 +154,31 @@ async def test_router_counts_outcomes_per_provider_and_model(
         "served_as_fallback": 0,
     }
     assert router["outcomes"]["backup/gpt-4o-mini"]["served_as_fallback"] == 1
+
+
+async def test_a_prompt_beyond_a_models_window_goes_to_a_bigger_one(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    import attrs
+    from relaybox.protocol.catalog import ModelEntry
+
+    small = attrs.evolve(
+        openai_provider("small", fake_openai.base_url),
+        models=(ModelEntry("gpt-4o-mini", context_window=1000),),
+    )
+    big = openai_provider("big", fake_openai_backup.base_url)  # 128k window
+    long_prompt = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "word " * 2000}]}
+    async with (
+        serve(settings_for(tmp_path, small, big, default_provider="small")) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        routed = await client.post("/v1/chat/completions", json=long_prompt)
+    async with (
+        serve(settings_for(tmp_path, small)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        refused = await client.post("/v1/chat/completions", json=long_prompt)
+    assert routed.status_code == 200 and routed.headers["x-provider"] == "big"
+    assert fake_openai.chat_requests() == []
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "capability_missing"
+    assert "context window is 1000" in refused.json()["error"]["message"]
