@@ -1,1 +1,1 @@
-"""relaybox."""
+"""Persistence behind one contract: SQLite (embedded default) and PostgreSQL (asyncpg under trio-asyncio)."""

@@ -1,0 +1,54 @@
+"""The storage contract both back ends implement (and the contract test suite checks)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting
+
+
+class StorageError(Exception):
+    """The database could not do what was asked (down, unreachable, refused)."""
+
+
+class Storage(Protocol):
+    name: str
+
+    async def migrate(self) -> int:
+        """Bring the schema to the newest version; return it. Idempotent."""
+        ...
+
+    async def insert_records(self, records: list[AttemptRecord]) -> int:
+        """Insert, ignoring ids already present; return how many were new."""
+        ...
+
+    async def record_count(self) -> int: ...
+
+    async def recent(
+        self,
+        *,
+        limit: int = 50,
+        provider: str | None = None,
+        model: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+    ) -> list[AttemptRecord]: ...
+
+    async def set_rating(self, request_group_id: str, rating: int) -> bool:
+        """Rate the answer of a request (its last attempt); False if no such request."""
+        ...
+
+    async def stats(self, *, days: int, now: float) -> dict[str, Any]: ...
+
+    async def budgets(self) -> list[Budget]: ...
+
+    async def put_budget(self, budget: Budget) -> None: ...
+
+    async def spent_since(self, since: float) -> float: ...
+
+    async def provider_settings(self) -> list[ProviderSetting]: ...
+
+    async def put_provider_setting(self, setting: ProviderSetting) -> None: ...
+
+    async def aclose(self) -> None: ...

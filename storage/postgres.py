@@ -1,0 +1,272 @@
+"""PostgreSQL storage: asyncpg with a connection pool, run under trio-asyncio.
+
+Every asyncio/asyncpg/trio-asyncio import stays in this module. Each operation runs as one
+asyncio coroutine (acquire, work, release) so asyncio's own cancellation handling returns the
+connection to the pool even when the trio caller is cancelled. The pool is created on first use,
+so relaybox starts (and serves) while the database is still down.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import asyncpg
+import trio_asyncio
+from relaybox.storage.contract import StorageError
+from relaybox.storage.queries import POSTGRES, stats_queries
+from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.schema import POSTGRES_MIGRATIONS
+
+T = TypeVar("T")
+_MIGRATION_LOCK = 0x72656C6179  # "relay": one instance migrates at a time
+
+_TYPES = {
+    "id": "uuid",
+    "request_group_id": "uuid",
+    "created_at": "timestamptz",
+    "attempt": "int4",
+    "complexity_score": "int4",
+    "message_count": "int4",
+    "tokens_in": "int4",
+    "tokens_out": "int4",
+    "cache_read_tokens": "int4",
+    "cache_write_tokens": "int4",
+    "cost_usd": "numeric",
+    "baseline_cost_usd": "numeric",
+    "latency_ms": "int4",
+    "ttft_ms": "int4",
+    "streaming": "bool",
+    "fallback_used": "bool",
+    "tokens_before_compression": "int4",
+    "tokens_after_compression": "int4",
+    "cache_hit": "bool",
+    "budget_remaining_usd": "numeric",
+    "cli_success": "bool",
+    "heuristic_score": "int4",
+    "user_rating": "int4",
+}
+_INSERT = (
+    f"INSERT INTO task_logs ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS, start=1))
+    + ") ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _timestamp(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return value
+
+
+class PostgresStorage:
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, max_connections: int = 10) -> None:
+        self.dsn = dsn
+        self._max = max_connections
+        self._pool: asyncpg.Pool | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, dsn: str, **options: Any) -> AsyncIterator[PostgresStorage]:
+        async with trio_asyncio.open_loop():
+            storage = cls(dsn, **options)
+            try:
+                yield storage
+            finally:
+                await storage.aclose()
+
+    async def _run(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async def job() -> T:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=0, max_size=self._max, command_timeout=30
+                )
+            async with self._pool.acquire() as connection:
+                return await op(connection)
+
+        try:
+            return await trio_asyncio.aio_as_trio(job)()
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            raise StorageError(f"postgres: {type(error).__name__}: {error}") from error
+
+    async def migrate(self) -> int:
+        async def op(db: asyncpg.Connection) -> int:
+            async with db.transaction():
+                await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                current = await db.fetchval("SELECT max(version) FROM schema_version") or 0
+                for version, statements in enumerate(POSTGRES_MIGRATIONS, start=1):
+                    if version > current:
+                        for statement in statements:
+                            await db.execute(statement)
+                        await db.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            return len(POSTGRES_MIGRATIONS)
+
+        return await self._run(op)
+
+    async def insert_records(self, records: list[AttemptRecord]) -> int:
+        columns: list[list[Any]] = [[] for _ in COLUMNS]
+        for record in records:
+            for i, name in enumerate(COLUMNS):
+                value = getattr(record, name)
+                columns[i].append(_timestamp(value) if name == "created_at" else value)
+
+        async def op(db: asyncpg.Connection) -> int:
+            status = await db.execute(_INSERT, *columns)
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._run(op)
+
+    async def record_count(self) -> int:
+        return await self._run(lambda db: db.fetchval("SELECT count(*) FROM task_logs"))
+
+    async def recent(
+        self,
+        *,
+        limit: int = 50,
+        provider: str | None = None,
+        model: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+    ) -> list[AttemptRecord]:
+        used = [
+            (c, v)
+            for c, v in (
+                ("provider", provider),
+                ("model_selected", model),
+                ("task_category", category),
+                ("status", status),
+                ("request_group_id", group),
+            )
+            if v is not None
+        ]
+        where = (
+            (
+                "WHERE "
+                + " AND ".join(
+                    f"{c}{'::text' if c == 'request_group_id' else ''} = ${i}"
+                    for i, (c, _) in enumerate(used, start=1)
+                )
+            )
+            if used
+            else ""
+        )
+        sql = (
+            f"SELECT {', '.join(COLUMNS)} FROM task_logs {where} ORDER BY created_at DESC "
+            f"LIMIT ${len(used) + 1}"
+        )
+
+        async def op(db: asyncpg.Connection) -> list[AttemptRecord]:
+            rows = await db.fetch(sql, *(v for _, v in used), limit)
+            return [
+                AttemptRecord(
+                    **{k: str(v) if k in ("id", "request_group_id") else _plain(v) for k, v in row.items()}
+                )
+                for row in rows
+            ]
+
+        return await self._run(op)
+
+    async def set_rating(self, request_group_id: str, rating: int) -> bool:
+        async def op(db: asyncpg.Connection) -> bool:
+            status = await db.execute(
+                "UPDATE task_logs SET user_rating = $1 WHERE id = (SELECT id FROM task_logs "
+                "WHERE request_group_id::text = $2 ORDER BY attempt DESC LIMIT 1)",
+                rating,
+                request_group_id,
+            )
+            return status != "UPDATE 0"
+
+        return await self._run(op)
+
+    async def stats(self, *, days: int, now: float) -> dict[str, Any]:
+        since = now - days * 86400
+        queries = stats_queries(POSTGRES)
+
+        async def op(db: asyncpg.Connection) -> dict[str, Any]:
+            result = {}
+            for name, sql in queries.items():
+                rows = await db.fetch(sql, since)
+                result[name] = [{k: _plain(v) for k, v in row.items()} for row in rows]
+            return result
+
+        return await self._run(op)
+
+    async def budgets(self) -> list[Budget]:
+        rows = await self._run(
+            lambda db: db.fetch("SELECT period, limit_usd, enabled FROM budget_config ORDER BY period")
+        )
+        return [Budget(r["period"], float(r["limit_usd"]), r["enabled"]) for r in rows]
+
+    async def put_budget(self, budget: Budget) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO budget_config (period, limit_usd, enabled, updated_at) VALUES ($1, $2, $3, now()) "
+                "ON CONFLICT (period) DO UPDATE SET limit_usd = excluded.limit_usd, enabled = excluded.enabled, "
+                "updated_at = now()",
+                budget.period,
+                budget.limit_usd,
+                budget.enabled,
+            )
+        )
+
+    async def spent_since(self, since: float) -> float:
+        return float(
+            await self._run(
+                lambda db: db.fetchval(
+                    "SELECT coalesce(sum(cost_usd), 0) FROM task_logs WHERE created_at >= to_timestamp($1)",
+                    since,
+                )
+            )
+        )
+
+    async def provider_settings(self) -> list[ProviderSetting]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT provider_id, display_name, enabled, priority, config_json FROM provider_config "
+                "ORDER BY provider_id"
+            )
+        )
+        return [
+            ProviderSetting(
+                r["provider_id"],
+                r["display_name"],
+                r["enabled"],
+                r["priority"],
+                json.loads(r["config_json"] or "{}"),
+            )
+            for r in rows
+        ]
+
+    async def put_provider_setting(self, setting: ProviderSetting) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO provider_config (provider_id, display_name, enabled, priority, config_json) "
+                "VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (provider_id) DO UPDATE SET "
+                "display_name = excluded.display_name, enabled = excluded.enabled, priority = excluded.priority, "
+                "config_json = excluded.config_json, updated_at = now()",
+                setting.provider_id,
+                setting.display_name,
+                setting.enabled,
+                setting.priority,
+                json.dumps(setting.config),
+            )
+        )
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await trio_asyncio.aio_as_trio(pool.close)()

@@ -1,0 +1,76 @@
+"""What storage keeps: one row per attempt (seed 001's task_logs, extended), budgets, provider settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class AttemptRecord:
+    """One attempt of one request. `id` is unique per attempt, so writing a record twice
+    (a journal replayed after a crash) changes nothing."""
+
+    id: str
+    created_at: float  # Unix seconds
+    request_group_id: str
+    attempt: int
+    provider: str
+    model_selected: str
+    model_requested: str | None = None
+    router_reason: str | None = None
+    task_category: str = "other"
+    complexity_score: int = 0
+    prompt_summary: str | None = None
+    message_count: int = 0
+    status: str = "success"  # "success", "cancelled", or the failure kind
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_cost_usd: float | None = None
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    streaming: bool = False
+    fallback_used: bool = False
+    client: str | None = None
+    tokens_before_compression: int | None = None
+    tokens_after_compression: int | None = None
+    cache_hit: bool = False
+    budget_remaining_usd: float | None = None
+    cli_success: bool = True
+    heuristic_score: int | None = None
+    user_rating: int | None = None
+    error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttemptRecord:
+        names = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+COLUMNS = tuple(f.name for f in attrs.fields(AttemptRecord))
+
+
+@attrs.frozen
+class Budget:
+    period: str  # "daily", "weekly", "monthly"
+    limit_usd: float
+    enabled: bool
+
+
+@attrs.frozen
+class ProviderSetting:
+    provider_id: str
+    display_name: str
+    enabled: bool = True
+    priority: int = 0
+    config: dict[str, Any] = attrs.field(factory=dict)
+
+
+PERIODS = ("daily", "weekly", "monthly")

@@ -1,0 +1,206 @@
+"""SQLite storage, the embedded default: one file, WAL mode, blocking calls on a worker thread.
+
+All calls share one connection, serialised by a capacity limiter of one: SQLite has one writer
+anyway, and readers in WAL mode never block it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from relaybox.storage.contract import StorageError
+from relaybox.storage.queries import SQLITE, stats_queries
+from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.schema import SQLITE_MIGRATIONS
+
+T = TypeVar("T")
+_BOOLEAN_COLUMNS = {"streaming", "fallback_used", "cache_hit", "cli_success"}
+
+
+class SQLiteStorage:
+    name = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._connection is None:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                self._connection = connection
+            try:
+                with self._connection:  # one transaction per call
+                    return work(self._connection)
+            except sqlite3.Error as error:
+                raise StorageError(f"sqlite: {error}") from error
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def migrate(self) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for version, statements in enumerate(SQLITE_MIGRATIONS, start=1):
+                if version > current:
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            return len(SQLITE_MIGRATIONS)
+
+        return await self._run(work)
+
+    async def insert_records(self, records: list[AttemptRecord]) -> int:
+        columns = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
+
+        def work(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany(f"INSERT OR IGNORE INTO task_logs ({columns}) VALUES ({marks})", rows)
+            return db.total_changes - before
+
+        return await self._run(work)
+
+    async def record_count(self) -> int:
+        return await self._run(lambda db: db.execute("SELECT count(*) FROM task_logs").fetchone()[0])
+
+    async def recent(
+        self,
+        *,
+        limit: int = 50,
+        provider: str | None = None,
+        model: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        group: str | None = None,
+    ) -> list[AttemptRecord]:
+        filters, values = _filters(
+            provider=provider,
+            model_selected=model,
+            task_category=category,
+            status=status,
+            request_group_id=group,
+        )
+        sql = f"SELECT {', '.join(COLUMNS)} FROM task_logs {filters} ORDER BY created_at DESC LIMIT ?"
+
+        def work(db: sqlite3.Connection) -> list[AttemptRecord]:
+            return [_record(row) for row in db.execute(sql, (*values, limit)).fetchall()]
+
+        return await self._run(work)
+
+    async def set_rating(self, request_group_id: str, rating: int) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE task_logs SET user_rating = ? WHERE id = (SELECT id FROM task_logs WHERE request_group_id = ? "
+                "ORDER BY attempt DESC LIMIT 1)",
+                (rating, request_group_id),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(work)
+
+    async def stats(self, *, days: int, now: float) -> dict[str, Any]:
+        since = now - days * 86400
+        queries = stats_queries(SQLITE)
+
+        def work(db: sqlite3.Connection) -> dict[str, Any]:
+            db.row_factory = sqlite3.Row
+            try:
+                return {
+                    name: [dict(row) for row in db.execute(sql, (since,)).fetchall()]
+                    for name, sql in queries.items()
+                }
+            finally:
+                db.row_factory = None
+
+        return await self._run(work)
+
+    async def budgets(self) -> list[Budget]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT period, limit_usd, enabled FROM budget_config ORDER BY period"
+            ).fetchall()
+        )
+        return [Budget(period, float(limit), bool(enabled)) for period, limit, enabled in rows]
+
+    async def put_budget(self, budget: Budget) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO budget_config (period, limit_usd, enabled, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (period) DO UPDATE SET limit_usd = excluded.limit_usd, enabled = excluded.enabled, "
+                "updated_at = excluded.updated_at",
+                (budget.period, budget.limit_usd, int(budget.enabled), time.time()),
+            )
+        )
+
+    async def spent_since(self, since: float) -> float:
+        return float(
+            await self._run(
+                lambda db: db.execute(
+                    "SELECT coalesce(sum(cost_usd), 0) FROM task_logs WHERE created_at >= ?", (since,)
+                ).fetchone()[0]
+            )
+        )
+
+    async def provider_settings(self) -> list[ProviderSetting]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT provider_id, display_name, enabled, priority, config_json FROM provider_config "
+                "ORDER BY provider_id"
+            ).fetchall()
+        )
+        return [ProviderSetting(p, d, bool(e), int(pr), json.loads(c or "{}")) for p, d, e, pr, c in rows]
+
+    async def put_provider_setting(self, setting: ProviderSetting) -> None:
+        now = time.time()
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO provider_config (provider_id, display_name, enabled, priority, config_json, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider_id) DO UPDATE SET "
+                "display_name = excluded.display_name, enabled = excluded.enabled, priority = excluded.priority, "
+                "config_json = excluded.config_json, updated_at = excluded.updated_at",
+                (
+                    setting.provider_id,
+                    setting.display_name,
+                    int(setting.enabled),
+                    setting.priority,
+                    json.dumps(setting.config),
+                    now,
+                    now,
+                ),
+            )
+        )
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        await trio.to_thread.run_sync(close, limiter=self._limiter)
+
+
+def _filters(**equal: str | None) -> tuple[str, tuple[Any, ...]]:
+    used = [(column, value) for column, value in equal.items() if value is not None]
+    if not used:
+        return "", ()
+    return "WHERE " + " AND ".join(f"{c} = ?" for c, _ in used), tuple(v for _, v in used)
+
+
+def _record(row: tuple[Any, ...]) -> AttemptRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    for column in _BOOLEAN_COLUMNS:
+        values[column] = bool(values[column])
+    return AttemptRecord(**values)

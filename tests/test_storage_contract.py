@@ -1,0 +1,182 @@
+"""One contract, two back ends: SQLite and the real PostgreSQL on 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from relaybox.storage.contract import Storage
+from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting
+
+from tests.storage_fixtures import storage_backend
+
+NOW = 1_800_000_000.0  # a fixed "now" for the period queries
+DAY = 86400.0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    async with storage_backend(request.param, tmp_path) as backend:
+        assert await backend.migrate() == 1
+        yield backend
+
+
+def record(**changes: object) -> AttemptRecord:
+    values: dict[str, object] = {
+        "id": str(uuid.uuid4()),
+        "created_at": NOW - 60,
+        "request_group_id": str(uuid.uuid4()),
+        "attempt": 1,
+        "provider": "openai",
+        "model_selected": "gpt-4o-mini",
+        "model_requested": "auto",
+        "tokens_in": 100,
+        "tokens_out": 20,
+        "cost_usd": 0.001,
+        "latency_ms": 300,
+        "ttft_ms": 120,
+        "task_category": "code_gen",
+    }
+    values.update(changes)
+    return AttemptRecord(**values)  # type: ignore[arg-type]
+
+
+async def test_migrations_are_idempotent(storage: Storage) -> None:
+    assert await storage.migrate() == 1
+    assert await storage.migrate() == 1
+    assert await storage.record_count() == 0
+
+
+async def test_inserts_are_idempotent_and_round_trip(storage: Storage) -> None:
+    first = record(
+        streaming=True,
+        fallback_used=True,
+        cache_hit=False,
+        prompt_summary="héllo ✓",
+        baseline_cost_usd=0.01,
+        error_message=None,
+        client="openai-python",
+    )
+    assert await storage.insert_records([first, record()]) == 2
+    assert await storage.insert_records([first]) == 0, "replaying a record changes nothing"
+    assert await storage.record_count() == 2
+    found = await storage.recent(group=first.request_group_id)
+    assert len(found) == 1
+    got = found[0]
+    assert got.id == first.id and got.prompt_summary == "héllo ✓" and got.streaming and got.fallback_used
+    assert got.created_at == pytest.approx(first.created_at) and got.cost_usd == pytest.approx(0.001)
+    assert got.baseline_cost_usd == pytest.approx(0.01) and got.client == "openai-python"
+
+
+async def test_recent_filters_and_order(storage: Storage) -> None:
+    await storage.insert_records(
+        [
+            record(
+                created_at=NOW - 30,
+                provider="anthropic",
+                model_selected="claude-sonnet-4-5",
+                status="success",
+            ),
+            record(created_at=NOW - 20, provider="openai", status="server_error"),
+            record(created_at=NOW - 10, provider="openai", status="success"),
+        ]
+    )
+    newest_first = await storage.recent(limit=10)
+    assert [r.created_at for r in newest_first] == sorted((r.created_at for r in newest_first), reverse=True)
+    assert [r.status for r in await storage.recent(provider="openai")] == ["success", "server_error"]
+    assert len(await storage.recent(model="claude-sonnet-4-5")) == 1
+    assert len(await storage.recent(status="server_error")) == 1
+    assert len(await storage.recent(limit=1)) == 1
+
+
+async def test_rating_lands_on_the_last_attempt(storage: Storage) -> None:
+    group = str(uuid.uuid4())
+    await storage.insert_records(
+        [
+            record(request_group_id=group, attempt=1, status="rate_limited"),
+            record(request_group_id=group, attempt=2, provider="anthropic"),
+        ]
+    )
+    assert await storage.set_rating(group, 5)
+    assert not await storage.set_rating(str(uuid.uuid4()), 3)
+    by_attempt = {r.attempt: r.user_rating for r in await storage.recent(group=group)}
+    assert by_attempt == {1: None, 2: 5}
+
+
+async def test_stats_answer_the_dashboards_questions(storage: Storage) -> None:
+    group = str(uuid.uuid4())
+    await storage.insert_records(
+        [
+            record(
+                created_at=NOW - 2 * DAY,
+                cost_usd=0.5,
+                provider="anthropic",
+                model_selected="claude-sonnet-4-5",
+            ),
+            record(
+                created_at=NOW - 60, request_group_id=group, attempt=1, status="server_error", cost_usd=0.0
+            ),
+            record(
+                created_at=NOW - 50,
+                request_group_id=group,
+                attempt=2,
+                provider="claude-cli",
+                model_selected="sonnet",
+                fallback_used=True,
+                cost_usd=0.0,
+                baseline_cost_usd=0.02,
+                cache_hit=True,
+                tokens_before_compression=1000,
+                tokens_after_compression=800,
+            ),
+            record(created_at=NOW - 40 * DAY, cost_usd=9.0),  # outside a 30-day window
+        ]
+    )
+    stats = await storage.stats(days=30, now=NOW)
+    totals = stats["totals"][0]
+    assert totals["attempts"] == 3 and totals["requests"] == 2
+    assert totals["cost_usd"] == pytest.approx(0.5) and totals["successes"] == 2
+    assert totals["fallbacks"] == 1 and totals["cache_hits"] == 1 and totals["providers_active"] == 3
+    assert totals["saved_usd"] == pytest.approx(0.02) and totals["tokens_saved"] == 200
+    days = [row["day"] for row in stats["volume_by_day"]]
+    assert days == sorted(days) and len(days) == 2
+    assert {(r["provider"], r["model"]) for r in stats["models"]} == {
+        ("anthropic", "claude-sonnet-4-5"),
+        ("openai", "gpt-4o-mini"),
+        ("claude-cli", "sonnet"),
+    }
+    rates = {(r["provider"], r["model"]): (r["successes"], r["attempts"]) for r in stats["success_rates"]}
+    assert rates[("openai", "gpt-4o-mini")] == (0, 1)
+    providers = {r["provider"]: r for r in stats["providers"]}
+    assert providers["openai"]["avg_latency_ms"] == pytest.approx(300)
+    assert sum(r["cost_usd"] for r in stats["cost_by_day"]) == pytest.approx(0.5)
+    one_day = await storage.stats(days=1, now=NOW)
+    assert one_day["totals"][0]["attempts"] == 2
+
+
+async def test_budgets_and_spend(storage: Storage) -> None:
+    await storage.put_budget(Budget("daily", 5.0, True))
+    await storage.put_budget(Budget("monthly", 100.0, False))
+    await storage.put_budget(Budget("daily", 7.5, True))
+    assert await storage.budgets() == [Budget("daily", 7.5, True), Budget("monthly", 100.0, False)]
+    await storage.insert_records(
+        [record(created_at=NOW - 10, cost_usd=1.25), record(created_at=NOW - 5 * DAY)]
+    )
+    assert await storage.spent_since(NOW - DAY) == pytest.approx(1.25)
+
+
+async def test_provider_settings(storage: Storage) -> None:
+    await storage.put_provider_setting(
+        ProviderSetting("openai", "OpenAI", enabled=False, priority=3, config={"slots": 8})
+    )
+    await storage.put_provider_setting(ProviderSetting("openai", "OpenAI", enabled=True, priority=1))
+    assert await storage.provider_settings() == [ProviderSetting("openai", "OpenAI", True, 1, {})]
+
+
+async def test_many_rows_in_one_batch(storage: Storage) -> None:
+    batch = [record(created_at=time.time()) for _ in range(2000)]
+    assert await storage.insert_records(batch) == 2000
+    assert await storage.record_count() == 2000
