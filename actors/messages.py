@@ -22,6 +22,7 @@ class Dispatch:
     request: ChatRequest | ImageRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
+    client: str | None = None  # who asked (user agent, later the API key's name)
 
 
 @attrs.frozen
@@ -35,6 +36,7 @@ class DispatchState:
     attempts: int = 0
     failures: tuple[AttemptFailure, ...] = ()
     failed_upstream_ms: float = 0.0
+    client: str | None = None
 
 
 @attrs.frozen(eq=False)

@@ -10,7 +10,9 @@ the first output, the terminal event after the last, and a report to the router 
 from __future__ import annotations
 
 import enum
-from typing import Any
+import time
+import uuid
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -18,6 +20,7 @@ from relaybox.actors.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from relaybox.actors.mailbox import Mailbox
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Job
 from relaybox.actors.transports.base import Transport
+from relaybox.protocol.chat import ImageRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
 from relaybox.protocol.events import (
     Answering,
@@ -25,11 +28,14 @@ from relaybox.protocol.events import (
     Event,
     Failed,
     Finished,
+    GeneratedImages,
     ToolCallDelta,
     TransportEvent,
     Usage,
 )
+from relaybox.protocol.heuristics import score_answer
 from relaybox.protocol.pricing import Pricer
+from relaybox.storage.records import AttemptRecord
 
 
 class Health(enum.Enum):
@@ -66,6 +72,13 @@ class _Forwarder:
         self.attempt_started = trio.current_time()
         self.idle_timeout = idle_timeout
         self.idle_scope = trio.CancelScope(deadline=self.attempt_started + idle_timeout)
+        # What the attempt's record needs.
+        self.usage: Usage | None = None
+        self.text: list[str] = []
+        self.text_chars = 0
+        self.tool_calls = 0
+        self.first_output_at: float | None = None
+        self.finish_reason: str | None = None
         self._held: list[TransportEvent] = []
 
     def _answering(self) -> Answering:
@@ -91,8 +104,18 @@ class _Forwarder:
 
     async def emit(self, event: TransportEvent) -> None:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout
-        if isinstance(event, Usage) and self.pricer is not None:
-            event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
+        if isinstance(event, Usage):
+            if self.pricer is not None:
+                event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
+            self.usage = event
+        elif isinstance(event, ContentDelta | ToolCallDelta | GeneratedImages):
+            if self.first_output_at is None:
+                self.first_output_at = trio.current_time()
+            if isinstance(event, ContentDelta) and self.text_chars < 8000:
+                self.text.append(event.text)
+                self.text_chars += len(event.text)
+            elif isinstance(event, ToolCallDelta) and event.id is not None:
+                self.tool_calls += 1
         if self.job.request.stream and (self.answered or isinstance(event, ContentDelta | ToolCallDelta)):
             if not self.answered:
                 self.answered = True
@@ -106,6 +129,7 @@ class _Forwarder:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout
 
     async def finish(self, finish_reason: str) -> None:
+        self.finish_reason = finish_reason
         upstream_ms = (trio.current_time() - self.attempt_started) * 1000
         if not self.answered:
             self.answered = True
@@ -127,6 +151,72 @@ def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:
     return merged
 
 
+class RecordSink(Protocol):
+    def record(self, record: AttemptRecord) -> None: ...
+
+
+def group_id(request_id: str) -> str:
+    """The UUID of a request (its id ends in 32 hex digits), linking its attempts' records."""
+    try:
+        return str(uuid.UUID(request_id[-32:]))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, request_id))
+
+
+def attempt_record(
+    provider: str,
+    job: Job,
+    forwarder: _Forwarder,
+    result: AttemptResult,
+    failure: ProviderFailure | None,
+    upstream_ms: float,
+) -> AttemptRecord:
+    request = job.request
+    usage = forwarder.usage or Usage(0, 0)
+    if isinstance(request, ImageRequest):
+        summary, messages = request.prompt, 1
+    else:
+        users = [m for m in request.messages if m.role == "user"]
+        summary, messages = (users[-1].text() if users else ""), len(request.messages)
+    status = result.value if failure is None else failure.kind.value
+    heuristic = None
+    if result is AttemptResult.SUCCESS and not isinstance(request, ImageRequest):
+        heuristic = score_answer(
+            "".join(forwarder.text),
+            finish_reason=forwarder.finish_reason or "stop",
+            tool_calls=forwarder.tool_calls,
+        )
+    ttft = (
+        None if forwarder.first_output_at is None else (forwarder.first_output_at - forwarder.attempt_started)
+    )
+    return AttemptRecord(
+        id=str(uuid.uuid4()),
+        created_at=time.time(),
+        request_group_id=group_id(job.state.request_id),
+        attempt=job.state.attempts,
+        provider=provider,
+        model_selected=job.candidate.model,
+        model_requested=request.model,
+        router_reason=job.state.route.reason[:300],
+        prompt_summary=summary[:500],
+        message_count=messages,
+        status=status if result is not AttemptResult.SUCCESS else "success",
+        tokens_in=usage.prompt_tokens,
+        tokens_out=usage.completion_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost_usd=usage.cost_usd or 0.0,
+        latency_ms=round(upstream_ms),
+        ttft_ms=None if ttft is None else round(ttft * 1000),
+        streaming=request.stream,
+        fallback_used=bool(job.state.failures),
+        client=job.state.client,
+        cli_success=result is AttemptResult.SUCCESS,
+        heuristic_score=heuristic,
+        error_message=None if failure is None else f"{failure.kind.value}: {failure.message}"[:500],
+    )
+
+
 class ProviderActor:
     kind = "provider"
 
@@ -138,9 +228,11 @@ class ProviderActor:
         limits: ProviderLimits,
         breaker_policy: BreakerPolicy,
         pricer: Pricer | None = None,
+        recorder: RecordSink | None = None,
     ) -> None:
         self.name = name
         self.pricer = pricer
+        self.recorder = recorder
         self.transport = transport
         self.limits = limits
         self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
@@ -256,6 +348,8 @@ class ProviderActor:
         attempt_failure = None if failure is None else self._attempt_failure(job, failure)
         if attempt_failure is not None and forwarder.answered:
             self._end_client_stream(job, attempt_failure)
+        if self.recorder is not None:
+            self.recorder.record(attempt_record(self.name, job, forwarder, result, failure, upstream_ms))
         await self._report(job, result, upstream_ms, answered=forwarder.answered, failure=attempt_failure)
 
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:

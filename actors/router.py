@@ -52,6 +52,14 @@ class _Request:
     cancel: CancelToken
 
 
+@attrs.frozen
+class SetProviderEnabled:
+    """From the settings API: stop or resume sending work to a provider."""
+
+    provider: str
+    enabled: bool
+
+
 class RouterActor:
     kind = "router"
     name = "router"
@@ -59,9 +67,12 @@ class RouterActor:
     def __init__(self, catalog: Catalog, providers: dict[str, ProviderActor], *, mailbox: int = 1024) -> None:
         self.catalog = catalog
         self.providers = providers
-        self.mailbox: Mailbox[RouterMessage] = Mailbox(mailbox)
+        self.mailbox: Mailbox[RouterMessage | SetProviderEnabled] = Mailbox(mailbox)
         self.counts: dict[tuple[str, str], OutcomeCounts] = {}
-        self._current: RouterMessage | None = None
+        # Providers switched off through the settings API (configuration, not working state:
+        # it survives restarts).
+        self.disabled: set[str] = set()
+        self._current: RouterMessage | SetProviderEnabled | None = None
 
     def statistics(self) -> dict[str, Any]:
         mailbox = self.mailbox.statistics()
@@ -77,6 +88,8 @@ class RouterActor:
             self._current = message
             if isinstance(message, Dispatch):
                 self._dispatch(message)
+            elif isinstance(message, SetProviderEnabled):
+                (self.disabled.discard if message.enabled else self.disabled.add)(message.provider)
             else:
                 self._attempt_ended(message)
             self._current = None
@@ -84,7 +97,7 @@ class RouterActor:
     async def on_crash(self, error: BaseException) -> None:
         """The message being handled when the router crashed would otherwise never be answered."""
         message, self._current = self._current, None
-        if message is None:
+        if message is None or isinstance(message, SetProviderEnabled):
             return
         reply = message.reply if isinstance(message, Dispatch) else message.job.reply
         _reply_failed(
@@ -113,7 +126,7 @@ class RouterActor:
         except RelayError as error:
             _reply_failed(dispatch.reply, error)
             return
-        state = DispatchState(request_id=dispatch.request_id, route=route)
+        state = DispatchState(request_id=dispatch.request_id, route=route, client=dispatch.client)
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 
     def _attempt_ended(self, ended: AttemptEnded) -> None:
@@ -145,7 +158,7 @@ class RouterActor:
         for index in range(state.next_index, len(candidates)):
             candidate = candidates[index]
             provider = self.providers.get(candidate.provider)
-            if provider is None:
+            if provider is None or candidate.provider in self.disabled:
                 failures.append(
                     AttemptFailure(
                         candidate.provider,

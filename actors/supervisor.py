@@ -64,6 +64,8 @@ class ChildRecord:
     restarts: int = 0
     last_crash: Crash | None = None
     recent_crashes: deque[float] = attrs.field(factory=deque)
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    done: trio.Event = attrs.field(factory=trio.Event)
 
     def to_json(self, now: float) -> dict[str, Any]:
         crash = None
@@ -120,6 +122,12 @@ class Supervisor:
         self._records[child.name] = ChildRecord(child)
         await self._nursery.start(self._supervise, self._records[child.name])
 
+    async def stop(self, name: str) -> None:
+        """Stop one child (cancel it, wait until it has finished cleaning up): for ordered shutdown."""
+        record = self._records[name]
+        record.scope.cancel()
+        await record.done.wait()
+
     def record(self, name: str) -> ChildRecord:
         return self._records[name]
 
@@ -137,6 +145,15 @@ class Supervisor:
 
     async def _supervise(self, record: ChildRecord, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         started = _StartedOnce(task_status)
+        try:
+            with record.scope:
+                await self._restart_loop(record, started)
+        finally:
+            if record.state is not ChildState.FAILED:
+                record.state = ChildState.STOPPED
+            record.done.set()
+
+    async def _restart_loop(self, record: ChildRecord, started: _StartedOnce) -> None:
         child = record.child
         while True:
             record.state = ChildState.RUNNING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,7 +67,7 @@ def chat(model: str = "m", *, stream: bool = False) -> ChatRequest:
 async def complete(system: System, request: ChatRequest) -> list[Event]:
     """Send one request through the router and collect its events up to the terminal one."""
     send, receive = trio.open_memory_channel[Event](64)
-    system.router.mailbox.tell(Dispatch("req", request, send, CancelToken()))
+    system.router.mailbox.tell(Dispatch(f"chatcmpl-{uuid.uuid4().hex}", request, send, CancelToken()))
     events: list[Event] = []
     async with receive:
         async for event in receive:

@@ -35,6 +35,7 @@ from relaybox.protocol.events import (
     Usage,
 )
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
+from relaybox.web.admin_api import register_api
 from relaybox.web.system import System
 from werkzeug.exceptions import HTTPException
 
@@ -99,6 +100,8 @@ def create_app(system: System) -> QuartTrio:
                 code="internal_error",
             )
         )
+
+    register_api(app, system)
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -185,7 +188,11 @@ def create_app(system: System) -> QuartTrio:
         send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
         token = CancelToken()
         try:
-            system.router.mailbox.tell(Dispatch(request_id, chat, send, token))
+            system.router.mailbox.tell(
+                Dispatch(
+                    request_id, chat, send, token, client=request.headers.get("user-agent", "")[:200] or None
+                )
+            )
         except MailboxFull:
             raise RelayError(
                 503,

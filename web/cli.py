@@ -96,8 +96,18 @@ def startup_report(system: System, binds: Sequence[str]) -> str:
         "",
         f"OpenAI base URL: {base}/v1    health: {base}/health    actors: {base}/actors",
         f"data directory: {settings.data_dir}",
+        f"records: {_storage_description(settings)}",
     ]
     return "\n".join(lines)
+
+
+def _storage_description(settings: Settings) -> str:
+    if settings.database_url:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(settings.database_url)
+        return f"PostgreSQL at {url.hostname}:{url.port or 5432}{url.path} (DATABASE_URL)"
+    return f"SQLite file {settings.data_dir}/relaybox.db (set DATABASE_URL for PostgreSQL)"
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -174,6 +174,7 @@ class Settings:
     breaker: BreakerPolicy = attrs.field(factory=BreakerPolicy)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     data_dir: str = ""
+    database_url: str | None = attrs.field(default=None, repr=False)
     notes: tuple[str, ...] = ()
 
 
@@ -214,6 +215,11 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         restart_policy = RestartPolicy(**_table(file, "supervisor"))
     except TypeError as error:
         raise ConfigError(f"unknown setting in [breaker] or [supervisor]: {error}") from None
+    database_url = env.get("DATABASE_URL") or _table(file, "storage").get("database_url") or None
+    if database_url and not str(database_url).startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "DATABASE_URL must be a postgresql:// URL (without it relaybox uses its SQLite file)"
+        )
     return Settings(
         host=str(server.get("host", "127.0.0.1")),
         port=_int(server.get("port", 8080), "[server] port"),
@@ -224,6 +230,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         breaker=breaker_policy,
         restart=restart_policy,
         data_dir=str(server.get("data_dir") or default_data_dir(env)),
+        database_url=database_url,
         notes=tuple(notes),
     )
 

@@ -1,6 +1,7 @@
 """The composition root: builds the actor tree from settings and runs it.
 
     root supervisor
+    ├── recorder (records to storage: SQLite, or PostgreSQL with DATABASE_URL)
     ├── provider actors (one per active provider)
     └── router
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import attrs
 import trio
 from relaybox.actors.provider import ProviderActor
-from relaybox.actors.router import RouterActor
+from relaybox.actors.recorder import RecorderActor
+from relaybox.actors.router import RouterActor, SetProviderEnabled
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
@@ -30,6 +32,9 @@ from relaybox.protocol.gemini_wire import GeminiDialect
 from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
 from relaybox.protocol.pricing import ProviderPricing
+from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.postgres import PostgresStorage
+from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings
 
 TransportFactory = Callable[[ProviderConfig, Settings], Transport]
@@ -98,18 +103,49 @@ class System:
     supervisor: Supervisor
     router: RouterActor
     providers: dict[str, ProviderActor]
+    recorder: RecorderActor
+    storage: Storage
 
     def router_running(self) -> bool:
         return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
 
 
 @asynccontextmanager
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
+    """PostgreSQL when DATABASE_URL says so, else the embedded SQLite file in the data directory."""
+    if settings.database_url:
+        async with PostgresStorage.open(settings.database_url) as postgres:
+            yield postgres
+        return
+    sqlite = SQLiteStorage(str(Path(settings.data_dir) / "relaybox.db"))
+    try:
+        yield sqlite
+    finally:
+        await sqlite.aclose()
+
+
+async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) -> None:
+    """Providers switched off through the API stay off across restarts (if storage answers in time)."""
+    with trio.move_on_after(3):
+        try:
+            await storage.migrate()
+            saved = await storage.provider_settings()
+        except StorageError:
+            return
+        for setting in saved:
+            if not setting.enabled:
+                router.mailbox.tell(SetProviderEnabled(setting.provider_id, False))
+
+
+@asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
 ) -> AsyncIterator[System]:
-    async with trio.open_nursery() as nursery:
+    async with open_storage(settings) as storage, trio.open_nursery() as nursery:
         supervisor = Supervisor("root", settings.restart)
         await nursery.start(supervisor.run)
+        recorder = RecorderActor(storage, str(Path(settings.data_dir) / "journal" / "records.jsonl"))
+        await supervisor.start_child(recorder)
         providers = {
             config.name: ProviderActor(
                 config.name,
@@ -117,6 +153,7 @@ async def running_system(
                 limits=config.limits,
                 breaker_policy=settings.breaker,
                 pricer=ProviderPricing(config.kind, config.name, config.models + config.image_models),
+                recorder=recorder,
             )
             for config in settings.providers
         }
@@ -125,7 +162,14 @@ async def running_system(
         catalog = build_catalog(settings)
         router = RouterActor(catalog, providers)
         await supervisor.start_child(router)
+        await _apply_saved_provider_settings(storage, router)
         try:
-            yield System(settings, catalog, supervisor, router, providers)
+            yield System(settings, catalog, supervisor, router, providers, recorder, storage)
         finally:
+            # Ordered shutdown: no new work, then the providers, then the recorder, which writes
+            # out (or journals) every record the others produced.
+            with trio.CancelScope(shield=True):
+                for name in (router.name, *providers):
+                    await supervisor.stop(name)
+                await supervisor.stop(recorder.name)
             nursery.cancel_scope.cancel()

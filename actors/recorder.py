@@ -1,0 +1,205 @@
+"""The recorder actor: every attempt's record reaches storage, and no request ever waits for it.
+
+Records arrive by `tell`. A receiving task moves them into a bounded buffer; a writing task
+sends the buffer to storage in batches (`batch_size` records, or whatever `flush_interval`
+seconds gathered). When storage is down or slow the buffer fills, and a full buffer spills to
+an append-only journal file (one JSON record a line). Writes resume with backoff; the journal
+is replayed first, then truncated; record ids make a replay after a crash harmless. On
+shutdown whatever is left goes to storage, or to the journal if storage cannot take it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+from relaybox.actors.mailbox import Mailbox
+from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.records import AttemptRecord
+
+log = logging.getLogger("relaybox.recorder")
+
+
+class RecorderActor:
+    kind = "recorder"
+    name = "recorder"
+
+    def __init__(
+        self,
+        storage: Storage,
+        journal_path: str,
+        *,
+        mailbox: int = 50_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.25,
+        buffer_limit: int = 10_000,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        self.storage = storage
+        self.journal = Path(journal_path)
+        self.mailbox: Mailbox[AttemptRecord] = Mailbox(mailbox)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.buffer_limit = buffer_limit
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.shutdown_grace = shutdown_grace
+        # Survive restarts: a record held here must not vanish with a crashed incarnation.
+        self._buffer: list[AttemptRecord] = []
+        self.journaled = 0  # records waiting in the journal
+        self.written = 0
+        self.dropped = 0
+        self.storage_up: bool | None = None
+        self.journal_failed: str | None = None
+        self.last_error: str | None = None
+        self._wake = trio.Event()
+
+    # --- what others may read ----------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        mailbox = self.mailbox.statistics()
+        return {
+            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
+            "storage": self.storage.name,
+            "storage_up": self.storage_up,
+            "buffered": len(self._buffer),
+            "journaled": self.journaled,
+            "written": self.written,
+            "dropped": self.dropped,
+            "journal_failed": self.journal_failed,
+            "last_error": self.last_error,
+        }
+
+    def record(self, record: AttemptRecord) -> None:
+        """For the request path: hand over a record without waiting, whatever storage is doing."""
+        try:
+            self.mailbox.tell(record)
+        except Exception:  # MailboxFull: the recorder is hopelessly behind
+            self.dropped += 1
+            log.error("recorder mailbox full: a record was dropped (%d so far)", self.dropped)
+
+    # --- the actor --------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.journaled = await trio.to_thread.run_sync(self._count_journal)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop)
+                task_status.started()
+                async for record in self.mailbox.receive:
+                    self._buffer.append(record)
+                    if len(self._buffer) >= self.batch_size:
+                        self._wake.set()
+                    if len(self._buffer) >= self.buffer_limit:
+                        await self._spill()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._drain()
+
+    async def on_crash(self, error: BaseException) -> None:
+        self.last_error = f"recorder crashed: {type(error).__name__}: {error}"[:300]
+
+    def on_give_up(self) -> None:
+        log.error("the recorder stopped for good: records are no longer written")
+
+    async def _write_loop(self) -> None:
+        migrated = False
+        backoff = self.backoff_initial
+        while True:
+            with trio.move_on_after(self.flush_interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if not self._buffer and not self.journaled and migrated:
+                continue
+            try:
+                if not migrated:
+                    await self.storage.migrate()
+                    migrated = True
+                if self.journaled:
+                    await self._replay_journal()
+                while self._buffer:
+                    batch = self._buffer[: self.batch_size]
+                    await self.storage.insert_records(batch)
+                    del self._buffer[: len(batch)]
+                    self.written += len(batch)
+            except StorageError as error:
+                if self.storage_up is not False:
+                    log.error("storage unavailable, buffering records: %s", error)
+                self.storage_up = False
+                self.last_error = str(error)[:300]
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            if self.storage_up is False:
+                log.info("storage is back; records are being written again")
+            self.storage_up = True
+            backoff = self.backoff_initial
+
+    # --- the journal ----------------------------------------------------------------------
+
+    def _count_journal(self) -> int:
+        try:
+            with self.journal.open("rb") as file:
+                return sum(1 for line in file if line.strip())
+        except FileNotFoundError:
+            return 0
+
+    async def _spill(self) -> None:
+        """Move the whole buffer to the journal (storage is not keeping up)."""
+        records, self._buffer = self._buffer, []
+        lines = "".join(json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in records)
+
+        def append() -> None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with self.journal.open("a", encoding="utf-8") as file:
+                file.write(lines)
+                file.flush()
+
+        try:
+            await trio.to_thread.run_sync(append)
+        except OSError as error:
+            # Neither storage nor disk: keep what memory allows and say so loudly.
+            self.journal_failed = f"{type(error).__name__}: {error}"[:300]
+            log.critical("cannot write the record journal %s: %s", self.journal, error)
+            self._buffer = records
+            overflow = len(self._buffer) - 10 * self.buffer_limit
+            if overflow > 0:
+                del self._buffer[:overflow]
+                self.dropped += overflow
+            return
+        self.journal_failed = None
+        self.journaled += len(records)
+
+    async def _replay_journal(self) -> None:
+        def read() -> list[AttemptRecord]:
+            with self.journal.open(encoding="utf-8") as file:
+                return [AttemptRecord.from_json(json.loads(line)) for line in file if line.strip()]
+
+        records = await trio.to_thread.run_sync(read)
+        for start in range(0, len(records), self.batch_size):
+            await self.storage.insert_records(records[start : start + self.batch_size])
+        await trio.to_thread.run_sync(lambda: self.journal.unlink(missing_ok=True))
+        self.written += len(records)
+        self.journaled = 0
+        log.info("replayed %d journaled records", len(records))
+
+    async def _drain(self) -> None:
+        """Shutdown: everything still held goes to storage within the grace period, the rest to
+        the journal (local disk), so a stop loses nothing."""
+        self._buffer.extend(self.mailbox.drain())
+        with trio.move_on_after(self.shutdown_grace):
+            try:
+                while self._buffer:
+                    batch = self._buffer[: self.batch_size]
+                    await self.storage.insert_records(batch)
+                    del self._buffer[: len(batch)]
+                    self.written += len(batch)
+            except StorageError as error:
+                self.last_error = str(error)[:300]
+        if self._buffer:
+            await self._spill()

@@ -1,0 +1,206 @@
+"""The management API under /api: statistics, requests, feedback, budgets, provider settings.
+
+Storage calls here are the only ones a request waits for, and only these requests: the chat
+endpoints never touch the database. A database that is down is a 503 here, nothing worse.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from relaybox.actors.provider import group_id
+from relaybox.actors.router import SetProviderEnabled
+from relaybox.protocol.errors import RelayError
+from relaybox.storage.contract import StorageError
+from relaybox.storage.records import PERIODS, Budget, ProviderSetting
+from relaybox.web.system import System
+
+PERIOD_SECONDS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _bad(message: str, param: str | None = None) -> RelayError:
+    return RelayError(400, message, "invalid_request_error", code="invalid_request", param=param)
+
+
+async def _body() -> dict[str, Any]:
+    try:
+        body = json.loads(await request.get_data(cache=False) or b"{}")
+    except ValueError as error:
+        raise _bad(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    return body
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"'{name}' must be an integer", name) from None
+    if not low <= value <= high:
+        raise _bad(f"'{name}' must be between {low} and {high}", name)
+    return value
+
+
+def register_api(app: QuartTrio, system: System) -> None:
+    storage = system.storage
+
+    @app.errorhandler(StorageError)
+    async def storage_down(error: StorageError) -> Response:
+        failure = RelayError(
+            503,
+            f"storage is unavailable ({error}); requests are still served and recorded once it is back",
+            "service_unavailable",
+            code="storage_unavailable",
+            retry_after=5,
+        )
+        response = _json(failure.body(), 503)
+        response.headers["retry-after"] = "5"
+        return response
+
+    @app.get("/api/stats")
+    async def stats() -> Response:
+        days = _int_arg("days", 7, 1, 3650)
+        body = await storage.stats(days=days, now=time.time())
+        totals = body["totals"][0] if body["totals"] else {}
+        attempts = totals.get("attempts") or 0
+        body["summary"] = {
+            "days": days,
+            "requests": totals.get("requests") or 0,
+            "cost_usd": totals.get("cost_usd") or 0.0,
+            "saved_usd": totals.get("saved_usd") or 0.0,
+            "success_rate": (totals.get("successes") or 0) / attempts if attempts else None,
+            "cache_hit_rate": (totals.get("cache_hits") or 0) / attempts if attempts else None,
+            "providers_active": totals.get("providers_active") or 0,
+        }
+        body["recorder"] = system.recorder.statistics()
+        return _json(body)
+
+    @app.get("/api/requests")
+    async def requests() -> Response:
+        records = await storage.recent(
+            limit=_int_arg("limit", 50, 1, 1000),
+            provider=request.args.get("provider"),
+            model=request.args.get("model"),
+            category=request.args.get("category"),
+            status=request.args.get("status"),
+            group=request.args.get("group"),
+        )
+        return _json({"data": [r.to_json() for r in records]})
+
+    @app.post("/api/feedback")
+    async def feedback() -> Response:
+        body = await _body()
+        task_id, rating = body.get("taskId"), body.get("rating")
+        if not isinstance(task_id, str) or not task_id:
+            raise _bad("'taskId' is required: the x-task-id of the answer", "taskId")
+        if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+            raise _bad("'rating' must be an integer from 1 to 5", "rating")
+        # The record may still be on its way to storage: wait a moment for the recorder.
+        for _ in range(20):
+            if await storage.set_rating(group_id(task_id), rating):
+                return _json({"ok": True, "taskId": task_id, "rating": rating})
+            await trio.sleep(0.1)
+        raise RelayError(
+            404,
+            f"no request with task id {task_id}",
+            "not_found_error",
+            code="task_not_found",
+            param="taskId",
+        )
+
+    @app.get("/api/budget")
+    async def get_budget() -> Response:
+        budgets = {b.period: b for b in await storage.budgets()}
+        now = time.time()
+        data = []
+        for period in PERIODS:
+            budget = budgets.get(period, Budget(period, 0.0, False))
+            spent = await storage.spent_since(now - PERIOD_SECONDS[period])
+            data.append(
+                {
+                    "period": period,
+                    "limit_usd": budget.limit_usd,
+                    "enabled": budget.enabled,
+                    "spent_usd": spent,
+                    "used": spent / budget.limit_usd if budget.enabled and budget.limit_usd else None,
+                }
+            )
+        return _json({"data": data})
+
+    @app.put("/api/budget")
+    async def put_budget() -> Response:
+        body = await _body()
+        period = body.get("period")
+        if period not in PERIODS:
+            raise _bad(f"'period' must be one of {', '.join(PERIODS)}", "period")
+        limit = body.get("limit_usd", body.get("limitUsd"))
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+            raise _bad("'limit_usd' must be a number >= 0", "limit_usd")
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise _bad("'enabled' must be a boolean", "enabled")
+        await storage.put_budget(Budget(period, float(limit), enabled))
+        return _json({"period": period, "limit_usd": float(limit), "enabled": enabled})
+
+    @app.get("/api/providers")
+    async def providers() -> Response:
+        now = trio.current_time()
+        data = []
+        for config in system.settings.providers:
+            actor = system.providers[config.name]
+            data.append(
+                {
+                    "id": config.name,
+                    "display_name": config.display_name,
+                    "kind": config.kind,
+                    "enabled": config.name not in system.router.disabled,
+                    "priority": config.priority,
+                    "health": actor.health(now).value,
+                    "breaker": actor.breaker.statistics(now).to_json(),
+                    "actor": system.supervisor.record(config.name).state.value,
+                    "model_count": len(config.models),
+                    "models": [m.id for m in config.models],
+                    "in_flight": actor.statistics()["in_flight"],
+                    "last_failure": actor.last_failure,
+                }
+            )
+        return _json({"data": data})
+
+    @app.put("/api/providers/<provider_id>")
+    async def put_provider(provider_id: str) -> Response:
+        config = next((p for p in system.settings.providers if p.name == provider_id), None)
+        if config is None:
+            raise RelayError(
+                404,
+                f"no provider {provider_id!r}; GET /api/providers lists them",
+                "not_found_error",
+                code="provider_not_found",
+            )
+        body = await _body()
+        enabled = body.get("enabled", provider_id not in system.router.disabled)
+        priority = body.get("priority", config.priority)
+        overrides = body.get("config", {})
+        if not isinstance(enabled, bool):
+            raise _bad("'enabled' must be a boolean", "enabled")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise _bad("'priority' must be an integer", "priority")
+        if not isinstance(overrides, dict):
+            raise _bad("'config' must be an object", "config")
+        await storage.put_provider_setting(
+            ProviderSetting(provider_id, config.display_name, enabled, priority, overrides)
+        )
+        system.router.mailbox.tell(SetProviderEnabled(provider_id, enabled))
+        return _json({"id": provider_id, "enabled": enabled, "priority": priority, "config": overrides})
