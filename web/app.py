@@ -121,10 +121,23 @@ def create_app(system: System) -> QuartTrio:
             }
         usable = [p for p in providers.values() if p["health"] in ("healthy", "degraded")]
         status = "ok" if usable and len(usable) == len(providers) else "degraded" if usable else "down"
+        recorder = system.recorder.statistics()
+        storage = {
+            "backend": recorder["storage"],
+            "up": recorder["storage_up"],
+            "buffered": recorder["buffered"],
+            "journaled": recorder["journaled"],
+            "dropped": recorder["dropped"],
+            "journal_failed": recorder["journal_failed"],
+            "last_error": recorder["last_error"],
+        }
+        if recorder["journal_failed"] or recorder["dropped"]:
+            status = "degraded" if status == "ok" else status  # records at risk: say so loudly
         body = {
             "status": status,
             "router": system.supervisor.record(system.router.name).state.value,
             "providers": providers,
+            "storage": storage,
         }
         return Response(json.dumps(body), status=200 if usable else 503, mimetype="application/json")
 

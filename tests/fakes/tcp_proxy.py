@@ -1,0 +1,52 @@
+"""A TCP proxy that can be cut: the database 'goes down' for whoever connects through it."""
+
+from __future__ import annotations
+
+import trio
+
+
+class CuttableProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.cut_off = False
+        self._connections = trio.CancelScope()
+
+    async def start(self, nursery: trio.Nursery) -> CuttableProxy:
+        listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
+        self.port = listeners[0].socket.getsockname()[1]
+        return self
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones, as a crashed database would."""
+        self.cut_off = True
+        self._connections.cancel()
+        self._connections = trio.CancelScope()
+
+    def restore(self) -> None:
+        self.cut_off = False
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        if self.cut_off:
+            await client.aclose()
+            return
+        scope = self._connections
+        with scope:
+            try:
+                upstream = await trio.open_tcp_stream(*self.target)
+            except OSError:
+                await client.aclose()
+                return
+            async with client, upstream, trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
+                nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()

@@ -1,0 +1,220 @@
+"""The database goes away under load: every request is still served, and no record is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import trio
+import trio.lowlevel
+import trio_asyncio
+from relaybox.actors.recorder import RecorderActor
+from relaybox.actors.supervisor import RestartPolicy, Supervisor
+from relaybox.storage.contract import StorageError
+from relaybox.storage.records import AttemptRecord
+from relaybox.storage.sqlite import SQLiteStorage
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.tcp_proxy import CuttableProxy
+from tests.harness import eventually, openai_provider, serve, settings_for
+from tests.scripted import Answer, ScriptedTransport
+from tests.storage_fixtures import fresh_postgres_database
+
+
+class SwitchableStorage(SQLiteStorage):
+    """SQLite that can be made to fail like a database that is down."""
+
+    down = False
+
+    async def insert_records(self, records: list[AttemptRecord]) -> int:
+        if self.down:
+            raise StorageError("storage is down (test)")
+        return await super().insert_records(records)
+
+    async def migrate(self) -> int:
+        if self.down:
+            raise StorageError("storage is down (test)")
+        return await super().migrate()
+
+
+def a_record(i: int) -> AttemptRecord:
+    return AttemptRecord(
+        id=str(uuid.uuid4()),
+        created_at=1.8e9 + i,
+        request_group_id=str(uuid.uuid4()),
+        attempt=1,
+        provider="p",
+        model_selected="m",
+    )
+
+
+async def test_buffer_spills_to_the_journal_and_replays(tmp_path: Path) -> None:
+    storage = SwitchableStorage(str(tmp_path / "db.sqlite"))
+    storage.down = True
+    journal = tmp_path / "journal.jsonl"
+    recorder = RecorderActor(
+        storage,
+        str(journal),
+        buffer_limit=100,
+        batch_size=50,
+        flush_interval=0.01,
+        backoff_initial=0.01,
+        backoff_max=0.05,
+    )
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
+        await supervisor.start_child(recorder)
+        for i in range(1000):
+            recorder.record(a_record(i))
+            if i % 100 == 0:
+                await trio.lowlevel.checkpoint()
+        await eventually(lambda: recorder.journaled >= 900, within=5)
+        assert recorder.storage_up is False and recorder.dropped == 0
+        lines = journal.read_text().splitlines()
+        assert AttemptRecord.from_json(json.loads(lines[0])).provider == "p"
+        storage.down = False
+        await eventually(lambda: recorder.written == 1000, within=10)
+        assert recorder.journaled == 0 and not journal.exists()
+        assert await storage.record_count() == 1000
+        nursery.cancel_scope.cancel()
+    await storage.aclose()
+
+
+async def test_shutdown_with_storage_down_journals_then_a_restart_replays(tmp_path: Path) -> None:
+    storage = SwitchableStorage(str(tmp_path / "db.sqlite"))
+    storage.down = True
+    journal = tmp_path / "journal.jsonl"
+    recorder = RecorderActor(
+        storage, str(journal), flush_interval=0.01, backoff_initial=0.01, shutdown_grace=0.2
+    )
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
+        await supervisor.start_child(recorder)
+        for i in range(250):
+            recorder.record(a_record(i))
+        await supervisor.stop("recorder")
+        nursery.cancel_scope.cancel()
+    assert len(journal.read_text().splitlines()) == 250
+    storage.down = False
+    again = RecorderActor(storage, str(journal), flush_interval=0.01)
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
+        await supervisor.start_child(again)
+        await eventually(lambda: again.written == 250, within=5)
+        nursery.cancel_scope.cancel()
+    assert await storage.record_count() == 250
+    await storage.aclose()
+
+
+async def test_postgres_cut_under_load_loses_nothing(tmp_path: Path) -> None:
+    transports = {"solo": ScriptedTransport(default=Answer("ok"))}
+    async with trio_asyncio.open_loop(), fresh_postgres_database() as dsn, trio.open_nursery() as nursery:
+        proxy = await CuttableProxy("127.0.0.1", 5432).start(nursery)
+        proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        settings = settings_for(
+            tmp_path,
+            openai_provider("solo", "http://unused", models=("m",), slots=64, mailbox=64),
+            database_url=proxied,
+        )
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        statuses: list[int] = []
+
+        async def burst(client: httpx.AsyncClient, count: int) -> None:
+            async def one() -> None:
+                statuses.append((await client.post("/v1/chat/completions", json=body)).status_code)
+
+            async with trio.open_nursery() as requests:
+                for _ in range(count):
+                    requests.start_soon(one)
+
+        async with (
+            serve(settings, lambda config, settings: transports[config.name]) as relay,
+            httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+        ):
+            recorder = relay.system.recorder
+            for _ in range(6):
+                await burst(client, 50)
+            await eventually(lambda: recorder.written == 300, within=10)
+            proxy.cut()
+            for _ in range(14):
+                await burst(client, 50)
+            health = (await client.get("/health")).json()
+            stats_while_down = await client.get("/api/stats")
+            assert recorder.storage_up is False
+            proxy.restore()
+            await eventually(lambda: recorder.written == 1000, within=30)
+            assert await relay.system.storage.record_count() == 1000
+        nursery.cancel_scope.cancel()
+    assert statuses == [200] * 1000
+    assert (
+        health["storage"]["up"] is False
+        and health["storage"]["buffered"] + health["storage"]["journaled"] > 0
+    )
+    assert stats_while_down.status_code == 503
+
+
+async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    from tests.fakes.scripts import Reply
+
+    fake_openai.replies.default = Reply(delay=0.05)
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "PATH": os.path.dirname(sys.executable),
+        "RELAYBOX_DATA_DIR": str(data),
+    }
+    env.pop("DATABASE_URL", None)
+    port = 20000 + os.getpid() % 20000
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    answered = 0
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        if (await client.get("/ping")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        await trio.sleep(0.1)
+
+            async def one() -> None:
+                nonlocal answered
+                try:
+                    response = await client.post(
+                        "/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                    )
+                except httpx.HTTPError:
+                    return
+                if response.status_code == 200:
+                    answered += 1
+
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(one)
+                    if i == 120:
+                        process.send_signal(signal.SIGTERM)
+                    await trio.sleep(0.005)
+        with trio.fail_after(30):
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert code == 0 and answered > 50
+    with sqlite3.connect(data / "relaybox.db") as db:
+        recorded = db.execute("SELECT count(*) FROM task_logs WHERE status = 'success'").fetchone()[0]
+    assert recorded >= answered, f"{answered} answered but {recorded} recorded"

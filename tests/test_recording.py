@@ -1,0 +1,108 @@
+"""Every attempt is recorded off the request path, and the /api endpoints read it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import eventually, openai_provider, serve, settings_for
+
+HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write a haiku about trio"}]}
+
+
+async def test_attempts_are_recorded_and_linked(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(Reply(status=503))
+    settings = settings_for(
+        tmp_path,
+        openai_provider("primary", fake_openai.base_url),
+        openai_provider("backup", fake_openai_backup.base_url),
+        default_provider="primary",
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, headers={"user-agent": "test-client/1.0"}) as client,
+    ):
+        answered = await client.post("/v1/chat/completions", json={**HELLO, "stream": True})
+        task_id = answered.headers["x-task-id"]
+        recorder = relay.system.recorder
+        await eventually(lambda: recorder.written >= 2, within=5)
+        attempts = (await client.get("/api/requests", params={"group": _group(task_id)})).json()["data"]
+        rated = await client.post("/api/feedback", json={"taskId": task_id, "rating": 4})
+        after = (await client.get("/api/requests", params={"provider": "backup"})).json()["data"]
+        stats = (await client.get("/api/stats", params={"days": 1})).json()
+    by_attempt = {a["attempt"]: a for a in attempts}
+    first, second = by_attempt[1], by_attempt[2]
+    assert (first["provider"], first["status"], first["fallback_used"]) == ("primary", "server_error", False)
+    assert "HTTP 503" in first["error_message"] and first["cli_success"] is False
+    assert (second["provider"], second["status"], second["fallback_used"]) == ("backup", "success", True)
+    assert second["tokens_in"] == 11 and second["tokens_out"] == 7 and second["streaming"] is True
+    assert second["cost_usd"] > 0 and second["ttft_ms"] is not None and second["heuristic_score"] == 100
+    assert second["client"] == "test-client/1.0" and second["prompt_summary"] == "Write a haiku about trio"
+    assert second["model_requested"] == "gpt-4o-mini" and "exact model id" in second["router_reason"]
+    assert rated.status_code == 200 and after[0]["user_rating"] == 4
+    summary = stats["summary"]
+    assert summary["requests"] == 1 and summary["success_rate"] == 0.5
+    assert {r["provider"] for r in stats["providers"]} == {"primary", "backup"}
+
+
+def _group(task_id: str) -> str:
+    from relaybox.actors.provider import group_id
+
+    return group_id(task_id)
+
+
+async def test_budget_and_provider_settings_api(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        openai_provider("primary", fake_openai.base_url),
+        openai_provider("backup", fake_openai_backup.base_url),
+        default_provider="primary",
+    )
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        put = await client.put("/api/budget", json={"period": "daily", "limit_usd": 2.5, "enabled": True})
+        bad = await client.put("/api/budget", json={"period": "hourly", "limit_usd": 1})
+        budget = (await client.get("/api/budget")).json()["data"]
+        disabled = await client.put("/api/providers/primary", json={"enabled": False, "priority": 5})
+        routed = await client.post("/v1/chat/completions", json=HELLO)
+        listed = (await client.get("/api/providers")).json()["data"]
+        missing = await client.put("/api/providers/nope", json={"enabled": False})
+    assert put.status_code == 200 and bad.status_code == 400 and bad.json()["error"]["param"] == "period"
+    daily = next(b for b in budget if b["period"] == "daily")
+    assert daily["limit_usd"] == 2.5 and daily["enabled"] is True and daily["spent_usd"] == 0
+    assert disabled.status_code == 200 and routed.headers["x-provider"] == "backup"
+    primary = next(p for p in listed if p["id"] == "primary")
+    assert primary["enabled"] is False and primary["health"] == "healthy" and "sk-" not in str(listed)
+    assert missing.status_code == 404
+    # The switch is persisted: a restart keeps the provider off.
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        again = await client.post("/v1/chat/completions", json=HELLO)
+    assert again.headers["x-provider"] == "backup"
+    assert len(fake_openai.chat_requests()) == 0
+
+
+async def test_records_survive_a_restart_of_relaybox(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url, slots=32, mailbox=32))
+    statuses: list[int] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        statuses.append((await client.post("/v1/chat/completions", json=HELLO)).status_code)
+
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(20):
+            nursery.start_soon(one, client)
+    # Shut down right after answering: the recorder drains before the process would exit.
+    assert statuses == [200] * 20
+    async with serve(settings) as relay:
+        assert await relay.system.storage.record_count() == 20
