@@ -151,6 +151,18 @@ def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:
     return merged
 
 
+@attrs.define
+class ModelTotals:
+    """Running totals for one model of one provider (Prometheus counters)."""
+
+    attempts: dict[str, int] = attrs.field(factory=dict)  # by outcome
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    ttft_seconds: float = 0.0
+    ttft_count: int = 0
+
+
 class RecordSink(Protocol):
     def record(self, record: AttemptRecord) -> None: ...
 
@@ -243,6 +255,7 @@ class ProviderActor:
         self.completed = 0
         self.failed = 0
         self.last_failure: str | None = None
+        self.totals: dict[str, ModelTotals] = {}  # per model, for /metrics
         self._running = False
         self._slots = trio.CapacityLimiter(limits.slots)
         self._inflight: dict[int, tuple[Job, _Forwarder]] = {}
@@ -348,6 +361,7 @@ class ProviderActor:
         attempt_failure = None if failure is None else self._attempt_failure(job, failure)
         if attempt_failure is not None and forwarder.answered:
             self._end_client_stream(job, attempt_failure)
+        self._count(job.candidate.model, forwarder, result, failure)
         if self.recorder is not None:
             self.recorder.record(attempt_record(self.name, job, forwarder, result, failure, upstream_ms))
         await self._report(job, result, upstream_ms, answered=forwarder.answered, failure=attempt_failure)
@@ -370,6 +384,20 @@ class ProviderActor:
             finally:
                 job.cancel.detach(client_scope)
         return AttemptResult.CANCELLED, None
+
+    def _count(
+        self, model: str, forwarder: _Forwarder, result: AttemptResult, failure: ProviderFailure | None
+    ) -> None:
+        totals = self.totals.setdefault(model, ModelTotals())
+        outcome = result.value if failure is None else failure.kind.value
+        totals.attempts[outcome] = totals.attempts.get(outcome, 0) + 1
+        if forwarder.usage is not None:
+            totals.tokens_in += forwarder.usage.prompt_tokens
+            totals.tokens_out += forwarder.usage.completion_tokens
+            totals.cost_usd += forwarder.usage.cost_usd or 0.0
+        if forwarder.first_output_at is not None:
+            totals.ttft_seconds += forwarder.first_output_at - forwarder.attempt_started
+            totals.ttft_count += 1
 
     def _learn(self, result: AttemptResult, failure: ProviderFailure | None) -> None:
         now = trio.current_time()

@@ -106,3 +106,25 @@ async def test_records_survive_a_restart_of_relaybox(tmp_path: Path, fake_openai
     assert statuses == [200] * 20
     async with serve(settings) as relay:
         assert await relay.system.storage.record_count() == 20
+
+
+async def test_metrics_in_prometheus_format(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.replies.push(Reply(status=500))
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        await client.post("/v1/chat/completions", json=HELLO)
+        await client.post("/v1/chat/completions", json={**HELLO, "stream": True})
+        response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['relaybox_attempts_total{provider="up",model="gpt-4o-mini",outcome="success"}'] == 1
+    assert samples['relaybox_attempts_total{provider="up",model="gpt-4o-mini",outcome="server_error"}'] == 1
+    assert samples['relaybox_tokens_total{provider="up",model="gpt-4o-mini",direction="in"}'] == 11
+    assert samples['relaybox_cost_usd_total{provider="up",model="gpt-4o-mini"}'] > 0
+    assert samples['relaybox_breaker_state{provider="up"}'] == 0
+    assert samples['relaybox_mailbox_depth{actor="router"}'] == 0
+    assert "relaybox_recorder_written_total" in samples and "sk-test" not in response.text

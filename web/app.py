@@ -35,6 +35,7 @@ from relaybox.protocol.events import (
     Usage,
 )
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
+from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
 from relaybox.web.system import System
 from werkzeug.exceptions import HTTPException
@@ -140,6 +141,10 @@ def create_app(system: System) -> QuartTrio:
             "storage": storage,
         }
         return Response(json.dumps(body), status=200 if usable else 503, mimetype="application/json")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(system), mimetype="text/plain; version=0.0.4")
 
     @app.get("/actors")
     async def actors() -> Response:

@@ -1,0 +1,130 @@
+"""GET /metrics: the running system in Prometheus' text format (read from actors' statistics)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import trio
+from relaybox.actors.breaker import BreakerState
+from relaybox.web.system import System
+
+BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels.items()
+    )
+    return "{" + inner + "}"
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+    return lines
+
+
+def render(system: System) -> str:
+    now = trio.current_time()
+    providers = system.providers
+    totals = [(p, m, t) for p, actor in providers.items() for m, t in actor.totals.items()]
+    lines: list[str] = []
+    lines += _family(
+        "relaybox_attempts_total",
+        "counter",
+        "Provider attempts by outcome.",
+        ((_labels(provider=p, model=m, outcome=o), n) for p, m, t in totals for o, n in t.attempts.items()),
+    )
+    lines += _family(
+        "relaybox_fallbacks_total",
+        "counter",
+        "Requests answered by a fallback candidate.",
+        ((_labels(provider=p, model=m), c.served_as_fallback) for (p, m), c in system.router.counts.items()),
+    )
+    lines += _family(
+        "relaybox_tokens_total",
+        "counter",
+        "Tokens by direction.",
+        [(_labels(provider=p, model=m, direction="in"), t.tokens_in) for p, m, t in totals]
+        + [(_labels(provider=p, model=m, direction="out"), t.tokens_out) for p, m, t in totals],
+    )
+    lines += _family(
+        "relaybox_cost_usd_total",
+        "counter",
+        "Cost in US dollars.",
+        ((_labels(provider=p, model=m), t.cost_usd) for p, m, t in totals),
+    )
+    lines += _family(
+        "relaybox_time_to_first_token_seconds_sum",
+        "counter",
+        "Sum of times to first output.",
+        ((_labels(provider=p, model=m), t.ttft_seconds) for p, m, t in totals),
+    )
+    lines += _family(
+        "relaybox_time_to_first_token_seconds_count",
+        "counter",
+        "Attempts with a first output.",
+        ((_labels(provider=p, model=m), t.ttft_count) for p, m, t in totals),
+    )
+    lines += _family(
+        "relaybox_in_flight",
+        "gauge",
+        "Jobs running in a provider actor.",
+        ((_labels(provider=p), a.statistics()["in_flight"]) for p, a in providers.items()),
+    )
+    lines += _family(
+        "relaybox_breaker_state",
+        "gauge",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+        ((_labels(provider=p), BREAKER_VALUE[a.breaker.state]) for p, a in providers.items()),
+    )
+    lines += _family(
+        "relaybox_provider_up",
+        "gauge",
+        "1 when the provider can take work.",
+        ((_labels(provider=p), 1 if a.accepting(now) else 0) for p, a in providers.items()),
+    )
+    actors = [(p, a.mailbox.statistics()) for p, a in providers.items()]
+    actors += [
+        (system.router.name, system.router.mailbox.statistics()),
+        (system.recorder.name, system.recorder.mailbox.statistics()),
+    ]
+    lines += _family(
+        "relaybox_mailbox_depth",
+        "gauge",
+        "Messages waiting in an actor's mailbox.",
+        ((_labels(actor=n), s.depth) for n, s in actors),
+    )
+    lines += _family(
+        "relaybox_actor_restarts_total",
+        "counter",
+        "Supervisor restarts.",
+        ((_labels(actor=c["name"]), c["restarts"]) for c in system.supervisor.tree()["children"]),
+    )
+    recorder = system.recorder.statistics()
+    lines += _family(
+        "relaybox_recorder_records",
+        "gauge",
+        "Records held by the recorder, by place.",
+        [(_labels(place="buffer"), recorder["buffered"]), (_labels(place="journal"), recorder["journaled"])],
+    )
+    lines += _family(
+        "relaybox_recorder_written_total",
+        "counter",
+        "Records written to storage.",
+        [("", recorder["written"])],
+    )
+    lines += _family(
+        "relaybox_recorder_dropped_total",
+        "counter",
+        "Records lost (recorder hopelessly behind).",
+        [("", recorder["dropped"])],
+    )
+    lines += _family(
+        "relaybox_storage_up",
+        "gauge",
+        "1 when the last write to storage succeeded.",
+        [("", 1 if recorder["storage_up"] else 0)],
+    )
+    return "\n".join(lines) + "\n"
