@@ -175,6 +175,7 @@ class Settings:
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     data_dir: str = ""
     database_url: str | None = attrs.field(default=None, repr=False)
+    record_requests: bool = True  # RELAYBOX_RECORD=0 turns the request log off (for comparisons)
     notes: tuple[str, ...] = ()
 
 
@@ -231,6 +232,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         restart=restart_policy,
         data_dir=str(server.get("data_dir") or default_data_dir(env)),
         database_url=database_url,
+        record_requests=env.get("RELAYBOX_RECORD", str(_table(file, "storage").get("record", "1"))).lower()
+        not in ("0", "false", "off", "no"),
         notes=tuple(notes),
     )
 

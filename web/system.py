@@ -153,7 +153,7 @@ async def running_system(
                 limits=config.limits,
                 breaker_policy=settings.breaker,
                 pricer=ProviderPricing(config.kind, config.name, config.models + config.image_models),
-                recorder=recorder,
+                recorder=recorder if settings.record_requests else None,
             )
             for config in settings.providers
         }
