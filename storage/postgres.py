@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 import asyncpg
 import trio_asyncio
 from relaybox.storage.contract import StorageError
-from relaybox.storage.queries import POSTGRES, stats_queries
+from relaybox.storage.queries import (
+    POSTGRES,
+    rating_update,
+    rollup_rows,
+    rollup_upsert,
+    since_day,
+    stats_queries,
+)
 from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
 from relaybox.storage.schema import POSTGRES_MIGRATIONS
 
@@ -53,7 +60,7 @@ _TYPES = {
 _INSERT = (
     f"INSERT INTO task_logs ({', '.join(COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLUMNS, start=1))
-    + ") ON CONFLICT (id) DO NOTHING"
+    + ") ON CONFLICT (id) DO NOTHING RETURNING id::text"
 )
 
 
@@ -124,8 +131,13 @@ class PostgresStorage:
                 columns[i].append(_timestamp(value) if name == "created_at" else value)
 
         async def op(db: asyncpg.Connection) -> int:
-            status = await db.execute(_INSERT, *columns)
-            return int(status.rsplit(" ", 1)[-1])
+            async with db.transaction():
+                inserted = {row[0] for row in await db.fetch(_INSERT, *columns)}
+                new = [r for r in records if r.id in inserted]
+                new = list({r.id: r for r in new}.values())
+                if new:
+                    await db.executemany(rollup_upsert(POSTGRES), rollup_rows(new))
+            return len(new)
 
         return await self._run(op)
 
@@ -182,18 +194,32 @@ class PostgresStorage:
 
     async def set_rating(self, request_group_id: str, rating: int) -> bool:
         async def op(db: asyncpg.Connection) -> bool:
-            status = await db.execute(
-                "UPDATE task_logs SET user_rating = $1 WHERE id = (SELECT id FROM task_logs "
-                "WHERE request_group_id::text = $2 ORDER BY attempt DESC LIMIT 1)",
-                rating,
-                request_group_id,
-            )
-            return status != "UPDATE 0"
+            async with db.transaction():
+                row = await db.fetchrow(
+                    "SELECT id, created_at, provider, model_selected, task_category, status, user_rating "
+                    "FROM task_logs WHERE request_group_id::text = $1 ORDER BY attempt DESC LIMIT 1 FOR UPDATE",
+                    request_group_id,
+                )
+                if row is None:
+                    return False
+                old = row["user_rating"]
+                await db.execute("UPDATE task_logs SET user_rating = $1 WHERE id = $2", rating, row["id"])
+                await db.execute(
+                    rating_update(POSTGRES),
+                    rating - (old or 0),
+                    0 if old is not None else 1,
+                    since_day(row["created_at"].timestamp()),
+                    row["provider"],
+                    row["model_selected"],
+                    row["task_category"],
+                    row["status"],
+                )
+            return True
 
         return await self._run(op)
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
-        since = now - days * 86400
+        since = since_day(now - days * 86400)
         queries = stats_queries(POSTGRES)
 
         async def op(db: asyncpg.Connection) -> dict[str, Any]:

@@ -7,7 +7,11 @@ the scan to the period asked for.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import attrs
+from relaybox.storage.schema import ROLLUP_KEY, ROLLUP_SUMS
 
 
 @attrs.frozen
@@ -31,41 +35,99 @@ POSTGRES = Flavor(
 
 
 def stats_queries(f: Flavor) -> dict[str, str]:
-    ok = "(status = 'success')"
+    """Each reads the daily rollup (task_stats) from the first parameter's day on ('YYYY-MM-DD')."""
+    since = f"day >= {f.param(1)}"
+    ok = "CASE WHEN status = 'success' THEN attempts ELSE 0 END"
     return {
         "totals": f"""
-            SELECT count(*) AS attempts, count(DISTINCT request_group_id) AS requests,
-                   coalesce(sum(cost_usd), 0) AS cost_usd,
-                   sum(CASE WHEN {ok} THEN 1 ELSE 0 END) AS successes,
-                   sum(CASE WHEN cache_hit = {f.true} THEN 1 ELSE 0 END) AS cache_hits,
-                   sum(CASE WHEN fallback_used = {f.true} THEN 1 ELSE 0 END) AS fallbacks,
+            SELECT coalesce(sum(attempts), 0) AS attempts, coalesce(sum(requests), 0) AS requests,
+                   coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum({ok}), 0) AS successes,
+                   coalesce(sum(cache_hits), 0) AS cache_hits, coalesce(sum(fallbacks), 0) AS fallbacks,
                    count(DISTINCT provider) AS providers_active,
                    coalesce(sum(tokens_in), 0) AS tokens_in, coalesce(sum(tokens_out), 0) AS tokens_out,
-                   coalesce(sum(baseline_cost_usd - cost_usd), 0) AS saved_usd,
-                   coalesce(sum(tokens_before_compression - tokens_after_compression), 0) AS tokens_saved,
-                   avg(latency_ms) AS avg_latency_ms
-            FROM task_logs WHERE {f.since}""",
+                   coalesce(sum(saved_usd), 0) AS saved_usd, coalesce(sum(tokens_saved), 0) AS tokens_saved,
+                   sum(latency_ms_sum) * 1.0 / nullif(sum(attempts), 0) AS avg_latency_ms
+            FROM task_stats WHERE {since}""",
         "cost_by_day": f"""
-            SELECT {f.day} AS day, provider, coalesce(sum(cost_usd), 0) AS cost_usd, count(*) AS attempts
-            FROM task_logs WHERE {f.since} GROUP BY 1, 2 ORDER BY 1, 2""",
+            SELECT day, provider, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts
+            FROM task_stats WHERE {since} GROUP BY 1, 2 ORDER BY 1, 2""",
         "volume_by_day": f"""
-            SELECT {f.day} AS day, count(*) AS attempts, sum(CASE WHEN {ok} THEN 1 ELSE 0 END) AS successes,
-                   sum(CASE WHEN cache_hit = {f.true} THEN 1 ELSE 0 END) AS cache_hits,
-                   coalesce(sum(tokens_before_compression - tokens_after_compression), 0) AS tokens_saved
-            FROM task_logs WHERE {f.since} GROUP BY 1 ORDER BY 1""",
+            SELECT day, sum(attempts) AS attempts, sum({ok}) AS successes, sum(cache_hits) AS cache_hits,
+                   sum(tokens_saved) AS tokens_saved
+            FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
         "models": f"""
-            SELECT provider, model_selected AS model, count(*) AS attempts, coalesce(sum(cost_usd), 0) AS cost_usd,
-                   coalesce(sum(tokens_in), 0) AS tokens_in, coalesce(sum(tokens_out), 0) AS tokens_out
-            FROM task_logs WHERE {f.since} GROUP BY 1, 2 ORDER BY 4 DESC, 3 DESC""",
+            SELECT provider, model_selected AS model, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd,
+                   sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out
+            FROM task_stats WHERE {since} GROUP BY 1, 2 ORDER BY 4 DESC, 3 DESC""",
         "success_rates": f"""
-            SELECT provider, model_selected AS model, task_category AS category, count(*) AS attempts,
-                   sum(CASE WHEN {ok} THEN 1 ELSE 0 END) AS successes, avg(heuristic_score) AS avg_heuristic,
-                   avg(user_rating) AS avg_rating
-            FROM task_logs WHERE {f.since} AND status <> 'cancelled' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+            SELECT provider, model_selected AS model, task_category AS category, sum(attempts) AS attempts,
+                   sum({ok}) AS successes,
+                   sum(heuristic_sum) * 1.0 / nullif(sum(heuristic_count), 0) AS avg_heuristic,
+                   sum(rating_sum) * 1.0 / nullif(sum(rating_count), 0) AS avg_rating
+            FROM task_stats WHERE {since} AND status <> 'cancelled' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
         "providers": f"""
-            SELECT provider, count(*) AS attempts, coalesce(sum(cost_usd), 0) AS cost_usd,
-                   avg(latency_ms) AS avg_latency_ms, avg(ttft_ms) AS avg_ttft_ms,
-                   sum(CASE WHEN {ok} THEN 1 ELSE 0 END) AS successes,
-                   avg(tokens_in + tokens_out) AS avg_tokens
-            FROM task_logs WHERE {f.since} GROUP BY 1 ORDER BY 1""",
+            SELECT provider, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd,
+                   sum(latency_ms_sum) * 1.0 / nullif(sum(attempts), 0) AS avg_latency_ms,
+                   sum(ttft_ms_sum) * 1.0 / nullif(sum(ttft_count), 0) AS avg_ttft_ms,
+                   sum({ok}) AS successes,
+                   (sum(tokens_in) + sum(tokens_out)) * 1.0 / nullif(sum(attempts), 0) AS avg_tokens
+            FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
     }
+
+
+def rollup_rows(records: list[Any]) -> list[tuple[Any, ...]]:
+    """New records folded into rollup deltas: (day, provider, model, category, status, *sums)."""
+    groups: dict[tuple[str, str, str, str, str], list[float]] = {}
+    for r in records:
+        day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))
+        sums = groups.setdefault((day, r.provider, r.model_selected, r.task_category, r.status), [0.0] * 16)
+        deltas = (
+            1,
+            1 if r.attempt == 1 else 0,
+            r.cost_usd,
+            r.tokens_in,
+            r.tokens_out,
+            1 if r.cache_hit else 0,
+            1 if r.fallback_used else 0,
+            r.latency_ms,
+            r.ttft_ms or 0,
+            0 if r.ttft_ms is None else 1,
+            r.heuristic_score or 0,
+            0 if r.heuristic_score is None else 1,
+            r.user_rating or 0,
+            0 if r.user_rating is None else 1,
+            0 if r.baseline_cost_usd is None else r.baseline_cost_usd - r.cost_usd,
+            0
+            if r.tokens_before_compression is None or r.tokens_after_compression is None
+            else r.tokens_before_compression - r.tokens_after_compression,
+        )
+        for i, delta in enumerate(deltas):
+            sums[i] += delta
+    return [
+        (*key, *(round(v) if i not in (2, 14) else v for i, v in enumerate(sums)))
+        for key, sums in groups.items()
+    ]
+
+
+def since_day(since: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(since))
+
+
+def rollup_upsert(f: Flavor) -> str:
+    columns = (*ROLLUP_KEY, *ROLLUP_SUMS)
+    values = ", ".join(f.param(i) for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{c} = task_stats.{c} + excluded.{c}" for c in ROLLUP_SUMS)
+    return (
+        f"INSERT INTO task_stats ({', '.join(columns)}) VALUES ({values}) "
+        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {updates}"
+    )
+
+
+def rating_update(f: Flavor) -> str:
+    """Move one rating into the rollup: params (rating delta, count delta, day, provider, model, category, status)."""
+    p = f.param
+    return (
+        f"UPDATE task_stats SET rating_sum = rating_sum + {p(1)}, rating_count = rating_count + {p(2)} "
+        f"WHERE day = {p(3)} AND provider = {p(4)} AND model_selected = {p(5)} AND task_category = {p(6)} "
+        f"AND status = {p(7)}"
+    )

@@ -90,3 +90,68 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
              created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
     ],
 ]
+
+
+# Version 2: a daily rollup the recorder keeps in step with task_logs (in the same transaction),
+# so the dashboard reads a few hundred rows instead of scanning a period of raw attempts.
+ROLLUP_KEY = ("day", "provider", "model_selected", "task_category", "status")
+ROLLUP_SUMS = (
+    "attempts",
+    "requests",
+    "cost_usd",
+    "tokens_in",
+    "tokens_out",
+    "cache_hits",
+    "fallbacks",
+    "latency_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+    "heuristic_sum",
+    "heuristic_count",
+    "rating_sum",
+    "rating_count",
+    "saved_usd",
+    "tokens_saved",
+)
+
+
+def _rollup(*, money: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS task_stats (
+  day            VARCHAR(10) NOT NULL,
+  provider       VARCHAR(50) NOT NULL,
+  model_selected VARCHAR(200) NOT NULL,
+  task_category  VARCHAR(50) NOT NULL,
+  status         VARCHAR(30) NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, requests INTEGER NOT NULL DEFAULT 0, cost_usd {money} NOT NULL DEFAULT 0,
+  tokens_in BIGINT NOT NULL DEFAULT 0, tokens_out BIGINT NOT NULL DEFAULT 0, cache_hits INTEGER NOT NULL DEFAULT 0,
+  fallbacks INTEGER NOT NULL DEFAULT 0, latency_ms_sum BIGINT NOT NULL DEFAULT 0, ttft_ms_sum BIGINT NOT NULL DEFAULT 0,
+  ttft_count INTEGER NOT NULL DEFAULT 0, heuristic_sum BIGINT NOT NULL DEFAULT 0, heuristic_count INTEGER NOT NULL DEFAULT 0,
+  rating_sum BIGINT NOT NULL DEFAULT 0, rating_count INTEGER NOT NULL DEFAULT 0, saved_usd {money} NOT NULL DEFAULT 0,
+  tokens_saved BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, provider, model_selected, task_category, status)
+)"""
+
+
+def rollup_backfill(day: str, true: str) -> str:
+    return f"""
+INSERT INTO task_stats (day, provider, model_selected, task_category, status, attempts, requests, cost_usd,
+  tokens_in, tokens_out, cache_hits, fallbacks, latency_ms_sum, ttft_ms_sum, ttft_count, heuristic_sum,
+  heuristic_count, rating_sum, rating_count, saved_usd, tokens_saved)
+SELECT {day}, provider, model_selected, task_category, status, count(*),
+  sum(CASE WHEN attempt = 1 THEN 1 ELSE 0 END), sum(cost_usd), sum(tokens_in), sum(tokens_out),
+  sum(CASE WHEN cache_hit = {true} THEN 1 ELSE 0 END), sum(CASE WHEN fallback_used = {true} THEN 1 ELSE 0 END),
+  sum(latency_ms), coalesce(sum(ttft_ms), 0), count(ttft_ms), coalesce(sum(heuristic_score), 0),
+  count(heuristic_score), coalesce(sum(user_rating), 0), count(user_rating),
+  coalesce(sum(baseline_cost_usd - cost_usd), 0),
+  coalesce(sum(tokens_before_compression - tokens_after_compression), 0)
+FROM task_logs GROUP BY 1, 2, 3, 4, 5"""
+
+
+SQLITE_MIGRATIONS.append([_rollup(money="REAL"), rollup_backfill("date(created_at, 'unixepoch')", "1")])
+POSTGRES_MIGRATIONS.append(
+    [
+        _rollup(money="NUMERIC(16,8)"),
+        rollup_backfill("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "true"),
+    ]
+)

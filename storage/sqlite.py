@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 import trio
 from relaybox.storage.contract import StorageError
-from relaybox.storage.queries import SQLITE, stats_queries
+from relaybox.storage.queries import (
+    SQLITE,
+    rating_update,
+    rollup_rows,
+    rollup_upsert,
+    since_day,
+    stats_queries,
+)
 from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
@@ -64,12 +71,26 @@ class SQLiteStorage:
     async def insert_records(self, records: list[AttemptRecord]) -> int:
         columns = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        rows = [tuple(getattr(r, c) for c in COLUMNS) for r in records]
 
         def work(db: sqlite3.Connection) -> int:
-            before = db.total_changes
-            db.executemany(f"INSERT OR IGNORE INTO task_logs ({columns}) VALUES ({marks})", rows)
-            return db.total_changes - before
+            ids = [r.id for r in records]
+            existing = set()
+            for start in range(0, len(ids), 900):
+                chunk = ids[start : start + 900]
+                existing.update(
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT id FROM task_logs WHERE id IN ({', '.join('?' for _ in chunk)})", chunk
+                    )
+                )
+            new = [r for r in records if r.id not in existing]
+            new = list({r.id: r for r in new}.values())
+            db.executemany(
+                f"INSERT INTO task_logs ({columns}) VALUES ({marks})",
+                [tuple(getattr(r, c) for c in COLUMNS) for r in new],
+            )
+            db.executemany(rollup_upsert(SQLITE), rollup_rows(new))
+            return len(new)
 
         return await self._run(work)
 
@@ -102,17 +123,33 @@ class SQLiteStorage:
 
     async def set_rating(self, request_group_id: str, rating: int) -> bool:
         def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "UPDATE task_logs SET user_rating = ? WHERE id = (SELECT id FROM task_logs WHERE request_group_id = ? "
-                "ORDER BY attempt DESC LIMIT 1)",
-                (rating, request_group_id),
+            row = db.execute(
+                "SELECT id, created_at, provider, model_selected, task_category, status, user_rating FROM task_logs "
+                "WHERE request_group_id = ? ORDER BY attempt DESC LIMIT 1",
+                (request_group_id,),
+            ).fetchone()
+            if row is None:
+                return False
+            record_id, created_at, provider, model, category, status, old = row
+            db.execute("UPDATE task_logs SET user_rating = ? WHERE id = ?", (rating, record_id))
+            db.execute(
+                rating_update(SQLITE),
+                (
+                    rating - (old or 0),
+                    0 if old is not None else 1,
+                    since_day(created_at),
+                    provider,
+                    model,
+                    category,
+                    status,
+                ),
             )
-            return cursor.rowcount > 0
+            return True
 
         return await self._run(work)
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
-        since = now - days * 86400
+        since = since_day(now - days * 86400)
         queries = stats_queries(SQLITE)
 
         def work(db: sqlite3.Connection) -> dict[str, Any]:

@@ -20,7 +20,7 @@ DAY = 86400.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     async with storage_backend(request.param, tmp_path) as backend:
-        assert await backend.migrate() == 1
+        assert await backend.migrate() == 2
         yield backend
 
 
@@ -45,8 +45,8 @@ def record(**changes: object) -> AttemptRecord:
 
 
 async def test_migrations_are_idempotent(storage: Storage) -> None:
-    assert await storage.migrate() == 1
-    assert await storage.migrate() == 1
+    assert await storage.migrate() == 2
+    assert await storage.migrate() == 2
     assert await storage.record_count() == 0
 
 
@@ -62,7 +62,10 @@ async def test_inserts_are_idempotent_and_round_trip(storage: Storage) -> None:
     )
     assert await storage.insert_records([first, record()]) == 2
     assert await storage.insert_records([first]) == 0, "replaying a record changes nothing"
+    assert await storage.insert_records([first, first]) == 0
     assert await storage.record_count() == 2
+    stats = await storage.stats(days=30, now=NOW)
+    assert stats["totals"][0]["attempts"] == 2, "the rollup did not count the replays"
     found = await storage.recent(group=first.request_group_id)
     assert len(found) == 1
     got = found[0]
@@ -148,6 +151,11 @@ async def test_stats_answer_the_dashboards_questions(storage: Storage) -> None:
         ("openai", "gpt-4o-mini"),
         ("claude-cli", "sonnet"),
     }
+    assert await storage.set_rating(group, 4)
+    assert await storage.set_rating(group, 2), "a new rating replaces the old one"
+    stats = await storage.stats(days=30, now=NOW)
+    rated = [r for r in stats["success_rates"] if r["provider"] == "claude-cli"]
+    assert rated[0]["avg_rating"] == pytest.approx(2)
     rates = {(r["provider"], r["model"]): (r["successes"], r["attempts"]) for r in stats["success_rates"]}
     assert rates[("openai", "gpt-4o-mini")] == (0, 1)
     providers = {r["provider"]: r for r in stats["providers"]}
