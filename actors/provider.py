@@ -9,6 +9,7 @@ the first output, the terminal event after the last, and a report to the router 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 import uuid
@@ -17,9 +18,11 @@ from typing import Any, Protocol
 import attrs
 import trio
 from relaybox.actors.breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from relaybox.actors.mailbox import Mailbox
+from relaybox.actors.budget import BudgetActor, Reserve, Settle
+from relaybox.actors.mailbox import Mailbox, MailboxFull, ask
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Job
 from relaybox.actors.transports.base import Transport
+from relaybox.protocol import tokens
 from relaybox.protocol.chat import ImageRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
 from relaybox.protocol.events import (
@@ -241,10 +244,12 @@ class ProviderActor:
         breaker_policy: BreakerPolicy,
         pricer: Pricer | None = None,
         recorder: RecordSink | None = None,
+        budget: BudgetActor | None = None,
     ) -> None:
         self.name = name
         self.pricer = pricer
         self.recorder = recorder
+        self.budget = budget
         self.transport = transport
         self.limits = limits
         self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
@@ -369,7 +374,9 @@ class ProviderActor:
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
         with trio.CancelScope() as client_scope:
             job.cancel.attach(client_scope)
+            reservation: str | None = None
             try:
+                reservation = await self._reserve(job)
                 with forwarder.idle_scope:
                     finish_reason = await self.transport.run(job.request, job.candidate.model, forwarder.emit)
                     await forwarder.finish(finish_reason)
@@ -383,7 +390,37 @@ class ProviderActor:
                 return AttemptResult.CANCELLED, None
             finally:
                 job.cancel.detach(client_scope)
+                if reservation is not None and self.budget is not None:
+                    cost = forwarder.usage.cost_usd if forwarder.usage is not None else None
+                    with contextlib.suppress(MailboxFull):
+                        self.budget.mailbox.tell(Settle(reservation, cost or 0.0))
         return AttemptResult.CANCELLED, None
+
+    async def _reserve(self, job: Job) -> str | None:
+        """Hold the attempt's estimated cost against the budgets; raise OVER_BUDGET if it does not fit."""
+        pricing = self.pricer
+        if self.budget is None or pricing is None or getattr(pricing, "free", False):
+            return None
+        request = job.request
+        if isinstance(request, ImageRequest):
+            usage = Usage(0, 0, images=request.n)
+        else:
+            usage = Usage(tokens.lower_bound(request) * 2, request.max_tokens or 1024)
+        estimate = pricing(job.candidate.model, usage)
+        if not estimate:
+            return None
+        reservation_id = str(uuid.uuid4())
+        try:
+            answer = await ask(self.budget.mailbox, lambda reply: Reserve(reservation_id, estimate, reply))
+        except MailboxFull:
+            return None
+        if not answer.granted:
+            raise ProviderFailure(
+                FailureKind.OVER_BUDGET,
+                f"the {answer.period} budget of ${answer.limit_usd:.2f} is spent (${answer.spent_usd:.2f}); "
+                "free providers still serve",
+            )
+        return reservation_id
 
     def _count(
         self, model: str, forwarder: _Forwarder, result: AttemptResult, failure: ProviderFailure | None

@@ -23,6 +23,7 @@ class FailureKind(enum.Enum):
     CRASH = "crash"  # the provider actor crashed while holding the job
     SATURATED = "saturated"  # mailbox full
     UNAVAILABLE = "unavailable"  # breaker open, provider down or restarting
+    OVER_BUDGET = "over_budget"  # a paid provider while a budget is spent
 
     @property
     def feeds_breaker(self) -> bool:
@@ -88,7 +89,7 @@ def final_error(attempts: list[AttemptFailure]) -> RelayError:
     retry_afters = [a.retry_after for a in attempts if a.retry_after is not None]
     retry_after = max(1.0, min(retry_afters)) if retry_afters else 1.0
     kinds = {a.kind for a in attempts}
-    if kinds <= {FailureKind.SATURATED, FailureKind.RATE_LIMITED}:
+    if kinds <= {FailureKind.SATURATED, FailureKind.RATE_LIMITED, FailureKind.OVER_BUDGET}:
         return RelayError(
             429,
             f"every candidate is busy or rate limited ({summary})",

@@ -58,6 +58,10 @@ class ProviderPricing:
     name: str
     models: tuple[ModelEntry, ...] = ()
 
+    @property
+    def free(self) -> bool:
+        return self.kind in FREE_KINDS
+
     def __call__(self, model: str, usage: Usage) -> float | None:
         if self.kind in FREE_KINDS:
             return 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting, Reservation, Window
 
 
 class StorageError(Exception):
@@ -46,6 +46,18 @@ class Storage(Protocol):
     async def put_budget(self, budget: Budget) -> None: ...
 
     async def spent_since(self, since: float) -> float: ...
+
+    async def reserve(
+        self, reservation_id: str, amount: float, windows: list[Window], now: float
+    ) -> Reservation:
+        """Atomically: if every window's spending plus `amount` fits its limit, hold `amount`."""
+        ...
+
+    async def settle(self, reservation_id: str, amount: float) -> None:
+        """Replace a reservation's estimate with what the attempt really cost (0 if it failed)."""
+        ...
+
+    async def budget_spent(self, since: float, now: float) -> float: ...
 
     async def provider_settings(self) -> list[ProviderSetting]: ...
 

@@ -26,11 +26,24 @@ from relaybox.storage.queries import (
     since_day,
     stats_queries,
 )
-from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.records import (
+    COLUMNS,
+    RESERVATION_TTL,
+    AttemptRecord,
+    Budget,
+    ProviderSetting,
+    Reservation,
+    Window,
+)
 from relaybox.storage.schema import POSTGRES_MIGRATIONS
 
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x72656C6179  # "relay": one instance migrates at a time
+_BUDGET_LOCK = 0x6275646765  # "budge"
+_LEDGER_SUM = (
+    "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= $1 "
+    "AND (settled OR created_at >= $2)"
+)
 
 _TYPES = {
     "id": "uuid",
@@ -256,6 +269,47 @@ class PostgresStorage:
                     "SELECT coalesce(sum(cost_usd), 0) FROM task_logs WHERE created_at >= to_timestamp($1)",
                     since,
                 )
+            )
+        )
+
+    async def reserve(
+        self, reservation_id: str, amount: float, windows: list[Window], now: float
+    ) -> Reservation:
+        async def op(db: asyncpg.Connection) -> Reservation:
+            async with db.transaction():
+                # One reservation at a time across every instance sharing this database.
+                await db.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
+                for window in windows:
+                    spent = float(
+                        await db.fetchval(
+                            _LEDGER_SUM, _timestamp(window.since), _timestamp(now - RESERVATION_TTL)
+                        )
+                    )
+                    if spent + amount > window.limit_usd:
+                        return Reservation(False, window.period, window.limit_usd, spent)
+                await db.execute(
+                    "INSERT INTO budget_ledger (id, created_at, amount_usd) VALUES ($1, $2, $3)",
+                    reservation_id,
+                    _timestamp(now),
+                    amount,
+                )
+            return Reservation(True)
+
+        return await self._run(op)
+
+    async def settle(self, reservation_id: str, amount: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE budget_ledger SET amount_usd = $1, settled = true WHERE id = $2",
+                amount,
+                reservation_id,
+            )
+        )
+
+    async def budget_spent(self, since: float, now: float) -> float:
+        return float(
+            await self._run(
+                lambda db: db.fetchval(_LEDGER_SUM, _timestamp(since), _timestamp(now - RESERVATION_TTL))
             )
         )
 

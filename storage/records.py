@@ -74,3 +74,25 @@ class ProviderSetting:
 
 
 PERIODS = ("daily", "weekly", "monthly")
+
+
+@attrs.frozen
+class Window:
+    """One enabled budget, as a reservation checks it: spending since `since` must stay within `limit_usd`."""
+
+    period: str
+    since: float
+    limit_usd: float
+
+
+@attrs.frozen
+class Reservation:
+    granted: bool
+    # When refused: the budget that would be exceeded, and what it has spent.
+    period: str | None = None
+    limit_usd: float = 0.0
+    spent_usd: float = 0.0
+
+
+# A reservation never settled (its relaybox died mid-request) stops counting after this long.
+RESERVATION_TTL = 900.0

@@ -155,3 +155,23 @@ POSTGRES_MIGRATIONS.append(
         rollup_backfill("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "true"),
     ]
 )
+
+
+# Version 3: the budget ledger. A paid attempt reserves its estimated cost here before it runs and
+# settles to the real cost after, so concurrent requests (and instances) cannot overspend.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS budget_ledger (
+         id TEXT PRIMARY KEY, created_at REAL NOT NULL, amount_usd REAL NOT NULL,
+         settled INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS idx_budget_ledger_created_at ON budget_ledger (created_at)",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS budget_ledger (
+         id UUID PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, amount_usd NUMERIC(14,8) NOT NULL,
+         settled BOOLEAN NOT NULL DEFAULT false)""",
+        "CREATE INDEX IF NOT EXISTS idx_budget_ledger_created_at ON budget_ledger (created_at)",
+    ]
+)

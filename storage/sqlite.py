@@ -23,7 +23,15 @@ from relaybox.storage.queries import (
     since_day,
     stats_queries,
 )
-from relaybox.storage.records import COLUMNS, AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.records import (
+    COLUMNS,
+    RESERVATION_TTL,
+    AttemptRecord,
+    Budget,
+    ProviderSetting,
+    Reservation,
+    Window,
+)
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -191,6 +199,33 @@ class SQLiteStorage:
             )
         )
 
+    async def reserve(
+        self, reservation_id: str, amount: float, windows: list[Window], now: float
+    ) -> Reservation:
+        def work(db: sqlite3.Connection) -> Reservation:
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer between check and hold
+            for window in windows:
+                spent = _ledger_sum(db, window.since, now)
+                if spent + amount > window.limit_usd:
+                    return Reservation(False, window.period, window.limit_usd, spent)
+            db.execute(
+                "INSERT INTO budget_ledger (id, created_at, amount_usd, settled) VALUES (?, ?, ?, 0)",
+                (reservation_id, now, amount),
+            )
+            return Reservation(True)
+
+        return await self._run(work)
+
+    async def settle(self, reservation_id: str, amount: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE budget_ledger SET amount_usd = ?, settled = 1 WHERE id = ?", (amount, reservation_id)
+            )
+        )
+
+    async def budget_spent(self, since: float, now: float) -> float:
+        return await self._run(lambda db: _ledger_sum(db, since, now))
+
     async def provider_settings(self) -> list[ProviderSetting]:
         rows = await self._run(
             lambda db: db.execute(
@@ -227,6 +262,15 @@ class SQLiteStorage:
                 self._connection = None
 
         await trio.to_thread.run_sync(close, limiter=self._limiter)
+
+
+def _ledger_sum(db: sqlite3.Connection, since: float, now: float) -> float:
+    return float(
+        db.execute(
+            "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= ? AND (settled = 1 OR created_at >= ?)",
+            (since, now - RESERVATION_TTL),
+        ).fetchone()[0]
+    )
 
 
 def _filters(**equal: str | None) -> tuple[str, tuple[Any, ...]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from relaybox.storage.contract import Storage
-from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting
+from relaybox.storage.records import RESERVATION_TTL, AttemptRecord, Budget, ProviderSetting, Window
 
 from tests.storage_fixtures import storage_backend
 
@@ -20,7 +20,7 @@ DAY = 86400.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     async with storage_backend(request.param, tmp_path) as backend:
-        assert await backend.migrate() == 2
+        assert await backend.migrate() == 3
         yield backend
 
 
@@ -45,8 +45,8 @@ def record(**changes: object) -> AttemptRecord:
 
 
 async def test_migrations_are_idempotent(storage: Storage) -> None:
-    assert await storage.migrate() == 2
-    assert await storage.migrate() == 2
+    assert await storage.migrate() == 3
+    assert await storage.migrate() == 3
     assert await storage.record_count() == 0
 
 
@@ -188,3 +188,36 @@ async def test_many_rows_in_one_batch(storage: Storage) -> None:
     batch = [record(created_at=time.time()) for _ in range(2000)]
     assert await storage.insert_records(batch) == 2000
     assert await storage.record_count() == 2000
+
+
+async def test_budget_reservations_never_overshoot_under_a_race(storage: Storage) -> None:
+    import trio
+
+    windows = [Window("daily", NOW - DAY, 1.0), Window("monthly", NOW - 30 * DAY, 100.0)]
+    results: list[bool] = []
+
+    async def one() -> None:
+        reservation = await storage.reserve(str(uuid.uuid4()), 0.1, windows, NOW)
+        results.append(reservation.granted)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(one)
+    assert results.count(True) == 10 and len(results) == 50
+    assert await storage.budget_spent(NOW - DAY, NOW) == pytest.approx(1.0)
+    refused = await storage.reserve(str(uuid.uuid4()), 0.1, windows, NOW)
+    assert (refused.granted, refused.period, refused.limit_usd) == (False, "daily", 1.0)
+    assert refused.spent_usd == pytest.approx(1.0)
+
+
+async def test_settling_frees_the_estimate_and_stale_holds_expire(storage: Storage) -> None:
+    windows = [Window("daily", NOW - DAY, 1.0)]
+    held = str(uuid.uuid4())
+    assert (await storage.reserve(held, 0.9, windows, NOW)).granted
+    assert not (await storage.reserve(str(uuid.uuid4()), 0.2, windows, NOW)).granted
+    await storage.settle(held, 0.05)  # the attempt cost less than estimated
+    assert (await storage.reserve(str(uuid.uuid4()), 0.2, windows, NOW)).granted
+    assert await storage.budget_spent(NOW - DAY, NOW) == pytest.approx(0.25)
+    # an unsettled hold from a relaybox that died stops counting after the TTL
+    later = NOW + RESERVATION_TTL + 1
+    assert await storage.budget_spent(NOW - DAY, later) == pytest.approx(0.05)

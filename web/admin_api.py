@@ -13,14 +13,13 @@ from typing import Any
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.provider import group_id
 from relaybox.actors.router import SetProviderEnabled
 from relaybox.protocol.errors import RelayError
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
 from relaybox.web.system import System
-
-PERIOD_SECONDS = {"daily": 86400, "weekly": 7 * 86400, "monthly": 30 * 86400}
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -128,7 +127,7 @@ def register_api(app: QuartTrio, system: System) -> None:
         data = []
         for period in PERIODS:
             budget = budgets.get(period, Budget(period, 0.0, False))
-            spent = await storage.spent_since(now - PERIOD_SECONDS[period])
+            spent = await storage.budget_spent(now - PERIOD_SECONDS[period], now)
             data.append(
                 {
                     "period": period,
@@ -136,6 +135,7 @@ def register_api(app: QuartTrio, system: System) -> None:
                     "enabled": budget.enabled,
                     "spent_usd": spent,
                     "used": spent / budget.limit_usd if budget.enabled and budget.limit_usd else None,
+                    "warning": bool(budget.enabled and budget.limit_usd and spent >= 0.8 * budget.limit_usd),
                 }
             )
         return _json({"data": data})

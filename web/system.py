@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attrs
 import trio
+from relaybox.actors.budget import BudgetActor
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.router import RouterActor, SetProviderEnabled
@@ -105,6 +106,7 @@ class System:
     providers: dict[str, ProviderActor]
     recorder: RecorderActor
     storage: Storage
+    budget: BudgetActor
 
     def router_running(self) -> bool:
         return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
@@ -146,6 +148,8 @@ async def running_system(
         await nursery.start(supervisor.run)
         recorder = RecorderActor(storage, str(Path(settings.data_dir) / "journal" / "records.jsonl"))
         await supervisor.start_child(recorder)
+        budget = BudgetActor(storage)
+        await supervisor.start_child(budget)
         providers = {
             config.name: ProviderActor(
                 config.name,
@@ -154,6 +158,7 @@ async def running_system(
                 breaker_policy=settings.breaker,
                 pricer=ProviderPricing(config.kind, config.name, config.models + config.image_models),
                 recorder=recorder if settings.record_requests else None,
+                budget=budget,
             )
             for config in settings.providers
         }
@@ -164,12 +169,13 @@ async def running_system(
         await supervisor.start_child(router)
         await _apply_saved_provider_settings(storage, router)
         try:
-            yield System(settings, catalog, supervisor, router, providers, recorder, storage)
+            yield System(settings, catalog, supervisor, router, providers, recorder, storage, budget)
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
             # out (or journals) every record the others produced.
             with trio.CancelScope(shield=True):
                 for name in (router.name, *providers):
                     await supervisor.stop(name)
+                await supervisor.stop(budget.name)
                 await supervisor.stop(recorder.name)
             nursery.cancel_scope.cancel()

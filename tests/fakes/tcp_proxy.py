@@ -10,7 +10,7 @@ class CuttableProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.cut_off = False
-        self._connections = trio.CancelScope()
+        self._connections: set[trio.CancelScope] = set()
 
     async def start(self, nursery: trio.Nursery) -> CuttableProxy:
         listeners = await nursery.start(trio.serve_tcp, self._handle, 0)
@@ -20,8 +20,8 @@ class CuttableProxy:
     def cut(self) -> None:
         """Drop every open connection and refuse new ones, as a crashed database would."""
         self.cut_off = True
-        self._connections.cancel()
-        self._connections = trio.CancelScope()
+        for scope in self._connections:
+            scope.cancel()
 
     def restore(self) -> None:
         self.cut_off = False
@@ -30,16 +30,19 @@ class CuttableProxy:
         if self.cut_off:
             await client.aclose()
             return
-        scope = self._connections
-        with scope:
+        with trio.CancelScope() as scope:
+            self._connections.add(scope)
             try:
                 upstream = await trio.open_tcp_stream(*self.target)
             except OSError:
                 await client.aclose()
                 return
-            async with client, upstream, trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
-                nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+            try:
+                async with client, upstream, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
+                    nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+            finally:
+                self._connections.discard(scope)
 
     async def _pump(
         self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope

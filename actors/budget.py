@@ -1,0 +1,137 @@
+"""The budget actor: paid attempts reserve their estimated cost before they run.
+
+Budgets (daily, weekly, monthly) live in storage, so several relaybox instances share them;
+the reservation itself is atomic in the database (see Storage.reserve). This actor keeps the
+budget configuration fresh, answers reservations (each in its own task, so one slow database
+call does not queue the others) and settles them afterwards. If storage cannot be asked, the
+attempt goes ahead and the miss is counted and logged: a database hiccup must not stop traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import attrs
+import trio
+from relaybox.actors.mailbox import Mailbox
+from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.records import Budget, Reservation, Window
+
+log = logging.getLogger("relaybox.budget")
+
+PERIOD_SECONDS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
+
+
+@attrs.frozen(eq=False)
+class Reserve:
+    reservation_id: str
+    amount: float
+    reply: trio.MemorySendChannel[Reservation]
+
+
+@attrs.frozen
+class Settle:
+    reservation_id: str
+    amount: float
+
+
+class BudgetActor:
+    kind = "budget"
+    name = "budget"
+
+    def __init__(
+        self, storage: Storage, *, refresh: float = 2.0, timeout: float = 2.0, mailbox: int = 4096
+    ) -> None:
+        self.storage = storage
+        self.refresh = refresh
+        self.timeout = timeout
+        self.mailbox: Mailbox[Reserve | Settle] = Mailbox(mailbox)
+        self.budgets: list[Budget] = []
+        self.pressure: float | None = (
+            None  # the highest share of any enabled budget spent (0.8: prefer cheap)
+        )
+        self.unchecked = 0  # attempts let through because storage could not be asked
+        self.refused = 0
+
+    def statistics(self) -> dict[str, Any]:
+        mailbox = self.mailbox.statistics()
+        return {
+            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
+            "budgets": [attrs.asdict(b) for b in self.budgets],
+            "pressure": self.pressure,
+            "refused": self.refused,
+            "unchecked": self.unchecked,
+        }
+
+    def windows(self, now: float) -> list[Window]:
+        return [
+            Window(b.period, now - PERIOD_SECONDS[b.period], b.limit_usd) for b in self.budgets if b.enabled
+        ]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_loop)
+            task_status.started()
+            async for message in self.mailbox.receive:
+                if isinstance(message, Reserve):
+                    nursery.start_soon(self._reserve, message)
+                else:
+                    nursery.start_soon(self._settle, message)
+
+    async def on_crash(self, error: BaseException) -> None:
+        for message in self.mailbox.drain():
+            if isinstance(message, Reserve):
+                message.reply.send_nowait(Reservation(True))
+
+    def on_give_up(self) -> None:
+        log.error("the budget actor stopped for good: budgets are no longer enforced")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self.timeout):
+                try:
+                    self.budgets = await self.storage.budgets()
+                    now = time.time()
+                    shares = [
+                        await self.storage.budget_spent(w.since, now) / w.limit_usd
+                        for w in self.windows(now)
+                        if w.limit_usd > 0
+                    ]
+                    self.pressure = max(shares) if shares else None
+                except StorageError as error:
+                    log.warning("cannot read budgets: %s", error)
+            await trio.sleep(self.refresh)
+
+    async def _reserve(self, message: Reserve) -> None:
+        now = time.time()
+        windows = self.windows(now)
+        answer = Reservation(True)
+        if windows:
+            answer = Reservation(True)
+            with trio.move_on_after(self.timeout) as scope:
+                try:
+                    answer = await self.storage.reserve(message.reservation_id, message.amount, windows, now)
+                except StorageError as error:
+                    self._unchecked(error)
+            if scope.cancelled_caught:
+                self._unchecked("timed out")
+            if not answer.granted:
+                self.refused += 1
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            message.reply.send_nowait(answer)
+
+    def _unchecked(self, why: object) -> None:
+        self.unchecked += 1
+        log.warning("budget not checked (storage unavailable: %s); the attempt goes ahead", why)
+
+    async def _settle(self, message: Settle) -> None:
+        if not self.windows(time.time()):
+            return
+        with trio.move_on_after(self.timeout * 5):
+            try:
+                await self.storage.settle(message.reservation_id, message.amount)
+            except StorageError as error:
+                log.warning("cannot settle a budget reservation: %s", error)

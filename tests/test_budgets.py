@@ -1,0 +1,67 @@
+"""Budgets: reserve before a paid call, settle after; a race cannot overshoot; free providers keep serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+from relaybox.storage.records import Budget
+
+from tests.fakes.ollama_upstream import FakeOllama
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import api_provider, eventually, openai_provider, serve, settings_for
+
+# With max_tokens=1000 at $0.60/M output tokens, each paid attempt reserves about $0.0006.
+BODY = {"model": "llama3.2:3b", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+LIMIT = 0.00063 * 10
+
+
+async def concurrent(client: httpx.AsyncClient, count: int) -> list[httpx.Response]:
+    responses: list[httpx.Response] = []
+
+    async def one() -> None:
+        responses.append(await client.post("/v1/chat/completions", json=BODY))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+    return responses
+
+
+async def test_fifty_concurrent_paid_requests_cannot_overshoot(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.default = Reply(delay=0.3)  # every reservation is made before any settles
+    paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",), slots=64, mailbox=64)
+    async with (
+        serve(settings_for(tmp_path, paid)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        await relay.system.storage.put_budget(Budget("daily", LIMIT, True))
+        await eventually(lambda: relay.system.budget.windows(0), within=5)
+        responses = await concurrent(client, 50)
+        budget = (await client.get("/api/budget")).json()["data"]
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 10 + [429] * 40
+    refused = next(r for r in responses if r.status_code == 429)
+    assert "daily budget" in refused.json()["error"]["message"] and "retry-after" in refused.headers
+    assert len(fake_openai.chat_requests()) == 10
+    daily = next(b for b in budget if b["period"] == "daily")
+    assert daily["spent_usd"] <= LIMIT
+
+
+async def test_over_budget_paid_falls_back_to_a_free_provider(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_ollama: FakeOllama
+) -> None:
+    paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",))
+    free = api_provider("ollama", "local", fake_ollama.base_url, models=("llama3.2:3b",))
+    settings = settings_for(tmp_path, paid, free, default_provider="paid")
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        await relay.system.storage.put_budget(Budget("daily", 0.0001, True))
+        await eventually(lambda: relay.system.budget.windows(0), within=5)
+        response = await client.post("/v1/chat/completions", json=BODY)
+    assert response.status_code == 200 and response.headers["x-provider"] == "local"
+    assert "over_budget" in response.headers["x-router-reason"]
+    assert fake_openai.chat_requests() == [] and len(fake_ollama.chat_requests()) == 1
