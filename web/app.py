@@ -13,41 +13,36 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
-from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.mailbox import MailboxFull
-from relaybox.actors.messages import Dispatch
 from relaybox.protocol import anthropic_wire, openai_wire, tokens
 from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
-    Answering,
     ContentDelta,
     Event,
     Failed,
     Finished,
-    GeneratedImages,
     ToolCallDelta,
     Usage,
 )
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
+from relaybox.web.exchange import (
+    KEEPALIVE_AFTER,
+    Begun,
+    Collected,
+    collect,
+    dispatch,
+    next_event,
+)
 from relaybox.web.system import System
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("relaybox.web")
-
-# Events buffered between a provider and a slow client before the provider waits.
-REPLY_BUFFER = 64
-# A dead peer shows up on the next write: send a comment when a stream has been quiet this long.
-KEEPALIVE_AFTER = 15.0
-# Last-resort guard: no event at all for this long means something was lost.
-REPLY_IDLE_LIMIT = 900.0
 
 
 def error_response(error: RelayError) -> Response:
@@ -58,10 +53,6 @@ def error_response(error: RelayError) -> Response:
     if error.retry_after is not None:
         response.headers["retry-after"] = str(max(1, round(error.retry_after)))
     return response
-
-
-def _header_safe(text: str) -> str:
-    return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:300]
 
 
 def create_app(system: System) -> QuartTrio:
@@ -193,63 +184,16 @@ def create_app(system: System) -> QuartTrio:
                 )
         return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")
 
-    async def dispatch(chat: ChatRequest, request_id: str) -> Begun:
-        started = trio.current_time()
-        if not system.router_running():
-            raise RelayError(
-                503,
-                "relaybox's router is down; see /actors",
-                "service_unavailable",
-                code="router_down",
-                retry_after=5,
-            )
-        send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
-        token = CancelToken()
-        try:
-            system.router.mailbox.tell(
-                Dispatch(
-                    request_id, chat, send, token, client=request.headers.get("user-agent", "")[:200] or None
-                )
-            )
-        except MailboxFull:
-            raise RelayError(
-                503,
-                "relaybox is overloaded (router queue full); retry shortly",
-                "service_unavailable",
-                code="overloaded",
-                retry_after=1,
-            ) from None
-        try:
-            first = await _next_event(receive)
-        except BaseException:
-            token.cancel()
-            receive.close()
-            raise
-        if not isinstance(first, Answering):
-            token.cancel()
-            receive.close()
-            raise first.error if isinstance(first, Failed) else _unexpected(first)
-        overhead_ms = max(0.0, (trio.current_time() - started) * 1000 - first.upstream_ms)
-        headers = {
-            "x-task-id": request_id,
-            "x-provider": first.provider,
-            "x-model": first.model,
-            "x-router-reason": _header_safe(first.reason),
-            "x-fallback-used": "true" if first.fallback_used else "false",
-            "x-overhead-ms": f"{overhead_ms:.2f}",
-        }
-        return Begun(first, receive, token, headers)
-
     async def openai_completion(chat: ChatRequest) -> Response:
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        begun = await dispatch(chat, request_id)
+        begun = await dispatch(system, chat, request_id, _client())
         created = int(time.time())
         if chat.stream:
             return _event_stream(
                 _openai_stream(begun, request_id, created, chat.include_usage), begun.headers
             )
         try:
-            answer = await _collect(begun.receive)
+            answer = await collect(begun.receive)
         finally:
             begun.close()
         body = openai_wire.completion_body(
@@ -279,12 +223,12 @@ def create_app(system: System) -> QuartTrio:
             return await openai_completion(openai_wire.parse_chat_request(body))
         chat = anthropic_wire.parse_messages_request(body)
         message_id = f"msg_{uuid.uuid4().hex}"
-        begun = await dispatch(chat, message_id)
+        begun = await dispatch(system, chat, message_id, _client())
         if chat.stream:
             renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
             return _event_stream(_anthropic_stream(begun, renderer), begun.headers)
         try:
-            answer = await _collect(begun.receive)
+            answer = await collect(begun.receive)
         finally:
             begun.close()
         reply = anthropic_wire.message_body(
@@ -302,9 +246,9 @@ def create_app(system: System) -> QuartTrio:
     @app.post("/v1/images/generations")
     async def images_generations() -> Response:
         request_id = f"img-{uuid.uuid4().hex}"
-        begun = await dispatch(_image_request(_as_object(await _read_json())), request_id)
+        begun = await dispatch(system, _image_request(_as_object(await _read_json())), request_id, _client())
         try:
-            answer = await _collect(begun.receive)
+            answer = await collect(begun.receive)
         finally:
             begun.close()
         body: dict[str, Any] = {"created": int(time.time()), "data": answer.images}
@@ -326,52 +270,8 @@ def create_app(system: System) -> QuartTrio:
     return app
 
 
-def _unexpected(event: object) -> RelayError:
-    return RelayError(
-        502,
-        f"the provider's answer ended unexpectedly ({type(event).__name__})",
-        "upstream_error",
-        code="broken_stream",
-    )
-
-
-async def _next_event(receive: trio.MemoryReceiveChannel[Event]) -> Event:
-    """The next event; a channel that ends without a terminal event, or goes silent for far too
-    long, is a broken answer rather than a hang."""
-    with trio.move_on_after(REPLY_IDLE_LIMIT):
-        try:
-            return await receive.receive()
-        except trio.EndOfChannel:
-            return Failed(_unexpected(None))
-    return Failed(
-        RelayError(
-            504, "no answer from relaybox's providers in time", "upstream_error", code="gateway_timeout"
-        )
-    )
-
-
-@attrs.define
-class Begun:
-    """A request some provider has begun to answer."""
-
-    answering: Answering
-    receive: trio.MemoryReceiveChannel[Event]
-    token: CancelToken
-    headers: dict[str, str]
-
-    def close(self) -> None:
-        """Synchronous on purpose: it runs where a cancelled task may not await."""
-        self.token.cancel()
-        self.receive.close()
-
-
-@attrs.frozen
-class Collected:
-    text: str
-    tool_calls: list[ToolCallDelta]
-    usage: Usage | None
-    finish_reason: str
-    images: list[dict[str, Any]] = attrs.field(factory=list)
+def _client() -> str | None:
+    return request.headers.get("user-agent", "")[:200] or None
 
 
 async def _read_json() -> Any:
@@ -436,27 +336,6 @@ def _is_local_backend_shape(body: Any) -> bool:
     return local
 
 
-async def _collect(receive: trio.MemoryReceiveChannel[Event]) -> Collected:
-    text: list[str] = []
-    calls: list[ToolCallDelta] = []
-    images: list[dict[str, Any]] = []
-    usage: Usage | None = None
-    while True:
-        event = await _next_event(receive)
-        if isinstance(event, ContentDelta):
-            text.append(event.text)
-        elif isinstance(event, GeneratedImages):
-            images.extend(event.images)
-        elif isinstance(event, ToolCallDelta):
-            calls.append(event)
-        elif isinstance(event, Usage):
-            usage = event
-        elif isinstance(event, Finished):
-            return Collected("".join(text), calls, usage, event.finish_reason, images)
-        else:
-            raise event.error if isinstance(event, Failed) else _unexpected(event)
-
-
 def _event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
     response = Response(
         body,
@@ -470,7 +349,7 @@ def _event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> Respon
 async def _next_or_keepalive(receive: trio.MemoryReceiveChannel[Event]) -> Event | None:
     """The next event, or None after `KEEPALIVE_AFTER` seconds of silence."""
     with trio.move_on_after(KEEPALIVE_AFTER):
-        return await _next_event(receive)
+        return await next_event(receive)
     return None
 
 
