@@ -128,3 +128,23 @@ async def test_metrics_in_prometheus_format(tmp_path: Path, fake_openai: FakeOpe
     assert samples['relaybox_breaker_state{provider="up"}'] == 0
     assert samples['relaybox_mailbox_depth{actor="router"}'] == 0
     assert "relaybox_recorder_written_total" in samples and "sk-test" not in response.text
+
+
+async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    fake_openai.replies.push(Reply(text="OK"), Reply(status=401, error_message="Incorrect API key"))
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url),
+                            openai_provider("openai", fake_openai.base_url), openai_provider("gone", dead))
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        good = (await client.post("/api/providers/up/test")).json()
+        bad_key = (await client.post("/api/providers/openai/test")).json()
+        refused = (await client.post("/api/providers/gone/test")).json()
+        missing = await client.post("/api/providers/nope/test")
+    assert good["ok"] and good["diagnosis"].startswith("✅ Connected!") and good["answer"] == "OK"
+    assert not bad_key["ok"] and bad_key["diagnosis"] == "❌ The API key was refused. Check OPENAI_API_KEY."
+    assert not refused["ok"] and refused["diagnosis"].startswith("❌ Connection refused at 127.0.0.1:")
+    assert missing.status_code == 404

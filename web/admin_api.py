@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import trio
@@ -16,9 +17,12 @@ from quart_trio import QuartTrio
 from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.provider import group_id
 from relaybox.actors.router import SetProviderEnabled
+from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
+from relaybox.web.diagnosis import diagnose
+from relaybox.web.exchange import collect, dispatch
 from relaybox.web.system import System
 
 
@@ -178,6 +182,59 @@ def register_api(app: QuartTrio, system: System) -> None:
                 }
             )
         return _json({"data": data})
+
+    @app.post("/api/providers/<provider_id>/test")
+    async def test_provider(provider_id: str) -> Response:
+        """A live request through the provider (pinned, no fallback), with a diagnosis when it fails."""
+        config = next((p for p in system.settings.providers if p.name == provider_id), None)
+        if config is None:
+            raise RelayError(
+                404,
+                f"no provider {provider_id!r}; GET /api/providers lists them",
+                "not_found_error",
+                code="provider_not_found",
+            )
+        chat = ChatRequest(
+            model=f"{provider_id}:{config.default_model}",
+            max_tokens=16,
+            messages=(ChatMessage("user", "Reply with the single word OK."),),
+        )
+        started = trio.current_time()
+        try:
+            with trio.fail_after(90):
+                begun = await dispatch(system, chat, f"test-{uuid.uuid4().hex}", "relaybox connection test")
+                try:
+                    answer = await collect(begun.receive)
+                finally:
+                    begun.close()
+        except RelayError as error:
+            return _json(
+                {
+                    "ok": False,
+                    "provider": provider_id,
+                    "diagnosis": diagnose(config, error.message),
+                    "detail": error.message,
+                }
+            )
+        except trio.TooSlowError:
+            return _json(
+                {
+                    "ok": False,
+                    "provider": provider_id,
+                    "diagnosis": diagnose(config, "timeout"),
+                    "detail": "no answer within 90 s",
+                }
+            )
+        latency = round((trio.current_time() - started) * 1000)
+        return _json(
+            {
+                "ok": True,
+                "provider": provider_id,
+                "diagnosis": f"✅ Connected! {provider_id}/{config.default_model} answered in {latency} ms.",
+                "answer": answer.text[:200],
+                "latency_ms": latency,
+            }
+        )
 
     @app.put("/api/providers/<provider_id>")
     async def put_provider(provider_id: str) -> Response:
