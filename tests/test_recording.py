@@ -137,8 +137,12 @@ async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: 
         closed.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
     fake_openai.replies.push(Reply(text="OK"), Reply(status=401, error_message="Incorrect API key"))
-    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url),
-                            openai_provider("openai", fake_openai.base_url), openai_provider("gone", dead))
+    settings = settings_for(
+        tmp_path,
+        openai_provider("up", fake_openai.base_url),
+        openai_provider("openai", fake_openai.base_url),
+        openai_provider("gone", dead),
+    )
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         good = (await client.post("/api/providers/up/test")).json()
         bad_key = (await client.post("/api/providers/openai/test")).json()
@@ -148,3 +152,21 @@ async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: 
     assert not bad_key["ok"] and bad_key["diagnosis"] == "❌ The API key was refused. Check OPENAI_API_KEY."
     assert not refused["ok"] and refused["diagnosis"].startswith("❌ Connection refused at 127.0.0.1:")
     assert missing.status_code == 404
+
+
+async def test_in_chat_feedback_command_rates_without_calling_a_model(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        first = await client.post("/v1/chat/completions", json=HELLO)
+        await eventually(lambda: relay.system.recorder.written >= 1, within=5)
+        reply = await client.post("/v1/chat/completions", json={
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "/feedback 2"}]})
+        streamed = await client.post("/v1/chat/completions", json={
+            "model": "gpt-4o-mini", "stream": True,
+            "messages": [{"role": "user", "content": f"/feedback 5 {first.headers['x-task-id']}"}]})
+        rated = (await client.get("/api/requests")).json()["data"][0]
+    assert reply.json()["choices"][0]["message"]["content"] == "Thanks: rated 2/5."
+    assert reply.headers["x-provider"] == "relaybox"
+    assert "Thanks: rated 5/5." in streamed.text and streamed.text.rstrip().endswith("data: [DONE]")
+    assert rated["user_rating"] == 5
+    assert len(fake_openai.chat_requests()) == 1, "no model was called for feedback"

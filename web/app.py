@@ -39,6 +39,7 @@ from relaybox.web.exchange import (
     dispatch,
     next_event,
 )
+from relaybox.web.feedback import answer_feedback, feedback_command
 from relaybox.web.system import System
 from werkzeug.exceptions import HTTPException
 
@@ -186,7 +187,11 @@ def create_app(system: System) -> QuartTrio:
 
     async def openai_completion(chat: ChatRequest) -> Response:
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        begun = await dispatch(system, chat, request_id, _client())
+        command = feedback_command(chat)
+        if command is not None:
+            begun = await answer_feedback(system, command, request_id)
+        else:
+            begun = await dispatch(system, chat, request_id, _client())
         created = int(time.time())
         if chat.stream:
             return _event_stream(
