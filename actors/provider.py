@@ -185,6 +185,7 @@ def attempt_record(
     result: AttemptResult,
     failure: ProviderFailure | None,
     upstream_ms: float,
+    baseline_pricer: Pricer | None = None,
 ) -> AttemptRecord:
     request = job.request
     usage = forwarder.usage or Usage(0, 0)
@@ -201,6 +202,9 @@ def attempt_record(
             finish_reason=forwarder.finish_reason or "stop",
             tool_calls=forwarder.tool_calls,
         )
+    baseline = None
+    if baseline_pricer is not None and result is AttemptResult.SUCCESS:
+        baseline = baseline_pricer(request.model, usage)
     ttft = (
         None if forwarder.first_output_at is None else (forwarder.first_output_at - forwarder.attempt_started)
     )
@@ -221,6 +225,7 @@ def attempt_record(
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cost_usd=usage.cost_usd or 0.0,
+        baseline_cost_usd=baseline,
         latency_ms=round(upstream_ms),
         ttft_ms=None if ttft is None else round(ttft * 1000),
         streaming=request.stream,
@@ -245,11 +250,13 @@ class ProviderActor:
         pricer: Pricer | None = None,
         recorder: RecordSink | None = None,
         budget: BudgetActor | None = None,
+        baseline_pricer: Pricer | None = None,
     ) -> None:
         self.name = name
         self.pricer = pricer
         self.recorder = recorder
         self.budget = budget
+        self.baseline_pricer = baseline_pricer
         self.transport = transport
         self.limits = limits
         self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
@@ -368,7 +375,9 @@ class ProviderActor:
             self._end_client_stream(job, attempt_failure)
         self._count(job.candidate.model, forwarder, result, failure)
         if self.recorder is not None:
-            self.recorder.record(attempt_record(self.name, job, forwarder, result, failure, upstream_ms))
+            self.recorder.record(
+                attempt_record(self.name, job, forwarder, result, failure, upstream_ms, self.baseline_pricer)
+            )
         await self._report(job, result, upstream_ms, answered=forwarder.answered, failure=attempt_failure)
 
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:

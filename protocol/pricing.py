@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import attrs
 import genai_prices
-from relaybox.protocol.catalog import ModelEntry
+from relaybox.protocol.catalog import Catalog, ModelEntry
+from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import Usage
 
 # relaybox provider kind -> genai-prices provider id
@@ -74,3 +75,25 @@ class ProviderPricing:
                 return cost
         table = PRICE_TABLE_PROVIDERS.get(self.name) or PRICE_TABLE_PROVIDERS.get(self.kind)
         return None if table is None else table_cost(table, model, usage)
+
+
+@attrs.frozen
+class BaselinePricing:
+    """What an attempt would have cost on the model the client asked for: the yardstick for
+    "cost saved". None when the name does not resolve to a priced model (`auto`, a CLI alias)."""
+
+    catalog: Catalog
+    pricings: dict[str, ProviderPricing]
+
+    def __call__(self, requested: str, usage: Usage) -> float | None:
+        try:
+            route = self.catalog.resolve(requested)
+        except RelayError:
+            return None
+        if route.reason.startswith("default route"):
+            return None
+        candidate = route.candidates[0]
+        pricing = self.pricings.get(candidate.provider)
+        if pricing is None or pricing.free:
+            return None
+        return pricing(candidate.model, usage)

@@ -154,16 +154,25 @@ async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: 
     assert missing.status_code == 404
 
 
-async def test_in_chat_feedback_command_rates_without_calling_a_model(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+async def test_in_chat_feedback_command_rates_without_calling_a_model(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
     settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
         first = await client.post("/v1/chat/completions", json=HELLO)
         await eventually(lambda: relay.system.recorder.written >= 1, within=5)
-        reply = await client.post("/v1/chat/completions", json={
-            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "/feedback 2"}]})
-        streamed = await client.post("/v1/chat/completions", json={
-            "model": "gpt-4o-mini", "stream": True,
-            "messages": [{"role": "user", "content": f"/feedback 5 {first.headers['x-task-id']}"}]})
+        reply = await client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "/feedback 2"}]},
+        )
+        streamed = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"/feedback 5 {first.headers['x-task-id']}"}],
+            },
+        )
         rated = (await client.get("/api/requests")).json()["data"][0]
     assert reply.json()["choices"][0]["message"]["content"] == "Thanks: rated 2/5."
     assert reply.headers["x-provider"] == "relaybox"

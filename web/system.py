@@ -32,7 +32,7 @@ from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.gemini_wire import GeminiDialect
 from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
-from relaybox.protocol.pricing import ProviderPricing
+from relaybox.protocol.pricing import BaselinePricing, ProviderPricing
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.sqlite import SQLiteStorage
@@ -150,13 +150,20 @@ async def running_system(
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)
+        catalog = build_catalog(settings)
+        pricings = {
+            config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
+            for config in settings.providers
+        }
+        baseline = BaselinePricing(catalog, pricings)
         providers = {
             config.name: ProviderActor(
                 config.name,
                 transport_factory(config, settings),
                 limits=config.limits,
                 breaker_policy=settings.breaker,
-                pricer=ProviderPricing(config.kind, config.name, config.models + config.image_models),
+                pricer=pricings[config.name],
+                baseline_pricer=baseline,
                 recorder=recorder if settings.record_requests else None,
                 budget=budget,
             )
@@ -164,7 +171,6 @@ async def running_system(
         }
         for provider in providers.values():
             await supervisor.start_child(provider)
-        catalog = build_catalog(settings)
         router = RouterActor(catalog, providers)
         await supervisor.start_child(router)
         await _apply_saved_provider_settings(storage, router)
