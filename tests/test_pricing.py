@@ -70,10 +70,17 @@ def test_baseline_is_the_price_of_the_model_the_client_asked_for() -> None:
     from relaybox.protocol.catalog import Catalog, ProviderModels
     from relaybox.protocol.pricing import BaselinePricing
 
-    catalog = Catalog((ProviderModels("openai", (ModelEntry("gpt-4o", "standard", 2.5, 10.0),), "gpt-4o"),
-                       ProviderModels("claude-cli", (ModelEntry("sonnet"),), "sonnet")), default_provider="claude-cli")
-    pricings = {"openai": ProviderPricing("openai-compatible", "openai", catalog.providers[0].models),
-                "claude-cli": ProviderPricing("claude-cli", "claude-cli")}
+    catalog = Catalog(
+        (
+            ProviderModels("openai", (ModelEntry("gpt-4o", "standard", 2.5, 10.0),), "gpt-4o"),
+            ProviderModels("claude-cli", (ModelEntry("sonnet"),), "sonnet"),
+        ),
+        default_provider="claude-cli",
+    )
+    pricings = {
+        "openai": ProviderPricing("openai-compatible", "openai", catalog.providers[0].models),
+        "claude-cli": ProviderPricing("claude-cli", "claude-cli"),
+    }
     baseline = BaselinePricing(catalog, pricings)
     assert baseline("gpt-4o", Usage(1_000_000, 0)) == pytest.approx(2.5)
     assert baseline("sonnet", USAGE) is None  # a subscription CLI has no per-request price
