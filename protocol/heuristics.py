@@ -15,7 +15,7 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _ERROR_TEXT = re.compile(
-    r"^\s*(error|exception|traceback \(most recent call last\)|internal server error)\b", re.IGNORECASE
+    r"^\s*(?:(?:error|exception|internal server error)\b|traceback \(most recent call last\))", re.IGNORECASE
 )
 
 
@@ -31,10 +31,6 @@ def score_answer(text: str, *, finish_reason: str, tool_calls: int = 0, category
         return 30
     if finish_reason == "length":
         return 50
-    if (
-        category in CODE_CATEGORIES
-        and "```" not in stripped
-        and not re.search(r"^( {4}|\t)\S", stripped, re.M)
-    ):
+    if category in CODE_CATEGORIES and "```" not in text and not re.search(r"^( {4}|\t)\S", text, re.M):
         return 60
     return 100
