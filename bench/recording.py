@@ -5,7 +5,7 @@
 Part 1 feeds the recorder actor as fast as it will take records and times how long storage
 needs to hold them all (SQLite, and PostgreSQL in a fresh database). Part 2 runs `relaybox
 serve` three times against the same fake upstream - request log off, on with SQLite, on with
-PostgreSQL - and times sequential non-streaming requests through each.
+PostgreSQL - side by side, and times sequential non-streaming requests, interleaved.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import trio
@@ -73,8 +75,8 @@ async def insert_rate(storage: SQLiteStorage | PostgresStorage, count: int) -> f
     return count / elapsed
 
 
-async def latencies(upstream: str, requests: int, env_extra: dict[str, str]) -> list[float]:
-    port = 18500 + os.getpid() % 500
+@asynccontextmanager
+async def relaybox(upstream: str, port: int, env_extra: dict[str, str]) -> AsyncIterator[str]:
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-bench",
@@ -90,7 +92,8 @@ async def latencies(upstream: str, requests: int, env_extra: dict[str, str]) -> 
         stderr=-3,
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as client:
             with trio.fail_after(20):
                 while True:
                     try:
@@ -98,18 +101,25 @@ async def latencies(upstream: str, requests: int, env_extra: dict[str, str]) -> 
                             break
                     except httpx.HTTPError:
                         await trio.sleep(0.1)
-            times = []
-            for i in range(requests + 50):
-                started = time.perf_counter()
-                response = await client.post("/v1/chat/completions", json=BODY)
-                assert response.status_code == 200, response.text
-                if i >= 50:
-                    times.append((time.perf_counter() - started) * 1000)
-            return times
+        yield base
     finally:
         process.terminate()
         with trio.move_on_after(15):
             await process.wait()
+
+
+async def interleaved(bases: list[str], requests: int) -> list[list[float]]:
+    """Round-robin over the servers, one request at a time, so all see the same machine noise."""
+    times: list[list[float]] = [[] for _ in bases]
+    async with httpx.AsyncClient() as client:
+        for i in range(requests + 50):
+            for j, base in enumerate(bases):
+                started = time.perf_counter()
+                response = await client.post(base + "/v1/chat/completions", json=BODY)
+                assert response.status_code == 200, response.text
+                if i >= 50:
+                    times[j].append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,13 +146,20 @@ async def main(records: int, requests: int, admin_dsn: str) -> None:
                 ("log on, SQLite", {}),
                 ("log on, PostgreSQL", {"DATABASE_URL": dsn}),
             ]
+            port = 18500 + os.getpid() % 400
+            async with (
+                relaybox(fake.base_url, port, runs[0][1]) as off,
+                relaybox(fake.base_url, port + 1, runs[1][1]) as on_sqlite,
+                relaybox(fake.base_url, port + 2, runs[2][1]) as on_postgres,
+            ):
+                results = await interleaved([off, on_sqlite, on_postgres], requests)
             lines += [
                 "",
-                f"part 2: sequential non-streaming requests through relaybox, n={requests} each",
+                f"part 2: sequential non-streaming requests, n={requests} each, interleaved across the "
+                "three servers",
                 f"  {'run':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
             ]
-            for name, extra in runs:
-                values = await latencies(fake.base_url, requests, extra)
+            for (name, _), values in zip(runs, results, strict=True):
                 lines.append(
                     f"  {name:<22}{pct(values, 0.5):>9.2f}{pct(values, 0.9):>9.2f}{pct(values, 0.99):>9.2f}"
                     f"{statistics.fmean(values):>9.2f}"
