@@ -122,11 +122,7 @@ class RecorderActor:
                     migrated = True
                 if self.journaled:
                     await self._replay_journal()
-                while self._buffer:
-                    batch = self._buffer[: self.batch_size]
-                    await self.storage.insert_records(batch)
-                    del self._buffer[: len(batch)]
-                    self.written += len(batch)
+                await self._write_buffer()
             except StorageError as error:
                 if self.storage_up is not False:
                     log.error("storage unavailable, buffering records: %s", error)
@@ -139,6 +135,14 @@ class RecorderActor:
                 log.info("storage is back; records are being written again")
             self.storage_up = True
             backoff = self.backoff_initial
+
+    async def _write_buffer(self) -> None:
+        """Buffered records to storage, a batch at a time; a batch leaves the buffer once written."""
+        while self._buffer:
+            batch = self._buffer[: self.batch_size]
+            await self.storage.insert_records(batch)
+            del self._buffer[: len(batch)]
+            self.written += len(batch)
 
     # --- the journal ----------------------------------------------------------------------
 
@@ -194,11 +198,7 @@ class RecorderActor:
         self._buffer.extend(self.mailbox.drain())
         with trio.move_on_after(self.shutdown_grace):
             try:
-                while self._buffer:
-                    batch = self._buffer[: self.batch_size]
-                    await self.storage.insert_records(batch)
-                    del self._buffer[: len(batch)]
-                    self.written += len(batch)
+                await self._write_buffer()
             except StorageError as error:
                 self.last_error = str(error)[:300]
         if self._buffer:

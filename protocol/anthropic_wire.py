@@ -22,6 +22,7 @@ from relaybox.protocol.chat import (
     ToolCall,
     ToolChoice,
     ToolSpec,
+    arguments_object,
     inline_image,
 )
 from relaybox.protocol.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
@@ -73,14 +74,6 @@ def _content_blocks(content: str | tuple[ContentPart, ...] | None) -> list[dict[
     ]
 
 
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return {"_raw_arguments": text}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
-
-
 def _json_instruction(request: ChatRequest) -> str:
     if request.response_format == "json_object":
         return "Respond with a single valid JSON object and nothing else."
@@ -113,7 +106,7 @@ def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
         elif message.role == "assistant":
             blocks = _content_blocks(message.content)
             blocks += [
-                {"type": "tool_use", "id": c.id, "name": c.name, "input": _arguments(c.arguments)}
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c.arguments)}
                 for c in message.tool_calls
             ]
             add("assistant", blocks)
@@ -456,7 +449,7 @@ def message_body(
             "type": "tool_use",
             "id": c["id"],
             "name": c["function"]["name"],
-            "input": _arguments(c["function"]["arguments"]),
+            "input": arguments_object(c["function"]["arguments"]),
         }
         for c in tool_calls
     ]

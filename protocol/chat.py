@@ -7,6 +7,7 @@ names and no defaults of any particular API.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -141,3 +142,13 @@ def inline_image(part: ImagePart) -> InlineImage | None:
     if ";base64" not in header or not data:
         return None
     return InlineImage(media_type, data)
+
+
+def arguments_object(text: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object APIs other than OpenAI's want. Arguments that are
+    not a JSON object are kept, wrapped, rather than dropped."""
+    try:
+        parsed = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"_raw_arguments": text}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}

@@ -12,7 +12,14 @@ import json
 from typing import Any
 
 import attrs
-from relaybox.protocol.chat import ChatMessage, ChatRequest, ImagePart, TextPart, inline_image
+from relaybox.protocol.chat import (
+    ChatMessage,
+    ChatRequest,
+    ImagePart,
+    TextPart,
+    arguments_object,
+    inline_image,
+)
 from relaybox.protocol.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
@@ -132,14 +139,6 @@ def _image(part: ImagePart) -> dict[str, Any]:
     return {"inlineData": {"mimeType": inline.media_type, "data": inline.data}}
 
 
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return {"_raw_arguments": text}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
-
-
 def generate_body(request: ChatRequest) -> dict[str, Any]:
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
@@ -155,7 +154,7 @@ def generate_body(request: ChatRequest) -> dict[str, Any]:
     for message in request.conversation():
         if message.role == "assistant":
             calls = [
-                {"functionCall": {"name": c.name, "args": _arguments(c.arguments)}}
+                {"functionCall": {"name": c.name, "args": arguments_object(c.arguments)}}
                 for c in message.tool_calls
             ]
             call_names.update({c.id: c.name for c in message.tool_calls})

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import attrs
-from relaybox.protocol.chat import ChatRequest, ImagePart, TextPart, inline_image
+from relaybox.protocol.chat import ChatRequest, ImagePart, TextPart, arguments_object, inline_image
 from relaybox.protocol.dialect import HttpCall, NDJSONStreamDecoder, error_message, load_json, malformed
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
@@ -41,7 +41,8 @@ def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
             wire["content"] = m.content or ""
         if m.tool_calls:
             wire["tool_calls"] = [
-                {"function": {"name": c.name, "arguments": _arguments(c.arguments)}} for c in m.tool_calls
+                {"function": {"name": c.name, "arguments": arguments_object(c.arguments)}}
+                for c in m.tool_calls
             ]
             call_names.update({c.id: c.name for c in m.tool_calls})
         if m.role == "tool" and m.tool_call_id in call_names:
@@ -70,14 +71,6 @@ def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
             for t in request.tools
         ]
     return body
-
-
-def _arguments(text: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return {"_raw_arguments": text}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 class _Lines:

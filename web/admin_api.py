@@ -21,6 +21,7 @@ from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
+from relaybox.web.config import ProviderConfig
 from relaybox.web.diagnosis import diagnose
 from relaybox.web.exchange import collect, dispatch
 from relaybox.web.system import System
@@ -72,6 +73,17 @@ def register_api(app: QuartTrio, system: System) -> None:
         response = _json(failure.body(), 503)
         response.headers["retry-after"] = "5"
         return response
+
+    def provider_config(provider_id: str) -> ProviderConfig:
+        config = next((p for p in system.settings.providers if p.name == provider_id), None)
+        if config is None:
+            raise RelayError(
+                404,
+                f"no provider {provider_id!r}; GET /api/providers lists them",
+                "not_found_error",
+                code="provider_not_found",
+            )
+        return config
 
     @app.get("/api/stats")
     async def stats() -> Response:
@@ -186,14 +198,7 @@ def register_api(app: QuartTrio, system: System) -> None:
     @app.post("/api/providers/<provider_id>/test")
     async def test_provider(provider_id: str) -> Response:
         """A live request through the provider (pinned, no fallback), with a diagnosis when it fails."""
-        config = next((p for p in system.settings.providers if p.name == provider_id), None)
-        if config is None:
-            raise RelayError(
-                404,
-                f"no provider {provider_id!r}; GET /api/providers lists them",
-                "not_found_error",
-                code="provider_not_found",
-            )
+        config = provider_config(provider_id)
         chat = ChatRequest(
             model=f"{provider_id}:{config.default_model}",
             max_tokens=16,
@@ -238,14 +243,7 @@ def register_api(app: QuartTrio, system: System) -> None:
 
     @app.put("/api/providers/<provider_id>")
     async def put_provider(provider_id: str) -> Response:
-        config = next((p for p in system.settings.providers if p.name == provider_id), None)
-        if config is None:
-            raise RelayError(
-                404,
-                f"no provider {provider_id!r}; GET /api/providers lists them",
-                "not_found_error",
-                code="provider_not_found",
-            )
+        config = provider_config(provider_id)
         body = await _body()
         enabled = body.get("enabled", provider_id not in system.router.disabled)
         priority = body.get("priority", config.priority)

@@ -452,22 +452,44 @@ def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -
     )
 
 
-def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+def _cli_executable(
+    name: str,
+    binary: str,
+    variable: str,
+    package: str,
+    section: dict[str, Any],
+    env: Mapping[str, str],
+    notes: list[str],
+) -> str | None:
+    """Where a CLI provider's executable is (configured, or found on PATH), noting why if nowhere."""
     if section.get("enabled", True) is False:
-        notes.append("gemini-cli: disabled in the configuration")
+        notes.append(f"{name}: disabled in the configuration")
         return None
-    wanted = env.get("GEMINI_CLI_PATH") or section.get("executable") or "gemini"
+    wanted = env.get(variable) or section.get("executable") or binary
     executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
     if executable is None:
-        where = "GEMINI_CLI_PATH" if env.get("GEMINI_CLI_PATH") else "PATH"
+        where = variable if env.get(variable) else "PATH"
         notes.append(
-            f"gemini-cli: inactive ({wanted!r} not found on {where}; "
-            "install with `npm install -g @google/gemini-cli` or set GEMINI_CLI_PATH)"
+            f"{name}: inactive ({wanted!r} not found on {where}; "
+            f"install with `npm install -g {package}` or set {variable})"
         )
-        return None
+    return executable
+
+
+def _child_env(section: dict[str, Any], name: str) -> dict[str, str]:
     child_env = section.get("env", {})
     if not isinstance(child_env, dict):
-        raise ConfigError("[providers.gemini-cli] env must be a table of strings")
+        raise ConfigError(f"[providers.{name}] env must be a table of strings")
+    return {str(k): str(v) for k, v in child_env.items()}
+
+
+def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+    executable = _cli_executable(
+        "gemini-cli", "gemini", "GEMINI_CLI_PATH", "@google/gemini-cli", section, env, notes
+    )
+    if executable is None:
+        return None
+    child_env = _child_env(section, "gemini-cli")
     notes.append(f"gemini-cli: active ({executable})")
     return ProviderConfig(
         name="gemini-cli",
@@ -486,31 +508,22 @@ def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         priority=_int(section.get("priority", 0), "priority"),
         accepts_prefixes=("gemini-",),
         executable=executable,
-        child_env={str(k): str(v) for k, v in child_env.items()},
+        child_env=child_env,
     )
 
 
 def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
-    if section.get("enabled", True) is False:
-        notes.append("claude-cli: disabled in the configuration")
-        return None
-    wanted = env.get("CLAUDE_CLI_PATH") or section.get("executable") or "claude"
-    executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
+    executable = _cli_executable(
+        "claude-cli", "claude", "CLAUDE_CLI_PATH", "@anthropic-ai/claude-code", section, env, notes
+    )
     if executable is None:
-        where = "CLAUDE_CLI_PATH" if env.get("CLAUDE_CLI_PATH") else "PATH"
-        notes.append(
-            f"claude-cli: inactive ({wanted!r} not found on {where}; "
-            "install with `npm install -g @anthropic-ai/claude-code` or set CLAUDE_CLI_PATH)"
-        )
         return None
     strategy = section.get("system_prompt", "replace")
     try:
         system_prompt = SystemPromptStrategy(strategy)
     except ValueError:
         raise ConfigError("[providers.claude-cli] system_prompt must be replace, append or inline") from None
-    child_env = section.get("env", {})
-    if not isinstance(child_env, dict):
-        raise ConfigError("[providers.claude-cli] env must be a table of strings")
+    child_env = _child_env(section, "claude-cli")
     idle = _float(env.get("TIMEOUT_CLAUDE", section.get("timeout", 60)), "TIMEOUT_CLAUDE")
     notes.append(f"claude-cli: active ({executable})")
     return ProviderConfig(
@@ -531,5 +544,5 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         accepts_prefixes=("claude-",),
         executable=executable,
         system_prompt=system_prompt,
-        child_env={str(k): str(v) for k, v in child_env.items()},
+        child_env=child_env,
     )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -58,27 +58,13 @@ class HttpApiTransport:
             finally:
                 self._client = None
 
-    async def get_json(self, path: str) -> Any:
-        """A GET for discovery (Ollama's model list); raises `ProviderFailure` like `run`."""
-        if self._client is None:
-            raise RuntimeError("transport used outside its session")
-        try:
-            response = await self._client.get(self.base_url + path)
-        except httpx.HTTPError as error:
-            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
-        if response.status_code != 200:
-            raise _status_failure(
-                response.status_code, self.dialect.error_message(response.content), response.headers
-            )
-        return response.json()
-
     async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
         if self._client is None:
             raise RuntimeError("transport used outside its session")
         if isinstance(request, ImageRequest):
             return await self._generate_images(request, model, emit)
         call = self.dialect.call(request, model, self._api_key)
-        try:
+        with _as_provider_failures():
             async with self._client.stream(
                 "POST", self.base_url + call.path, json=call.body, headers=call.headers
             ) as response:
@@ -99,12 +85,6 @@ class HttpApiTransport:
                 for event in decoder.close():
                     await emit(event)
                 return decoder.finish_reason or "stop"
-        except httpx.TimeoutException as error:
-            raise ProviderFailure(
-                FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}"
-            ) from None
-        except httpx.HTTPError as error:
-            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
 
     async def _generate_images(self, request: ImageRequest, model: str, emit: Emit) -> str:
         image_call = getattr(self.dialect, "image_call", None)
@@ -113,16 +93,10 @@ class HttpApiTransport:
                 FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
             )
         call = image_call(request, model, self._api_key)
-        try:
+        with _as_provider_failures():
             response = await self._client.post(
                 self.base_url + call.path, json=call.body, headers=call.headers
             )
-        except httpx.TimeoutException as error:
-            raise ProviderFailure(
-                FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}"
-            ) from None
-        except httpx.HTTPError as error:
-            raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
         if response.status_code != 200:
             raise _status_failure(
                 response.status_code, self.dialect.error_message(response.content), response.headers
@@ -130,6 +104,17 @@ class HttpApiTransport:
         for event in self.dialect.decode_images(response.content):  # type: ignore[attr-defined]
             await emit(event)
         return "stop"
+
+
+@contextmanager
+def _as_provider_failures() -> Iterator[None]:
+    """httpx's errors as the failure kinds the provider actor understands."""
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise ProviderFailure(FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}") from None
+    except httpx.HTTPError as error:
+        raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
