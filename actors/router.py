@@ -60,6 +60,17 @@ class SetProviderEnabled:
     enabled: bool
 
 
+@attrs.frozen
+class OverheadObserved:
+    """From the HTTP layer, once per answered request: the milliseconds relaybox itself added."""
+
+    milliseconds: float
+
+
+# Histogram bucket bounds for relaybox's own overhead, in milliseconds.
+OVERHEAD_BUCKETS_MS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0)
+
+
 class RouterActor:
     kind = "router"
     name = "router"
@@ -67,12 +78,14 @@ class RouterActor:
     def __init__(self, catalog: Catalog, providers: dict[str, ProviderActor], *, mailbox: int = 1024) -> None:
         self.catalog = catalog
         self.providers = providers
-        self.mailbox: Mailbox[RouterMessage | SetProviderEnabled] = Mailbox(mailbox)
+        self.mailbox: Mailbox[RouterMessage | SetProviderEnabled | OverheadObserved] = Mailbox(mailbox)
         self.counts: dict[tuple[str, str], OutcomeCounts] = {}
         # Providers switched off through the settings API (configuration, not working state:
         # it survives restarts).
         self.disabled: set[str] = set()
-        self._current: RouterMessage | SetProviderEnabled | None = None
+        self._current: RouterMessage | SetProviderEnabled | OverheadObserved | None = None
+        self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS_MS) + 1)  # the last one is +Inf
+        self.overhead_sum_ms = 0.0
 
     def statistics(self) -> dict[str, Any]:
         mailbox = self.mailbox.statistics()
@@ -88,6 +101,8 @@ class RouterActor:
             self._current = message
             if isinstance(message, Dispatch):
                 self._dispatch(message)
+            elif isinstance(message, OverheadObserved):
+                self._observe_overhead(message.milliseconds)
             elif isinstance(message, SetProviderEnabled):
                 (self.disabled.discard if message.enabled else self.disabled.add)(message.provider)
             else:
@@ -97,7 +112,7 @@ class RouterActor:
     async def on_crash(self, error: BaseException) -> None:
         """The message being handled when the router crashed would otherwise never be answered."""
         message, self._current = self._current, None
-        if message is None or isinstance(message, SetProviderEnabled):
+        if message is None or isinstance(message, SetProviderEnabled | OverheadObserved):
             return
         reply = message.reply if isinstance(message, Dispatch) else message.job.reply
         _reply_failed(
@@ -113,6 +128,14 @@ class RouterActor:
 
     def on_give_up(self) -> None:
         pass
+
+    def _observe_overhead(self, milliseconds: float) -> None:
+        self.overhead_sum_ms += milliseconds
+        for i, bound in enumerate(OVERHEAD_BUCKETS_MS):
+            if milliseconds <= bound:
+                self.overhead_buckets[i] += 1
+                return
+        self.overhead_buckets[-1] += 1
 
     # --- routing ------------------------------------------------------------------
 

@@ -128,6 +128,8 @@ async def test_metrics_in_prometheus_format(tmp_path: Path, fake_openai: FakeOpe
     assert samples['relaybox_breaker_state{provider="up"}'] == 0
     assert samples['relaybox_mailbox_depth{actor="router"}'] == 0
     assert "relaybox_recorder_written_total" in samples and "sk-test" not in response.text
+    assert samples["relaybox_overhead_seconds_count"] == 1  # the failed request never began an answer
+    assert samples['relaybox_overhead_seconds_bucket{le="+Inf"}'] == 1
 
 
 async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: FakeOpenAI) -> None:

@@ -3,6 +3,7 @@ collect it. Shared by every endpoint that asks a provider something."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -10,6 +11,7 @@ import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch
+from relaybox.actors.router import OverheadObserved
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
@@ -141,6 +143,8 @@ async def dispatch(
         receive.close()
         raise first.error if isinstance(first, Failed) else unexpected(first)
     overhead_ms = max(0.0, (trio.current_time() - started) * 1000 - first.upstream_ms)
+    with contextlib.suppress(MailboxFull):  # statistics: never worth failing a request over
+        system.router.mailbox.tell(OverheadObserved(overhead_ms))
     headers = {
         "x-task-id": request_id,
         "x-provider": first.provider,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import trio
 from relaybox.actors.breaker import BreakerState
+from relaybox.actors.router import OVERHEAD_BUCKETS_MS
 from relaybox.web.system import System
 
 BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -66,6 +67,18 @@ def render(system: System) -> str:
         "counter",
         "Attempts with a first output.",
         ((_labels(provider=p, model=m), t.ttft_count) for p, m, t in totals),
+    )
+    router = system.router
+    cumulative, samples = 0, []
+    for bound, count in zip((*OVERHEAD_BUCKETS_MS, float("inf")), router.overhead_buckets, strict=True):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else f"{bound / 1000:g}"
+        samples.append(("_bucket" + _labels(le=le), cumulative))
+    lines += _family(
+        "relaybox_overhead_seconds",
+        "histogram",
+        "Time relaybox itself added to a request (excluding upstream time).",
+        [*samples, ("_sum", router.overhead_sum_ms / 1000), ("_count", cumulative)],
     )
     lines += _family(
         "relaybox_in_flight",
