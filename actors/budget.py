@@ -55,6 +55,7 @@ class BudgetActor:
         )
         self.unchecked = 0  # attempts let through because storage could not be asked
         self.refused = 0
+        self._reading_failed = False
 
     def statistics(self) -> dict[str, Any]:
         mailbox = self.mailbox.statistics()
@@ -101,8 +102,11 @@ class BudgetActor:
                         if w.limit_usd > 0
                     ]
                     self.pressure = max(shares) if shares else None
+                    self._reading_failed = False
                 except StorageError as error:
-                    log.warning("cannot read budgets: %s", error)
+                    if not self._reading_failed:  # once per outage, not every refresh
+                        log.warning("cannot read budgets: %s", error)
+                    self._reading_failed = True
             await trio.sleep(self.refresh)
 
     async def _reserve(self, message: Reserve) -> None:

@@ -11,6 +11,7 @@ introspection), never a nursery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,6 +38,8 @@ from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings
+
+log = logging.getLogger("relaybox")
 
 TransportFactory = Callable[[ProviderConfig, Settings], Transport]
 
@@ -126,11 +129,20 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         await sqlite.aclose()
 
 
+async def _migrate(storage: Storage) -> None:
+    """Bring the schema up to date before the actors use it; if the database is down, the
+    recorder migrates once it answers (records wait in its buffer and journal meanwhile)."""
+    with trio.move_on_after(5):
+        try:
+            await storage.migrate()
+        except StorageError as error:
+            log.warning("storage not reachable at start-up (%s): records are buffered until it is", error)
+
+
 async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) -> None:
     """Providers switched off through the API stay off across restarts (if storage answers in time)."""
     with trio.move_on_after(3):
         try:
-            await storage.migrate()
             saved = await storage.provider_settings()
         except StorageError:
             return
@@ -144,6 +156,7 @@ async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
 ) -> AsyncIterator[System]:
     async with open_storage(settings) as storage, trio.open_nursery() as nursery:
+        await _migrate(storage)
         supervisor = Supervisor("root", settings.restart)
         await nursery.start(supervisor.run)
         recorder = RecorderActor(storage, str(Path(settings.data_dir) / "journal" / "records.jsonl"))
