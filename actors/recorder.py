@@ -58,6 +58,7 @@ class RecorderActor:
         self.journal_failed: str | None = None
         self.last_error: str | None = None
         self._wake = trio.Event()
+        self._journal_lock = trio.Lock()
 
     # --- what others may read ----------------------------------------------------------
 
@@ -137,21 +138,29 @@ class RecorderActor:
             backoff = self.backoff_initial
 
     async def _write_buffer(self) -> None:
-        """Buffered records to storage, a batch at a time; a batch leaves the buffer once written."""
+        """Buffered records to storage, a batch at a time; a batch leaves the buffer once written.
+
+        `_spill` may swap in a fresh buffer while an insert is in flight (storage slow, traffic
+        high): the batch is then deleted from the list it came from, which went to the journal
+        whole, never from the new one."""
         while self._buffer:
-            batch = self._buffer[: self.batch_size]
+            buffer = self._buffer
+            batch = buffer[: self.batch_size]
             await self.storage.insert_records(batch)
-            del self._buffer[: len(batch)]
+            del buffer[: len(batch)]
             self.written += len(batch)
 
     # --- the journal ----------------------------------------------------------------------
 
     def _count_journal(self) -> int:
-        try:
-            with self.journal.open("rb") as file:
-                return sum(1 for line in file if line.strip())
-        except FileNotFoundError:
-            return 0
+        total = 0
+        for path in (self._replaying, self.journal):
+            try:
+                with path.open("rb") as file:
+                    total += sum(1 for line in file if line.strip())
+            except FileNotFoundError:
+                pass
+        return total
 
     async def _spill(self) -> None:
         """Move the whole buffer to the journal (storage is not keeping up)."""
@@ -165,7 +174,8 @@ class RecorderActor:
                 file.flush()
 
         try:
-            await trio.to_thread.run_sync(append)
+            async with self._journal_lock:
+                await trio.to_thread.run_sync(append)
         except OSError as error:
             # Neither storage nor disk: keep what memory allows and say so loudly.
             self.journal_failed = f"{type(error).__name__}: {error}"[:300]
@@ -179,18 +189,35 @@ class RecorderActor:
         self.journal_failed = None
         self.journaled += len(records)
 
+    @property
+    def _replaying(self) -> Path:
+        return self.journal.with_name(self.journal.name + ".replaying")
+
     async def _replay_journal(self) -> None:
+        """Move the journal aside (so new spills start a fresh file), write it out, delete it.
+
+        A crash mid-replay leaves the `.replaying` file, which the next replay finishes first."""
+
+        def take() -> None:
+            if not self._replaying.exists() and self.journal.exists():
+                self.journal.rename(self._replaying)
+
         def read() -> list[AttemptRecord]:
-            with self.journal.open(encoding="utf-8") as file:
+            if not self._replaying.exists():
+                return []
+            with self._replaying.open(encoding="utf-8") as file:
                 return [AttemptRecord.from_json(json.loads(line)) for line in file if line.strip()]
 
+        async with self._journal_lock:
+            await trio.to_thread.run_sync(take)
         records = await trio.to_thread.run_sync(read)
         for start in range(0, len(records), self.batch_size):
             await self.storage.insert_records(records[start : start + self.batch_size])
-        await trio.to_thread.run_sync(lambda: self.journal.unlink(missing_ok=True))
+        await trio.to_thread.run_sync(lambda: self._replaying.unlink(missing_ok=True))
         self.written += len(records)
-        self.journaled = 0
-        log.info("replayed %d journaled records", len(records))
+        self.journaled = max(0, self.journaled - len(records))
+        if records:
+            log.info("replayed %d journaled records", len(records))
 
     async def _drain(self) -> None:
         """Shutdown: everything still held goes to storage within the grace period, the rest to

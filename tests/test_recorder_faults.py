@@ -218,3 +218,34 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
     with sqlite3.connect(data / "relaybox.db") as db:
         recorded = db.execute("SELECT count(*) FROM task_logs WHERE status = 'success'").fetchone()[0]
     assert recorded >= answered, f"{answered} answered but {recorded} recorded"
+
+
+class SlowStorage(SwitchableStorage):
+    """Inserts take a while: spills and journal replays overlap with them."""
+
+    async def insert_records(self, records: list[AttemptRecord]) -> int:
+        await trio.sleep(0.05)
+        return await super().insert_records(records)
+
+
+async def test_spills_and_replays_racing_slow_inserts_lose_nothing(tmp_path: Path) -> None:
+    storage = SlowStorage(str(tmp_path / "db.sqlite"))
+    storage.down = True
+    recorder = RecorderActor(storage, str(tmp_path / "journal.jsonl"), buffer_limit=40, batch_size=25,
+                             flush_interval=0.01, backoff_initial=0.01, backoff_max=0.02)
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
+        await supervisor.start_child(recorder)
+        for i in range(300):
+            recorder.record(a_record(i))
+            await trio.sleep(0)
+        await eventually(lambda: recorder.journaled > 0, within=5)
+        storage.down = False
+        for i in range(300, 900):  # keep spilling while the journal replays and batches are in flight
+            recorder.record(a_record(i))
+            if i % 10 == 0:
+                await trio.sleep(0.005)
+        await eventually(lambda: recorder.written >= 900 and not recorder.journaled, within=30)
+        nursery.cancel_scope.cancel()
+    assert await storage.record_count() == 900
+    await storage.aclose()
