@@ -56,6 +56,7 @@ class BudgetActor:
         self.unchecked = 0  # attempts let through because storage could not be asked
         self.refused = 0
         self._reading_failed = False
+        self._held: set[str] = set()  # reservations placed and not yet settled
 
     def statistics(self) -> dict[str, Any]:
         mailbox = self.mailbox.statistics()
@@ -73,22 +74,37 @@ class BudgetActor:
         ]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._refresh_loop)
-            task_status.started()
-            async for message in self.mailbox.receive:
-                if isinstance(message, Reserve):
-                    nursery.start_soon(self._reserve, message)
-                else:
-                    nursery.start_soon(self._settle, message)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._refresh_loop)
+                task_status.started()
+                async for message in self.mailbox.receive:
+                    if isinstance(message, Reserve):
+                        nursery.start_soon(self._reserve, message)
+                    else:
+                        nursery.start_soon(self._settle, message)
+        finally:
+            # Stopping (after the providers): settle what they reported on their way out.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout * 5):
+                for message in self.mailbox.drain():
+                    if isinstance(message, Settle):
+                        await self._settle(message)
+                    else:
+                        _reply(message, Reservation(True))
 
     async def on_crash(self, error: BaseException) -> None:
-        for message in self.mailbox.drain():
-            if isinstance(message, Reserve):
-                message.reply.send_nowait(Reservation(True))
+        self._grant_queued()
 
     def on_give_up(self) -> None:
         log.error("the budget actor stopped for good: budgets are no longer enforced")
+        self._grant_queued()
+
+    def _grant_queued(self) -> None:
+        """Nobody must wait on a budget actor that is not running: queued reservations go ahead."""
+        for message in self.mailbox.drain():
+            if isinstance(message, Reserve):
+                self.unchecked += 1
+                _reply(message, Reservation(True))
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -110,32 +126,44 @@ class BudgetActor:
             await trio.sleep(self.refresh)
 
     async def _reserve(self, message: Reserve) -> None:
-        now = time.time()
-        windows = self.windows(now)
         answer = Reservation(True)
-        if windows:
-            answer = Reservation(True)
-            with trio.move_on_after(self.timeout) as scope:
-                try:
-                    answer = await self.storage.reserve(message.reservation_id, message.amount, windows, now)
-                except StorageError as error:
-                    self._unchecked(error)
-            if scope.cancelled_caught:
-                self._unchecked("timed out")
-            if not answer.granted:
-                self.refused += 1
-        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            message.reply.send_nowait(answer)
+        try:
+            now = time.time()
+            windows = self.windows(now)
+            if windows:
+                with trio.move_on_after(self.timeout) as scope:
+                    try:
+                        answer = await self.storage.reserve(
+                            message.reservation_id, message.amount, windows, now
+                        )
+                        if answer.granted:
+                            self._held.add(message.reservation_id)
+                    except StorageError as error:
+                        self._unchecked(error)
+                if scope.cancelled_caught:
+                    self._unchecked("timed out")
+                if not answer.granted:
+                    self.refused += 1
+        finally:
+            _reply(message, answer)  # even when cancelled: the asker must not wait forever
 
     def _unchecked(self, why: object) -> None:
         self.unchecked += 1
         log.warning("budget not checked (storage unavailable: %s); the attempt goes ahead", why)
 
     async def _settle(self, message: Settle) -> None:
-        if not self.windows(time.time()):
+        # Only holds this actor placed (most attempts never reserve: no budget, a free provider),
+        # but every one of them, even if the budgets were switched off meanwhile.
+        if message.reservation_id not in self._held:
             return
+        self._held.discard(message.reservation_id)
         with trio.move_on_after(self.timeout * 5):
             try:
                 await self.storage.settle(message.reservation_id, message.amount)
             except StorageError as error:
                 log.warning("cannot settle a budget reservation: %s", error)
+
+
+def _reply(message: Reserve, answer: Reservation) -> None:
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        message.reply.send_nowait(answer)

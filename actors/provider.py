@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import time
 import uuid
 from typing import Any, Protocol
@@ -54,6 +55,10 @@ class ProviderLimits:
     mailbox: int = 32
     # Seconds without progress (no first token yet, or no new chunk) before an attempt is abandoned.
     idle_timeout: float = 120.0
+
+
+# A client that reads nothing of its answer for this long is treated as gone.
+CLIENT_STALL_LIMIT = 300.0
 
 
 class ClientGone(Exception):
@@ -100,10 +105,17 @@ class _Forwarder:
         )
 
     async def _send(self, event: Event) -> None:
+        """Hand an event to the client's channel. Waiting on a slow client is not the upstream's
+        fault: the idle timeout is suspended meanwhile, and a client that reads nothing for
+        `CLIENT_STALL_LIMIT` seconds is treated as gone."""
+        self.idle_scope.deadline = math.inf
         try:
-            await self.job.reply.send(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            with trio.fail_after(CLIENT_STALL_LIMIT):
+                await self.job.reply.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             raise ClientGone from None
+        finally:
+            self.idle_scope.deadline = trio.current_time() + self.idle_timeout
 
     async def emit(self, event: TransportEvent) -> None:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout
@@ -164,6 +176,14 @@ class ModelTotals:
     cost_usd: float = 0.0
     ttft_seconds: float = 0.0
     ttft_count: int = 0
+
+
+@attrs.define
+class _Hold:
+    """An attempt's budget reservation, if it made one."""
+
+    reservation_id: str | None = None
+    estimate: float = 0.0
 
 
 class RecordSink(Protocol):
@@ -383,9 +403,9 @@ class ProviderActor:
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
         with trio.CancelScope() as client_scope:
             job.cancel.attach(client_scope)
-            reservation: str | None = None
+            hold = _Hold()
             try:
-                reservation = await self._reserve(job)
+                await self._reserve(job, hold)
                 with forwarder.idle_scope:
                     finish_reason = await self.transport.run(job.request, job.candidate.model, forwarder.emit)
                     await forwarder.finish(finish_reason)
@@ -399,17 +419,15 @@ class ProviderActor:
                 return AttemptResult.CANCELLED, None
             finally:
                 job.cancel.detach(client_scope)
-                if reservation is not None and self.budget is not None:
-                    cost = forwarder.usage.cost_usd if forwarder.usage is not None else None
-                    with contextlib.suppress(MailboxFull):
-                        self.budget.mailbox.tell(Settle(reservation, cost or 0.0))
+                if hold.reservation_id is not None and self.budget is not None:
+                    self._settle(hold, forwarder)
         return AttemptResult.CANCELLED, None
 
-    async def _reserve(self, job: Job) -> str | None:
+    async def _reserve(self, job: Job, hold: _Hold) -> None:
         """Hold the attempt's estimated cost against the budgets; raise OVER_BUDGET if it does not fit."""
         pricing = self.pricer
         if self.budget is None or pricing is None or getattr(pricing, "free", False):
-            return None
+            return
         request = job.request
         if isinstance(request, ImageRequest):
             usage = Usage(0, 0, images=request.n)
@@ -417,19 +435,36 @@ class ProviderActor:
             usage = Usage(tokens.lower_bound(request) * 2, request.max_tokens or 1024)
         estimate = pricing(job.candidate.model, usage)
         if not estimate:
-            return None
-        reservation_id = str(uuid.uuid4())
-        try:
-            answer = await ask(self.budget.mailbox, lambda reply: Reserve(reservation_id, estimate, reply))
-        except MailboxFull:
-            return None
-        if not answer.granted:
+            return
+        # Known before asking: if this task is cancelled mid-ask, the hold is still released.
+        hold.reservation_id, hold.estimate = str(uuid.uuid4()), estimate
+        answer = None
+        with trio.move_on_after(self.budget.timeout * 2):
+            try:
+                answer = await ask(
+                    self.budget.mailbox, lambda reply: Reserve(hold.reservation_id or "", estimate, reply)
+                )
+            except MailboxFull:
+                answer = None
+        if answer is not None and not answer.granted:
             raise ProviderFailure(
                 FailureKind.OVER_BUDGET,
                 f"the {answer.period} budget of ${answer.limit_usd:.2f} is spent (${answer.spent_usd:.2f}); "
                 "free providers still serve",
             )
-        return reservation_id
+
+    def _settle(self, hold: _Hold, forwarder: _Forwarder) -> None:
+        """Replace the estimate with the real cost; an answer that began without a usage report
+        (cut off mid-stream) keeps its estimate rather than counting as free."""
+        assert self.budget is not None and hold.reservation_id is not None
+        if forwarder.usage is not None and forwarder.usage.cost_usd is not None:
+            cost = forwarder.usage.cost_usd
+        elif forwarder.first_output_at is not None:
+            cost = hold.estimate
+        else:
+            cost = 0.0
+        with contextlib.suppress(MailboxFull):
+            self.budget.mailbox.tell(Settle(hold.reservation_id, cost))
 
     def _count(
         self, model: str, forwarder: _Forwarder, result: AttemptResult, failure: ProviderFailure | None

@@ -127,7 +127,19 @@ class RouterActor:
         )
 
     def on_give_up(self) -> None:
-        pass
+        """Nobody will read the mailbox again: answer everything in it instead of leaving it waiting."""
+        error = RelayError(
+            503,
+            "relaybox's router is down; see /actors",
+            "service_unavailable",
+            code="router_down",
+            retry_after=5,
+        )
+        for message in self.mailbox.drain():
+            if isinstance(message, Dispatch):
+                _reply_failed(message.reply, error)
+            elif isinstance(message, AttemptEnded) and not message.answered:
+                _reply_failed(message.job.reply, error)
 
     def _observe_overhead(self, milliseconds: float) -> None:
         self.overhead_sum_ms += milliseconds

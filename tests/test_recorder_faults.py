@@ -145,9 +145,9 @@ async def test_postgres_cut_under_load_loses_nothing(tmp_path: Path) -> None:
             proxy.cut()
             for _ in range(14):
                 await burst(client, 50)
+            await eventually(lambda: recorder.storage_up is False, within=10)
             health = (await client.get("/health")).json()
             stats_while_down = await client.get("/api/stats")
-            assert recorder.storage_up is False
             proxy.restore()
             await eventually(lambda: recorder.written == 1000, within=30)
             assert await relay.system.storage.record_count() == 1000
@@ -231,14 +231,21 @@ class SlowStorage(SwitchableStorage):
 async def test_spills_and_replays_racing_slow_inserts_lose_nothing(tmp_path: Path) -> None:
     storage = SlowStorage(str(tmp_path / "db.sqlite"))
     storage.down = True
-    recorder = RecorderActor(storage, str(tmp_path / "journal.jsonl"), buffer_limit=40, batch_size=25,
-                             flush_interval=0.01, backoff_initial=0.01, backoff_max=0.02)
+    recorder = RecorderActor(
+        storage,
+        str(tmp_path / "journal.jsonl"),
+        buffer_limit=40,
+        batch_size=25,
+        flush_interval=0.01,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
     async with trio.open_nursery() as nursery:
         supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
         await supervisor.start_child(recorder)
         for i in range(300):
             recorder.record(a_record(i))
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         await eventually(lambda: recorder.journaled > 0, within=5)
         storage.down = False
         for i in range(300, 900):  # keep spilling while the journal replays and batches are in flight

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,7 @@ from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
 from relaybox.web.exchange import (
     KEEPALIVE_AFTER,
+    REPLY_IDLE_LIMIT,
     Begun,
     Collected,
     collect,
@@ -194,9 +196,7 @@ def create_app(system: System) -> QuartTrio:
             begun = await dispatch(system, chat, request_id, _client())
         created = int(time.time())
         if chat.stream:
-            return _event_stream(
-                _openai_stream(begun, request_id, created, chat.include_usage), begun.headers
-            )
+            return _event_stream(_openai_stream(begun, request_id, created, chat.include_usage), begun)
         try:
             answer = await collect(begun.receive)
         finally:
@@ -231,7 +231,7 @@ def create_app(system: System) -> QuartTrio:
         begun = await dispatch(system, chat, message_id, _client())
         if chat.stream:
             renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
-            return _event_stream(_anthropic_stream(begun, renderer), begun.headers)
+            return _event_stream(_anthropic_stream(begun, renderer), begun)
         try:
             answer = await collect(begun.receive)
         finally:
@@ -341,21 +341,41 @@ def _is_local_backend_shape(body: Any) -> bool:
     return local
 
 
-def _event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+def _event_stream(body: AsyncIterator[bytes], begun: Begun) -> Response:
     response = Response(
         body,
         mimetype="text/event-stream",
-        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={**begun.headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
     response.timeout = None  # Quart would otherwise cut the stream after 60 s
+    # A client that hangs up before the body is first read cancels the request before the
+    # generator ever runs, so its `finally` never does: release the answer when the response goes.
+    weakref.finalize(response, begun.close)
     return response
 
 
-async def _next_or_keepalive(receive: trio.MemoryReceiveChannel[Event]) -> Event | None:
-    """The next event, or None after `KEEPALIVE_AFTER` seconds of silence."""
-    with trio.move_on_after(KEEPALIVE_AFTER):
-        return await next_event(receive)
-    return None
+class _Silence:
+    """Keep-alives for a quiet stream, and a last-resort end when it has been quiet far too long."""
+
+    def __init__(self) -> None:
+        self.since = trio.current_time()
+
+    async def next(self, receive: trio.MemoryReceiveChannel[Event]) -> Event | None:
+        """The next event; None means: send a keep-alive."""
+        with trio.move_on_after(KEEPALIVE_AFTER):
+            event = await next_event(receive)
+            self.since = trio.current_time()
+            return event
+        if trio.current_time() - self.since >= REPLY_IDLE_LIMIT:
+            return Failed(
+                RelayError(
+                    504,
+                    "no answer from relaybox's providers in time",
+                    "upstream_error",
+                    code="gateway_timeout",
+                )
+            )
+        return None
 
 
 async def _openai_stream(
@@ -381,8 +401,9 @@ async def _openai_stream(
     try:
         yield chunk({"role": "assistant", "content": ""})
         usage: Usage | None = None
+        silence = _Silence()
         while True:
-            event = await _next_or_keepalive(begun.receive)
+            event = await silence.next(begun.receive)
             if event is None:
                 yield KEEPALIVE
             elif isinstance(event, ContentDelta):
@@ -416,8 +437,9 @@ async def _anthropic_stream(
     """Messages API SSE; same disconnect discipline as `_openai_stream`."""
     try:
         yield renderer.start()
+        silence = _Silence()
         while True:
-            event = await _next_or_keepalive(begun.receive)
+            event = await silence.next(begun.receive)
             if event is None:
                 yield anthropic_wire.PING
             elif isinstance(event, ContentDelta):
