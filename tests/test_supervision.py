@@ -9,7 +9,7 @@ import trio
 from relaybox.actors.supervisor import RestartPolicy, Supervisor
 from relaybox.protocol.events import Answering, Failed, Finished
 
-from tests.harness import openai_provider, serve, settings_for
+from tests.harness import eventually, openai_provider, serve, settings_for
 from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -167,3 +167,33 @@ async def test_router_crash_answers_the_request_it_held(
         events = await complete(system, chat())
         assert isinstance(events[0], Answering) and isinstance(events[-1], Finished)
         assert system.supervisor.record("router").restarts == 1
+
+
+async def test_a_client_that_stops_reading_is_not_blamed_on_the_upstream(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    import uuid
+
+    from relaybox.actors.cancellation import CancelToken
+    from relaybox.actors.messages import Dispatch
+    from relaybox.actors.provider import CLIENT_STALL_LIMIT
+    from relaybox.web.system import running_system
+
+    transports = {"solo": ScriptedTransport(default=Answer("x", pieces=50))}
+    settings = settings_for(
+        tmp_path, openai_provider("solo", "http://unused", models=("m",), idle_timeout=10)
+    )
+    async with running_system(settings, scripted_factory(transports)) as system:
+        send, receive = trio.open_memory_channel(1)
+        started = trio.current_time()
+        system.router.mailbox.tell(
+            Dispatch(f"chatcmpl-{uuid.uuid4().hex}", chat(stream=True), send, CancelToken())
+        )
+        assert isinstance(await receive.receive(), Answering)  # then never read again
+        provider = system.providers["solo"]
+        await eventually(lambda: system.router.counts.get(("solo", "m")) is not None, within=400, poll=1)
+        waited = trio.current_time() - started
+        counts = system.router.counts[("solo", "m")]
+        assert counts.cancelled == 1 and not counts.failures, "a stalled client is not an upstream failure"
+        assert CLIENT_STALL_LIMIT <= waited < CLIENT_STALL_LIMIT + 5
+        assert provider.breaker.consecutive_failures == 0
