@@ -13,6 +13,14 @@ from relaybox.protocol.errors import RelayError
 
 TIERS = ("economy", "standard", "premium")
 DEFAULT_ROUTE_NAMES = frozenset({"auto", "default"})
+# OpenAI's legacy names, kept working by mapping them to a tier (seed 001).
+LEGACY_TIERS = {
+    "gpt-4": "premium",
+    "gpt-4-turbo": "premium",
+    "gpt-4-32k": "premium",
+    "gpt-3.5-turbo": "economy",
+    "gpt-3.5-turbo-16k": "economy",
+}
 
 
 @attrs.frozen
@@ -62,6 +70,9 @@ class Catalog:
     providers: tuple[ProviderModels, ...]
     default_provider: str | None = None
     aliases: dict[str, str] = attrs.field(factory=dict)
+    # A comparable price per (provider, model): USD for a reference request (see `reference_cost`);
+    # subscription CLIs and local models are 0, unknown prices sort last.
+    costs: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
     def provider(self, name: str) -> ProviderModels | None:
         return next((p for p in self.providers if p.provider == name), None)
@@ -87,6 +98,9 @@ class Catalog:
             target = self.aliases[name]
             route = self._resolve_target(target)
             return Route(route.candidates, f"alias {name} -> {target}")
+        tier = name if name in TIERS else LEGACY_TIERS.get(name)
+        if tier is not None:
+            return self._tier_route(tier, name)
         prefixed = [
             Candidate(p.provider, name)
             for p in self.ordered()
@@ -135,6 +149,21 @@ class Catalog:
             code="model_not_found",
             param="model",
         )
+
+    def _tier_route(self, tier: str, name: str) -> Route:
+        """Every model of the tier, cheapest first, then the tiers above it (escalation)."""
+        ordered = self.ordered()
+        rank = {p.provider: i for i, p in enumerate(ordered)}
+        candidates: list[Candidate] = []
+        for level in TIERS[TIERS.index(tier) :]:
+            models = [(p.provider, m.id) for p in ordered for m in p.models if m.tier == level]
+            models.sort(key=lambda pm: (self.costs.get(pm, float("inf")), rank[pm[0]]))
+            candidates += [Candidate(provider, model) for provider, model in models]
+        if not candidates:
+            raise _unknown(name, f"no active provider has a model in the {tier} tier or above")
+        first = candidates[0]
+        via = f"{name} -> tier {tier}" if name != tier else f"tier {tier}"
+        return Route(tuple(candidates), f"{via}: cheapest is {first.provider}/{first.model}")
 
     def _resolve_target(self, target: str) -> Route:
         if target in self.aliases:  # aliases do not chain: a loop would never end

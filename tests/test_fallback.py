@@ -182,3 +182,28 @@ async def test_a_prompt_beyond_a_models_window_goes_to_a_bigger_one(
     assert fake_openai.chat_requests() == []
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "capability_missing"
     assert "context window is 1000" in refused.json()["error"]["message"]
+
+
+async def test_tier_names_route_to_the_cheapest_model_of_the_tier(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    import attrs
+    from relaybox.protocol.catalog import ModelEntry
+
+    pricey = attrs.evolve(
+        openai_provider("pricey", fake_openai.base_url),
+        models=(ModelEntry("big-economy", "economy", 1.0, 4.0),),
+    )
+    cheap = attrs.evolve(
+        openai_provider("cheap", fake_openai_backup.base_url),
+        models=(ModelEntry("small-economy", "economy", 0.1, 0.4),),
+    )
+    async with (
+        serve(settings_for(tmp_path, pricey, cheap, default_provider="pricey")) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        economy = await client.post("/v1/chat/completions", json={**HELLO, "model": "economy"})
+        legacy = await client.post("/v1/chat/completions", json={**HELLO, "model": "gpt-3.5-turbo"})
+    assert economy.headers["x-provider"] == "cheap" and economy.headers["x-model"] == "small-economy"
+    assert economy.headers["x-router-reason"] == "tier economy: cheapest is cheap/small-economy"
+    assert legacy.headers["x-model"] == "small-economy"

@@ -155,6 +155,6 @@ async def test_models_lists_every_model_and_the_aliases(tmp_path: Path, fake_ope
         listed = await trio.to_thread.run_sync(lambda: sdk(relay.base_url).models.list())
     ids = [m.id for m in listed.data]
     assert ids[:3] == ["m1", "m2", "m3"]
-    assert {"fast", "auto"} <= set(ids)
+    assert {"fast", "auto", "economy", "standard", "premium", "gpt-4", "gpt-3.5-turbo"} <= set(ids)
     owners = {m.id: m.owned_by for m in listed.data}
     assert owners["m1"] == "a" and owners["m3"] == "b"

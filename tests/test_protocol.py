@@ -354,3 +354,56 @@ def test_cli_prompt_describes_tools_and_replays_calls() -> None:
     assert '"name": "grep"' in prompt and "You must call one of the tools now." in prompt
     assert '<tool_call>{"name": "grep", "arguments": {"q": "x"}}</tool_call>' in prompt
     assert '<tool_result id="c1">x.py:1</tool_result>' in prompt
+
+
+TIERED = Catalog(
+    providers=(
+        ProviderModels(
+            "openai",
+            (
+                ModelEntry("gpt-4o-mini", "economy"),
+                ModelEntry("gpt-4o", "standard"),
+                ModelEntry("o3", "premium"),
+            ),
+            "gpt-4o-mini",
+        ),
+        ProviderModels("ollama", (ModelEntry("llama3.2:3b", "economy"),), "llama3.2:3b"),
+        ProviderModels("anthropic", (ModelEntry("claude-opus-4-5", "premium"),), "claude-opus-4-5"),
+    ),
+    costs={
+        ("openai", "gpt-4o-mini"): 0.0006,
+        ("ollama", "llama3.2:3b"): 0.0,
+        ("openai", "gpt-4o"): 0.01,
+        ("openai", "o3"): 0.008,
+        ("anthropic", "claude-opus-4-5"): 0.0225,
+    },
+)
+
+
+def test_a_tier_is_its_models_cheapest_first_then_the_tiers_above() -> None:
+    route = TIERED.resolve("economy")
+    assert [(c.provider, c.model) for c in route.candidates] == [
+        ("ollama", "llama3.2:3b"),
+        ("openai", "gpt-4o-mini"),  # economy, cheapest first
+        ("openai", "gpt-4o"),  # then standard
+        ("openai", "o3"),
+        ("anthropic", "claude-opus-4-5"),  # then premium
+    ]
+    assert route.reason == "tier economy: cheapest is ollama/llama3.2:3b"
+    assert [c.model for c in TIERED.resolve("premium").candidates] == ["o3", "claude-opus-4-5"]
+
+
+def test_legacy_openai_names_map_to_tiers() -> None:
+    assert TIERED.resolve("gpt-4").candidates[0].model == "o3"
+    assert TIERED.resolve("gpt-4").reason.startswith("gpt-4 -> tier premium")
+    assert TIERED.resolve("gpt-3.5-turbo").candidates[0].model == "llama3.2:3b"
+
+
+def test_an_empty_tier_escalates_and_no_tier_at_all_is_404() -> None:
+    only_premium = Catalog(
+        (ProviderModels("anthropic", (ModelEntry("claude-opus-4-5", "premium"),), "claude-opus-4-5"),)
+    )
+    assert only_premium.resolve("economy").candidates[0].model == "claude-opus-4-5"
+    nothing = Catalog((ProviderModels("x", (ModelEntry("m", "economy"),), "m"),))
+    with pytest.raises(RelayError):
+        nothing.resolve("premium")

@@ -18,7 +18,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from relaybox.protocol import anthropic_wire, openai_wire, tokens
-from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES
+from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
@@ -183,6 +183,17 @@ def create_app(system: System) -> QuartTrio:
                         "created": 0,
                         "owned_by": "relaybox",
                         "relaybox": {"kind": "route", "target": "default route"},
+                    }
+                )
+            names = [(tier, tier) for tier in TIERS] + sorted(LEGACY_TIERS.items())
+            for name, tier in names:
+                data.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "relaybox",
+                        "relaybox": {"kind": "tier", "target": f"cheapest {tier} model"},
                     }
                 )
         return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")

@@ -30,6 +30,7 @@ from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.anthropic_wire import AnthropicDialect
 from relaybox.protocol.catalog import Catalog, ProviderModels
 from relaybox.protocol.dialect import Dialect
+from relaybox.protocol.events import Usage
 from relaybox.protocol.gemini_wire import GeminiDialect
 from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
@@ -40,6 +41,9 @@ from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings
 
 log = logging.getLogger("relaybox")
+
+# What "cheapest" compares: a request of 2,000 prompt and 500 completion tokens.
+REFERENCE_USAGE = Usage(prompt_tokens=2000, completion_tokens=500)
 
 TransportFactory = Callable[[ProviderConfig, Settings], Transport]
 
@@ -81,7 +85,7 @@ def dialect_for(config: ProviderConfig) -> Dialect:
     raise ValueError(f"no HTTP dialect for provider kind {config.kind!r}")
 
 
-def build_catalog(settings: Settings) -> Catalog:
+def build_catalog(settings: Settings, pricings: dict[str, ProviderPricing] | None = None) -> Catalog:
     return Catalog(
         providers=tuple(
             ProviderModels(
@@ -97,7 +101,20 @@ def build_catalog(settings: Settings) -> Catalog:
         ),
         default_provider=settings.default_provider,
         aliases=settings.aliases,
+        costs=reference_costs(settings, pricings or {}),
     )
+
+
+def reference_costs(settings: Settings, pricings: dict[str, ProviderPricing]) -> dict[tuple[str, str], float]:
+    """Each model's cost for one reference request, to order a tier cheapest first."""
+    costs = {}
+    for config in settings.providers:
+        pricing = pricings.get(config.name)
+        for model in config.models:
+            cost = pricing(model.id, REFERENCE_USAGE) if pricing is not None else None
+            if cost is not None:
+                costs[(config.name, model.id)] = cost
+    return costs
 
 
 @attrs.define
@@ -163,11 +180,11 @@ async def running_system(
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)
-        catalog = build_catalog(settings)
         pricings = {
             config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
             for config in settings.providers
         }
+        catalog = build_catalog(settings, pricings)
         baseline = BaselinePricing(catalog, pricings)
         providers = {
             config.name: ProviderActor(
