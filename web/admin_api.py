@@ -23,7 +23,7 @@ from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
 from relaybox.web.config import ProviderConfig
 from relaybox.web.diagnosis import diagnose
-from relaybox.web.exchange import collect, dispatch
+from relaybox.web.exchange import dispatch
 from relaybox.web.system import System
 
 
@@ -208,10 +208,7 @@ def register_api(app: QuartTrio, system: System) -> None:
         try:
             with trio.fail_after(90):
                 begun = await dispatch(system, chat, f"test-{uuid.uuid4().hex}", "relaybox connection test")
-                try:
-                    answer = await collect(begun.receive)
-                finally:
-                    begun.close()
+                answer = await begun.collect()
         except RelayError as error:
             return _json(
                 {

@@ -37,7 +37,6 @@ from relaybox.web.exchange import (
     REPLY_IDLE_LIMIT,
     Begun,
     Collected,
-    collect,
     dispatch,
     next_event,
 )
@@ -208,10 +207,7 @@ def create_app(system: System) -> QuartTrio:
         created = int(time.time())
         if chat.stream:
             return _event_stream(_openai_stream(begun, request_id, created, chat.include_usage), begun)
-        try:
-            answer = await collect(begun.receive)
-        finally:
-            begun.close()
+        answer = await begun.collect()
         body = openai_wire.completion_body(
             completion_id=request_id,
             model=begun.answering.model,
@@ -243,10 +239,7 @@ def create_app(system: System) -> QuartTrio:
         if chat.stream:
             renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
             return _event_stream(_anthropic_stream(begun, renderer), begun)
-        try:
-            answer = await collect(begun.receive)
-        finally:
-            begun.close()
+        answer = await begun.collect()
         reply = anthropic_wire.message_body(
             message_id=message_id,
             model=begun.answering.model,
@@ -263,10 +256,7 @@ def create_app(system: System) -> QuartTrio:
     async def images_generations() -> Response:
         request_id = f"img-{uuid.uuid4().hex}"
         begun = await dispatch(system, _image_request(_as_object(await _read_json())), request_id, _client())
-        try:
-            answer = await collect(begun.receive)
-        finally:
-            begun.close()
+        answer = await begun.collect()
         body: dict[str, Any] = {"created": int(time.time()), "data": answer.images}
         if answer.usage is not None and (answer.usage.prompt_tokens or answer.usage.completion_tokens):
             body["usage"] = {

@@ -45,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relaybox: configuration error: {error}", file=sys.stderr)
         return 2
     if args.host:
-        settings = _with(settings, host=args.host)
+        settings = attrs.evolve(settings, host=args.host)
     if args.port is not None:
-        settings = _with(settings, port=args.port)
+        settings = attrs.evolve(settings, port=args.port)
     try:
         trio.run(serve_forever, settings)
     except (KeyboardInterrupt, OSError, BaseExceptionGroup) as error:
@@ -71,10 +71,6 @@ def _find(error: BaseException, kind: type[BaseException]) -> BaseException | No
             if found is not None:
                 return found
     return None
-
-
-def _with(settings: Settings, **changes: object) -> Settings:
-    return attrs.evolve(settings, **changes)
 
 
 def startup_report(system: System, binds: Sequence[str]) -> str:

@@ -52,6 +52,13 @@ class Begun:
         self.token.cancel()
         self.receive.close()
 
+    async def collect(self) -> Collected:
+        """The whole answer (for non-streaming replies), releasing the exchange either way."""
+        try:
+            return await collect(self.receive)
+        finally:
+            self.close()
+
 
 @attrs.frozen
 class Collected:
