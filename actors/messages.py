@@ -23,6 +23,7 @@ class Dispatch:
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
     client: str | None = None  # who asked (user agent, later the API key's name)
+    route_header: str | None = None  # x-relaybox-route: a named route chosen outside the model name
 
 
 @attrs.frozen
@@ -37,6 +38,11 @@ class DispatchState:
     failures: tuple[AttemptFailure, ...] = ()
     failed_upstream_ms: float = 0.0
     client: str | None = None
+    # What the classifier said, for the log and for the evidence the outcome feeds.
+    category: str = "other"
+    complexity: int = 0
+    ab_test: str | None = None
+    ab_variant: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -70,6 +76,7 @@ class AttemptEnded:
     upstream_ms: float
     answered: bool
     failure: AttemptFailure | None = None
+    score: int | None = None  # the answer's heuristic score (0-100), when there was an answer
 
 
 RouterMessage = Dispatch | AttemptEnded

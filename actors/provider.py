@@ -221,6 +221,7 @@ def attempt_record(
             "".join(forwarder.text),
             finish_reason=forwarder.finish_reason or "stop",
             tool_calls=forwarder.tool_calls,
+            category=job.state.category,
         )
     baseline = None
     if baseline_pricer is not None and result is AttemptResult.SUCCESS:
@@ -237,6 +238,8 @@ def attempt_record(
         model_selected=job.candidate.model,
         model_requested=request.model,
         router_reason=job.state.route.reason[:300],
+        task_category=job.state.category,
+        complexity_score=job.state.complexity,
         prompt_summary=summary[:500],
         message_count=messages,
         status=status if result is not AttemptResult.SUCCESS else "success",
@@ -254,6 +257,8 @@ def attempt_record(
         cli_success=result is AttemptResult.SUCCESS,
         heuristic_score=heuristic,
         error_message=None if failure is None else f"{failure.kind.value}: {failure.message}"[:500],
+        ab_test=job.state.ab_test,
+        ab_variant=job.state.ab_variant,
     )
 
 
@@ -394,11 +399,17 @@ class ProviderActor:
         if attempt_failure is not None and forwarder.answered:
             self._end_client_stream(job, attempt_failure)
         self._count(job.candidate.model, forwarder, result, failure)
+        record = attempt_record(self.name, job, forwarder, result, failure, upstream_ms, self.baseline_pricer)
         if self.recorder is not None:
-            self.recorder.record(
-                attempt_record(self.name, job, forwarder, result, failure, upstream_ms, self.baseline_pricer)
-            )
-        await self._report(job, result, upstream_ms, answered=forwarder.answered, failure=attempt_failure)
+            self.recorder.record(record)
+        await self._report(
+            job,
+            result,
+            upstream_ms,
+            answered=forwarder.answered,
+            failure=attempt_failure,
+            score=record.heuristic_score,
+        )
 
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
         with trio.CancelScope() as client_scope:
@@ -534,5 +545,6 @@ class ProviderActor:
         *,
         answered: bool,
         failure: AttemptFailure | None = None,
+        score: int | None = None,
     ) -> None:
-        await job.report_to.send(AttemptEnded(job, result, upstream_ms, answered, failure))
+        await job.report_to.send(AttemptEnded(job, result, upstream_ms, answered, failure, score))

@@ -1,18 +1,29 @@
-"""The router actor: resolves a request's model name to candidates and walks them.
+"""The router actor: decides which models may serve a request, in order, and walks them.
+
+Every chat request is classified (category, complexity, tier). The model name then picks the
+route: a named route or role (`route:NAME`, a bare route name, or the `x-relaybox-route` header),
+`auto` or a name nothing serves (smart routing: the cheapest eligible model of the tier, from the
+evidence), a tier or legacy OpenAI name (smart routing held to that tier), or an exact id, alias
+or `provider:model`. The provider mode narrows the result, an A/B test may put its challenger
+first, and the reason travels with the request to the `x-router-reason` header and the log.
 
 It sends each attempt to a provider actor's mailbox and hears back once per attempt. A failed
 attempt that the client has not seen goes to the next candidate (fallback); when none is left
 the client gets one error saying what each candidate answered. A provider whose breaker is
 open, whose actor is down, or whose mailbox is full is skipped at once, without waiting.
-
-Per-(provider, model) outcome counts live here: smart routing will choose from them.
+Each outcome feeds the evidence; storage's copy of it (shared by every instance) is reloaded
+at start and every `refresh_seconds`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import random
+import time
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -21,10 +32,61 @@ from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, DispatchState, Job, RouterMessage
 from relaybox.actors.provider import ProviderActor
 from relaybox.protocol import tokens
-from relaybox.protocol.catalog import Candidate, Catalog
+from relaybox.protocol.catalog import (
+    LEGACY_TIERS,
+    SMART_ROUTE_NAMES,
+    TIERS,
+    Candidate,
+    Catalog,
+    Route,
+    UnknownModel,
+)
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError, final_error
+from relaybox.protocol.classifier import Classification, TierThresholds, classify
+from relaybox.protocol.errors import (
+    AttemptFailure,
+    FailureKind,
+    RelayError,
+    final_error,
+    worth_retrying_elsewhere,
+)
 from relaybox.protocol.events import Event, Failed
+from relaybox.protocol.evidence import (
+    DAY,
+    NOT_ABOUT_QUALITY,
+    Evidence,
+    EvidencePolicy,
+    Observation,
+    RollupRow,
+)
+from relaybox.protocol.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
+from relaybox.protocol.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
+
+log = logging.getLogger("relaybox.router")
+
+# An answer scored below this counts as a failure toward the consecutive-failure streak.
+POOR_ANSWER_SCORE = 50
+
+
+@attrs.frozen
+class RoutingSettings:
+    thresholds: TierThresholds = attrs.field(factory=TierThresholds)
+    evidence: EvidencePolicy = attrs.field(factory=EvidencePolicy)
+    selection: SelectionPolicy = attrs.field(factory=SelectionPolicy)
+    routes: Mapping[str, NamedRoute] = attrs.field(factory=lambda: dict(BUILTIN_ROUTES))
+    mode: str = "hybrid"  # "hybrid" | "local" | "cloud"
+    unknown_models: str = "route"  # "route" (seed 001: smart routing) | "reject" (404)
+    ab_tests: tuple[ABTest, ...] = ()
+    refresh_seconds: float = 60.0
+    seed: int | None = None  # for the Thompson draws and A/B splits; None: from the OS
+
+
+class EvidenceSource(Protocol):
+    async def routing_evidence(self, *, since: float) -> list[RollupRow]: ...
+
+
+class PressureGauge(Protocol):
+    pressure: float | None
 
 
 @attrs.define
@@ -54,10 +116,19 @@ class _Request:
 
 @attrs.frozen
 class SetProviderEnabled:
-    """From the settings API: stop or resume sending work to a provider."""
+    """From the settings API: stop or resume sending work to a provider, and its priority."""
 
     provider: str
     enabled: bool
+    priority: int | None = None
+
+
+@attrs.frozen
+class EvidenceLoaded:
+    """From the router's own refresh task: storage's evidence, read at wall-clock `at`."""
+
+    rows: tuple[RollupRow, ...]
+    at: float
 
 
 @attrs.frozen
@@ -71,19 +142,40 @@ class OverheadObserved:
 OVERHEAD_BUCKETS_MS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0)
 
 
+_Control = SetProviderEnabled | OverheadObserved | EvidenceLoaded
+
+
 class RouterActor:
     kind = "router"
     name = "router"
 
-    def __init__(self, catalog: Catalog, providers: dict[str, ProviderActor], *, mailbox: int = 1024) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        providers: dict[str, ProviderActor],
+        *,
+        settings: RoutingSettings | None = None,
+        storage: EvidenceSource | None = None,
+        budget: PressureGauge | None = None,
+        mailbox: int = 1024,
+    ) -> None:
         self.catalog = catalog
         self.providers = providers
-        self.mailbox: Mailbox[RouterMessage | SetProviderEnabled | OverheadObserved] = Mailbox(mailbox)
+        self.settings = settings or RoutingSettings()
+        self.storage = storage
+        self.budget = budget
+        self.mailbox: Mailbox[RouterMessage | _Control] = Mailbox(mailbox)
         self.counts: dict[tuple[str, str], OutcomeCounts] = {}
         # Providers switched off through the settings API (configuration, not working state:
-        # it survives restarts).
+        # it survives restarts), and priorities set there.
         self.disabled: set[str] = set()
-        self._current: RouterMessage | SetProviderEnabled | OverheadObserved | None = None
+        self.priorities: dict[str, int] = {}
+        # Knowledge, not working state: it survives a restart of the actor.
+        self.evidence = Evidence(self.settings.evidence)
+        self.evidence_loaded_at: float | None = None
+        self.rng = random.Random(self.settings.seed)
+        self._routable = self._routable_catalog()
+        self._current: RouterMessage | _Control | None = None
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS_MS) + 1)  # the last one is +Inf
         self.overhead_sum_ms = 0.0
 
@@ -92,27 +184,57 @@ class RouterActor:
         return {
             "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
             "outcomes": {f"{p}/{m}": c.to_json() for (p, m), c in sorted(self.counts.items())},
+            "mode": self.settings.mode,
+            "evidence_loaded_at": self.evidence_loaded_at,
+            "evidence": self.evidence.snapshot(trio.current_time()),
         }
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.counts = {}
-        task_status.started()
-        async for message in self.mailbox.receive:
-            self._current = message
-            if isinstance(message, Dispatch):
-                self._dispatch(message)
-            elif isinstance(message, OverheadObserved):
-                self._observe_overhead(message.milliseconds)
-            elif isinstance(message, SetProviderEnabled):
-                (self.disabled.discard if message.enabled else self.disabled.add)(message.provider)
+        async with trio.open_nursery() as nursery:
+            if self.storage is not None:
+                nursery.start_soon(self._refresh_evidence, self.storage)
+            task_status.started()
+            async for message in self.mailbox.receive:
+                self._current = message
+                if isinstance(message, Dispatch):
+                    self._dispatch(message)
+                elif isinstance(message, AttemptEnded):
+                    self._attempt_ended(message)
+                else:
+                    self._control(message)
+                self._current = None
+            nursery.cancel_scope.cancel()
+
+    def _control(self, message: _Control) -> None:
+        if isinstance(message, OverheadObserved):
+            self._observe_overhead(message.milliseconds)
+        elif isinstance(message, SetProviderEnabled):
+            (self.disabled.discard if message.enabled else self.disabled.add)(message.provider)
+            if message.priority is not None:
+                self.priorities[message.provider] = message.priority
+            self._routable = self._routable_catalog()
+        else:
+            self.evidence.load(message.rows, wall_clock=message.at, now=trio.current_time())
+            self.evidence_loaded_at = message.at
+
+    async def _refresh_evidence(self, storage: EvidenceSource) -> None:
+        """Read storage's evidence now and every `refresh_seconds`; a failed read keeps what is known."""
+        while True:
+            at = time.time()
+            try:
+                rows = await storage.routing_evidence(since=at - self.settings.evidence.window_days * DAY)
+            except Exception as error:  # storage down: routing goes on with what it has
+                log.warning("could not load routing evidence from storage: %s", error)
             else:
-                self._attempt_ended(message)
-            self._current = None
+                with contextlib.suppress(MailboxFull):
+                    self.mailbox.tell(EvidenceLoaded(tuple(rows), at))
+            await trio.sleep(self.settings.refresh_seconds)
 
     async def on_crash(self, error: BaseException) -> None:
         """The message being handled when the router crashed would otherwise never be answered."""
         message, self._current = self._current, None
-        if message is None or isinstance(message, SetProviderEnabled | OverheadObserved):
+        if message is None or not isinstance(message, Dispatch | AttemptEnded):
             return
         reply = message.reply if isinstance(message, Dispatch) else message.job.reply
         _reply_failed(
@@ -152,21 +274,94 @@ class RouterActor:
     # --- routing ------------------------------------------------------------------
 
     def _dispatch(self, dispatch: Dispatch) -> None:
+        request = dispatch.request
+        classification: Classification | None = None
+        ab: tuple[str, str] | None = None
         try:
-            request = dispatch.request
             if isinstance(request, ImageRequest):
                 route = self.catalog.resolve_image(request.model or None)
             else:
-                route = self.catalog.resolve(request.model)
+                classification = classify(request, self.settings.thresholds)
+                route, smart = self._route(request.model, dispatch.route_header, classification)
+                if smart and self.settings.ab_tests:
+                    route, ab = apply_ab_test(
+                        route, self.settings.ab_tests, classification.category, self.rng
+                    )
+            route = within_mode(route, self.catalog, self.settings.mode)
         except RelayError as error:
             _reply_failed(dispatch.reply, error)
             return
-        state = DispatchState(request_id=dispatch.request_id, route=route, client=dispatch.client)
+        state = DispatchState(
+            request_id=dispatch.request_id,
+            route=route,
+            client=dispatch.client,
+            category=classification.category if classification else "image",
+            complexity=classification.complexity if classification else 0,
+            ab_test=ab[0] if ab else None,
+            ab_variant=ab[1] if ab else None,
+        )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
+
+    def _route(self, model: str, header: str | None, classification: Classification) -> tuple[Route, bool]:
+        """The route for a model name, and whether smart routing chose its order."""
+        named = requested_route(model, header, self.settings.routes)
+        if named is not None:
+            chain_is_smart = False
+
+            def target(name: str) -> Route:
+                nonlocal chain_is_smart
+                route, smart = self._resolve(name, classification, unknown_to_smart=False)
+                chain_is_smart |= smart
+                return route
+
+            return expand(named, target), chain_is_smart
+        return self._resolve(model, classification)
+
+    def _resolve(
+        self, name: str, classification: Classification, *, unknown_to_smart: bool = True
+    ) -> tuple[Route, bool]:
+        if name in SMART_ROUTE_NAMES:
+            return self._smart(classification, name), True
+        tier = name if name in TIERS else LEGACY_TIERS.get(name)
+        if tier is not None:
+            label = f"tier {tier}" if name == tier else f"{name} -> tier {tier}"
+            return self._smart(attrs.evolve(classification, tier=tier), label), True
+        try:
+            return self.catalog.resolve(name), False
+        except UnknownModel:
+            if not unknown_to_smart or self.settings.unknown_models == "reject":
+                raise
+            return self._smart(classification, f"unknown model {name!r} -> auto"), True
+
+    def _smart(self, classification: Classification, label: str) -> Route:
+        return smart_route(
+            self._routable,
+            classification,
+            self.evidence,
+            now=trio.current_time(),
+            rng=self.rng,
+            pressure=(self.budget.pressure or 0.0) if self.budget is not None else 0.0,
+            priorities=self.priorities,
+            policy=self.settings.selection,
+            label=label,
+        )
+
+    def _routable_catalog(self) -> Catalog:
+        """The catalog smart routing chooses from: enabled providers the mode allows."""
+        mode = self.settings.mode
+        return attrs.evolve(
+            self.catalog,
+            providers=tuple(
+                p
+                for p in self.catalog.providers
+                if p.provider not in self.disabled and (mode == "hybrid" or p.local == (mode == "local"))
+            ),
+        )
 
     def _attempt_ended(self, ended: AttemptEnded) -> None:
         job = ended.job
         counts = self.counts.setdefault((job.candidate.provider, job.candidate.model), OutcomeCounts())
+        self._learn(ended)
         if ended.result is AttemptResult.SUCCESS:
             counts.successes += 1
             if job.state.failures:
@@ -179,12 +374,38 @@ class RouterActor:
         counts.failures[ended.failure.kind.value] += 1
         if ended.answered or job.cancel.cancelled:
             return  # the provider already ended the client's stream, or nobody is listening
+        if not worth_retrying_elsewhere(ended.failure):
+            _reply_failed(job.reply, final_error([*job.state.failures, ended.failure]))
+            return
         state = attrs.evolve(
             job.state,
             failures=(*job.state.failures, ended.failure),
             failed_upstream_ms=job.state.failed_upstream_ms + ended.upstream_ms,
         )
         self._try_next(_Request(job.request, job.reply, job.cancel), state)
+
+    def _learn(self, ended: AttemptEnded) -> None:
+        """Feed the outcome to the evidence: an answer by its heuristic score, a failure that
+        says something about the model as a bad outcome; the rest (rate limits, cancellations,
+        a full queue, the client's own bad request) says nothing about answers."""
+        job = ended.job
+        if ended.result is AttemptResult.SUCCESS:
+            score = 100 if ended.score is None else ended.score
+            good, failed = score / 100, score < POOR_ANSWER_SCORE
+        elif ended.failure is not None and ended.failure.kind.value not in NOT_ABOUT_QUALITY:
+            good, failed = 0.0, True
+        else:
+            return
+        self.evidence.observe(
+            Observation(
+                job.state.category,
+                job.candidate.provider,
+                job.candidate.model,
+                good,
+                trio.current_time(),
+                failed=failed,
+            )
+        )
 
     def _try_next(self, request: _Request, state: DispatchState) -> None:
         now = trio.current_time()

@@ -1,9 +1,10 @@
 """The model catalog and model-name resolution: which providers may serve a requested name.
 
 Pure: the router calls `resolve` with the catalog it was built with and acts on the answer.
-Smart routing (tiers, classification, statistics) will add candidates and reasons here; the
-names resolved today are exact model ids, `provider:model`, aliases, a provider's own id
-prefix (any `claude-*` id for the Claude CLI), and the default route (`auto`, `default`).
+The names resolved here are exact model ids, `provider:model`, aliases, tier names and OpenAI's
+legacy names, a provider's own id prefix (any `claude-*` id for the Claude CLI), a provider id
+(its default model), and `default`. `auto` and names nothing serves (`UnknownModel`) are the
+router's: it classifies the request and asks `selection` for the cheapest model that fits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import attrs
 from relaybox.protocol.errors import RelayError
 
 TIERS = ("economy", "standard", "premium")
-DEFAULT_ROUTE_NAMES = frozenset({"auto", "default"})
+# `default` takes the default provider's default model; `auto` (and, unless configured otherwise,
+# any name nothing serves) goes to smart routing, which the router does with `selection`.
+DEFAULT_ROUTE_NAMES = frozenset({"default"})
+SMART_ROUTE_NAMES = frozenset({"auto"})
 # OpenAI's legacy names, kept working by mapping them to a tier (seed 001).
 LEGACY_TIERS = {
     "gpt-4": "premium",
@@ -45,6 +49,8 @@ class ProviderModels:
     vision: bool = True
     # Models that generate images (POST /v1/images/generations).
     image_models: tuple[ModelEntry, ...] = ()
+    # Runs on the user's own machine or subscription (a CLI, Ollama): what provider_mode "local" keeps.
+    local: bool = False
 
     def offers(self, model: str) -> bool:
         return any(m.id == model for m in self.models)
@@ -75,7 +81,13 @@ class Catalog:
     costs: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
     def provider(self, name: str) -> ProviderModels | None:
-        return next((p for p in self.providers if p.provider == name), None)
+        # Seed 002 spells provider ids with underscores (claude_cli); both spellings work.
+        return next((p for p in self.providers if p.provider in (name, name.replace("_", "-"))), None)
+
+    def tier_of(self, candidate: Candidate) -> str | None:
+        models = self.provider(candidate.provider)
+        entry = None if models is None else models.entry(candidate.model)
+        return None if entry is None else entry.tier
 
     def ordered(self) -> list[ProviderModels]:
         """Providers in preference order: the default first, then by priority, then as configured."""
@@ -87,10 +99,11 @@ class Catalog:
     def resolve(self, name: str) -> Route:
         """The candidates for a requested model name, best first; 404 when nothing serves it."""
         provider_name, sep, model = name.partition(":")
-        if sep and self.provider(provider_name) is not None:
+        pinned = self.provider(provider_name) if sep else None
+        if pinned is not None:
             if not model:
                 raise _unknown(name, "a model id must follow the provider name")
-            return Route((Candidate(provider_name, model),), f"pinned to {provider_name}:{model}")
+            return Route((Candidate(pinned.provider, model),), f"pinned to {pinned.provider}:{model}")
         exact = [Candidate(p.provider, name) for p in self.ordered() if p.offers(name)]
         if exact:
             return Route(tuple(exact), f"exact model id {name}")
@@ -108,6 +121,10 @@ class Catalog:
         ]
         if prefixed:
             return Route(tuple(prefixed), f"{prefixed[0].provider} serves {name}")
+        whole_provider = self.provider(name)
+        if whole_provider is not None:
+            candidate = Candidate(whole_provider.provider, whole_provider.default_model)
+            return Route((candidate,), f"provider {name}: its default model {candidate.model}")
         if name in DEFAULT_ROUTE_NAMES:
             defaults = tuple(Candidate(p.provider, p.default_model) for p in self.ordered())
             if not defaults:
@@ -119,7 +136,7 @@ class Catalog:
                     retry_after=30,
                 )
             return Route(defaults, f"default route: {defaults[0].provider}/{defaults[0].model}")
-        raise _unknown(name, None)
+        raise UnknownModel(name)
 
     def resolve_image(self, name: str | None) -> Route:
         """Candidates for image generation: a pinned or exact image model, or every provider's first."""
@@ -132,7 +149,7 @@ class Catalog:
                 code="model_not_found",
                 param="model",
             )
-        if name is None or name in DEFAULT_ROUTE_NAMES:
+        if name is None or name in DEFAULT_ROUTE_NAMES or name in SMART_ROUTE_NAMES:
             defaults = tuple(Candidate(p.provider, p.image_models[0].id) for p in makers)
             return Route(defaults, f"default image route: {defaults[0].provider}/{defaults[0].model}")
         provider_name, sep, model = name.partition(":")
@@ -175,12 +192,21 @@ class Catalog:
         return [(m.id, p.provider) for p in self.ordered() for m in p.models]
 
 
+class UnknownModel(RelayError):
+    """Nothing serves this name. The router sends it to smart routing unless configured to refuse."""
+
+    def __init__(self, name: str) -> None:
+        error = _unknown(name, None)
+        super().__init__(error.status, error.message, error.type, code=error.code, param=error.param)
+        self.name = name
+
+
 def _unknown(name: str, detail: str | None) -> RelayError:
     message = f"The model '{name}' is not served by this relaybox"
     if detail:
         message += f" ({detail})"
     message += (
         ". GET /v1/models lists the valid names; 'provider:model' pins a provider; "
-        "'auto' takes the default route."
+        "'auto' picks the cheapest model for the task."
     )
     return RelayError(404, message, "invalid_request_error", code="model_not_found", param="model")

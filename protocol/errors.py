@@ -8,6 +8,7 @@ whether the failure feeds the circuit breaker and how the provider's health chan
 from __future__ import annotations
 
 import enum
+import re
 
 import attrs
 
@@ -75,6 +76,22 @@ class AttemptFailure:
     message: str
     upstream_status: int | None = None
     retry_after: float | None = None
+
+
+# A refusal worth trying elsewhere: the request may fit another model even though it did not fit this one.
+_MODEL_SPECIFIC_REFUSAL = re.compile(
+    r"context|too long|too many tokens|maximum.{0,20}length|not support|unsupported|model.{0,20}not found|"
+    r"does not exist|content.{0,10}(?:policy|filter)",
+    re.IGNORECASE,
+)
+
+
+def worth_retrying_elsewhere(failure: AttemptFailure) -> bool:
+    """Whether another candidate may succeed where this one failed. A bad request (400, 422) is
+    the client's to fix and would fail everywhere, unless the refusal is about this model."""
+    if failure.kind is not FailureKind.REJECTED or failure.upstream_status not in (400, 422):
+        return True
+    return bool(_MODEL_SPECIFIC_REFUSAL.search(failure.message))
 
 
 def final_error(attempts: list[AttemptFailure]) -> RelayError:

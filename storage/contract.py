@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting, Reservation, Window
 
 
@@ -40,6 +41,14 @@ class Storage(Protocol):
         ...
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]: ...
+
+    async def routing_evidence(self, *, since: float) -> list[RollupRow]:
+        """The rollup's outcome counts per day, provider, model, category and status since `since`."""
+        ...
+
+    async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
+        """Per A/B test and variant: attempts, successes, cost, latency, heuristic score, ratings."""
+        ...
 
     async def budgets(self) -> list[Budget]: ...
 

@@ -17,9 +17,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import trio_asyncio
+from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     POSTGRES,
+    ab_results_query,
+    evidence_query,
+    evidence_rows,
     rating_update,
     rollup_rows,
     rollup_upsert,
@@ -241,6 +245,18 @@ class PostgresStorage:
                 rows = await db.fetch(sql, since)
                 result[name] = [{k: _plain(v) for k, v in row.items()} for row in rows]
             return result
+
+        return await self._run(op)
+
+    async def routing_evidence(self, *, since: float) -> list[RollupRow]:
+        return evidence_rows(await self._dicts(evidence_query(POSTGRES), since_day(since)))
+
+    async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
+        return await self._dicts(ab_results_query(POSTGRES), since)
+
+    async def _dicts(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        async def op(db: asyncpg.Connection) -> list[dict[str, Any]]:
+            return [{k: _plain(v) for k, v in row.items()} for row in await db.fetch(sql, *params)]
 
         return await self._run(op)
 

@@ -7,10 +7,12 @@ the scan to the period asked for.
 
 from __future__ import annotations
 
+import calendar
 import time
 from typing import Any
 
 import attrs
+from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.schema import ROLLUP_KEY, ROLLUP_SUMS
 
 
@@ -131,3 +133,43 @@ def rating_update(f: Flavor) -> str:
         f"WHERE day = {p(3)} AND provider = {p(4)} AND model_selected = {p(5)} AND task_category = {p(6)} "
         f"AND status = {p(7)}"
     )
+
+
+def evidence_query(f: Flavor) -> str:
+    """What smart routing learns from: the rollup's days from the first parameter's day on."""
+    return f"""
+        SELECT day, provider, model_selected AS model, task_category AS category, status,
+               sum(attempts) AS attempts, sum(heuristic_sum) AS heuristic_sum,
+               sum(heuristic_count) AS heuristic_count, sum(rating_sum) AS rating_sum,
+               sum(rating_count) AS rating_count
+        FROM task_stats WHERE day >= {f.param(1)} GROUP BY 1, 2, 3, 4, 5"""
+
+
+def ab_results_query(f: Flavor) -> str:
+    """Per A/B test and variant since the first parameter: the served attempts' outcomes."""
+    ok = "CASE WHEN status = 'success' THEN 1 ELSE 0 END"
+    return f"""
+        SELECT ab_test AS test, ab_variant AS variant, provider, model_selected AS model,
+               count(*) AS attempts, sum({ok}) AS successes, sum(cost_usd) AS cost_usd,
+               avg(latency_ms) AS avg_latency_ms, avg(heuristic_score) AS avg_heuristic,
+               avg(user_rating) AS avg_rating, count(user_rating) AS ratings
+        FROM task_logs WHERE ab_test IS NOT NULL AND {f.since} AND status <> 'cancelled'
+        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2"""
+
+
+def evidence_rows(rows: list[dict[str, Any]]) -> list[RollupRow]:
+    return [
+        RollupRow(
+            day_start=calendar.timegm(time.strptime(row["day"], "%Y-%m-%d")),
+            provider=row["provider"],
+            model=row["model"],
+            category=row["category"],
+            status=row["status"],
+            attempts=int(row["attempts"]),
+            heuristic_sum=float(row["heuristic_sum"]),
+            heuristic_count=int(row["heuristic_count"]),
+            rating_sum=float(row["rating_sum"]),
+            rating_count=int(row["rating_count"]),
+        )
+        for row in rows
+    ]

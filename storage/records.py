@@ -44,6 +44,8 @@ class AttemptRecord:
     heuristic_score: int | None = None
     user_rating: int | None = None
     error_message: str | None = None
+    ab_test: str | None = None
+    ab_variant: str | None = None  # "baseline" or "challenger"
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

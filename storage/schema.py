@@ -175,3 +175,20 @@ POSTGRES_MIGRATIONS.append(
         "CREATE INDEX IF NOT EXISTS idx_budget_ledger_created_at ON budget_ledger (created_at)",
     ]
 )
+
+
+# Version 4: which A/B test (seed 001 §44) and which variant an attempt belonged to.
+SQLITE_MIGRATIONS.append(
+    [
+        "ALTER TABLE task_logs ADD COLUMN ab_test TEXT",
+        "ALTER TABLE task_logs ADD COLUMN ab_variant TEXT",
+        "CREATE INDEX IF NOT EXISTS idx_task_logs_ab_test ON task_logs (ab_test, created_at)",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        "ALTER TABLE task_logs ADD COLUMN IF NOT EXISTS ab_test VARCHAR(100)",
+        "ALTER TABLE task_logs ADD COLUMN IF NOT EXISTS ab_variant VARCHAR(20)",
+        "CREATE INDEX IF NOT EXISTS idx_task_logs_ab_test ON task_logs (ab_test, created_at)",
+    ]
+)

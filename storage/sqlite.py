@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
+from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     SQLITE,
+    ab_results_query,
+    evidence_query,
+    evidence_rows,
     rating_update,
     rollup_rows,
     rollup_upsert,
@@ -167,6 +171,22 @@ class SQLiteStorage:
                     name: [dict(row) for row in db.execute(sql, (since,)).fetchall()]
                     for name, sql in queries.items()
                 }
+            finally:
+                db.row_factory = None
+
+        return await self._run(work)
+
+    async def routing_evidence(self, *, since: float) -> list[RollupRow]:
+        return evidence_rows(await self._dicts(evidence_query(SQLITE), (since_day(since),)))
+
+    async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
+        return await self._dicts(ab_results_query(SQLITE), (since,))
+
+    async def _dicts(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            db.row_factory = sqlite3.Row
+            try:
+                return [dict(row) for row in db.execute(sql, params).fetchall()]
             finally:
                 db.row_factory = None
 

@@ -315,7 +315,7 @@ async def test_local_backend_shape_and_count_tokens_and_errors(
         unknown = await client.post(
             "/v1/messages",
             headers={"anthropic-version": "2023-06-01"},
-            json={"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+            json={"model": "route:nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
         )
     assert local.status_code == 200 and local.json()["object"] == "chat.completion"
     assert local.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream."

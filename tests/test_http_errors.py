@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from relaybox.actors.router import RoutingSettings
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
@@ -93,11 +94,16 @@ async def test_malformed_json_is_400(tmp_path: Path, fake_openai: FakeOpenAI) ->
     assert "must be a JSON object" in assert_openai_error(not_an_object, 400)["message"]
 
 
-async def test_unknown_model_is_404_saying_where_the_names_are(
+async def test_unknown_model_is_404_saying_where_the_names_are_when_so_configured(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
+    settings = settings_for(
+        tmp_path,
+        openai_provider("up", fake_openai.base_url),
+        routing=RoutingSettings(unknown_models="reject"),
+    )
     async with (
-        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        serve(settings) as relay,
         httpx.AsyncClient(base_url=relay.base_url) as client,
     ):
         response = await client.post("/v1/chat/completions", json={**HELLO, "model": "no-such-model"})

@@ -284,7 +284,7 @@ CATALOG = Catalog(
         ("openai:gpt-5", [("openai", "gpt-5")], "pinned"),
         ("fast", [("openai", "gpt-4o-mini")], "alias fast"),
         ("claude-opus-4-6", [("claude-cli", "claude-opus-4-6")], "claude-cli serves"),
-        ("auto", [("claude-cli", "sonnet"), ("openai", "gpt-4o-mini")], "default route"),
+        ("default", [("claude-cli", "sonnet"), ("openai", "gpt-4o-mini")], "default route"),
     ],
 )
 def test_resolution(name: str, candidates: list[tuple[str, str]], reason: str) -> None:

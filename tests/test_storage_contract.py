@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from relaybox.storage.contract import Storage
 from relaybox.storage.records import RESERVATION_TTL, AttemptRecord, Budget, ProviderSetting, Window
+from relaybox.storage.schema import SQLITE_MIGRATIONS
 
 from tests.storage_fixtures import storage_backend
 
@@ -20,7 +21,7 @@ DAY = 86400.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     async with storage_backend(request.param, tmp_path) as backend:
-        assert await backend.migrate() == 3
+        assert await backend.migrate() == len(SQLITE_MIGRATIONS)
         yield backend
 
 
@@ -45,8 +46,8 @@ def record(**changes: object) -> AttemptRecord:
 
 
 async def test_migrations_are_idempotent(storage: Storage) -> None:
-    assert await storage.migrate() == 3
-    assert await storage.migrate() == 3
+    assert await storage.migrate() == len(SQLITE_MIGRATIONS)
+    assert await storage.migrate() == len(SQLITE_MIGRATIONS)
     assert await storage.record_count() == 0
 
 

@@ -19,6 +19,7 @@ from relaybox.actors.provider import group_id
 from relaybox.actors.router import SetProviderEnabled
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import RelayError
+from relaybox.protocol.selection import ABTest, ab_verdict
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
 from relaybox.web.config import ProviderConfig
@@ -100,6 +101,9 @@ def register_api(app: QuartTrio, system: System) -> None:
             "cache_hit_rate": (totals.get("cache_hits") or 0) / attempts if attempts else None,
             "providers_active": totals.get("providers_active") or 0,
         }
+        body["ab_tests"] = _ab_report(
+            system.settings.routing.ab_tests, await storage.ab_results(since=time.time() - days * 86400)
+        )
         body["recorder"] = system.recorder.statistics()
         return _json(body)
 
@@ -254,5 +258,45 @@ def register_api(app: QuartTrio, system: System) -> None:
         await storage.put_provider_setting(
             ProviderSetting(provider_id, config.display_name, enabled, priority, overrides)
         )
-        system.router.mailbox.tell(SetProviderEnabled(provider_id, enabled))
+        system.router.mailbox.tell(SetProviderEnabled(provider_id, enabled, priority))
         return _json({"id": provider_id, "enabled": enabled, "priority": priority, "config": overrides})
+
+
+def _ab_report(tests: tuple[ABTest, ...], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed 001 §44: per configured test, each variant's results and whether to promote."""
+    report = []
+    for test in tests:
+        variants: dict[str, dict[str, Any]] = {}
+        for name in ("baseline", "challenger"):
+            mine = [r for r in rows if r["test"] == test.name and r["variant"] == name]
+            attempts = sum(r["attempts"] for r in mine)
+            successes = sum(r["successes"] for r in mine)
+            heuristic = [r["avg_heuristic"] for r in mine if r["avg_heuristic"] is not None]
+            average_heuristic = sum(heuristic) / len(heuristic) if heuristic else None
+            variants[name] = {
+                "attempts": attempts,
+                "successes": successes,
+                "success_rate": successes / attempts if attempts else None,
+                "avg_heuristic": average_heuristic,
+                "cost_usd": sum(float(r["cost_usd"] or 0) for r in mine),
+                "avg_latency_ms": (
+                    sum(float(r["avg_latency_ms"] or 0) * r["attempts"] for r in mine) / attempts
+                    if attempts
+                    else None
+                ),
+                "ratings": sum(r["ratings"] for r in mine),
+                "good": successes * (average_heuristic if average_heuristic is not None else 100) / 100,
+            }
+        verdict = ab_verdict(variants["baseline"], variants["challenger"])
+        report.append(
+            {
+                "name": test.name,
+                "baseline": f"{test.baseline.provider}:{test.baseline.model}",
+                "challenger": f"{test.challenger.provider}:{test.challenger.model}",
+                "split": test.split,
+                "categories": sorted(test.categories),
+                "variants": variants,
+                "verdict": verdict,
+            }
+        )
+    return report

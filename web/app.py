@@ -29,6 +29,7 @@ from relaybox.protocol.events import (
     ToolCallDelta,
     Usage,
 )
+from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
@@ -145,56 +146,37 @@ def create_app(system: System) -> QuartTrio:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        data: list[dict[str, Any]] = []
-        for provider in system.catalog.ordered():
-            for model in provider.models:
-                data.append(
-                    {
-                        "id": model.id,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": provider.provider,
-                        "relaybox": {
-                            "kind": "model",
-                            "provider": provider.provider,
-                            "tier": model.tier,
-                            "context_window": model.context_window,
-                            "pinned": f"{provider.provider}:{model.id}",
-                        },
-                    }
-                )
-        for alias, target in sorted(system.catalog.aliases.items()):
-            data.append(
-                {
-                    "id": alias,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "relaybox",
-                    "relaybox": {"kind": "alias", "target": target},
-                }
+        catalog = system.catalog
+        data = [
+            _listed(
+                model.id,
+                provider.provider,
+                kind="model",
+                provider=provider.provider,
+                tier=model.tier,
+                context_window=model.context_window,
+                pinned=f"{provider.provider}:{model.id}",
             )
-        if system.catalog.providers:
-            for name in sorted(DEFAULT_ROUTE_NAMES):
-                data.append(
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "relaybox",
-                        "relaybox": {"kind": "route", "target": "default route"},
-                    }
-                )
+            for provider in catalog.ordered()
+            for model in provider.models
+        ]
+        data += [
+            _listed(alias, kind="alias", target=target) for alias, target in sorted(catalog.aliases.items())
+        ]
+        if catalog.providers:
+            data.append(_listed("auto", kind="smart", target="the cheapest model that fits the task"))
+            data += [
+                _listed(name, kind="default", target="the default provider's model")
+                for name in sorted(DEFAULT_ROUTE_NAMES)
+            ]
             names = [(tier, tier) for tier in TIERS] + sorted(LEGACY_TIERS.items())
-            for name, tier in names:
-                data.append(
-                    {
-                        "id": name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "relaybox",
-                        "relaybox": {"kind": "tier", "target": f"cheapest {tier} model"},
-                    }
-                )
+            data += [
+                _listed(name, kind="tier", target=f"cheapest eligible {tier} model") for name, tier in names
+            ]
+            data += [
+                _listed(f"{ROUTE_PREFIX}{route.name}", kind="route", chain=list(route.chain))
+                for route in sorted(system.settings.routing.routes.values(), key=lambda r: r.name)
+            ]
         return Response(json.dumps({"object": "list", "data": data}), mimetype="application/json")
 
     async def openai_completion(chat: ChatRequest) -> Response:
@@ -203,7 +185,7 @@ def create_app(system: System) -> QuartTrio:
         if command is not None:
             begun = await answer_feedback(system, command, request_id)
         else:
-            begun = await dispatch(system, chat, request_id, _client())
+            begun = await dispatch(system, chat, request_id, _client(), _route_header())
         created = int(time.time())
         if chat.stream:
             return _event_stream(_openai_stream(begun, request_id, created, chat.include_usage), begun)
@@ -235,7 +217,7 @@ def create_app(system: System) -> QuartTrio:
             return await openai_completion(openai_wire.parse_chat_request(body))
         chat = anthropic_wire.parse_messages_request(body)
         message_id = f"msg_{uuid.uuid4().hex}"
-        begun = await dispatch(system, chat, message_id, _client())
+        begun = await dispatch(system, chat, message_id, _client(), _route_header())
         if chat.stream:
             renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
             return _event_stream(_anthropic_stream(begun, renderer), begun)
@@ -276,8 +258,17 @@ def create_app(system: System) -> QuartTrio:
     return app
 
 
+def _listed(model_id: str, owned_by: str = "relaybox", **details: Any) -> dict[str, Any]:
+    """One /v1/models entry; `relaybox` says what the name is and where it leads."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owned_by, "relaybox": details}
+
+
 def _client() -> str | None:
     return request.headers.get("user-agent", "")[:200] or None
+
+
+def _route_header() -> str | None:
+    return request.headers.get("x-relaybox-route") or None
 
 
 async def _read_json() -> Any:

@@ -7,10 +7,12 @@ decision is written down in `Settings.notes`, which `relaybox serve` prints at s
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import tomllib
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,10 +21,15 @@ from typing import Any
 import attrs
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
+from relaybox.actors.router import RoutingSettings
 from relaybox.actors.supervisor import RestartPolicy
-from relaybox.protocol.catalog import TIERS, ModelEntry
+from relaybox.protocol.catalog import TIERS, Candidate, ModelEntry
+from relaybox.protocol.classifier import TierThresholds
 from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+from relaybox.protocol.evidence import EvidencePolicy
 from relaybox.protocol.ollama_wire import model_names
+from relaybox.protocol.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
+from relaybox.protocol.selection import ABTest, SelectionPolicy
 
 
 class ConfigError(Exception):
@@ -161,6 +168,24 @@ class ProviderConfig:
     executable: str | None = None
     system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
     child_env: dict[str, str] = attrs.field(factory=dict, repr=False)
+    # `local = true/false` in the provider's section; unset: decided by `local`.
+    local_setting: bool | None = None
+
+    @property
+    def local(self) -> bool:
+        """On the user's own machine or subscription: what provider_mode = "local" keeps."""
+        if self.local_setting is not None:
+            return self.local_setting
+        if self.kind in ("claude-cli", "gemini-cli", "ollama"):
+            return True
+        # An OpenAI-compatible server on this machine or the LAN (seed 000's local backend).
+        host = urllib.parse.urlsplit(self.base_url or "").hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_private
+        except ValueError:
+            return False
 
 
 @attrs.frozen
@@ -176,6 +201,9 @@ class Settings:
     data_dir: str = ""
     database_url: str | None = attrs.field(default=None, repr=False)
     record_requests: bool = True  # RELAYBOX_RECORD=0 turns the request log off (for comparisons)
+    routing: RoutingSettings = attrs.field(factory=RoutingSettings)
+    # Identical requests within this many seconds of one in flight share its upstream call (0: off).
+    dedup_seconds: float = 5.0
     notes: tuple[str, ...] = ()
 
 
@@ -209,8 +237,6 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         default_provider = None
     aliases = {str(k): str(v) for k, v in _table(file, "aliases").items()}
     breaker = _table(file, "breaker")
-    if env.get("CONSECUTIVE_FAILURE_LIMIT"):
-        breaker["consecutive_failures"] = _int(env["CONSECUTIVE_FAILURE_LIMIT"], "CONSECUTIVE_FAILURE_LIMIT")
     try:
         breaker_policy = BreakerPolicy(**breaker)
         restart_policy = RestartPolicy(**_table(file, "supervisor"))
@@ -234,8 +260,125 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         database_url=database_url,
         record_requests=env.get("RELAYBOX_RECORD", str(_table(file, "storage").get("record", "1"))).lower()
         not in ("0", "false", "off", "no"),
+        routing=_routing(file, env, providers, notes),
+        dedup_seconds=_float(env.get("DEDUP_SECONDS", routing.get("dedup_seconds", 5)), "dedup_seconds"),
         notes=tuple(notes),
     )
+
+
+def _routing(
+    file: Mapping[str, Any], env: Mapping[str, str], providers: list[ProviderConfig], notes: list[str]
+) -> RoutingSettings:
+    """[routing], [routes.NAME] and [[ab_tests]] from the file; seed 001's and 002's variables win."""
+    routing = _table(file, "routing")
+
+    def setting(env_name: str, key: str, default: object) -> object:
+        return env.get(env_name) or routing.get(key, default)
+
+    threshold = _float(setting("SUCCESS_THRESHOLD", "success_threshold", 0.8), "SUCCESS_THRESHOLD")
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"SUCCESS_THRESHOLD must be between 0 and 1, got {threshold}")
+    limit = _int(
+        setting("CONSECUTIVE_FAILURE_LIMIT", "consecutive_failure_limit", 3), "CONSECUTIVE_FAILURE_LIMIT"
+    )
+    if limit < 1:
+        raise ConfigError("CONSECUTIVE_FAILURE_LIMIT must be at least 1")
+    thresholds = TierThresholds(
+        _int(routing.get("economy_max", 25), "[routing] economy_max"),
+        _int(routing.get("standard_max", 60), "[routing] standard_max"),
+    )
+    if not 0 <= thresholds.economy_max < thresholds.standard_max <= 100:
+        raise ConfigError("[routing] needs 0 <= economy_max < standard_max <= 100")
+    mode = str(setting("PROVIDER_MODE", "provider_mode", "hybrid")).lower()
+    if mode not in MODES:
+        raise ConfigError(f"provider_mode must be one of {', '.join(MODES)}, got {mode!r}")
+    unknown = str(routing.get("unknown_models", "route"))
+    if unknown not in ("route", "reject"):
+        raise ConfigError(f"[routing] unknown_models must be 'route' or 'reject', got {unknown!r}")
+    if str(env.get("LLM_CLASSIFIER", "")).lower() in ("1", "true", "yes", "on"):
+        notes.append(
+            "LLM_CLASSIFIER is not supported yet; the built-in classifier decides (it costs nothing)"
+        )
+    return RoutingSettings(
+        thresholds=thresholds,
+        evidence=EvidencePolicy(
+            success_threshold=threshold,
+            consecutive_failure_limit=limit,
+            min_volume=_float(routing.get("min_volume", 20), "[routing] min_volume"),
+        ),
+        selection=SelectionPolicy(
+            budget_pressure=_float(routing.get("budget_pressure", 0.8), "[routing] budget_pressure")
+        ),
+        routes=_routes(file, env),
+        mode=mode,
+        unknown_models=unknown,
+        ab_tests=_ab_tests(file, {p.name for p in providers}),
+        refresh_seconds=_float(routing.get("refresh_seconds", 60), "[routing] refresh_seconds"),
+    )
+
+
+def _routes(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, NamedRoute]:
+    """The built-in routes, then [routes.NAME] (a `chain` list, or seed 002's primary/backup_N keys),
+    then seed 002's ROLE_<NAME>=target variables, which put a target first in that route."""
+    routes = dict(BUILTIN_ROUTES)
+    for name, section in _table(file, "routes").items():
+        if isinstance(section, list):
+            chain = section
+        elif isinstance(section, dict) and "chain" in section:
+            chain = section["chain"]
+        elif isinstance(section, dict):
+            unknown = set(section) - set(CHAIN_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"[routes.{name}]: unknown keys {sorted(unknown)}; use {', '.join(CHAIN_KEYS)}"
+                )
+            chain = [section[key] for key in CHAIN_KEYS if key in section]
+        else:
+            raise ConfigError(f"[routes.{name}] must be a list or a table")
+        if not chain or not all(isinstance(target, str) and target for target in chain):
+            raise ConfigError(f"[routes.{name}]: the chain must be a non-empty list of names")
+        routes[str(name)] = NamedRoute(str(name), tuple(chain))
+    for variable, value in env.items():
+        if variable.startswith("ROLE_") and value:
+            name = variable[len("ROLE_") :].lower()
+            rest = routes[name].chain if name in routes else ("auto",)
+            routes[name] = NamedRoute(name, (value, *(t for t in rest if t != value)))
+    return routes
+
+
+def _ab_tests(file: Mapping[str, Any], provider_names: set[str]) -> tuple[ABTest, ...]:
+    raw = file.get("ab_tests", [])
+    if not isinstance(raw, list):
+        raise ConfigError("[[ab_tests]] must be an array of tables")
+    tests = []
+    for i, item in enumerate(raw):
+        where = f"[[ab_tests]] #{i + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        pair = []
+        for key in ("baseline", "challenger"):
+            provider, _, model = str(item.get(key, "")).partition(":")
+            if not model:
+                raise ConfigError(f"{where}: '{key}' must be 'provider:model'")
+            if provider not in provider_names:
+                raise ConfigError(f"{where}: '{key}' names provider {provider!r}, which is not active")
+            pair.append(Candidate(provider, model))
+        split = _float(item.get("split", 0.1), f"{where} split")
+        if not 0 < split < 1:
+            raise ConfigError(f"{where}: split must be between 0 and 1 (the challenger's share)")
+        categories = item.get("categories", [])
+        if not isinstance(categories, list):
+            raise ConfigError(f"{where}: categories must be a list")
+        tests.append(
+            ABTest(
+                name=str(item.get("name") or f"ab{i + 1}"),
+                baseline=pair[0],
+                challenger=pair[1],
+                split=split,
+                categories=frozenset(str(c) for c in categories),
+            )
+        )
+    return tuple(tests)
 
 
 def _table(file: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -252,6 +395,13 @@ def _int(value: object, name: str) -> int:
         return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _local(section: Mapping[str, Any]) -> bool | None:
+    value = section.get("local")
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"'local' must be true or false, got {value!r}")
+    return value
 
 
 def _float(value: object, name: str) -> float:
@@ -366,6 +516,7 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
                 default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
                 limits=_limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
                 priority=_int(item.get("priority", 0), "priority"),
+                local_setting=_local(item),
                 base_url=base_url,
                 api_key=api_key,
                 host_type=host_type,
@@ -397,6 +548,7 @@ def _builtin_api(
         default_model=str(section.get("default_model", builtin.default_model)),
         limits=_limits(section, slots=256, mailbox=256, idle_timeout=120),
         priority=_int(section.get("priority", 0), "priority"),
+        local_setting=_local(section),
         accepts_prefixes=builtin.prefixes,
         base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
         api_key=api_key,
@@ -448,6 +600,7 @@ def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -
             section, slots=4, mailbox=32, idle_timeout=_float(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
         ),
         priority=_int(section.get("priority", 0), "priority"),
+        local_setting=_local(section),
         base_url=base_url,
     )
 
@@ -506,6 +659,7 @@ def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
             idle_timeout=_float(env.get("TIMEOUT_GEMINI", section.get("timeout", 120)), "TIMEOUT_GEMINI"),
         ),
         priority=_int(section.get("priority", 0), "priority"),
+        local_setting=_local(section),
         accepts_prefixes=("gemini-",),
         executable=executable,
         child_env=child_env,
@@ -541,6 +695,7 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
             idle_timeout=idle,
         ),
         priority=_int(section.get("priority", 0), "priority"),
+        local_setting=_local(section),
         accepts_prefixes=("claude-",),
         executable=executable,
         system_prompt=system_prompt,

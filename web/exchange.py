@@ -115,7 +115,11 @@ async def collect(receive: trio.MemoryReceiveChannel[Event]) -> Collected:
 
 
 async def dispatch(
-    system: System, chat: ChatRequest | ImageRequest, request_id: str, client: str | None = None
+    system: System,
+    chat: ChatRequest | ImageRequest,
+    request_id: str,
+    client: str | None = None,
+    route_header: str | None = None,
 ) -> Begun:
     """Hand a request to the router and wait until a provider begins to answer (or all have failed)."""
     started = trio.current_time()
@@ -130,7 +134,7 @@ async def dispatch(
     send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
     token = CancelToken()
     try:
-        system.router.mailbox.tell(Dispatch(request_id, chat, send, token, client=client))
+        system.router.mailbox.tell(Dispatch(request_id, chat, send, token, client, route_header))
     except MailboxFull:
         raise RelayError(
             503,

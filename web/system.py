@@ -96,6 +96,7 @@ def build_catalog(settings: Settings, pricings: dict[str, ProviderPricing] | Non
                 priority=p.priority,
                 vision=p.kind not in ("claude-cli", "gemini-cli"),
                 image_models=p.image_models,
+                local=p.local,
             )
             for p in settings.providers
         ),
@@ -164,8 +165,7 @@ async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) 
         except StorageError:
             return
         for setting in saved:
-            if not setting.enabled:
-                router.mailbox.tell(SetProviderEnabled(setting.provider_id, False))
+            router.mailbox.tell(SetProviderEnabled(setting.provider_id, setting.enabled, setting.priority))
 
 
 @asynccontextmanager
@@ -201,7 +201,7 @@ async def running_system(
         }
         for provider in providers.values():
             await supervisor.start_child(provider)
-        router = RouterActor(catalog, providers)
+        router = RouterActor(catalog, providers, settings=settings.routing, storage=storage, budget=budget)
         await supervisor.start_child(router)
         await _apply_saved_provider_settings(storage, router)
         try:

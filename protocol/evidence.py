@@ -1,0 +1,259 @@
+"""What the router knows about how well each model does each kind of task.
+
+Per (category, provider, model): a Beta posterior over the chance an answer is good, fed by
+seed 001's three success signals (the call succeeded, the heuristic score of the answer, a
+user's rating), decaying so last week counts and last month does not; and a live streak of
+consecutive failures that excludes a model for the category for a while, with one probe let
+through when the while is over and a longer while each time the probe fails.
+
+Owned by the router actor alone (no locks); pure apart from the clock value passed in.
+The shared part (the posterior) is rebuilt from storage's daily rollup at start and every
+refresh, so several instances learn from each other; the streaks are this instance's own.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+
+import attrs
+
+DAY = 86_400.0
+
+# Failure kinds that say nothing about a model's answers (the breaker and the budget deal with them).
+NOT_ABOUT_QUALITY = frozenset(
+    {
+        "cancelled",
+        "rate_limited",
+        "saturated",
+        "unavailable",
+        "over_budget",
+        "unsupported",
+        "rejected",
+        "auth",
+    }
+)
+
+
+@attrs.frozen
+class EvidencePolicy:
+    success_threshold: float = 0.8
+    # Below this much (decayed) evidence the threshold does not apply: 8 of 10 is not 80%.
+    min_volume: float = 20.0
+    # The threshold excludes a model only when the posterior is confident it is below:
+    # its upper bound (mean + z standard deviations) under the threshold.
+    confidence_z: float = 1.64
+    consecutive_failure_limit: int = 3
+    exclusion_seconds: float = 60.0  # the first exclusion; doubled on each repeat
+    max_exclusion_seconds: float = 3600.0
+    half_life_days: float = 3.5  # a day-old observation weighs 0.82, a week-old one 0.25
+    window_days: float = 7.0  # older evidence is not loaded at all
+
+
+@attrs.define
+class _Posterior:
+    good: float = 0.0
+    bad: float = 0.0
+    as_of: float = 0.0  # the time `good` and `bad` were last decayed to
+
+    def decay_to(self, now: float, half_life: float) -> None:
+        if now > self.as_of:
+            factor = 0.5 ** ((now - self.as_of) / half_life)
+            self.good *= factor
+            self.bad *= factor
+            self.as_of = now
+
+
+@attrs.define
+class _Streak:
+    failures: int = 0
+    exclusions: int = 0
+    excluded_until: float | None = None
+    probing: bool = False  # the exclusion ended and one probe is out
+
+
+@attrs.frozen
+class Standing:
+    """One model's standing for one category, as the selection sees it."""
+
+    eligible: bool
+    mean: float  # posterior mean with a uniform prior
+    volume: float  # decayed number of observations
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.volume < 1:
+            return "no history"
+        return f"{self.mean:.0%} good of {self.volume:.0f}"
+
+
+@attrs.frozen
+class Observation:
+    """One outcome to learn from: `good` is 0..1 (a failed call 0, an answer its heuristic score
+    over 100, a rating mapped from 1-5 onto 0..1), `weight` how many observations it counts as."""
+
+    category: str
+    provider: str
+    model: str
+    good: float
+    at: float
+    weight: float = 1.0
+    # A failure that should count toward the consecutive-failure streak (an answered-but-poor
+    # outcome counts too); a success ends the streak.
+    failed: bool = False
+
+
+@attrs.frozen
+class RollupRow:
+    """A day of one (provider, model, category, status) from storage's rollup."""
+
+    day_start: float  # Unix seconds of the day's midnight (UTC)
+    provider: str
+    model: str
+    category: str
+    status: str
+    attempts: int
+    heuristic_sum: float = 0.0
+    heuristic_count: int = 0
+    rating_sum: float = 0.0
+    rating_count: int = 0
+
+
+def rating_goodness(rating: int) -> float:
+    """A 1-5 rating as a 0..1 goodness."""
+    return (min(5, max(1, rating)) - 1) / 4
+
+
+class Evidence:
+    def __init__(self, policy: EvidencePolicy = EvidencePolicy()) -> None:
+        self.policy = policy
+        self._half_life = policy.half_life_days * DAY
+        self._base: dict[tuple[str, str, str], _Posterior] = {}  # from storage
+        self._live: dict[tuple[str, str, str], _Posterior] = {}  # observed since the last load
+        self._streaks: dict[tuple[str, str, str], _Streak] = {}
+
+    # --- learning -----------------------------------------------------------------
+
+    def observe(self, observation: Observation) -> None:
+        key = (observation.category, observation.provider, observation.model)
+        posterior = self._live.setdefault(key, _Posterior(as_of=observation.at))
+        posterior.decay_to(observation.at, self._half_life)
+        good = min(1.0, max(0.0, observation.good))
+        posterior.good += observation.weight * good
+        posterior.bad += observation.weight * (1.0 - good)
+        self._streak_after(key, observation.failed, observation.at)
+
+    def _streak_after(self, key: tuple[str, str, str], failed: bool, now: float) -> None:
+        streak = self._streaks.setdefault(key, _Streak())
+        if not failed:
+            self._streaks[key] = _Streak()
+            return
+        streak.failures += 1
+        if streak.probing or streak.failures >= self.policy.consecutive_failure_limit:
+            seconds = min(
+                self.policy.exclusion_seconds * 2**streak.exclusions, self.policy.max_exclusion_seconds
+            )
+            streak.exclusions += 1
+            streak.excluded_until = now + seconds
+            streak.probing = False
+
+    def load(self, rows: Iterable[RollupRow], *, wall_clock: float, now: float) -> None:
+        """Replace what this instance knew with storage's copy, read at Unix time `wall_clock`
+        (`now` is the clock everything else here runs on). Storage holds this instance's own
+        outcomes too, so the live layer starts again from nothing."""
+        base: dict[tuple[str, str, str], _Posterior] = {}
+        for row in rows:
+            if row.status in NOT_ABOUT_QUALITY:
+                continue
+            # A day's rows count from the middle of the day.
+            age = max(0.0, wall_clock - (row.day_start + DAY / 2))
+            if age > self.policy.window_days * DAY:
+                continue
+            weight = 0.5 ** (age / self._half_life)
+            key = (row.category, row.provider, row.model)
+            posterior = base.setdefault(key, _Posterior(as_of=now))
+            if row.status == "success":
+                # Answers without a heuristic score (images) count as good.
+                unscored = row.attempts - row.heuristic_count
+                good = row.heuristic_sum / 100 + unscored
+                posterior.good += weight * good
+                posterior.bad += weight * (row.attempts - good)
+            else:
+                posterior.bad += weight * row.attempts
+            if row.rating_count:
+                good = (row.rating_sum - row.rating_count) / 4
+                posterior.good += weight * good
+                posterior.bad += weight * (row.rating_count - good)
+        self._base = base
+        self._live = {}
+
+    # --- judging ------------------------------------------------------------------
+
+    def posterior(self, category: str, provider: str, model: str, now: float) -> tuple[float, float]:
+        """(good, bad) pseudo-counts, decayed to `now`."""
+        key = (category, provider, model)
+        good = bad = 0.0
+        for layer in (self._base, self._live):
+            posterior = layer.get(key)
+            if posterior is not None:
+                posterior.decay_to(now, self._half_life)
+                good += posterior.good
+                bad += posterior.bad
+        return good, bad
+
+    def standing(self, category: str, provider: str, model: str, now: float) -> Standing:
+        good, bad = self.posterior(category, provider, model, now)
+        a, b = good + 1, bad + 1
+        mean = a / (a + b)
+        volume = good + bad
+        streak = self._streaks.get((category, provider, model))
+        if streak is not None and streak.excluded_until is not None:
+            if now < streak.excluded_until:
+                return Standing(
+                    False,
+                    mean,
+                    volume,
+                    f"{streak.failures} consecutive failures for {category}; "
+                    f"excluded for {streak.excluded_until - now:.0f}s more",
+                )
+            # The exclusion is over: let a probe through; its outcome decides what follows.
+            streak.excluded_until = None
+            streak.probing = True
+        if volume >= self.policy.min_volume:
+            upper = mean + self.policy.confidence_z * math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+            if upper < self.policy.success_threshold:
+                return Standing(
+                    False,
+                    mean,
+                    volume,
+                    f"{mean:.0%} good of {volume:.0f} for {category}, "
+                    f"below the {self.policy.success_threshold:.0%} threshold",
+                )
+        return Standing(True, mean, volume)
+
+    def sample(self, category: str, provider: str, model: str, now: float, rng: random.Random) -> float:
+        """A draw from the posterior (Thompson sampling among near-equal choices)."""
+        good, bad = self.posterior(category, provider, model, now)
+        return rng.betavariate(good + 1, bad + 1)
+
+    def snapshot(self, now: float) -> list[dict[str, object]]:
+        """Everything known, for /actors and the dashboard."""
+        keys = sorted(set(self._base) | set(self._live) | set(self._streaks))
+        rows: list[dict[str, object]] = []
+        for category, provider, model in keys:
+            standing = self.standing(category, provider, model, now)
+            streak = self._streaks.get((category, provider, model), _Streak())
+            rows.append(
+                {
+                    "category": category,
+                    "provider": provider,
+                    "model": model,
+                    "mean": round(standing.mean, 4),
+                    "volume": round(standing.volume, 2),
+                    "eligible": standing.eligible,
+                    "consecutive_failures": streak.failures,
+                    "reason": standing.reason,
+                }
+            )
+        return rows

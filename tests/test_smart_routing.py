@@ -1,0 +1,253 @@
+"""Smart routing through the HTTP API: auto and unknown names, named routes and their fallback,
+the provider mode, priorities, evidence from storage, A/B tests; and, on the mock clock, the
+consecutive-failure exclusion with its probe."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+import trio.testing
+from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.router import RoutingSettings
+from relaybox.protocol.catalog import Candidate, ModelEntry
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.events import Finished
+from relaybox.protocol.routes import NamedRoute
+from relaybox.protocol.selection import ABTest
+from relaybox.storage.records import AttemptRecord
+from relaybox.storage.sqlite import SQLiteStorage
+from relaybox.web.config import ProviderConfig, Settings
+from relaybox.web.system import running_system
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import eventually, openai_provider, serve, settings_for
+from tests.scripted import Answer, ScriptedTransport, chat, complete
+
+SIMPLE = [{"role": "user", "content": "What is the capital of France?"}]
+CODING = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]
+TOOLS = [{"type": "function", "function": {"name": "run_tests", "parameters": {"type": "object"}}}]
+
+
+def provider(name: str, base_url: str, model: str, tier: str, price: float, **extra: Any) -> ProviderConfig:
+    return attrs.evolve(
+        openai_provider(name, base_url, models=(model,)),
+        models=(ModelEntry(model, tier, price, price * 4, 128_000),),
+        **extra,
+    )
+
+
+def cheap_and_strong(tmp_path: Path, cheap: FakeOpenAI, strong: FakeOpenAI, **changes: Any) -> Settings:
+    return settings_for(
+        tmp_path,
+        provider("cheap", cheap.base_url, "small", "economy", 0.1, local_setting=True),
+        provider("strong", strong.base_url, "big", "standard", 3.0, local_setting=False),
+        **changes,
+    )
+
+
+async def ask(client: httpx.AsyncClient, model: str, messages: list[dict], **extra: Any) -> httpx.Response:
+    headers = extra.pop("headers", {})
+    return await client.post(
+        "/v1/chat/completions", json={"model": model, "messages": messages, **extra}, headers=headers
+    )
+
+
+async def test_auto_and_unknown_names_pick_the_cheapest_model_that_fits_the_task(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    async with (
+        serve(cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        simple = await ask(client, "auto", SIMPLE)
+        agentic = await ask(client, "auto", CODING, tools=TOOLS)
+        unknown = await ask(client, "gpt-9-ultra", SIMPLE)
+        listed = (await client.get("/v1/models")).json()["data"]
+
+        await eventually(lambda: relay.system.recorder.written >= 3, within=10)
+        rows = (await client.get("/api/requests", params={"limit": 10})).json()["data"]
+    assert simple.status_code == 200 and simple.headers["x-model"] == "small"
+    assert simple.headers["x-router-reason"].startswith("auto: simple_qa, complexity ")
+    assert "cheap/small: cheapest economy" in simple.headers["x-router-reason"]
+    # Tools offered: an agentic client, so at least the standard tier.
+    assert agentic.headers["x-model"] == "big" and "(agentic)" in agentic.headers["x-router-reason"]
+    assert unknown.status_code == 200 and unknown.headers["x-model"] == "small"
+    assert unknown.headers["x-router-reason"].startswith("unknown model 'gpt-9-ultra' -> auto: simple_qa")
+    by_model = {row["model_selected"]: row for row in rows}
+    assert by_model["big"]["task_category"] == "code_gen" and by_model["big"]["complexity_score"] > 0
+    names = {entry["id"]: entry["relaybox"] for entry in listed}
+    assert names["auto"]["kind"] == "smart" and names["route:planning"]["kind"] == "route"
+
+
+async def test_named_routes_walk_their_chain_and_do_not_retry_a_bad_request(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    routes = {"planning": NamedRoute("planning", ("strong", "cheap:small"))}
+    settings = cheap_and_strong(
+        tmp_path, fake_openai, fake_openai_backup, routing=RoutingSettings(routes=routes)
+    )
+    fake_openai_backup.replies.push(Reply(status=503), Reply(status=400, error_message="bad tool schema"))
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        fell_back = await ask(client, "route:planning", SIMPLE)
+        bad = await ask(client, "planning", SIMPLE)
+        by_header = await ask(client, "small", SIMPLE, headers={"x-relaybox-route": "planning"})
+        missing = await ask(client, "route:nothing", SIMPLE)
+    assert fell_back.status_code == 200 and fell_back.headers["x-provider"] == "cheap"
+    assert fell_back.headers["x-fallback-used"] == "true"
+    assert (
+        "route planning: primary strong -> strong/big, backup_1 cheap:small -> cheap/small"
+        in (fell_back.headers["x-router-reason"])
+    )
+    assert bad.status_code == 400 and "bad tool schema" in bad.json()["error"]["message"]
+    assert len(fake_openai.chat_requests()) == 1, "a rejected request is not retried elsewhere"
+    assert by_header.status_code == 200 and by_header.headers["x-provider"] == "strong"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "route_not_found"
+
+
+async def test_provider_mode_local_and_cloud(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    local = cheap_and_strong(tmp_path, fake_openai, fake_openai_backup, routing=RoutingSettings(mode="local"))
+    async with (
+        serve(local) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        coding = await ask(client, "auto", CODING, tools=TOOLS)  # wants standard; only local remains
+        pinned_cloud = await ask(client, "strong:big", SIMPLE)
+    assert coding.status_code == 200 and coding.headers["x-provider"] == "cheap"
+    assert "no standard model or above" in coding.headers["x-router-reason"]
+    assert pinned_cloud.status_code == 400 and pinned_cloud.json()["error"]["code"] == "provider_mode"
+    cloud = cheap_and_strong(tmp_path, fake_openai, fake_openai_backup, routing=RoutingSettings(mode="cloud"))
+    async with (
+        serve(cloud) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        simple = await ask(client, "auto", SIMPLE)
+    assert simple.status_code == 200 and simple.headers["x-provider"] == "strong"
+
+
+async def test_priority_from_the_settings_api_breaks_ties_between_free_models(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        provider("a", fake_openai.base_url, "free-a", "economy", 0.0),
+        provider("b", fake_openai_backup.base_url, "free-b", "economy", 0.0),
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        put = await client.put("/api/providers/b", json={"priority": 10})
+        answers = [await ask(client, "auto", SIMPLE) for _ in range(8)]
+    assert put.status_code == 200
+    assert {a.headers["x-provider"] for a in answers} == {"b"}
+
+
+async def test_evidence_in_storage_steers_routing_from_the_start(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    settings = cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)
+    await trio.Path(settings.data_dir).mkdir(parents=True)
+    storage = SQLiteStorage(str(Path(settings.data_dir) / "relaybox.db"))
+    await storage.migrate()
+    group = str(uuid.uuid4())
+    poor = [
+        AttemptRecord(
+            id=str(uuid.uuid4()),
+            created_at=time.time() - 3600,
+            request_group_id=group,
+            attempt=1,
+            provider="cheap",
+            model_selected="small",
+            task_category="simple_qa",
+            status="success",
+            heuristic_score=20,  # refusals and empty answers, say
+        )
+        for _ in range(60)
+    ]
+    await storage.insert_records(poor)
+    await storage.aclose()
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        await eventually(lambda: relay.system.router.evidence_loaded_at is not None, within=10)
+        simple = await ask(client, "auto", SIMPLE)
+        code = await ask(client, "auto", CODING)  # another category: no evidence against cheap
+    assert simple.headers["x-provider"] == "strong"
+    assert "no eligible economy model; escalated" in simple.headers["x-router-reason"]
+    assert code.headers["x-provider"] in ("cheap", "strong")
+    assert code.headers["x-router-reason"].startswith("auto: code_gen")
+
+
+async def test_ab_test_splits_traffic_and_reports_each_variant(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    test = ABTest("small-vs-big", Candidate("cheap", "small"), Candidate("strong", "big"), 0.5)
+    settings = cheap_and_strong(
+        tmp_path, fake_openai, fake_openai_backup, routing=RoutingSettings(ab_tests=(test,), seed=3)
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        answers = [await ask(client, "auto", SIMPLE) for _ in range(20)]
+        pinned = await ask(client, "cheap:small", SIMPLE)  # pinned: never part of a test
+
+        await eventually(lambda: relay.system.recorder.written >= 21, within=10)
+        ab = (await client.get("/api/stats")).json()["ab_tests"][0]
+    served = {a.headers["x-provider"] for a in answers}
+    assert served == {"cheap", "strong"}
+    assert "A/B small-vs-big: " in answers[0].headers["x-router-reason"]
+    assert "A/B" not in pinned.headers["x-router-reason"]
+    baseline, challenger = ab["variants"]["baseline"], ab["variants"]["challenger"]
+    assert baseline["attempts"] + challenger["attempts"] == 20
+    assert baseline["attempts"] == sum(a.headers["x-provider"] == "cheap" for a in answers)
+    assert baseline["success_rate"] == 1.0 and challenger["cost_usd"] > baseline["cost_usd"]
+    assert ab["verdict"].startswith("collecting")
+
+
+async def test_consecutive_failures_exclude_a_model_for_a_while_then_a_probe_decides(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    down = ProviderFailure(FailureKind.SERVER_ERROR, "500 from upstream", upstream_status=500)
+    cheap = ScriptedTransport(down, down, down, down, default=Answer("cheap again"))
+    pricey = ScriptedTransport(default=Answer("pricey"))
+    settings = settings_for(
+        tmp_path,
+        provider("cheap", "http://unused", "small", "economy", 0.1),
+        provider("pricey", "http://unused", "large", "economy", 1.0),
+        # A breaker that stays out of the way: this is about the routing evidence.
+        breaker=BreakerPolicy(consecutive_failures=100, minimum_volume=1000),
+    )
+    transports = {"cheap": cheap, "pricey": pricey}
+    async with running_system(settings, lambda config, _: transports[config.name]) as system:
+
+        async def served_by() -> str:
+            events = await complete(system, chat("auto"))
+            assert isinstance(events[-1], Finished)
+            return events[0].provider  # type: ignore[union-attr]
+
+        assert [await served_by() for _ in range(3)] == ["pricey"] * 3  # cheap failed first each time
+        assert cheap.calls == 3
+        assert await served_by() == "pricey" and cheap.calls == 3, "excluded: not even tried"
+        await trio.sleep(60)
+        assert await served_by() == "pricey" and cheap.calls == 4, "the probe went to cheap and failed"
+        await trio.sleep(60)
+        assert await served_by() == "pricey" and cheap.calls == 4, "excluded twice as long now"
+        await trio.sleep(60)
+        assert await served_by() == "cheap" and cheap.calls == 5
+        await trio.testing.wait_all_tasks_blocked()  # the router has heard how the attempt ended
+        evidence = {row["provider"]: row for row in system.router.statistics()["evidence"]}
+        assert evidence["cheap"]["consecutive_failures"] == 0 and evidence["cheap"]["eligible"]
