@@ -32,6 +32,7 @@ NOT_ABOUT_QUALITY = frozenset(
         "unsupported",
         "rejected",
         "auth",
+        "deduplicated",  # another request's answer, already counted there
     }
 )
 

@@ -39,7 +39,8 @@ POSTGRES = Flavor(
 def stats_queries(f: Flavor) -> dict[str, str]:
     """Each reads the daily rollup (task_stats) from the first parameter's day on ('YYYY-MM-DD')."""
     since = f"day >= {f.param(1)}"
-    ok = "CASE WHEN status = 'success' THEN attempts ELSE 0 END"
+    # A deduplicated request was answered (by another request's call).
+    ok = "CASE WHEN status IN ('success', 'deduplicated') THEN attempts ELSE 0 END"
     return {
         "totals": f"""
             SELECT coalesce(sum(attempts), 0) AS attempts, coalesce(sum(requests), 0) AS requests,

@@ -21,12 +21,14 @@ LIMIT = 0.00063 * 10
 async def concurrent(client: httpx.AsyncClient, count: int) -> list[httpx.Response]:
     responses: list[httpx.Response] = []
 
-    async def one() -> None:
-        responses.append(await client.post("/v1/chat/completions", json=BODY))
+    async def one(i: int) -> None:
+        # Distinct requests: identical ones in flight would share one upstream call (dedup).
+        body = {**BODY, "messages": [{"role": "user", "content": f"request {i}"}]}
+        responses.append(await client.post("/v1/chat/completions", json=body))
 
     async with trio.open_nursery() as nursery:
-        for _ in range(count):
-            nursery.start_soon(one)
+        for i in range(count):
+            nursery.start_soon(one, i)
     return responses
 
 

@@ -177,15 +177,16 @@ async def test_all_candidates_saturated_is_429(tmp_path: Path, fake_openai: Fake
         statuses: list[int] = []
         rejected: list[httpx.Response] = []
 
-        async def one() -> None:
-            response = await client.post("/v1/chat/completions", json=HELLO)
+        async def one(i: int) -> None:
+            body = {**HELLO, "messages": [{"role": "user", "content": f"request {i}"}]}
+            response = await client.post("/v1/chat/completions", json=body)
             statuses.append(response.status_code)
             if response.status_code != 200:
                 rejected.append(response)
 
         async with trio.open_nursery() as nursery:
-            for _ in range(4):
-                nursery.start_soon(one)
+            for i in range(4):
+                nursery.start_soon(one, i)
                 await trio.sleep(0.05)
     assert sorted(statuses) == [200, 200, 429, 429]  # one running, one queued, two turned away
     for response in rejected:

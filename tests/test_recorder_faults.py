@@ -191,12 +191,12 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
                     except httpx.HTTPError:
                         await trio.sleep(0.1)
 
-            async def one() -> None:
+            async def one(i: int) -> None:
                 nonlocal answered
                 try:
                     response = await client.post(
                         "/v1/chat/completions",
-                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {i}"}]},
                     )
                 except httpx.HTTPError:
                     return
@@ -205,7 +205,7 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
 
             async with trio.open_nursery() as nursery:
                 for i in range(200):
-                    nursery.start_soon(one)
+                    nursery.start_soon(one, i)
                     if i == 120:
                         process.send_signal(signal.SIGTERM)
                     await trio.sleep(0.005)

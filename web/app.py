@@ -6,6 +6,7 @@ comes back on the reply channel. Every error leaves in OpenAI's error format.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -33,11 +34,13 @@ from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
+from relaybox.web.dedup import Deduplicator
 from relaybox.web.exchange import (
     KEEPALIVE_AFTER,
     REPLY_IDLE_LIMIT,
     Begun,
     Collected,
+    EventSource,
     dispatch,
     next_event,
 )
@@ -61,6 +64,20 @@ def error_response(error: RelayError) -> Response:
 def create_app(system: System) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
+    dedup = Deduplicator(
+        system.settings.dedup_seconds, system.recorder if system.settings.record_requests else None
+    )
+    app.config["RELAYBOX_DEDUP"] = dedup
+
+    async def begin(chat: ChatRequest | ImageRequest, request_id: str) -> Begun:
+        """Dispatch, or join an identical request in flight."""
+        client = _client()
+        return await dedup.begin(
+            _dedup_key(),
+            request_id,
+            client,
+            lambda: dispatch(system, chat, request_id, client, _route_header()),
+        )
 
     @app.errorhandler(RelayError)
     async def relay_error(error: RelayError) -> Response:
@@ -185,7 +202,7 @@ def create_app(system: System) -> QuartTrio:
         if command is not None:
             begun = await answer_feedback(system, command, request_id)
         else:
-            begun = await dispatch(system, chat, request_id, _client(), _route_header())
+            begun = await begin(chat, request_id)
         created = int(time.time())
         if chat.stream:
             return _event_stream(_openai_stream(begun, request_id, created, chat.include_usage), begun)
@@ -217,7 +234,7 @@ def create_app(system: System) -> QuartTrio:
             return await openai_completion(openai_wire.parse_chat_request(body))
         chat = anthropic_wire.parse_messages_request(body)
         message_id = f"msg_{uuid.uuid4().hex}"
-        begun = await dispatch(system, chat, message_id, _client(), _route_header())
+        begun = await begin(chat, message_id)
         if chat.stream:
             renderer = anthropic_wire.MessagesStreamRenderer(message_id, begun.answering.model)
             return _event_stream(_anthropic_stream(begun, renderer), begun)
@@ -237,7 +254,7 @@ def create_app(system: System) -> QuartTrio:
     @app.post("/v1/images/generations")
     async def images_generations() -> Response:
         request_id = f"img-{uuid.uuid4().hex}"
-        begun = await dispatch(system, _image_request(_as_object(await _read_json())), request_id, _client())
+        begun = await begin(_image_request(_as_object(await _read_json())), request_id)
         answer = await begun.collect()
         body: dict[str, Any] = {"created": int(time.time()), "data": answer.images}
         if answer.usage is not None and (answer.usage.prompt_tokens or answer.usage.completion_tokens):
@@ -271,8 +288,18 @@ def _route_header() -> str | None:
     return request.headers.get("x-relaybox-route") or None
 
 
+def _dedup_key() -> bytes | None:
+    """Identical requests: the same body bytes on the same endpoint and route header."""
+    digest = getattr(request, "body_digest", None)
+    if digest is None or request.headers.get("x-relaybox-dedup", "").lower() == "off":
+        return None  # e.g. best-of-n sampling: the client wants each answer of its own
+    scope = f"{request.path}\n{request.headers.get('x-relaybox-route', '')}\n".encode()
+    return scope + digest
+
+
 async def _read_json() -> Any:
     raw = await request.get_data(cache=False)
+    request.body_digest = hashlib.blake2b(raw, digest_size=16).digest()  # type: ignore[attr-defined]
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -352,7 +379,7 @@ class _Silence:
     def __init__(self) -> None:
         self.since = trio.current_time()
 
-    async def next(self, receive: trio.MemoryReceiveChannel[Event]) -> Event | None:
+    async def next(self, receive: EventSource) -> Event | None:
         """The next event; None means: send a keep-alive."""
         with trio.move_on_after(KEEPALIVE_AFTER):
             event = await next_event(receive)

@@ -4,7 +4,7 @@ collect it. Shared by every endpoint that asks a provider something."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -38,12 +38,20 @@ def header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:300]
 
 
+class EventSource(Protocol):
+    """Where an answer's events come from: a memory channel, or a reader of a shared answer."""
+
+    async def receive(self) -> Event: ...
+
+    def close(self) -> None: ...
+
+
 @attrs.define
 class Begun:
     """A request some provider has begun to answer."""
 
     answering: Answering
-    receive: trio.MemoryReceiveChannel[Event]
+    receive: EventSource
     token: CancelToken
     headers: dict[str, str]
 
@@ -78,7 +86,7 @@ def unexpected(event: object) -> RelayError:
     )
 
 
-async def next_event(receive: trio.MemoryReceiveChannel[Event]) -> Event:
+async def next_event(receive: EventSource) -> Event:
     """The next event; a channel that ends without a terminal event, or goes silent for far too
     long, is a broken answer rather than a hang."""
     with trio.move_on_after(REPLY_IDLE_LIMIT):
@@ -93,7 +101,7 @@ async def next_event(receive: trio.MemoryReceiveChannel[Event]) -> Event:
     )
 
 
-async def collect(receive: trio.MemoryReceiveChannel[Event]) -> Collected:
+async def collect(receive: EventSource) -> Collected:
     text: list[str] = []
     calls: list[ToolCallDelta] = []
     images: list[dict[str, Any]] = []

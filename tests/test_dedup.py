@@ -1,0 +1,115 @@
+"""Deduplication: identical requests in flight share one upstream call (seed 001)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import eventually, openai_provider, serve, settings_for
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "summarise the design doc"}]}
+TEXT = "Hello from the fake upstream."
+
+
+def streamed_text(response: httpx.Response) -> str:
+    parts = []
+    for line in response.text.splitlines():
+        if line.startswith("data: {"):
+            chunk = json.loads(line[6:])
+            parts += [c["delta"].get("content") or "" for c in chunk["choices"]]
+    return "".join(parts)
+
+
+async def test_identical_requests_in_flight_share_one_upstream_call(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.default = Reply(delay=0.5, pieces=5, chunk_delay=0.05)
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        responses: list[httpx.Response] = []
+
+        async def one(body: dict[str, Any]) -> None:
+            responses.append(await client.post("/v1/chat/completions", json=body))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(one, BODY)
+                await trio.sleep(0.05)
+            nursery.start_soon(one, {**BODY, "stream": True})  # another body: its own call
+        after = await client.post("/v1/chat/completions", json=BODY)  # the first has finished
+        await eventually(lambda: relay.system.recorder.written >= 5, within=10)
+        rows = (await client.get("/api/requests", params={"limit": 10})).json()["data"]
+    plain = [r for r in responses if r.headers["content-type"].startswith("application/json")]
+    streamed = next(r for r in responses if r not in plain)
+    assert [r.json()["choices"][0]["message"]["content"] for r in plain] == [TEXT] * 3
+    assert streamed_text(streamed) == TEXT
+    leaders = [r for r in plain if "x-deduplicated-from" not in r.headers]
+    assert len(leaders) == 1
+    leader_id = leaders[0].headers["x-task-id"]
+    followers = [r for r in plain if r is not leaders[0]]
+    assert {r.headers["x-deduplicated-from"] for r in followers} == {leader_id}
+    assert len({r.headers["x-task-id"] for r in plain}) == 3
+    assert "x-deduplicated-from" not in after.headers
+    assert len(fake_openai.chat_requests()) == 3, "one for the three identical, one streamed, one after"
+    statuses = sorted(row["status"] for row in rows)
+    assert statuses == ["deduplicated", "deduplicated", "success", "success", "success"]
+
+
+async def test_a_late_follower_gets_the_stream_from_its_start_and_outlives_the_leader(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.default = Reply(pieces=6, chunk_delay=0.15)
+    body = {**BODY, "stream": True}
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        follower: list[httpx.Response] = []
+
+        async def follow() -> None:
+            await trio.sleep(0.3)  # two chunks in
+            follower.append(await client.post("/v1/chat/completions", json=body))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            async with client.stream("POST", "/v1/chat/completions", json=body) as leader:
+                seen = 0
+                async for line in leader.aiter_lines():
+                    seen += line.startswith("data: {") and '"content"' in line
+                    if seen == 4:
+                        break  # after the follower joined, the leader's client hangs up
+    assert follower[0].status_code == 200 and streamed_text(follower[0]) == TEXT
+    assert "x-deduplicated-from" in follower[0].headers
+    assert len(fake_openai.chat_requests()) == 1
+
+
+async def test_past_the_window_or_switched_off_requests_go_alone(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.default = Reply(delay=0.6)
+    cases = ((0.2, 0.4, "on", 2), (0.0, 0.05, "on", 2), (5.0, 0.05, "off", 2), (5.0, 0.05, "on", 1))
+    for window, second_after, dedup, calls in cases:
+        fake_openai.requests.clear()
+        settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url), dedup_seconds=window)
+        headers = {"x-relaybox-dedup": dedup}
+        async with (
+            serve(settings) as relay,
+            httpx.AsyncClient(base_url=relay.base_url, timeout=10, headers=headers) as client,
+        ):
+
+            async def later() -> None:
+                await trio.sleep(second_after)  # noqa: B023 - used within this iteration
+                await client.post("/v1/chat/completions", json=BODY)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(later)
+                await client.post("/v1/chat/completions", json=BODY)
+        assert len(fake_openai.chat_requests()) == calls, (window, second_after, dedup)

@@ -1,0 +1,201 @@
+"""Deduplication (seed 001): identical requests arriving within a few seconds of one still in
+flight share its upstream call instead of paying for their own.
+
+Agents and retrying clients send the same request twice more often than one would think (a
+client-side timeout, a double submit); for a slow CLI answer that is a second subscription spent.
+
+Identical means the same request body bytes on the same endpoint and route header. The first
+request (the leader) dispatches as usual; a follower waits for the same answer to begin and then
+reads the same events, from the first one, at its own pace. Whoever reads first pulls the next
+event from the provider, so a slow or departed leader never holds followers back, and the upstream
+call is cancelled only when the last reader has gone. A follower is logged as its own request
+(status `deduplicated`, no cost) pointing at the leader's task id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import trio
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.provider import RecordSink, group_id
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.events import Event, Failed, Finished
+from relaybox.storage.records import AttemptRecord
+from relaybox.web.exchange import Begun
+
+
+class Deduplicator:
+    def __init__(self, window: float, recorder: RecordSink | None = None) -> None:
+        self.window = window
+        self.recorder = recorder
+        self.shared = 0  # followers served from another request's call, for /actors and tests
+        self._inflight: dict[bytes, _SharedAnswer] = {}
+
+    async def begin(
+        self, key: bytes | None, request_id: str, client: str | None, start: Callable[[], Awaitable[Begun]]
+    ) -> Begun:
+        """`start()` dispatches the request; it runs unless an identical one can be joined."""
+        if key is None or self.window <= 0:
+            return await start()
+        now = trio.current_time()
+        shared = self._inflight.get(key)
+        if shared is not None and not shared.ended and now - shared.opened_at <= self.window:
+            joined = await shared.join(request_id)
+            if joined is not None:
+                self.shared += 1
+                self._record(joined, request_id, client, shared.leader_id)
+                return joined
+        shared = _SharedAnswer(key, now, self.window, request_id, self._forget)
+        self._inflight[key] = shared
+        try:
+            begun = await start()
+        except BaseException as error:
+            shared.failed(error if isinstance(error, RelayError) else None)
+            self._forget(shared)
+            raise
+        return shared.lead(begun)
+
+    def _forget(self, shared: _SharedAnswer) -> None:
+        if self._inflight.get(shared.key) is shared:
+            del self._inflight[shared.key]
+
+    def _record(self, begun: Begun, request_id: str, client: str | None, leader_id: str) -> None:
+        if self.recorder is None:
+            return
+        self.recorder.record(
+            AttemptRecord(
+                id=str(uuid.uuid4()),
+                created_at=time.time(),
+                request_group_id=group_id(request_id),
+                attempt=1,
+                provider=begun.answering.provider,
+                model_selected=begun.answering.model,
+                router_reason=f"deduplicated: shared the upstream call of {leader_id}",
+                status="deduplicated",
+                client=client,
+            )
+        )
+
+
+class _SharedAnswer:
+    """One answer being read by one or more clients."""
+
+    def __init__(
+        self,
+        key: bytes,
+        opened_at: float,
+        window: float,
+        leader_id: str,
+        forget: Callable[[_SharedAnswer], None],
+    ) -> None:
+        self.key = key
+        self.opened_at = opened_at
+        self.window = window
+        self.leader_id = leader_id
+        self.ended = False  # the terminal event has been read from the provider
+        self._forget = forget
+        self._begun: Begun | None = None
+        self._error: RelayError | None = None
+        self._settled = trio.Event()  # the leader's dispatch has an answer or an error
+        self._events: list[Event] = []
+        self._offset = 0  # index of _events[0] in the whole answer (consumed events are dropped)
+        self._readers: set[_Reader] = set()
+        self._pulling = False
+        self._exhausted = False
+        self._changed = trio.Event()
+
+    def lead(self, begun: Begun) -> Begun:
+        self._begun = begun
+        self._settled.set()
+        return self._reader(begun.headers)
+
+    def failed(self, error: RelayError | None) -> None:
+        """The leader's dispatch failed (with the client's error) or was abandoned (None)."""
+        self._error = error
+        self._settled.set()
+
+    async def join(self, request_id: str) -> Begun | None:
+        """The leader's answer for another request; None when the leader gave up before it began."""
+        await self._settled.wait()
+        if self._error is not None:
+            raise self._error
+        if self._begun is None or self.ended or self._offset > 0:
+            return None  # gone, finished, or its start already dropped: this request goes alone
+        headers = {**self._begun.headers, "x-task-id": request_id, "x-deduplicated-from": self.leader_id}
+        return self._reader(headers)
+
+    def _reader(self, headers: dict[str, str]) -> Begun:
+        assert self._begun is not None
+        reader = _Reader(self, self._offset)
+        self._readers.add(reader)
+        # Each reader gets a token of its own: cancelling it (the client left) cancels nothing
+        # shared; the upstream call is cancelled when the last reader closes.
+        return Begun(self._begun.answering, reader, CancelToken(), headers)
+
+    async def next_for(self, reader: _Reader) -> Event:
+        assert self._begun is not None
+        while True:
+            index = reader.position - self._offset
+            if index < len(self._events):
+                reader.position += 1
+                event = self._events[index]
+                self._trim()
+                return event
+            if self._exhausted:
+                raise trio.EndOfChannel
+            if self._pulling:
+                changed = self._changed
+                await changed.wait()
+                continue
+            self._pulling = True
+            try:
+                event = await self._begun.receive.receive()
+                self._events.append(event)
+                if isinstance(event, Finished | Failed):
+                    self.ended = True
+                    self._forget(self)
+            except trio.EndOfChannel:
+                self._exhausted = True
+            finally:
+                self._pulling = False
+                self._changed.set()
+                self._changed = trio.Event()
+
+    def _trim(self) -> None:
+        """Drop events every reader has passed, once no new reader can join at the start."""
+        if not self.ended and trio.current_time() - self.opened_at <= self.window:
+            return
+        lowest = min((r.position for r in self._readers), default=self._offset + len(self._events))
+        drop = lowest - self._offset
+        if drop > 0:
+            del self._events[:drop]
+            self._offset = lowest
+
+    def close_reader(self, reader: _Reader) -> None:
+        self._readers.discard(reader)
+        if self._readers or self._begun is None:
+            return
+        self._forget(self)
+        self._begun.close()
+
+
+class _Reader:
+    """One client's cursor into a shared answer; quacks like a memory receive channel."""
+
+    def __init__(self, shared: _SharedAnswer, position: int) -> None:
+        self.shared = shared
+        self.position = position
+        self.closed = False
+
+    async def receive(self) -> Event:
+        if self.closed:
+            raise trio.ClosedResourceError
+        return await self.shared.next_for(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.shared.close_reader(self)
