@@ -101,6 +101,12 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ("", {"CUSTOM_PROVIDERS": "{not json"}, "not valid JSON"),
         ("", {"CONSECUTIVE_FAILURE_LIMIT": "many"}, "must be an integer"),
         ("[server]\nport = 'eighty'", {}, "port must be an integer"),
+        ("", {"SUCCESS_THRESHOLD": "80"}, "between 0 and 1"),
+        ("", {"PROVIDER_MODE": "offline"}, "provider_mode must be one of hybrid, local, cloud"),
+        ("[routing]\neconomy_max = 70", {}, "economy_max < standard_max"),
+        ("[routes.x]\nprimary = 'a'\nbackup_9 = 'b'", {}, "unknown keys"),
+        ("[routes]\nx = []", {}, "non-empty list"),
+        ("[[ab_tests]]\nbaseline = 'a:m'\nchallenger = 'b:m'", {}, "names provider 'a', which is not active"),
         ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
     ],
 )
@@ -192,3 +198,28 @@ def test_gemini_cli_is_found_on_path(tmp_path: Path) -> None:
     settings = load_settings({"PATH": str(path.parent), "HOME": str(tmp_path), "TIMEOUT_GEMINI": "33"})
     cli = next(p for p in settings.providers if p.name == "gemini-cli")
     assert cli.executable == str(path) and cli.limits.idle_timeout == 33
+
+
+def test_routing_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    claude = fake_claude(tmp_path)
+    env = {
+        "PATH": str(Path(claude).parent),
+        "HOME": str(tmp_path),
+        "SUCCESS_THRESHOLD": "0.9",
+        "CONSECUTIVE_FAILURE_LIMIT": "4",
+        "PROVIDER_MODE": "local",
+        "ROLE_CHAT": "claude_cli",
+        "ROLE_TRIAGE": "haiku",
+        "DEDUP_SECONDS": "0",
+    }
+    settings = load_settings(env, str(EXAMPLE))
+    routing = settings.routing
+    assert routing.evidence.success_threshold == 0.9 and routing.evidence.consecutive_failure_limit == 4
+    assert routing.mode == "local" and settings.dedup_seconds == 0
+    assert (routing.thresholds.economy_max, routing.thresholds.standard_max) == (25, 60)
+    assert routing.routes["planning"].chain == ("claude-cli:opus", "openai:o3", "premium", "auto")
+    assert routing.routes["distill"].chain == ("gemini-cli", "economy", "auto")
+    assert routing.routes["chat"].chain == ("claude_cli", "auto")  # seed 002's ROLE_CHAT first
+    assert routing.routes["triage"].chain == ("haiku", "auto")  # a new role from the environment
+    assert routing.routes["coder"].chain == ("standard", "auto")  # built in
+    assert {p.name: p.local for p in settings.providers}["claude-cli"]

@@ -20,7 +20,7 @@ from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import Finished
 from relaybox.protocol.routes import NamedRoute
 from relaybox.protocol.selection import ABTest
-from relaybox.storage.records import AttemptRecord
+from relaybox.storage.records import AttemptRecord, Budget, Window
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings
 from relaybox.web.system import running_system
@@ -189,6 +189,26 @@ async def test_evidence_in_storage_steers_routing_from_the_start(
     assert "no eligible economy model; escalated" in simple.headers["x-router-reason"]
     assert code.headers["x-provider"] in ("cheap", "strong")
     assert code.headers["x-router-reason"].startswith("auto: code_gen")
+
+
+async def test_budget_pressure_makes_auto_ask_for_a_cheaper_tier(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    async with (
+        serve(cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        relaxed = await ask(client, "auto", CODING, tools=TOOLS)
+        storage = relay.system.storage
+        await storage.put_budget(Budget("daily", 1.0, True))
+        now, spent = time.time(), str(uuid.uuid4())
+        await storage.reserve(spent, 0.9, [Window("daily", now - 86400, 1.0)], now)
+        await storage.settle(spent, 0.9)
+        await eventually(lambda: (relay.system.budget.pressure or 0) >= 0.8, within=10)
+        pressed = await ask(client, "auto", CODING, tools=TOOLS)
+    assert relaxed.headers["x-provider"] == "strong"
+    assert pressed.headers["x-provider"] == "cheap"
+    assert "budget 90% spent: standard -> economy" in pressed.headers["x-router-reason"]
 
 
 async def test_ab_test_splits_traffic_and_reports_each_variant(
