@@ -10,6 +10,7 @@ from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
 from relaybox.protocol.catalog import Candidate, Route
 from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.classifier import Classification
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
 
@@ -24,6 +25,8 @@ class Dispatch:
     cancel: CancelToken
     client: str | None = None  # who asked (user agent, later the API key's name)
     route_header: str | None = None  # x-relaybox-route: a named route chosen outside the model name
+    # Set when the LLM classifier has already judged this request (it is dispatched a second time).
+    classification: Classification | None = None
 
 
 @attrs.frozen

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -50,7 +51,7 @@ from relaybox.protocol.errors import (
     final_error,
     worth_retrying_elsewhere,
 )
-from relaybox.protocol.events import Event, Failed
+from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
 from relaybox.protocol.evidence import (
     DAY,
     NOT_ABOUT_QUALITY,
@@ -59,6 +60,7 @@ from relaybox.protocol.evidence import (
     Observation,
     RollupRow,
 )
+from relaybox.protocol.llm_classifier import classification_request, read_classification
 from relaybox.protocol.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
 from relaybox.protocol.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
 
@@ -66,6 +68,8 @@ log = logging.getLogger("relaybox.router")
 
 # An answer scored below this counts as a failure toward the consecutive-failure streak.
 POOR_ANSWER_SCORE = 50
+# A slow database delays the next refresh, never routing.
+REFRESH_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -78,6 +82,8 @@ class RoutingSettings:
     unknown_models: str = "route"  # "route" (seed 001: smart routing) | "reject" (404)
     ab_tests: tuple[ABTest, ...] = ()
     refresh_seconds: float = 60.0
+    llm_classifier: bool = False  # LLM_CLASSIFIER: the cheapest model classifies smart-routed requests
+    classifier_timeout: float = 10.0
     seed: int | None = None  # for the Thompson draws and A/B splits; None: from the OS
 
 
@@ -176,6 +182,7 @@ class RouterActor:
         self.rng = random.Random(self.settings.seed)
         self._routable = self._routable_catalog()
         self._current: RouterMessage | _Control | None = None
+        self._nursery: trio.Nursery | None = None
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS_MS) + 1)  # the last one is +Inf
         self.overhead_sum_ms = 0.0
 
@@ -192,6 +199,7 @@ class RouterActor:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.counts = {}
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if self.storage is not None:
                 nursery.start_soon(self._refresh_evidence, self.storage)
             task_status.started()
@@ -222,11 +230,13 @@ class RouterActor:
         """Read storage's evidence now and every `refresh_seconds`; a failed read keeps what is known."""
         while True:
             at = time.time()
-            try:
-                rows = await storage.routing_evidence(since=at - self.settings.evidence.window_days * DAY)
-            except Exception as error:  # storage down: routing goes on with what it has
-                log.warning("could not load routing evidence from storage: %s", error)
-            else:
+            rows = None
+            with trio.move_on_after(REFRESH_TIMEOUT):
+                try:
+                    rows = await storage.routing_evidence(since=at - self.settings.evidence.window_days * DAY)
+                except Exception as error:  # storage down: routing goes on with what it has
+                    log.warning("could not load routing evidence from storage: %s", error)
+            if rows is not None:
                 with contextlib.suppress(MailboxFull):
                     self.mailbox.tell(EvidenceLoaded(tuple(rows), at))
             await trio.sleep(self.settings.refresh_seconds)
@@ -281,8 +291,12 @@ class RouterActor:
             if isinstance(request, ImageRequest):
                 route = self.catalog.resolve_image(request.model or None)
             else:
-                classification = classify(request, self.settings.thresholds)
+                classification = dispatch.classification or classify(request, self.settings.thresholds)
                 route, smart = self._route(request.model, dispatch.route_header, classification)
+                if smart and self.settings.llm_classifier and dispatch.classification is None:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._classify_by_model, dispatch, classification)
+                    return
                 if smart and self.settings.ab_tests:
                     route, ab = apply_ab_test(
                         route, self.settings.ab_tests, classification.category, self.rng
@@ -301,6 +315,61 @@ class RouterActor:
             ab_variant=ab[1] if ab else None,
         )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
+
+    async def _classify_by_model(self, dispatch: Dispatch, builtin: Classification) -> None:
+        """Seed 001's LLM classifier: ask the cheapest economy model, then dispatch the request
+        again with its verdict (the built-in one when it gives none in time)."""
+        handed_on = False
+        try:
+            with trio.move_on_after(self.settings.classifier_timeout):
+                classification = await self._ask_classifier(dispatch, builtin)
+            if classification is None:
+                classification = attrs.evolve(
+                    builtin, signals=(*builtin.signals, "llm classifier: no verdict")
+                )
+            if not dispatch.cancel.cancelled:
+                self.mailbox.tell(attrs.evolve(dispatch, classification=classification))
+            handed_on = True
+        except MailboxFull:
+            pass
+        finally:
+            if not handed_on:  # the router is overloaded or stopping: answer rather than leave it waiting
+                _reply_failed(
+                    dispatch.reply,
+                    RelayError(
+                        503,
+                        "relaybox could not route this request (router busy or stopping); retry",
+                        "service_unavailable",
+                        code="overloaded",
+                        retry_after=1,
+                    ),
+                )
+
+    async def _ask_classifier(self, dispatch: Dispatch, builtin: Classification) -> Classification | None:
+        assert isinstance(dispatch.request, ChatRequest)
+        cheapest = self._smart(attrs.evolve(builtin, tier="economy"), "classifier").candidates[0]
+        question = classification_request(dispatch.request, f"{cheapest.provider}:{cheapest.model}")
+        send, receive = trio.open_memory_channel[Event](64)
+        token = CancelToken()
+        text: list[str] = []
+        try:
+            try:
+                self.mailbox.tell(
+                    Dispatch(f"chatcmpl-{uuid.uuid4().hex}", question, send, token, "relaybox-classifier")
+                )
+            except MailboxFull:
+                return None
+            async with receive:
+                async for event in receive:
+                    if isinstance(event, ContentDelta):
+                        text.append(event.text)
+                    elif isinstance(event, Finished):
+                        return read_classification("".join(text), builtin, self.settings.thresholds)
+                    elif isinstance(event, Failed):
+                        return None
+            return None
+        finally:
+            token.cancel()
 
     def _route(self, model: str, header: str | None, classification: Classification) -> tuple[Route, bool]:
         """The route for a model name, and whether smart routing chose its order."""

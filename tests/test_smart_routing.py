@@ -238,6 +238,36 @@ async def test_ab_test_splits_traffic_and_reports_each_variant(
     assert ab["verdict"].startswith("collecting")
 
 
+async def test_the_optional_llm_classifier_asks_the_cheapest_model_and_its_call_is_logged(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    settings = cheap_and_strong(
+        tmp_path, fake_openai, fake_openai_backup, routing=RoutingSettings(llm_classifier=True)
+    )
+    fake_openai.replies.push(
+        Reply(text='{"category": "debug", "complexity": 55}'),  # the classifier's verdict
+        Reply(text="Sure, here you go."),  # not a verdict: the built-in classification stands
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        judged = await ask(client, "auto", SIMPLE)
+        unjudged = await ask(client, "auto", SIMPLE)
+        pinned = await ask(client, "cheap:small", SIMPLE)  # not smart-routed: no classifier call
+        await eventually(lambda: relay.system.recorder.written >= 5, within=10)
+        rows = (await client.get("/api/requests", params={"limit": 10})).json()["data"]
+    assert judged.headers["x-provider"] == "strong"
+    assert judged.headers["x-router-reason"].startswith("auto: debug, complexity 55 -> standard")
+    assert unjudged.headers["x-provider"] == "cheap"
+    assert unjudged.headers["x-router-reason"].startswith("auto: simple_qa")
+    assert pinned.status_code == 200
+    questions = [r for r in fake_openai.chat_requests() if "You classify requests" in r.body.decode()]
+    assert len(questions) == 2 and len(fake_openai.chat_requests()) == 4
+    classifier_rows = [r for r in rows if r["client"] == "relaybox-classifier"]
+    assert len(classifier_rows) == 2 and all(r["cost_usd"] > 0 for r in classifier_rows)
+
+
 async def test_consecutive_failures_exclude_a_model_for_a_while_then_a_probe_decides(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:

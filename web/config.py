@@ -295,10 +295,14 @@ def _routing(
     unknown = str(routing.get("unknown_models", "route"))
     if unknown not in ("route", "reject"):
         raise ConfigError(f"[routing] unknown_models must be 'route' or 'reject', got {unknown!r}")
-    if str(env.get("LLM_CLASSIFIER", "")).lower() in ("1", "true", "yes", "on"):
-        notes.append(
-            "LLM_CLASSIFIER is not supported yet; the built-in classifier decides (it costs nothing)"
-        )
+    llm_classifier = str(setting("LLM_CLASSIFIER", "llm_classifier", False)).lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
+    if llm_classifier:
+        notes.append("LLM_CLASSIFIER: the cheapest economy model classifies each smart-routed request")
     return RoutingSettings(
         thresholds=thresholds,
         evidence=EvidencePolicy(
@@ -314,6 +318,7 @@ def _routing(
         unknown_models=unknown,
         ab_tests=_ab_tests(file, {p.name for p in providers}),
         refresh_seconds=_float(routing.get("refresh_seconds", 60), "[routing] refresh_seconds"),
+        llm_classifier=llm_classifier,
     )
 
 
