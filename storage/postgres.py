@@ -237,16 +237,7 @@ class PostgresStorage:
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
         since = since_day(now - days * 86400)
-        queries = stats_queries(POSTGRES)
-
-        async def op(db: asyncpg.Connection) -> dict[str, Any]:
-            result = {}
-            for name, sql in queries.items():
-                rows = await db.fetch(sql, since)
-                result[name] = [{k: _plain(v) for k, v in row.items()} for row in rows]
-            return result
-
-        return await self._run(op)
+        return {name: await self._dicts(sql, since) for name, sql in stats_queries(POSTGRES).items()}
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(POSTGRES), since_day(since)))

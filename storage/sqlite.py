@@ -162,19 +162,7 @@ class SQLiteStorage:
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
         since = since_day(now - days * 86400)
-        queries = stats_queries(SQLITE)
-
-        def work(db: sqlite3.Connection) -> dict[str, Any]:
-            db.row_factory = sqlite3.Row
-            try:
-                return {
-                    name: [dict(row) for row in db.execute(sql, (since,)).fetchall()]
-                    for name, sql in queries.items()
-                }
-            finally:
-                db.row_factory = None
-
-        return await self._run(work)
+        return {name: await self._dicts(sql, (since,)) for name, sql in stats_queries(SQLITE).items()}
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(SQLITE), (since_day(since),)))
