@@ -1,0 +1,103 @@
+"""How long classify() takes per call: a short question, a 2k-token prompt, a 10k-token multi-turn
+conversation and a 10k-token pasted log.
+
+    python -m bench.classifier [--runs 20000]
+
+Inputs are generated deterministically (a fixed seed); each is classified 200 times to warm up,
+then `--runs` times, each call timed with perf_counter_ns. Reported in microseconds per call.
+A token is taken as about 4 characters of English.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from relaybox.protocol.chat import ChatMessage, ChatRequest
+from relaybox.protocol.classifier import classify
+
+from bench.machine import write
+
+_TEXT = (
+    "the service returns a value when the request arrives and the cache holds the result for each user "
+    "so that later calls are faster but the queue can fill up under load and then the worker has to wait "
+    "which is why we measure the latency of every step and compare it with the budget we set last week"
+)
+WORDS = tuple(_TEXT.split())
+
+
+def prose(rng: random.Random, chars: int) -> str:
+    out: list[str] = []
+    size = 0
+    while size < chars:
+        sentence = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))).capitalize() + ". "
+        out.append(sentence)
+        size += len(sentence)
+    return "".join(out)[:chars]
+
+
+def inputs() -> list[tuple[str, ChatRequest]]:
+    rng = random.Random(1)
+    short = ChatRequest("auto", (ChatMessage("user", "What is the capital of France?"),))
+    two_k = ChatRequest(
+        "auto",
+        (ChatMessage("user", "Review this design and explain the trade-offs.\n\n" + prose(rng, 8_000)),),
+    )
+    turns: list[ChatMessage] = [ChatMessage("system", "You are a helpful assistant.")]
+    while sum(len(m.text()) for m in turns) < 40_000:
+        turns.append(ChatMessage("user", "Why does the worker stall? " + prose(rng, rng.randint(300, 1200))))
+        code = "```python\ndef handle(request):\n    return cache.get(request.key)\n```\n"
+        turns.append(ChatMessage("assistant", prose(rng, rng.randint(800, 3000)) + code))
+    turns.append(ChatMessage("user", "Now fix the bug in handle() and add a test."))
+    conversation = ChatRequest("auto", tuple(turns))
+    lines = []
+    while sum(map(len, lines)) < 40_000:
+        n = len(lines)
+        level = rng.choice(("INFO", "INFO", "WARN", "ERROR"))
+        lines.append(
+            f"2024-05-01T12:{n // 60 % 60:02d}:{n % 60:02d}.{n % 1000:03d}Z {level} worker-{n % 8} "
+            f"request {rng.randrange(10**8):08x} took {rng.randint(1, 900)} ms status={rng.choice((200, 200, 500))}\n"
+        )
+    log = ChatRequest("auto", (ChatMessage("user", "Why does this keep failing?\n\n" + "".join(lines)),))
+    return [
+        ("short question (30 chars)", short),
+        ("2k-token prompt (8 kB)", two_k),
+        (f"10k-token conversation ({len(turns)} messages)", conversation),
+        ("10k-token pasted log (40 kB)", log),
+    ]
+
+
+def percentile(sorted_values: list[int], share: float) -> int:
+    return sorted_values[min(len(sorted_values) - 1, int(share * len(sorted_values)))]
+
+
+def main(runs: int) -> None:
+    lines = [
+        f"classify() per call, microseconds; {runs:,} timed calls per input after 200 warm-up calls",
+        f"{'input':<42}{'chars':>8}{'p50':>8}{'p99':>8}{'max':>9}  category, complexity",
+    ]
+    for label, request in inputs():
+        for _ in range(200):
+            classify(request)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter_ns()
+            classify(request)
+            times.append(time.perf_counter_ns() - started)
+        times.sort()
+        result = classify(request)
+        chars = sum(len(m.text()) for m in request.messages)
+        lines.append(
+            f"{label:<42}{chars:>8,}{percentile(times, 0.5) / 1000:>8.1f}{percentile(times, 0.99) / 1000:>8.1f}"
+            f"{times[-1] / 1000:>9.1f}  {result.category}, {result.complexity}"
+        )
+    table = "\n".join(lines)
+    print(table)
+    print(f"written to {write('classifier', table)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20_000)
+    main(parser.parse_args().runs)
