@@ -58,6 +58,9 @@ class Job:
     cancel: CancelToken
     state: DispatchState
     report_to: Mailbox[RouterMessage]
+    # Cascade: a held (non-streaming) answer scoring below this is not sent; a stronger
+    # candidate behind this one answers instead. None: the answer goes out whatever it scores.
+    escalate_below: int | None = None
 
 
 class AttemptResult(enum.Enum):

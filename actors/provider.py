@@ -117,6 +117,15 @@ class _Forwarder:
         finally:
             self.idle_scope.deadline = trio.current_time() + self.idle_timeout
 
+    def score(self) -> int:
+        """The heuristic score of what the attempt answered so far."""
+        return score_answer(
+            "".join(self.text),
+            finish_reason=self.finish_reason or "stop",
+            tool_calls=self.tool_calls,
+            category=self.job.state.category,
+        )
+
     async def emit(self, event: TransportEvent) -> None:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout
         if isinstance(event, Usage):
@@ -146,6 +155,13 @@ class _Forwarder:
     async def finish(self, finish_reason: str) -> None:
         self.finish_reason = finish_reason
         upstream_ms = (trio.current_time() - self.attempt_started) * 1000
+        if not self.answered and self.job.escalate_below is not None:
+            score = self.score()
+            if score < self.job.escalate_below:
+                raise ProviderFailure(
+                    FailureKind.POOR_ANSWER,
+                    f"the answer scored {score} (below {self.job.escalate_below}): escalating",
+                )
         if not self.answered:
             self.answered = True
             await self._send(self._answering())
@@ -216,13 +232,10 @@ def attempt_record(
         summary, messages = (users[-1].text() if users else ""), len(request.messages)
     status = result.value if failure is None else failure.kind.value
     heuristic = None
-    if result is AttemptResult.SUCCESS and not isinstance(request, ImageRequest):
-        heuristic = score_answer(
-            "".join(forwarder.text),
-            finish_reason=forwarder.finish_reason or "stop",
-            tool_calls=forwarder.tool_calls,
-            category=job.state.category,
-        )
+    if not isinstance(request, ImageRequest) and (
+        result is AttemptResult.SUCCESS or (failure is not None and failure.kind is FailureKind.POOR_ANSWER)
+    ):
+        heuristic = forwarder.score()
     baseline = None
     if baseline_pricer is not None and result is AttemptResult.SUCCESS:
         baseline = baseline_pricer(request.model, usage)

@@ -82,6 +82,8 @@ class RoutingSettings:
     unknown_models: str = "route"  # "route" (seed 001: smart routing) | "reject" (404)
     ab_tests: tuple[ABTest, ...] = ()
     refresh_seconds: float = 60.0
+    # Cascade (non-streaming): an answer scoring below this escalates to a stronger candidate (0: off).
+    cascade_below: int = 50
     llm_classifier: bool = False  # LLM_CLASSIFIER: the cheapest model classifies smart-routed requests
     classifier_timeout: float = 10.0
     seed: int | None = None  # for the Thompson draws and A/B splits; None: from the OS
@@ -513,7 +515,15 @@ class RouterActor:
             next_state = attrs.evolve(
                 state, next_index=index + 1, attempts=state.attempts + 1, failures=tuple(failures)
             )
-            job = Job(request.request, candidate, request.reply, request.cancel, next_state, self.mailbox)
+            job = Job(
+                request.request,
+                candidate,
+                request.reply,
+                request.cancel,
+                next_state,
+                self.mailbox,
+                escalate_below=self._escalate_below(request.request, candidates, index),
+            )
             try:
                 provider.mailbox.tell(job)
             except MailboxFull:
@@ -529,6 +539,22 @@ class RouterActor:
                 continue
             return
         _reply_failed(request.reply, final_error(failures))
+
+    def _escalate_below(
+        self, request: ChatRequest | ImageRequest, candidates: tuple[Candidate, ...], index: int
+    ) -> int | None:
+        """The cascade: a non-streaming answer is held until complete anyway, so a poor one can
+        still give way to a stronger candidate further down the route (never to a peer)."""
+        if not self.settings.cascade_below or request.stream or isinstance(request, ImageRequest):
+            return None
+        tier = self.catalog.tier_of(candidates[index])
+        if tier is None:
+            return None
+        stronger = any(
+            (later := self.catalog.tier_of(c)) is not None and TIERS.index(later) > TIERS.index(tier)
+            for c in candidates[index + 1 :]
+        )
+        return self.settings.cascade_below if stronger else None
 
     def _missing_capability(self, candidate: Candidate, request: ChatRequest | ImageRequest) -> str | None:
         """Why this candidate cannot take the request at all, or None."""

@@ -25,6 +25,7 @@ class FailureKind(enum.Enum):
     SATURATED = "saturated"  # mailbox full
     UNAVAILABLE = "unavailable"  # breaker open, provider down or restarting
     OVER_BUDGET = "over_budget"  # a paid provider while a budget is spent
+    POOR_ANSWER = "poor_answer"  # a held answer the scorer rejected: a stronger model gets to try
 
     @property
     def feeds_breaker(self) -> bool:

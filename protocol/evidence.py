@@ -82,11 +82,15 @@ class Standing:
     mean: float  # posterior mean with a uniform prior
     volume: float  # decayed number of observations
     reason: str = ""
+    # Excluded by the threshold alone (not by a failure streak): selection may still explore it.
+    below_threshold: bool = False
+    exploring: bool = False
 
     def describe(self) -> str:
         if self.volume < 1:
             return "no history"
-        return f"{self.mean:.0%} good of {self.volume:.0f}"
+        text = f"{self.mean:.0%} good of {self.volume:.0f}"
+        return f"exploring ({text}, below the threshold)" if self.exploring else text
 
 
 @attrs.frozen
@@ -230,6 +234,7 @@ class Evidence:
                     volume,
                     f"{mean:.0%} good of {volume:.0f} for {category}, "
                     f"below the {self.policy.success_threshold:.0%} threshold",
+                    below_threshold=True,
                 )
         return Standing(True, mean, volume)
 

@@ -26,6 +26,9 @@ from relaybox.protocol.evidence import Evidence, Standing
 @attrs.frozen
 class SelectionPolicy:
     tie_margin: float = 0.10  # costs within 10% of each other are a tie
+    # A model excluded by the threshold still gets this share of its requests, so its evidence
+    # keeps coming in (it would otherwise never be observed again, and never be let back).
+    explore_share: float = 0.05
     budget_pressure: float = 0.8  # share of the budget spent past which a cheaper tier is asked for
 
 
@@ -176,7 +179,10 @@ def _ranked(
             )
 
         for candidate, _, _ in sorted(group, key=preference):
-            ranked.append((candidate, evidence.standing(category, candidate.provider, candidate.model, now)))
+            standing = evidence.standing(category, candidate.provider, candidate.model, now)
+            if standing.below_threshold and rng.random() < policy.explore_share:
+                standing = attrs.evolve(standing, eligible=True, exploring=True)
+            ranked.append((candidate, standing))
         group.clear()
 
     for item in models:

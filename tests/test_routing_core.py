@@ -148,6 +148,25 @@ def test_an_excluded_model_escalates_but_stays_as_the_last_resort() -> None:
     assert picked.candidates[-2:] == (Candidate("ollama", "llama"), Candidate("openai", "mini"))
 
 
+def test_a_model_below_the_threshold_still_gets_a_small_share_to_learn_from() -> None:
+    evidence = Evidence(EvidencePolicy(consecutive_failure_limit=1000))
+    for i in range(60):
+        observe(evidence, "mini", "openai", float(i % 2), 1)  # 50%: excluded by the threshold
+    firsts = Counter(
+        smart_route(CATALOG, needs("economy"), evidence, now=0, rng=random.Random(seed)).candidates[0].model
+        for seed in range(2000)
+    )
+    # llama (no history, $0) leads; mini is explored about 5% of the times it would be asked.
+    assert firsts["llama"] == 2000
+    only_mini = Catalog(providers=(CATALOG.providers[1],), costs=CATALOG.costs)
+    routes = [
+        smart_route(only_mini, needs("economy"), evidence, now=0, rng=random.Random(s)) for s in range(2000)
+    ]
+    explored = [r for r in routes if r.candidates[0].model == "mini"]
+    assert 60 < len(explored) < 140
+    assert "exploring (50% good of 60, below the threshold)" in explored[0].reason
+
+
 def test_budget_pressure_asks_for_a_cheaper_tier() -> None:
     relaxed = route(Evidence(), "premium", pressure=0.5)
     pressed = route(Evidence(), "premium", pressure=0.85)

@@ -19,7 +19,7 @@ from relaybox.protocol.catalog import Candidate, ModelEntry
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import Finished
 from relaybox.protocol.routes import NamedRoute
-from relaybox.protocol.selection import ABTest
+from relaybox.protocol.selection import ABTest, SelectionPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings
@@ -157,7 +157,8 @@ async def test_priority_from_the_settings_api_breaks_ties_between_free_models(
 async def test_evidence_in_storage_steers_routing_from_the_start(
     tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
 ) -> None:
-    settings = cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)
+    no_exploring = RoutingSettings(selection=SelectionPolicy(explore_share=0.0))
+    settings = cheap_and_strong(tmp_path, fake_openai, fake_openai_backup, routing=no_exploring)
     await trio.Path(settings.data_dir).mkdir(parents=True)
     storage = SQLiteStorage(str(Path(settings.data_dir) / "relaybox.db"))
     await storage.migrate()
@@ -236,6 +237,35 @@ async def test_ab_test_splits_traffic_and_reports_each_variant(
     assert baseline["attempts"] == sum(a.headers["x-provider"] == "cheap" for a in answers)
     assert baseline["success_rate"] == 1.0 and challenger["cost_usd"] > baseline["cost_usd"]
     assert ab["verdict"].startswith("collecting")
+
+
+async def test_cascade_a_poor_held_answer_gives_way_to_a_stronger_model(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(
+        Reply(text="I'm sorry, but I can't help with that."),
+        Reply(text="Each box holds 12 + 7 = 21 pens, so 4 boxes hold 4 * 21 = 74 pens.\n#### 74"),
+        Reply(text="I'm sorry, but I can't help with that."),  # streamed: already on its way
+    )
+    async with (
+        serve(cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        refused = await ask(client, "auto", SIMPLE)
+        maths = [
+            {"role": "user", "content": "A box holds 12 red and 7 blue pens. How many pens are in 4 boxes?"}
+        ]
+        miscalculated = await ask(client, "auto", maths)
+        streamed = await ask(client, "auto", SIMPLE, stream=True)
+        await eventually(lambda: relay.system.recorder.written >= 5, within=10)
+        rows = (await client.get("/api/requests", params={"provider": "cheap"})).json()["data"]
+    for answer in (refused, miscalculated):
+        assert answer.headers["x-provider"] == "strong" and answer.headers["x-fallback-used"] == "true"
+        assert "cheap/small failed (poor_answer)" in answer.headers["x-router-reason"]
+        assert answer.json()["choices"][0]["message"]["content"] == "Answer from the backup upstream."
+    assert streamed.headers["x-provider"] == "cheap" and "I'm sorry" in streamed.text
+    poor = [r for r in rows if r["status"] == "poor_answer"]
+    assert len(poor) == 2 and all(r["cost_usd"] > 0 and r["heuristic_score"] < 50 for r in poor)
 
 
 async def test_the_optional_llm_classifier_asks_the_cheapest_model_and_its_call_is_logged(

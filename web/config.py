@@ -319,6 +319,7 @@ def _routing(
         ab_tests=_ab_tests(file, {p.name for p in providers}),
         refresh_seconds=_float(routing.get("refresh_seconds", 60), "[routing] refresh_seconds"),
         llm_classifier=llm_classifier,
+        cascade_below=_int(routing.get("cascade_below", 50), "[routing] cascade_below"),
     )
 
 
