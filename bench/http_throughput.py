@@ -1,0 +1,302 @@
+"""Non-streaming throughput and added latency: the upstream alone, relaybox, and LiteLLM's proxy.
+
+    python -m bench.http_throughput [--seconds 10] [--latency-ms 5] [--concurrency 1,10,50,200]
+
+The upstream is nginx with its echo module (Debian: nginx-core, libnginx-mod-http-echo) answering
+every POST with the same OpenAI chat completion after a fixed delay; the load comes from `wrk`
+(Debian: wrk), both compiled, so neither is the bottleneck being measured. relaybox runs as
+`relaybox serve` with routing on (model `auto`: classification and smart routing on every
+request) and recording on (the embedded SQLite log); deduplication is switched off, because wrk
+sends one identical body over and over and sharing those calls would flatter relaybox. LiteLLM's
+proxy runs from its own virtualenv (`bench/.litellm-venv`, created on first use with
+`pip install 'litellm[proxy]'`), one worker, a master key, no database, configured for the same
+upstream. Each target gets the same wrk run at each concurrency, one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.machine import write
+
+HERE = Path(__file__).parent
+LITELLM_VENV = HERE / ".litellm-venv"
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+DEBIAN_PACKAGES = ("nginx-core", "libnginx-mod-http-echo", "wrk")
+
+ANSWER = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "bench-model",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello from nginx."},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+}
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools() -> None:
+    if shutil.which("wrk") and shutil.which("nginx") and Path(ECHO_MODULE).exists():
+        return
+    print(f"installing {' '.join(DEBIAN_PACKAGES)} from Debian's packages ...", flush=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", *DEBIAN_PACKAGES], check=True, stdout=subprocess.DEVNULL
+    )
+
+
+def ensure_litellm() -> Path:
+    executable = LITELLM_VENV / "bin" / "litellm"
+    if not executable.exists():
+        print("installing litellm[proxy] into bench/.litellm-venv ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run(
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return executable
+
+
+def wait_until_up(url: str, headers: dict[str, str] | None = None, within: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {within:.0f} s")
+
+
+def start_nginx(work: Path, port: int, latency_ms: float) -> subprocess.Popen[bytes]:
+    answer = json.dumps(ANSWER).replace("'", "\\'")
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    config = f"""{user}load_module {ECHO_MODULE};
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      echo_read_request_body;
+      default_type application/json;
+      echo_sleep {latency_ms / 1000:.3f};
+      echo '{answer}';
+    }}
+  }}
+}}
+"""
+    (work / "nginx.conf").write_text(config)
+    process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+    wait_until_up(f"http://127.0.0.1:{port}/v1/models")
+    return process
+
+
+def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+    providers = [
+        {
+            "id": "bench",
+            "baseUrl": upstream,
+            "apiKey": "sk-bench",
+            "models": [
+                {"id": "bench-model", "tier": "economy", "costPerMInput": 0.15, "costPerMOutput": 0.6}
+            ],
+        }
+    ]
+    env = {
+        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "HOME": str(work),
+        "RELAYBOX_DATA_DIR": str(work / "relaybox-data"),
+        "CUSTOM_PROVIDERS": json.dumps(providers),
+        "DEDUP_SECONDS": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/ping")
+    return process
+
+
+def start_litellm(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+    executable = ensure_litellm()
+    (work / "litellm.yaml").write_text(
+        "model_list:\n"
+        "  - model_name: auto\n"
+        "    litellm_params:\n"
+        "      model: openai/bench-model\n"
+        f"      api_base: {upstream}\n"
+        "      api_key: sk-bench\n"
+        "general_settings:\n"
+        "  master_key: sk-litellm-bench\n"
+    )
+    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-litellm-bench", "LITELLM_LOG": "ERROR"}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [str(executable), "--config", str(work / "litellm.yaml"), "--port", str(port), "--num_workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until_up(
+        f"http://127.0.0.1:{port}/health/liveliness", {"Authorization": "Bearer sk-litellm-bench"}, within=180
+    )
+    return process
+
+
+def wrk(url: str, connections: int, seconds: int, work: Path, headers: dict[str, str]) -> dict[str, float]:
+    script = work / "post.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}"]
+    lines += [
+        f'wrk.headers["{k}"] = "{v}"' for k, v in {"Content-Type": "application/json", **headers}.items()
+    ]
+    script.write_text("\n".join(lines) + "\n")
+    threads = 1 if connections < 2 else 2
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    for name, percentile in (("p50", "50%"), ("p99", "99%")):
+        value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()  # type: ignore[union-attr]
+        result[name] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    if socket_errors:
+        result["errors"] += sum(float(n) for n in socket_errors.groups())
+    return result
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM) if os.getpgid(
+                process.pid
+            ) == process.pid else process.terminate()
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool) -> None:
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="relaybox-bench-"))
+    upstream_port, relay_port, litellm_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    processes = [start_nginx(work, upstream_port, latency_ms)]
+    try:
+        processes.append(start_relaybox(work, relay_port, upstream))
+        targets = [
+            ("direct (nginx)", f"{upstream}/chat/completions", {}),
+            ("relaybox", f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}),
+        ]
+        if not skip_litellm:
+            processes.append(start_litellm(work, litellm_port, upstream))
+            targets.append(
+                (
+                    "LiteLLM proxy",
+                    f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                    {"Authorization": "Bearer sk-litellm-bench"},
+                )
+            )
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for connections in levels:
+            for name, url, headers in targets:
+                wrk(url, connections, 2, work, headers)  # warm-up
+                results[(name, connections)] = wrk(url, connections, seconds, work, headers)
+                print(f"  {name} at {connections}: {results[(name, connections)]}", flush=True)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    lines = [
+        f"wrk, {seconds} s per cell, POST /v1/chat/completions (model auto), upstream nginx echo with "
+        f"{latency_ms:g} ms fixed latency; relaybox: routing + SQLite recording on, dedup off",
+        f"{'target':<16}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'errors':>8}",
+    ]
+    for connections in levels:
+        direct = results[("direct (nginx)", connections)]
+        for name, _, _ in targets:
+            r = results[(name, connections)]
+            lines.append(
+                f"{name:<16}{connections:>5}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                f"{r['p50'] - direct['p50']:>9.2f}{r['p99'] - direct['p99']:>9.2f}{r['errors']:>8.0f}"
+            )
+        if not skip_litellm:
+            ratio = results[("relaybox", connections)]["rps"] / results[("LiteLLM proxy", connections)]["rps"]
+            lines.append(f"{'':<16}{'':>5}  relaybox / LiteLLM throughput: {ratio:.1f}x")
+    table = "\n".join(lines)
+    print(table)
+    print(f"written to {write('http_throughput', table)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--latency-ms", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="1,10,50,200")
+    parser.add_argument("--skip-litellm", action="store_true")
+    arguments = parser.parse_args()
+    main(
+        arguments.seconds,
+        arguments.latency_ms,
+        [int(n) for n in arguments.concurrency.split(",")],
+        arguments.skip_litellm,
+    )
