@@ -46,6 +46,8 @@ class DispatchState:
     complexity: int = 0
     ab_test: str | None = None
     ab_variant: str | None = None
+    # A complete answer the cascade held back for a stronger model: sent if none of them answers.
+    held_answer: tuple[Event, ...] = ()
 
 
 @attrs.frozen(eq=False)
@@ -83,6 +85,7 @@ class AttemptEnded:
     answered: bool
     failure: AttemptFailure | None = None
     score: int | None = None  # the answer's heuristic score (0-100), when there was an answer
+    held_answer: tuple[Event, ...] = ()  # a poor answer held back (POOR_ANSWER), in full
 
 
 RouterMessage = Dispatch | AttemptEnded

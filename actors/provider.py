@@ -87,6 +87,7 @@ class _Forwarder:
         self.tool_calls = 0
         self.first_output_at: float | None = None
         self.finish_reason: str | None = None
+        self.rejected_answer: tuple[Event, ...] = ()
         self._held: list[TransportEvent] = []
 
     def _answering(self) -> Answering:
@@ -158,6 +159,12 @@ class _Forwarder:
         if not self.answered and self.job.escalate_below is not None:
             score = self.score()
             if score < self.job.escalate_below:
+                # Kept whole: if no stronger model answers, the router sends this one after all.
+                self.rejected_answer = (
+                    self._answering(),
+                    *_coalesce(self._held),
+                    Finished(finish_reason, upstream_ms),
+                )
                 raise ProviderFailure(
                     FailureKind.POOR_ANSWER,
                     f"the answer scored {score} (below {self.job.escalate_below}): escalating",
@@ -422,6 +429,7 @@ class ProviderActor:
             answered=forwarder.answered,
             failure=attempt_failure,
             score=record.heuristic_score,
+            held_answer=forwarder.rejected_answer,
         )
 
     async def _attempt(self, job: Job, forwarder: _Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
@@ -559,5 +567,8 @@ class ProviderActor:
         answered: bool,
         failure: AttemptFailure | None = None,
         score: int | None = None,
+        held_answer: tuple[Event, ...] = (),
     ) -> None:
-        await job.report_to.send(AttemptEnded(job, result, upstream_ms, answered, failure, score))
+        await job.report_to.send(
+            AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer)
+        )

@@ -51,7 +51,7 @@ from relaybox.protocol.errors import (
     final_error,
     worth_retrying_elsewhere,
 )
-from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
+from relaybox.protocol.events import Answering, ContentDelta, Event, Failed, Finished
 from relaybox.protocol.evidence import (
     DAY,
     NOT_ABOUT_QUALITY,
@@ -70,6 +70,8 @@ log = logging.getLogger("relaybox.router")
 POOR_ANSWER_SCORE = 50
 # A slow database delays the next refresh, never routing.
 REFRESH_TIMEOUT = 10.0
+# Outcomes this recent may not be in storage yet when it is read (the recorder writes in batches).
+RECORDING_LAG = 2.0
 
 
 @attrs.frozen
@@ -137,6 +139,7 @@ class EvidenceLoaded:
 
     rows: tuple[RollupRow, ...]
     at: float
+    started: float  # the router's clock when the read began
 
 
 @attrs.frozen
@@ -225,13 +228,18 @@ class RouterActor:
                 self.priorities[message.provider] = message.priority
             self._routable = self._routable_catalog()
         else:
-            self.evidence.load(message.rows, wall_clock=message.at, now=trio.current_time())
+            self.evidence.load(
+                message.rows,
+                wall_clock=message.at,
+                now=trio.current_time(),
+                keep_since=message.started - RECORDING_LAG,
+            )
             self.evidence_loaded_at = message.at
 
     async def _refresh_evidence(self, storage: EvidenceSource) -> None:
         """Read storage's evidence now and every `refresh_seconds`; a failed read keeps what is known."""
         while True:
-            at = time.time()
+            at, started = time.time(), trio.current_time()
             rows = None
             with trio.move_on_after(REFRESH_TIMEOUT):
                 try:
@@ -240,7 +248,7 @@ class RouterActor:
                     log.warning("could not load routing evidence from storage: %s", error)
             if rows is not None:
                 with contextlib.suppress(MailboxFull):
-                    self.mailbox.tell(EvidenceLoaded(tuple(rows), at))
+                    self.mailbox.tell(EvidenceLoaded(tuple(rows), at, started))
             await trio.sleep(self.settings.refresh_seconds)
 
     async def on_crash(self, error: BaseException) -> None:
@@ -334,6 +342,8 @@ class RouterActor:
             handed_on = True
         except MailboxFull:
             pass
+        except Exception:  # a bug here must not take the router down with every request in it
+            log.exception("the LLM classifier step failed; the request was answered 503")
         finally:
             if not handed_on:  # the router is overloaded or stopping: answer rather than leave it waiting
                 _reply_failed(
@@ -349,7 +359,10 @@ class RouterActor:
 
     async def _ask_classifier(self, dispatch: Dispatch, builtin: Classification) -> Classification | None:
         assert isinstance(dispatch.request, ChatRequest)
-        cheapest = self._smart(attrs.evolve(builtin, tier="economy"), "classifier").candidates[0]
+        try:
+            cheapest = self._smart(attrs.evolve(builtin, tier="economy"), "classifier").candidates[0]
+        except RelayError:  # nothing to ask (providers switched off meanwhile): the request will say so
+            return None
         question = classification_request(dispatch.request, f"{cheapest.provider}:{cheapest.model}")
         send, receive = trio.open_memory_channel[Event](64)
         token = CancelToken()
@@ -452,15 +465,31 @@ class RouterActor:
             job.state,
             failures=(*job.state.failures, ended.failure),
             failed_upstream_ms=job.state.failed_upstream_ms + ended.upstream_ms,
+            held_answer=ended.held_answer or job.state.held_answer,
         )
+        if ended.failure.kind is FailureKind.POOR_ANSWER:
+            # The cascade climbs: a peer of the same tier is no better bet than the one that failed.
+            state = attrs.evolve(
+                state, next_index=self._first_stronger(state.route.candidates, job.state.next_index - 1)
+            )
         self._try_next(_Request(job.request, job.reply, job.cancel), state)
+
+    def _first_stronger(self, candidates: tuple[Candidate, ...], index: int) -> int:
+        rank = _tier_rank(self.catalog.tier_of(candidates[index]))
+        for later in range(index + 1, len(candidates)):
+            if _tier_rank(self.catalog.tier_of(candidates[later])) > rank:
+                return later
+        return len(candidates)
 
     def _learn(self, ended: AttemptEnded) -> None:
         """Feed the outcome to the evidence: an answer by its heuristic score, a failure that
         says something about the model as a bad outcome; the rest (rate limits, cancellations,
         a full queue, the client's own bad request) says nothing about answers."""
         job = ended.job
-        if ended.result is AttemptResult.SUCCESS:
+        scored = ended.result is AttemptResult.SUCCESS or (
+            ended.failure is not None and ended.failure.kind is FailureKind.POOR_ANSWER
+        )
+        if scored:
             score = 100 if ended.score is None else ended.score
             good, failed = score / 100, score < POOR_ANSWER_SCORE
         elif ended.failure is not None and ended.failure.kind.value not in NOT_ABOUT_QUALITY:
@@ -526,6 +555,7 @@ class RouterActor:
             )
             try:
                 provider.mailbox.tell(job)
+                self.evidence.dispatched(state.category, candidate.provider, candidate.model, now)
             except MailboxFull:
                 failures.append(
                     AttemptFailure(
@@ -538,6 +568,9 @@ class RouterActor:
                 )
                 continue
             return
+        if state.held_answer:
+            _send_held_answer(request.reply, state.held_answer, failures)
+            return
         _reply_failed(request.reply, final_error(failures))
 
     def _escalate_below(
@@ -547,14 +580,18 @@ class RouterActor:
         still give way to a stronger candidate further down the route (never to a peer)."""
         if not self.settings.cascade_below or request.stream or isinstance(request, ImageRequest):
             return None
-        tier = self.catalog.tier_of(candidates[index])
-        if tier is None:
+        rank = _tier_rank(self.catalog.tier_of(candidates[index]))
+        if rank < 0:
             return None
-        stronger = any(
-            (later := self.catalog.tier_of(c)) is not None and TIERS.index(later) > TIERS.index(tier)
+        now = trio.current_time()
+        stronger_up = any(
+            _tier_rank(self.catalog.tier_of(c)) > rank
+            and c.provider not in self.disabled
+            and (provider := self.providers.get(c.provider)) is not None
+            and provider.accepting(now)
             for c in candidates[index + 1 :]
         )
-        return self.settings.cascade_below if stronger else None
+        return self.settings.cascade_below if stronger_up else None
 
     def _missing_capability(self, candidate: Candidate, request: ChatRequest | ImageRequest) -> str | None:
         """Why this candidate cannot take the request at all, or None."""
@@ -571,6 +608,28 @@ class RouterActor:
                     f"the prompt needs at least {needed} tokens; the context window is {entry.context_window}"
                 )
         return None
+
+
+def _tier_rank(tier: str | None) -> int:
+    return TIERS.index(tier) if tier in TIERS else -1
+
+
+def _send_held_answer(
+    reply: trio.MemorySendChannel[Event], held: tuple[Event, ...], failures: list[AttemptFailure]
+) -> None:
+    """The cascade's held answer after all: every stronger candidate failed. A few events on a
+    channel nothing was sent on yet, so they fit; closed means the client has gone."""
+    first, *rest = held
+    if isinstance(first, Answering):
+        tried = ", ".join(
+            f"{f.provider}/{f.model}: {f.kind.value}"
+            for f in failures
+            if f.kind is not FailureKind.POOR_ANSWER
+        )
+        first = attrs.evolve(first, reason=f"{first.reason}; kept: no stronger model answered ({tried})")
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        for event in (first, *rest):
+            reply.send_nowait(event)
 
 
 def _reply_failed(reply: trio.MemorySendChannel[Event], error: RelayError) -> None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Iterable
 
 import attrs
 
 DAY = 86_400.0
+RECENT_LIMIT = 200_000
 
 # Failure kinds that say nothing about a model's answers (the breaker and the budget deal with them).
 NOT_ABOUT_QUALITY = frozenset(
@@ -48,6 +50,7 @@ class EvidencePolicy:
     consecutive_failure_limit: int = 3
     exclusion_seconds: float = 60.0  # the first exclusion; doubled on each repeat
     max_exclusion_seconds: float = 3600.0
+    probe_wait_seconds: float = 120.0  # a probe with no outcome by then lets another one go
     half_life_days: float = 3.5  # a day-old observation weighs 0.82, a week-old one 0.25
     window_days: float = 7.0  # older evidence is not loaded at all
 
@@ -70,8 +73,9 @@ class _Posterior:
 class _Streak:
     failures: int = 0
     exclusions: int = 0
+    # Set while excluded, and after: until an outcome arrives, which is the probe's.
     excluded_until: float | None = None
-    probing: bool = False  # the exclusion ended and one probe is out
+    probe_sent: float | None = None  # when the one probe after the exclusion went out
 
 
 @attrs.frozen
@@ -137,17 +141,33 @@ class Evidence:
         self._base: dict[tuple[str, str, str], _Posterior] = {}  # from storage
         self._live: dict[tuple[str, str, str], _Posterior] = {}  # observed since the last load
         self._streaks: dict[tuple[str, str, str], _Streak] = {}
+        # Observations since the last load, re-added on the next; kept only once loads happen
+        # (bounded: a store that stays unreadable must not make this grow without end).
+        self._recent: deque[Observation] = deque(maxlen=RECENT_LIMIT)
+        self._keeps_recent = False
 
     # --- learning -----------------------------------------------------------------
 
     def observe(self, observation: Observation) -> None:
+        self._add_live(observation)
+        if self._keeps_recent:
+            self._recent.append(observation)
+        key = (observation.category, observation.provider, observation.model)
+        self._streak_after(key, observation.failed, observation.at)
+
+    def _add_live(self, observation: Observation) -> None:
         key = (observation.category, observation.provider, observation.model)
         posterior = self._live.setdefault(key, _Posterior(as_of=observation.at))
         posterior.decay_to(observation.at, self._half_life)
         good = min(1.0, max(0.0, observation.good))
         posterior.good += observation.weight * good
         posterior.bad += observation.weight * (1.0 - good)
-        self._streak_after(key, observation.failed, observation.at)
+
+    def dispatched(self, category: str, provider: str, model: str, now: float) -> None:
+        """An attempt went to this model: if its exclusion is over, that attempt is the probe."""
+        streak = self._streaks.get((category, provider, model))
+        if streak is not None and streak.excluded_until is not None and now >= streak.excluded_until:
+            streak.probe_sent = streak.probe_sent if streak.probe_sent is not None else now
 
     def _streak_after(self, key: tuple[str, str, str], failed: bool, now: float) -> None:
         streak = self._streaks.setdefault(key, _Streak())
@@ -155,18 +175,24 @@ class Evidence:
             self._streaks[key] = _Streak()
             return
         streak.failures += 1
-        if streak.probing or streak.failures >= self.policy.consecutive_failure_limit:
-            seconds = min(
-                self.policy.exclusion_seconds * 2**streak.exclusions, self.policy.max_exclusion_seconds
-            )
-            streak.exclusions += 1
-            streak.excluded_until = now + seconds
-            streak.probing = False
+        if streak.excluded_until is not None:
+            if now >= streak.excluded_until:  # the probe failed: exclude for longer
+                self._exclude(streak, now)
+            return  # an attempt that began before the exclusion: already counted in it
+        if streak.failures >= self.policy.consecutive_failure_limit:
+            self._exclude(streak, now)
 
-    def load(self, rows: Iterable[RollupRow], *, wall_clock: float, now: float) -> None:
-        """Replace what this instance knew with storage's copy, read at Unix time `wall_clock`
+    def _exclude(self, streak: _Streak, now: float) -> None:
+        seconds = min(self.policy.exclusion_seconds * 2**streak.exclusions, self.policy.max_exclusion_seconds)
+        streak.exclusions += 1
+        streak.excluded_until = now + seconds
+        streak.probe_sent = None
+
+    def load(self, rows: Iterable[RollupRow], *, wall_clock: float, now: float, keep_since: float) -> None:
+        """Replace what storage contributed with a fresh read, made at Unix time `wall_clock`
         (`now` is the clock everything else here runs on). Storage holds this instance's own
-        outcomes too, so the live layer starts again from nothing."""
+        outcomes too, up to about when it was read: what was observed from `keep_since` on
+        (not yet written when the read began) is kept on top."""
         base: dict[tuple[str, str, str], _Posterior] = {}
         for row in rows:
             if row.status in NOT_ABOUT_QUALITY:
@@ -178,7 +204,7 @@ class Evidence:
             weight = 0.5 ** (age / self._half_life)
             key = (row.category, row.provider, row.model)
             posterior = base.setdefault(key, _Posterior(as_of=now))
-            if row.status == "success":
+            if row.status in ("success", "poor_answer"):  # answers, by their heuristic scores
                 # Answers without a heuristic score (images) count as good.
                 unscored = row.attempts - row.heuristic_count
                 good = row.heuristic_sum / 100 + unscored
@@ -191,7 +217,12 @@ class Evidence:
                 posterior.good += weight * good
                 posterior.bad += weight * (row.rating_count - good)
         self._base = base
+        self._keeps_recent = True
+        while self._recent and self._recent[0].at < keep_since:
+            self._recent.popleft()
         self._live = {}
+        for observation in self._recent:
+            self._add_live(observation)
 
     # --- judging ------------------------------------------------------------------
 
@@ -222,9 +253,10 @@ class Evidence:
                     f"{streak.failures} consecutive failures for {category}; "
                     f"excluded for {streak.excluded_until - now:.0f}s more",
                 )
-            # The exclusion is over: let a probe through; its outcome decides what follows.
-            streak.excluded_until = None
-            streak.probing = True
+            # The exclusion is over: one probe may go; its outcome decides what follows. A probe
+            # that never reports (cancelled) lets another go after a while.
+            if streak.probe_sent is not None and now - streak.probe_sent < self.policy.probe_wait_seconds:
+                return Standing(False, mean, volume, f"a probe after {streak.failures} failures is out")
         if volume >= self.policy.min_volume:
             upper = mean + self.policy.confidence_z * math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
             if upper < self.policy.success_threshold:

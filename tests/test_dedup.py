@@ -8,6 +8,11 @@ from typing import Any
 
 import httpx
 import trio
+import trio.lowlevel
+from relaybox.actors.cancellation import CancelToken
+from relaybox.protocol.events import Answering, ContentDelta, Event, Finished
+from relaybox.web.dedup import Deduplicator
+from relaybox.web.exchange import Begun
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
@@ -113,3 +118,48 @@ async def test_past_the_window_or_switched_off_requests_go_alone(
                 nursery.start_soon(later)
                 await client.post("/v1/chat/completions", json=BODY)
         assert len(fake_openai.chat_requests()) == calls, (window, second_after, dedup)
+
+
+def answered(text: str) -> Begun:
+    send, receive = trio.open_memory_channel[Event](10)
+    send.send_nowait(ContentDelta(text))
+    send.send_nowait(Finished("stop", 1.0))
+    return Begun(Answering("p", "m", "reason", 1, False, 0.0), receive, CancelToken(), {})
+
+
+async def follower_of_a_released_answer(delay: int) -> tuple[str, int, Deduplicator]:
+    dedup = Deduplicator(5.0)
+    own_calls = 0
+
+    async def lead() -> Begun:
+        return answered("leader")
+
+    async def own() -> Begun:
+        nonlocal own_calls
+        own_calls += 1
+        return answered("own")
+
+    leader = await dedup.begin(b"key", "r1", None, lead)
+    received: list[Event] = []
+
+    async def follow() -> None:
+        follower = await dedup.begin(b"key", "r2", None, own)
+        received.append(await follower.receive.receive())
+        follower.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow)
+        for _ in range(delay):
+            await trio.lowlevel.checkpoint()
+        leader.close()
+    assert isinstance(received[0], ContentDelta)
+    return received[0].text, own_calls, dedup
+
+
+async def test_a_follower_never_attaches_to_an_answer_released_while_it_joined() -> None:
+    # The leader's client leaves just as its answer begins, while a follower is joining: the
+    # follower must get an answer of its own, not a reader of the released one.
+    for delay in [0, 1, 2, 3] * 25:  # trio's scheduling order varies: try the race many times
+        text, own_calls, dedup = await follower_of_a_released_answer(delay)
+        assert text == ("own" if own_calls else "leader"), (delay, own_calls)
+        assert dedup._inflight == {}

@@ -101,6 +101,30 @@ def test_consecutive_failures_exclude_then_a_probe_decides_and_exclusions_grow()
     assert evidence.standing("simple_qa", "openai", "mini", 183).eligible
 
 
+def test_only_one_probe_goes_out_after_an_exclusion() -> None:
+    evidence = Evidence(
+        EvidencePolicy(consecutive_failure_limit=3, exclusion_seconds=60, probe_wait_seconds=120)
+    )
+    observe(evidence, "mini", "openai", 0.0, 3)
+    assert evidence.standing("simple_qa", "openai", "mini", 60).eligible
+    evidence.dispatched("simple_qa", "openai", "mini", 60)
+    out = evidence.standing("simple_qa", "openai", "mini", 61)
+    assert not out.eligible and "a probe after 3 failures is out" in out.reason
+    assert evidence.standing("simple_qa", "openai", "mini", 180).eligible  # that probe never reported
+    observe(evidence, "mini", "openai", 1.0, 1, at=181)
+    assert evidence.standing("simple_qa", "openai", "mini", 181).eligible
+
+
+def test_a_refresh_from_storage_keeps_what_storage_cannot_have_yet() -> None:
+    evidence = Evidence()
+    evidence.load([], wall_clock=0.0, now=0.0, keep_since=0.0)
+    observe(evidence, "mini", "openai", 0.0, 5, at=10.0)  # written before the next read began
+    observe(evidence, "mini", "openai", 1.0, 3, at=50.0)  # after: not in storage yet
+    evidence.load([], wall_clock=60.0, now=60.0, keep_since=48.0)
+    good, bad = evidence.posterior("simple_qa", "openai", "mini", 60.0)
+    assert (round(good, 2), round(bad, 2)) == (3.0, 0.0)
+
+
 def test_storage_rows_load_with_heuristics_ratings_and_age() -> None:
     now = 100 * DAY
     today = now - DAY / 2
@@ -114,7 +138,7 @@ def test_storage_rows_load_with_heuristics_ratings_and_age() -> None:
         RollupRow(today, "openai", "4o", "simple_qa", "success", 10, rating_sum=50, rating_count=10),
     ]
     evidence = Evidence()
-    evidence.load(rows, wall_clock=now, now=0.0)
+    evidence.load(rows, wall_clock=now, now=0.0, keep_since=0.0)
     mini = evidence.standing("simple_qa", "openai", "mini", 0.0)
     assert mini.volume == pytest.approx(50) and mini.mean == pytest.approx(13 / 52)
     assert not mini.eligible

@@ -17,7 +17,7 @@ from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.router import RoutingSettings
 from relaybox.protocol.catalog import Candidate, ModelEntry
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import Finished
+from relaybox.protocol.events import ContentDelta, Finished
 from relaybox.protocol.routes import NamedRoute
 from relaybox.protocol.selection import ABTest, SelectionPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
@@ -266,6 +266,42 @@ async def test_cascade_a_poor_held_answer_gives_way_to_a_stronger_model(
     assert streamed.headers["x-provider"] == "cheap" and "I'm sorry" in streamed.text
     poor = [r for r in rows if r["status"] == "poor_answer"]
     assert len(poor) == 2 and all(r["cost_usd"] > 0 and r["heuristic_score"] < 50 for r in poor)
+
+
+async def test_cascade_keeps_the_held_answer_when_no_stronger_model_answers(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(Reply(text="I'm sorry, but I can't help with that."))
+    fake_openai_backup.replies.push(Reply(status=503))
+    async with (
+        serve(cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        kept = await ask(client, "auto", SIMPLE)
+    assert kept.status_code == 200 and kept.headers["x-provider"] == "cheap"
+    assert kept.json()["choices"][0]["message"]["content"] == "I'm sorry, but I can't help with that."
+    assert "kept: no stronger model answered (strong/big: server_error)" in kept.headers["x-router-reason"]
+
+
+async def test_cascade_climbs_past_peers_of_the_same_tier(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    refusal = Answer("I'm sorry, but I can't help with that.")
+    transports = {
+        "a": ScriptedTransport(refusal, default=Answer("a")),
+        "b": ScriptedTransport(default=Answer("b")),
+        "c": ScriptedTransport(default=Answer("c answers")),
+    }
+    settings = settings_for(
+        tmp_path,
+        provider("a", "http://unused", "a1", "economy", 0.1),
+        provider("b", "http://unused", "b1", "economy", 0.2),
+        provider("c", "http://unused", "c1", "standard", 1.0),
+    )
+    async with running_system(settings, lambda config, _: transports[config.name]) as system:
+        events = await complete(system, chat("economy"))
+    assert [e.text for e in events if isinstance(e, ContentDelta)] == ["c answers"]
+    assert [t.calls for t in transports.values()] == [1, 0, 1]
 
 
 async def test_the_optional_llm_classifier_asks_the_cheapest_model_and_its_call_is_logged(

@@ -268,7 +268,15 @@ def _ab_report(tests: tuple[ABTest, ...], rows: list[dict[str, Any]]) -> list[di
     for test in tests:
         variants: dict[str, dict[str, Any]] = {}
         for name in ("baseline", "challenger"):
-            mine = [r for r in rows if r["test"] == test.name and r["variant"] == name]
+            # Only the variant's own model: a fallback or cascade attempt in its requests is not it.
+            candidate = test.baseline if name == "baseline" else test.challenger
+            mine = [
+                r
+                for r in rows
+                if r["test"] == test.name
+                and r["variant"] == name
+                and (r["provider"], r["model"]) == (candidate.provider, candidate.model)
+            ]
             attempts = sum(r["attempts"] for r in mine)
             successes = sum(r["successes"] for r in mine)
             heuristic = [r["avg_heuristic"] for r in mine if r["avg_heuristic"] is not None]

@@ -276,6 +276,9 @@ def _routing(
         return env.get(env_name) or routing.get(key, default)
 
     threshold = _float(setting("SUCCESS_THRESHOLD", "success_threshold", 0.8), "SUCCESS_THRESHOLD")
+    refresh = _float(routing.get("refresh_seconds", 60), "[routing] refresh_seconds")
+    if refresh <= 0:
+        raise ConfigError("[routing] refresh_seconds must be positive")
     if not 0 <= threshold <= 1:
         raise ConfigError(f"SUCCESS_THRESHOLD must be between 0 and 1, got {threshold}")
     limit = _int(
@@ -317,7 +320,7 @@ def _routing(
         mode=mode,
         unknown_models=unknown,
         ab_tests=_ab_tests(file, {p.name for p in providers}),
-        refresh_seconds=_float(routing.get("refresh_seconds", 60), "[routing] refresh_seconds"),
+        refresh_seconds=refresh,
         llm_classifier=llm_classifier,
         cascade_below=_int(routing.get("cascade_below", 50), "[routing] cascade_below"),
     )

@@ -18,11 +18,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.provider import RecordSink, group_id
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.events import Event, Failed, Finished
+from relaybox.protocol.events import Event, Failed, Finished, Usage
 from relaybox.storage.records import AttemptRecord
 from relaybox.web.exchange import Begun
 
@@ -95,7 +96,8 @@ class _SharedAnswer:
         self.opened_at = opened_at
         self.window = window
         self.leader_id = leader_id
-        self.ended = False  # the terminal event has been read from the provider
+        self.ended = False  # the answer has ended (its terminal event read, or the channel closed)
+        self.closed = False  # every reader has gone and the upstream call was released
         self._forget = forget
         self._begun: Begun | None = None
         self._error: RelayError | None = None
@@ -122,14 +124,14 @@ class _SharedAnswer:
         await self._settled.wait()
         if self._error is not None:
             raise self._error
-        if self._begun is None or self.ended or self._offset > 0:
-            return None  # gone, finished, or its start already dropped: this request goes alone
+        if self._begun is None or self.ended or self.closed or self._offset > 0:
+            return None  # gone, finished, released, or its start dropped: this request goes alone
         headers = {**self._begun.headers, "x-task-id": request_id, "x-deduplicated-from": self.leader_id}
-        return self._reader(headers)
+        return self._reader(headers, follower=True)
 
-    def _reader(self, headers: dict[str, str]) -> Begun:
+    def _reader(self, headers: dict[str, str], *, follower: bool = False) -> Begun:
         assert self._begun is not None
-        reader = _Reader(self, self._offset)
+        reader = _Reader(self, self._offset, follower)
         self._readers.add(reader)
         # Each reader gets a token of its own: cancelling it (the client left) cancels nothing
         # shared; the upstream call is cancelled when the last reader closes.
@@ -157,8 +159,10 @@ class _SharedAnswer:
                 if isinstance(event, Finished | Failed):
                     self.ended = True
                     self._forget(self)
-            except trio.EndOfChannel:
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 self._exhausted = True
+                self.ended = True
+                self._forget(self)
             finally:
                 self._pulling = False
                 self._changed.set()
@@ -178,6 +182,7 @@ class _SharedAnswer:
         self._readers.discard(reader)
         if self._readers or self._begun is None:
             return
+        self.closed = True
         self._forget(self)
         self._begun.close()
 
@@ -185,15 +190,19 @@ class _SharedAnswer:
 class _Reader:
     """One client's cursor into a shared answer; quacks like a memory receive channel."""
 
-    def __init__(self, shared: _SharedAnswer, position: int) -> None:
+    def __init__(self, shared: _SharedAnswer, position: int, follower: bool) -> None:
         self.shared = shared
         self.position = position
+        self.follower = follower
         self.closed = False
 
     async def receive(self) -> Event:
         if self.closed:
             raise trio.ClosedResourceError
-        return await self.shared.next_for(self)
+        event = await self.shared.next_for(self)
+        if self.follower and isinstance(event, Usage) and event.cost_usd:
+            return attrs.evolve(event, cost_usd=0.0)  # the tokens were used; this client paid nothing
+        return event
 
     def close(self) -> None:
         if not self.closed:

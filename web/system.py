@@ -201,7 +201,14 @@ async def running_system(
         }
         for provider in providers.values():
             await supervisor.start_child(provider)
-        router = RouterActor(catalog, providers, settings=settings.routing, storage=storage, budget=budget)
+        router = RouterActor(
+            catalog,
+            providers,
+            settings=settings.routing,
+            # Without the request log storage holds no outcomes: the router keeps its own.
+            storage=storage if settings.record_requests else None,
+            budget=budget,
+        )
         await supervisor.start_child(router)
         await _apply_saved_provider_settings(storage, router)
         try:
