@@ -63,6 +63,7 @@ def claude_provider(
     slots: int = 4,
     idle_timeout: float = 30.0,
     strategy: SystemPromptStrategy = SystemPromptStrategy.REPLACE,
+    warm: int = 0,
 ) -> ProviderConfig:
     return ProviderConfig(
         name="claude-cli",
@@ -74,6 +75,7 @@ def claude_provider(
         accepts_prefixes=("claude-",),
         executable=executable,
         system_prompt=strategy,
+        warm=warm,
         child_env={"ANTHROPIC_BASE_URL": fake_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-child"},
     )
 

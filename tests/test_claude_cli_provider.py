@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -273,3 +274,43 @@ async def test_images_to_a_cli_only_setup_are_a_clear_400(
     error = response.json()["error"]
     assert error["code"] == "capability_missing" and "does not take images" in error["message"]
     assert fake_anthropic.message_requests() == [], "nothing was spawned"
+
+
+async def test_warm_pool_answers_from_a_waiting_process_and_replaces_it(
+    tmp_path: Path, claude: str, fake_anthropic: FakeAnthropic
+) -> None:
+    settings = settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url, warm=1))
+    workdir = Path(settings.data_dir) / "cli-workdir"
+
+    def ask(system: str | None) -> dict:
+        return {
+            "model": "sonnet",
+            "messages": ([{"role": "system", "content": system}] if system else [])
+            + [{"role": "user", "content": "hi"}],
+        }
+
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=60) as client,
+    ):
+        pool = relay.system.providers["claude-cli"].transport.pool  # type: ignore[attr-defined]
+        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)
+        warm = await client.post("/v1/chat/completions", json=ask(None))
+        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)  # replaced
+        cold = await client.post("/v1/chat/completions", json=ask("You are terse."))
+        await eventually(
+            lambda: pool.statistics()["started"] == 3 and pool.statistics()["idle"] == 1, within=30
+        )
+        warm_again = await client.post("/v1/chat/completions", json=ask("You are terse."))
+        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)
+        statistics = pool.statistics()
+        waiting = processes_in(workdir)
+    for answer in (warm, cold, warm_again):
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream."
+    assert (statistics["hits"], statistics["misses"]) == (2, 1)
+    assert statistics["retired"] >= 1  # the default-prompt process made room for the terse one
+    assert len(waiting) == 1, "one process waits, bounded by the pool size"
+    systems = [json.loads(r.body)["system"] for r in fake_anthropic.requests if r.path.endswith("/messages")]
+    assert any("You are terse." in str(s) for s in systems)
+    assert processes_in(workdir) == [], "the pool stops with relaybox"

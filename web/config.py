@@ -168,6 +168,7 @@ class ProviderConfig:
     executable: str | None = None
     system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
     child_env: dict[str, str] = attrs.field(factory=dict, repr=False)
+    warm: int = 0  # claude-cli: processes started ahead of time, waiting on stdin (the warm pool)
     # `local = true/false` in the provider's section; unset: decided by `local`.
     local_setting: bool | None = None
 
@@ -709,4 +710,5 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         executable=executable,
         system_prompt=system_prompt,
         child_env=child_env,
+        warm=_int(section.get("warm", 1), "[providers.claude-cli] warm"),
     )

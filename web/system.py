@@ -56,6 +56,8 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
             workdir=str(Path(settings.data_dir) / "cli-workdir"),
             system_prompt=config.system_prompt,
             env=config.child_env,
+            warm=config.warm,
+            prewarm_model=config.default_model,
         )
     if config.kind == "gemini-cli":
         assert config.executable is not None

@@ -1,16 +1,28 @@
-"""The Claude Code CLI as a transport: one `claude -p` process per request (see cli_process)."""
+"""The Claude Code CLI as a transport: one `claude -p` process per request (see cli_process),
+started ahead of time when a warm pool is configured (see cli_pool).
+
+The prompt goes in as one stream-json user message (`--input-format stream-json`), so a process
+can be started before its prompt is known."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
 from relaybox.actors.transports.base import Emit
-from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
+from relaybox.actors.transports.cli_pool import Key, WarmPool
+from relaybox.actors.transports.cli_process import (
+    ToolAwareEmit,
+    converse_with,
+    inherited_environment,
+    open_cli,
+)
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.claude_cli_wire import (
     ClaudeStreamDecoder,
@@ -44,12 +56,16 @@ class ClaudeCliTransport:
         system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE,
         env: Mapping[str, str] | None = None,
         parent_env: Mapping[str, str] | None = None,
+        warm: int = 0,
+        prewarm_model: str | None = None,
     ) -> None:
         self.executable = executable
         self.workdir = workdir
         self.system_prompt = system_prompt
         self._env = child_environment(os.environ if parent_env is None else parent_env, env or {})
         self.spawned = 0
+        self.pool = WarmPool(warm, self._open) if warm > 0 else None
+        self.prewarm_model = prewarm_model
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -57,31 +73,61 @@ class ClaudeCliTransport:
             "executable": self.executable,
             "system_prompt_strategy": self.system_prompt.value,
             "spawned": self.spawned,
+            "warm_pool": None if self.pool is None else self.pool.statistics(),
         }
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
         await trio.Path(self.workdir).mkdir(parents=True, exist_ok=True)
-        yield
+        if self.pool is None:
+            yield
+            return
+        async with trio.open_nursery() as nursery:
+            prewarm = None if self.prewarm_model is None else self._key(self.prewarm_model, "")
+            await nursery.start(partial(self.pool.run, prewarm=prewarm))
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def _key(self, model: str, system_text: str) -> Key:
+        argv = build_argv(self.executable, model, system_text, self.system_prompt)
+        return (*argv, "--input-format", "stream-json")
+
+    async def _open(self, key: Key) -> trio.Process:
+        self.spawned += 1
+        return await open_cli(list(key), env=self._env, cwd=self.workdir, name="Claude CLI")
 
     async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
         if isinstance(request, ImageRequest):
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI does not generate images")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI provider does not take images yet")
-        argv = build_argv(
-            self.executable,
-            model,
-            request.system_text() if self.system_prompt is not SystemPromptStrategy.INLINE else "",
-            self.system_prompt,
+        key = self._key(
+            model, request.system_text() if self.system_prompt is not SystemPromptStrategy.INLINE else ""
         )
-        prompt = build_prompt(request, self.system_prompt).encode()
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": build_prompt(request, self.system_prompt)},
+        }
+        process = self.pool.take(key) if self.pool is not None else None
+        if process is None:
+            process = await self._open(key)
+        # The next request with this model and system prompt should find one ready.
+        replenish_later = self.pool is not None and not self.pool.replenish_if_quiet(key)
         decoder = ClaudeStreamDecoder(now=time.time())
-        self.spawned += 1
         tool_aware = ToolAwareEmit(emit, bool(request.tools))
-        exited = await run_cli(
-            argv, prompt, env=self._env, cwd=self.workdir, decoder=decoder, emit=tool_aware, name="Claude CLI"
-        )
+        try:
+            exited = await converse_with(
+                process,
+                (json.dumps(message) + "\n").encode(),
+                decoder=decoder,
+                emit=tool_aware,
+                name="Claude CLI",
+            )
+        finally:
+            if replenish_later and self.pool is not None:
+                self.pool.replenish(key)
         if exited is None:
             assert decoder.finish_reason is not None
             return await tool_aware.finish(decoder.finish_reason)

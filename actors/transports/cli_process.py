@@ -13,7 +13,6 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from contextlib import suppress
-from functools import partial
 from typing import Protocol
 
 import attrs
@@ -88,6 +87,22 @@ def inherited_environment(parent: Mapping[str, str]) -> dict[str, str]:
     return {key: parent[key] for key in INHERITED if key in parent}
 
 
+async def open_cli(argv: list[str], *, env: Mapping[str, str], cwd: str, name: str) -> trio.Process:
+    """Start a CLI in its own process group with pipes on all three streams; it waits on stdin."""
+    try:
+        return await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as spawn_error:
+        raise ProviderFailure(FailureKind.TRANSPORT, f"cannot start the {name}: {spawn_error}") from None
+
+
 async def run_cli(
     argv: list[str],
     stdin: bytes,
@@ -98,41 +113,42 @@ async def run_cli(
     emit: Emit,
     name: str,
 ) -> Exited | None:
-    """Run one CLI turn, sending decoded events through `emit`.
+    """Start a CLI and run one turn with it (see `converse_with`)."""
+    process = await open_cli(argv, env=env, cwd=cwd, name=name)
+    return await converse_with(process, stdin, decoder=decoder, emit=emit, name=name)
+
+
+async def converse_with(
+    process: trio.Process, stdin: bytes, *, decoder: LineDecoder, emit: Emit, name: str
+) -> Exited | None:
+    """Give a started CLI its input and read its answer, sending decoded events through `emit`.
 
     Returns None once the decoder has seen the answer finish, or how the process ended
-    without one (for the caller to classify). Failures the decoder raises propagate.
+    without one (for the caller to classify). Failures the decoder raises propagate. However
+    it ends (an answer, an error, cancellation), the process group is gone when this returns.
     """
+    assert process.stdin is not None and process.stderr is not None
     stderr_tail = bytearray()
     stderr_done = trio.Event()
     # An exception raised inside the nursery would come out wrapped in an ExceptionGroup;
     # keep it aside and raise it bare once the process group is gone.
-    error: Exception | None
-    async with trio.open_nursery() as nursery:
-        try:
-            process: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    argv,
-                    stdin=stdin,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=dict(env),
-                    cwd=cwd,
-                    start_new_session=True,
-                    check=False,
-                    deliver_cancel=_kill_group,
-                )
-            )
-        except OSError as spawn_error:
-            error = ProviderFailure(FailureKind.TRANSPORT, f"cannot start the {name}: {spawn_error}")
-        else:
+    error: Exception | None = None
+    try:
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, process.stderr, stderr_tail, stderr_done)
+            try:
+                await process.stdin.send_all(stdin)
+                await process.stdin.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # it has exited already: its output says why
             error = await _converse(process, decoder, emit, name)
             if decoder.finish_reason is None:
                 with trio.move_on_after(0.5):  # the error message may still be in the pipe
                     await stderr_done.wait()
-        nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await reap_group(process)
     if error is not None:
         raise error
     if decoder.finish_reason is not None:
@@ -154,7 +170,7 @@ async def _converse(process: trio.Process, decoder: LineDecoder, emit: Emit, nam
     except Exception as error:
         return error
     finally:
-        _signal_group(process, signal.SIGKILL if decoder.finish_reason is None else signal.SIGTERM)
+        signal_group(process, signal.SIGKILL if decoder.finish_reason is None else signal.SIGTERM)
     return None
 
 
@@ -184,15 +200,15 @@ async def _drain(stream: trio.abc.ReceiveStream, tail: bytearray, done: trio.Eve
     done.set()
 
 
-def _signal_group(process: trio.Process, sig: int) -> None:
+def signal_group(process: trio.Process, sig: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
 
 
-async def _kill_group(process: trio.Process) -> None:
+async def reap_group(process: trio.Process) -> None:
     """SIGTERM to the whole group, SIGKILL after a grace period: grandchildren go too."""
-    _signal_group(process, signal.SIGTERM)
+    signal_group(process, signal.SIGTERM)
     with trio.move_on_after(KILL_GRACE):
         await process.wait()
-    _signal_group(process, signal.SIGKILL)
+    signal_group(process, signal.SIGKILL)
     await process.wait()
