@@ -129,7 +129,7 @@ http {{
     return process
 
 
-def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> subprocess.Popen[bytes]:
     providers = [
         {
             "id": "bench",
@@ -143,12 +143,12 @@ def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[byt
     env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
         "HOME": str(work),
-        "RELAYBOX_DATA_DIR": str(work / "relaybox-data"),
+        "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         "CUSTOM_PROVIDERS": json.dumps(providers),
         "DEDUP_SECONDS": "0",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -223,30 +223,34 @@ def wrk(url: str, connections: int, seconds: int, work: Path, headers: dict[str,
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM) if os.getpgid(
-                process.pid
-            ) == process.pid else process.terminate()
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    if process.poll() is not None:
+        return
+    try:
+        if os.getpgid(process.pid) == process.pid:  # LiteLLM: its workers are in its group
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()  # relaybox passes it on to its workers
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-bench-"))
-    upstream_port, relay_port, litellm_port = free_port(), free_port(), free_port()
+    upstream_port, relay_port, relay2_port, litellm_port = free_port(), free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     processes = [start_nginx(work, upstream_port, latency_ms)]
     try:
         processes.append(start_relaybox(work, relay_port, upstream))
+        processes.append(start_relaybox(work, relay2_port, upstream, workers=2))
         targets = [
             ("direct (nginx)", f"{upstream}/chat/completions", {}),
             ("relaybox", f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}),
+            ("relaybox -w 2", f"http://127.0.0.1:{relay2_port}/v1/chat/completions", {}),
         ]
         if not skip_litellm:
             processes.append(start_litellm(work, litellm_port, upstream))
@@ -280,8 +284,13 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
                 f"{r['p50'] - direct['p50']:>9.2f}{r['p99'] - direct['p99']:>9.2f}{r['errors']:>8.0f}"
             )
         if not skip_litellm:
-            ratio = results[("relaybox", connections)]["rps"] / results[("LiteLLM proxy", connections)]["rps"]
-            lines.append(f"{'':<16}{'':>5}  relaybox / LiteLLM throughput: {ratio:.1f}x")
+            litellm = results[("LiteLLM proxy", connections)]["rps"]
+            one, two = (
+                results[(name, connections)]["rps"] / litellm for name in ("relaybox", "relaybox -w 2")
+            )
+            lines.append(
+                f"{'':<21}throughput vs LiteLLM: relaybox {one:.1f}x, relaybox --workers 2 {two:.1f}x"
+            )
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('http_throughput', table)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -159,7 +160,8 @@ def create_app(system: System) -> QuartTrio:
 
     @app.get("/actors")
     async def actors() -> Response:
-        return Response(json.dumps({"supervisor": system.supervisor.tree()}), mimetype="application/json")
+        tree = {"pid": os.getpid(), "worker": system.settings.worker, "supervisor": system.supervisor.tree()}
+        return Response(json.dumps(tree), mimetype="application/json")
 
     @app.get("/v1/models")
     async def models() -> Response:

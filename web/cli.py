@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
     serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port, one per core (default 1)"
+    )
+    # A worker started by `--workers N`: the listening socket it inherits, and its index.
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command is None:
         print(NEXT_STEPS, end="")
@@ -48,8 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = attrs.evolve(settings, host=args.host)
     if args.port is not None:
         settings = attrs.evolve(settings, port=args.port)
+    if args.workers < 1:
+        print("relaybox: --workers must be at least 1", file=sys.stderr)
+        return 2
+    settings = attrs.evolve(settings, worker=args.worker_index, workers=args.workers)
+    if args.workers > 1 and args.listen_fd is None:
+        return run_workers(settings, args.config)
     try:
-        trio.run(serve_forever, settings)
+        trio.run(serve_forever, settings, args.listen_fd)
     except (KeyboardInterrupt, OSError, BaseExceptionGroup) as error:
         os_error = _find(error, OSError)
         if os_error is not None:
@@ -106,16 +120,56 @@ def _storage_description(settings: Settings) -> str:
     return f"SQLite file {settings.data_dir}/relaybox.db (set DATABASE_URL for PostgreSQL)"
 
 
-async def serve_forever(settings: Settings) -> None:
+async def serve_forever(settings: Settings, listen_fd: int | None = None) -> None:
     async with running_system(settings) as system:
         config = HypercornConfig()
-        config.bind = [f"{settings.host}:{settings.port}"]
+        config.bind = [f"fd://{listen_fd}" if listen_fd is not None else f"{settings.host}:{settings.port}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         app = create_app(system)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(_serve, app, config)
-            print(startup_report(system, binds), flush=True)
+            if settings.worker == 0:
+                print(startup_report(system, binds), flush=True)
+
+
+def run_workers(settings: Settings, config_file: str | None) -> int:
+    """`--workers N`: bind the port here, then run N relaybox processes that all accept on it
+    (one Python process uses one core). Each has its own actors; they share the database (request
+    log, budgets, routing evidence), the data directory and the CLIs' working directories. SIGINT
+    and SIGTERM go to every worker, which drain as a single process would."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        listener = socket.create_server((settings.host, settings.port), family=family, backlog=4096)
+    except OSError as error:
+        print(f"relaybox: cannot serve on {settings.host}:{settings.port}: {error.strerror}", file=sys.stderr)
+        return 1
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.set_inheritable(True)
+    port = listener.getsockname()[1]
+    command = [sys.executable, "-m", "relaybox.web.cli", "serve", "--workers", str(settings.workers)]
+    command += ["--host", settings.host, "--listen-fd", str(listener.fileno())]
+    if config_file:
+        command += ["--config", config_file]
+    workers = [
+        # Their own sessions: a terminal's Ctrl-C reaches this process, which passes it on once.
+        subprocess.Popen(
+            [*command, "--worker-index", str(i)], pass_fds=(listener.fileno(),), start_new_session=True
+        )
+        for i in range(settings.workers)
+    ]
+    print(f"relaybox: {settings.workers} workers on http://{settings.host}:{port}", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [worker.wait() for worker in workers]
+    listener.close()
+    return max(codes, key=abs)
 
 
 async def _serve(app: object, config: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]) -> None:

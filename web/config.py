@@ -205,6 +205,9 @@ class Settings:
     routing: RoutingSettings = attrs.field(factory=RoutingSettings)
     # Identical requests within this many seconds of one in flight share its upstream call (0: off).
     dedup_seconds: float = 5.0
+    # `relaybox serve --workers N`: this process's index among N processes sharing the port.
+    worker: int = 0
+    workers: int = 1
     notes: tuple[str, ...] = ()
 
 

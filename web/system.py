@@ -170,6 +170,27 @@ async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) 
             router.mailbox.tell(SetProviderEnabled(setting.provider_id, setting.enabled, setting.priority))
 
 
+def _journal_path(settings: Settings) -> Path:
+    """Each worker process keeps its own journal (the recorder's spill file)."""
+    name = "records.jsonl" if settings.worker == 0 else f"records-w{settings.worker}.jsonl"
+    return Path(settings.data_dir) / "journal" / name
+
+
+def _adopt_orphan_journals(directory: Path, workers: int) -> None:
+    """Journals of workers that no longer run (an earlier start with more of them) join worker
+    0's before its recorder starts, so their records are replayed too (ids make it idempotent)."""
+    if not directory.is_dir():
+        return
+    mine = directory / "records.jsonl"
+    for path in sorted(directory.glob("records-w*.jsonl*")):
+        index = path.name.removeprefix("records-w").split(".", 1)[0]
+        if not index.isdigit() or int(index) < workers:
+            continue
+        with path.open("rb") as orphan, mine.open("ab") as target:
+            target.write(orphan.read())
+        path.unlink()
+
+
 @asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
@@ -178,7 +199,10 @@ async def running_system(
         await _migrate(storage)
         supervisor = Supervisor("root", settings.restart)
         await nursery.start(supervisor.run)
-        recorder = RecorderActor(storage, str(Path(settings.data_dir) / "journal" / "records.jsonl"))
+        journal = _journal_path(settings)
+        if settings.worker == 0:
+            await trio.to_thread.run_sync(_adopt_orphan_journals, journal.parent, settings.workers)
+        recorder = RecorderActor(storage, str(journal))
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)
