@@ -22,7 +22,7 @@ from tempfile import TemporaryDirectory
 import httpx
 import trio
 
-from bench.machine import write
+from bench.machine import percentile, write
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import claude_executable, claude_provider, serve, settings_for
 
@@ -65,11 +65,6 @@ async def scenario(
                 await trio.sleep(pause)
             counts = {"hits": 0, "misses": requests} if pool is None else pool.statistics()
     return times, counts
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def main(requests: int) -> None:

@@ -7,7 +7,9 @@ every POST with the same OpenAI chat completion after a fixed delay; the load co
 (Debian: wrk), both compiled, so neither is the bottleneck being measured. relaybox runs as
 `relaybox serve` with routing on (model `auto`: classification and smart routing on every
 request) and recording on (the embedded SQLite log); deduplication is switched off, because wrk
-sends one identical body over and over and sharing those calls would flatter relaybox. LiteLLM's
+sends one identical body over and over and sharing those calls would flatter relaybox. Beside
+them, the stack's ceiling (`bench.bare_stack`): a bare quart-trio app answering by itself, and the
+same app passing each request to the upstream with one httpx client. LiteLLM's
 proxy runs from its own virtualenv (`bench/.litellm-venv`, created on first use with
 `pip install 'litellm[proxy]'`), one worker, a master key, no database, configured for the same
 upstream. Each target gets the same wrk run at each concurrency, one after another.
@@ -16,6 +18,7 @@ upstream. Each target gets the same wrk run at each concurrency, one after anoth
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -26,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from bench.machine import write
@@ -81,17 +86,18 @@ def ensure_litellm() -> Path:
 
 
 def wait_until_up(url: str, headers: dict[str, str] | None = None, within: float = 90.0) -> None:
-    import urllib.request
-
+    """Until the server answers at all (any status below 500)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            request = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except Exception:
-            time.sleep(0.2)
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2):
+                return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
     raise RuntimeError(f"{url} did not come up in {within:.0f} s")
 
 
@@ -154,6 +160,17 @@ def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> su
         stderr=subprocess.DEVNULL,
     )
     wait_until_up(f"http://127.0.0.1:{port}/ping")
+    return process
+
+
+def start_bare_stack(port: int, upstream: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_stack", "--port", str(port), "--upstream", upstream],
+        cwd=HERE.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/nothing")
     return process
 
 
@@ -241,14 +258,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-bench-"))
-    upstream_port, relay_port, relay2_port, litellm_port = free_port(), free_port(), free_port(), free_port()
+    upstream_port, relay_port, relay2_port, litellm_port, bare_port = (free_port() for _ in range(5))
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     processes = [start_nginx(work, upstream_port, latency_ms)]
     try:
         processes.append(start_relaybox(work, relay_port, upstream))
         processes.append(start_relaybox(work, relay2_port, upstream, workers=2))
+        processes.append(start_bare_stack(bare_port, upstream))
         targets = [
             ("direct (nginx)", f"{upstream}/chat/completions", {}),
+            ("bare quart-trio", f"http://127.0.0.1:{bare_port}/static/v1/chat/completions", {}),
+            ("bare pass-thru", f"http://127.0.0.1:{bare_port}/proxy/v1/chat/completions", {}),
             ("relaybox", f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}),
             ("relaybox -w 2", f"http://127.0.0.1:{relay2_port}/v1/chat/completions", {}),
         ]

@@ -37,3 +37,9 @@ def write(name: str, table: str) -> Path:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     path.write_text(f"# {name}\n\n{stamp} on {describe()}\n\n```\n{table}\n```\n")
     return path
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value at `share` (0..1) of the sorted values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]

@@ -21,15 +21,10 @@ import time
 import httpx
 import trio
 
-from bench.machine import write
+from bench.machine import percentile, write
 from tests.fakes.openai_upstream import FakeOpenAI
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "temperature": 0}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def wait_for_ping(client: httpx.AsyncClient, url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,6 +79,20 @@ def claude_provider(
         warm=warm,
         child_env={"ANTHROPIC_BASE_URL": fake_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-child"},
     )
+
+
+def serve_environment(openai_base_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment for `relaybox serve` as a child process: one OpenAI provider, its own
+    data directory, the embedded SQLite file (whatever DATABASE_URL the test run has)."""
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_base_url,
+        "PATH": os.path.dirname(sys.executable),
+        "RELAYBOX_DATA_DIR": str(data_dir),
+    }
+    env.pop("DATABASE_URL", None)
+    return env
 
 
 def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> Settings:

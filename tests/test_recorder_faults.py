@@ -23,7 +23,7 @@ from relaybox.storage.sqlite import SQLiteStorage
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.tcp_proxy import CuttableProxy
-from tests.harness import eventually, openai_provider, serve, settings_for
+from tests.harness import eventually, openai_provider, serve, serve_environment, settings_for
 from tests.scripted import Answer, ScriptedTransport
 from tests.storage_fixtures import fresh_postgres_database
 
@@ -165,14 +165,7 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
 
     fake_openai.replies.default = Reply(delay=0.05)
     data = tmp_path / "data"
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "PATH": os.path.dirname(sys.executable),
-        "RELAYBOX_DATA_DIR": str(data),
-    }
-    env.pop("DATABASE_URL", None)
+    env = serve_environment(fake_openai.base_url, data)
     port = 20000 + os.getpid() % 20000
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +13,7 @@ import trio
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import eventually
+from tests.harness import eventually, serve_environment
 
 
 def alive(pid: int) -> bool:
@@ -36,14 +35,7 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path, fake
         '"00000000-0000-4000-8000-000000000002", "attempt": 1, "provider": "openai", "model_selected": "m"}\n'
     )
     (journal / "records-w2.jsonl").write_text(orphan)
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "PATH": os.path.dirname(sys.executable),
-        "RELAYBOX_DATA_DIR": str(data),
-    }
-    env.pop("DATABASE_URL", None)
+    env = serve_environment(fake_openai.base_url, data)
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "relaybox.web.cli", "serve", "--workers", "2", "--port", "0"],
         env=env,

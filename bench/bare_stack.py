@@ -1,0 +1,73 @@
+"""The stack's own ceiling: a bare quart-trio app on hypercorn, as relaybox is served.
+
+    python -m bench.bare_stack --port P --upstream http://127.0.0.1:U/v1
+
+Two endpoints, nothing else: `POST /static/v1/chat/completions` answers a fixed completion
+without calling anything; `POST /proxy/v1/chat/completions` reads the body and passes it to the
+upstream with one shared httpx client, returning what comes back (the naive pass-through).
+`bench.http_throughput` loads both in the same run as relaybox, so relaybox's figures can be read
+against what the design card's stack does with no gateway in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import httpx
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+from quart import Response, request
+from quart_trio import QuartTrio
+
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bare",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+    }
+)
+
+
+def create(upstream: str) -> QuartTrio:
+    app = QuartTrio(__name__)
+    client: httpx.AsyncClient | None = None
+
+    @app.post("/static/v1/chat/completions")
+    async def fixed_answer() -> Response:
+        await request.get_data()
+        return Response(ANSWER, mimetype="application/json")
+
+    @app.post("/proxy/v1/chat/completions")
+    async def pass_through() -> Response:
+        nonlocal client
+        if client is None:
+            client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512))
+        body = await request.get_data()
+        answer = await client.post(
+            upstream + "/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
+        return Response(answer.content, status=answer.status_code, mimetype="application/json")
+
+    return app
+
+
+async def main(port: int, upstream: str) -> None:
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    await hypercorn.trio.serve(create(upstream), config)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    arguments = parser.parse_args()
+    trio.run(main, arguments.port, arguments.upstream)
