@@ -701,9 +701,10 @@ def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
         if "models" in section
         else CLAUDE_CLI_MODELS,
         default_model=str(section.get("default_model", "sonnet")),
-        # Each spawn costs about 0.6 s of CPU: a few at a time is what two cores sustain.
+        # A request costs the CLI about 0.9 s of CPU (`python -m bench.cli_concurrency`): past one
+        # process per core requests/s stop growing and time to first token doubles with each step.
         limits=ProviderLimits(
-            slots=_int(section.get("slots", 4), "slots"),
+            slots=_int(section.get("slots", max(2, os.cpu_count() or 2)), "slots"),
             mailbox=_int(section.get("mailbox", 16), "mailbox"),
             idle_timeout=idle,
         ),
