@@ -2,9 +2,10 @@
 
     python -m bench.bare_stack --port P --upstream http://127.0.0.1:U/v1
 
-Two endpoints, nothing else: `POST /static/v1/chat/completions` answers a fixed completion
+Three endpoints, nothing else: `POST /static/v1/chat/completions` answers a fixed completion
 without calling anything; `POST /proxy/v1/chat/completions` reads the body and passes it to the
-upstream with one shared httpx client, returning what comes back (the naive pass-through).
+upstream with one shared httpx client, returning what comes back (the naive pass-through);
+`POST /stream/v1/chat/completions` generates an SSE stream of 20 chunks 100 ms apart itself.
 `bench.http_throughput` loads both in the same run as relaybox, so relaybox's figures can be read
 against what the design card's stack does with no gateway in it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import hypercorn.trio
@@ -35,6 +37,11 @@ ANSWER = json.dumps(
 )
 
 
+# The stream `bench.streaming_fanout` loads: 20 chunks 100 ms apart.
+STREAM_CHUNKS = 20
+STREAM_GAP = 0.1
+
+
 def create(upstream: str) -> QuartTrio:
     app = QuartTrio(__name__)
     client: httpx.AsyncClient | None = None
@@ -54,6 +61,21 @@ def create(upstream: str) -> QuartTrio:
             upstream + "/chat/completions", content=body, headers={"content-type": "application/json"}
         )
         return Response(answer.content, status=answer.status_code, mimetype="application/json")
+
+    @app.post("/stream/v1/chat/completions")
+    async def generated_stream() -> Response:
+        await request.get_data()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(STREAM_CHUNKS):
+                delta = {"choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}
+                yield f"data: {json.dumps(delta)}\n\n".encode()
+                await trio.sleep(STREAM_GAP)
+            yield b"data: [DONE]\n\n"
+
+        response = Response(chunks(), mimetype="text/event-stream")
+        response.timeout = None  # Quart would cut the stream after 60 s
+        return response
 
     return app
 

@@ -1,0 +1,253 @@
+"""Streaming fan-out: many concurrent streams of 20 chunks 100 ms apart.
+
+    python -m bench.streaming_fanout [--streams 1,100,400,1000]
+
+The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (20 content chunks
+100 ms apart, then [DONE]); relaybox (`relaybox serve`, routing and recording on, dedup off, a
+provider with enough slots) streams it through; a bare quart-trio endpoint generating the same
+stream itself (`bench.bare_stack`) is the stack's own ceiling. The client is raw trio sockets (no
+HTTP library in the way): each stream sends its request, then notes when data arrives. Reported
+per target and level: failed streams, time to first content (p50/p99), gaps between arrivals
+(p50/p99), the server's CPU seconds per 1,000 chunks delivered, and its RSS growth per open
+stream (sampled at the peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+from bench.bare_stack import STREAM_CHUNKS as CHUNKS
+from bench.bare_stack import STREAM_GAP as GAP
+from bench.http_throughput import ensure_tools, free_port, stop, wait_until_up
+from bench.machine import percentile, write
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+
+def chunk(text: str) -> str:
+    body = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "bench-model",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return "data: " + json.dumps(body) + "\\n"
+
+
+def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
+    steps = "\n".join(f"      echo '{chunk(f'w{i} ')}'; echo_flush; echo_sleep {GAP};" for i in range(CHUNKS))
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    config = f"""{user}load_module {ECHO_MODULE};
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      echo_read_request_body;
+      default_type text/event-stream;
+{steps}
+      echo 'data: [DONE]\\n';
+    }}
+  }}
+}}
+"""
+    (work / "nginx.conf").write_text(config)
+    process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+    wait_until_up(f"http://127.0.0.1:{port}/ready")
+    return process
+
+
+def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+    (work / "relaybox.toml").write_text(
+        f"""[providers.bench]
+base_url = "{upstream}"
+api_key = "sk-bench"
+slots = 2000
+mailbox = 2000
+models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
+"""
+    )
+    env = {
+        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "HOME": str(work),
+        "RELAYBOX_DATA_DIR": str(work / "relaybox-data"),
+        "DEDUP_SECONDS": "0",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relaybox.web.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--config",
+            str(work / "relaybox.toml"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_up(f"http://127.0.0.1:{port}/ping")
+    return process
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def one_stream(port: int, path: str, results: list[tuple[float | None, list[float], bool]]) -> None:
+    body = json.dumps(
+        {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    )
+    request = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    started = trio.current_time()
+    first: float | None = None
+    arrivals: list[float] = []
+    ok = False
+    try:
+        with trio.fail_after(120):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(request)
+                seen = b""
+                # The stream ends at [DONE] (a server may keep the connection open after it).
+                while b"[DONE]" not in seen and (chunk_bytes := await stream.receive_some(65536)):
+                    now = trio.current_time()
+                    if b'"content"' in chunk_bytes:
+                        if first is None:
+                            first = now - started
+                        arrivals.append(now)
+                    seen = (seen + chunk_bytes)[-64:]
+                ok = b"[DONE]" in seen
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        ok = False
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    results.append((first, gaps, ok and len(arrivals) >= CHUNKS // 2))
+
+
+async def level(port: int, path: str, streams: int, server_pid: int | None) -> dict[str, float]:
+    results: list[tuple[float | None, list[float], bool]] = []
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    rss_before = rss_kb(server_pid) if server_pid else 0
+    peak = rss_before
+
+    async def watch() -> None:
+        nonlocal peak
+        while server_pid:
+            peak = max(peak, rss_kb(server_pid))
+            await trio.sleep(0.2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        async with trio.open_nursery() as clients:
+            for _ in range(streams):
+                clients.start_soon(one_stream, port, path, results)
+        nursery.cancel_scope.cancel()
+    firsts = [f for f, _, ok in results if ok and f is not None]
+    gaps = [g for _, gs, ok in results if ok for g in gs]
+    delivered = sum(len(gs) + 1 for _, gs, ok in results if ok)
+    cpu = (cpu_seconds(server_pid) - cpu_before) if server_pid else float("nan")
+    return {
+        "failed": sum(1 for *_, ok in results if not ok),
+        "ttft50": percentile(firsts, 0.5) * 1000 if firsts else float("nan"),
+        "ttft99": percentile(firsts, 0.99) * 1000 if firsts else float("nan"),
+        "gap50": percentile(gaps, 0.5) * 1000 if gaps else float("nan"),
+        "gap99": percentile(gaps, 0.99) * 1000 if gaps else float("nan"),
+        "cpu_per_1000": cpu / delivered * 1000 if delivered and server_pid else float("nan"),
+        "rss_per_stream": (peak - rss_before) / streams if server_pid else float("nan"),
+    }
+
+
+async def main(levels: list[int]) -> None:
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="relaybox-fanout-"))
+    upstream_port, relay_port, bare_port = free_port(), free_port(), free_port()
+    processes = [start_nginx(work, upstream_port)]
+    try:
+        relay = start_relaybox(work, relay_port, f"http://127.0.0.1:{upstream_port}/v1")
+        processes.append(relay)
+        bare = subprocess.Popen(  # noqa: ASYNC220 - once, before anything is measured
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_stack",
+                "--port",
+                str(bare_port),
+                "--upstream",
+                "http://unused",
+            ],
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(bare)
+        wait_until_up(f"http://127.0.0.1:{bare_port}/ready")
+        targets = [
+            ("direct (nginx)", upstream_port, "/v1/chat/completions", None),
+            ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid),
+            ("relaybox", relay_port, "/v1/chat/completions", relay.pid),
+        ]
+        results = {}
+        for streams in levels:
+            for name, port, path, pid in targets:
+                results[(name, streams)] = await level(port, path, streams, pid)
+                print(f"  {name} x {streams}: {results[(name, streams)]}", flush=True)
+                await trio.sleep(1)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    lines = [
+        f"{CHUNKS} content chunks {GAP * 1000:.0f} ms apart per stream; raw-socket client; relaybox: routing and "
+        "recording on, dedup off",
+        f"{'target':<17}{'streams':>8}{'failed':>7}{'TTFT p50':>10}{'TTFT p99':>10}{'gap p50':>9}{'gap p99':>9}"
+        f"{'CPU s/1k chunks':>16}{'RSS KB/stream':>14}",
+    ]
+    for streams in levels:
+        for name, *_ in targets:
+            r = results[(name, streams)]
+            lines.append(
+                f"{name:<17}{streams:>8}{r['failed']:>7.0f}{r['ttft50']:>10.0f}{r['ttft99']:>10.0f}{r['gap50']:>9.0f}"
+                f"{r['gap99']:>9.0f}{r['cpu_per_1000']:>16.2f}{r['rss_per_stream']:>14.0f}"
+            )
+    table = "\n".join(lines)
+    print(table)
+    print(f"written to {write('streaming_fanout', table)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", default="1,100,400,1000")
+    arguments = parser.parse_args()
+    trio.run(main, [int(n) for n in arguments.streams.split(",")])
