@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -19,6 +19,10 @@ from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.errors import FailureKind, ProviderFailure
+
+# Connection pools per transport, and how many connections make a pool worth splitting off.
+CLIENT_SHARDS = 16
+CONNECTIONS_PER_SHARD = 64
 
 
 class HttpApiTransport:
@@ -36,36 +40,52 @@ class HttpApiTransport:
         self._api_key = api_key
         self._connections = connections
         self._client_transport = client_transport
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._turn = 0
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.dialect.name, "base_url": self.base_url, "api_key_set": bool(self._api_key)}
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=self._connections, max_keepalive_connections=self._connections)
+        # Several clients, each with its own connection pool: one pool's bookkeeping grows with its
+        # size on every request, which made a thousand concurrent streams start slowly
+        # (`python -m bench.streaming_fanout`). Requests take the clients in turn.
+        shards = max(1, min(CLIENT_SHARDS, self._connections // CONNECTIONS_PER_SHARD))
+        per_shard = -(-self._connections // shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
         # Timeouts are the provider actor's cancel scopes; only connecting gets a limit here.
         timeout = httpx.Timeout(None, connect=10.0)
-        async with httpx.AsyncClient(
-            headers={"user-agent": "relaybox"},
-            limits=limits,
-            timeout=timeout,
-            transport=self._client_transport,
-        ) as client:
-            self._client = client
+        async with AsyncExitStack() as stack:
+            self._clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        headers={"user-agent": "relaybox"},
+                        limits=limits,
+                        timeout=timeout,
+                        transport=self._client_transport,
+                    )
+                )
+                for _ in range(shards)
+            ]
             try:
                 yield
             finally:
-                self._client = None
+                self._clients = []
+
+    def _next_client(self) -> httpx.AsyncClient:
+        if not self._clients:
+            raise RuntimeError("transport used outside its session")
+        self._turn = (self._turn + 1) % len(self._clients)
+        return self._clients[self._turn]
 
     async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
-        if self._client is None:
-            raise RuntimeError("transport used outside its session")
+        client = self._next_client()
         if isinstance(request, ImageRequest):
-            return await self._generate_images(request, model, emit)
+            return await self._generate_images(client, request, model, emit)
         call = self.dialect.call(request, model, self._api_key)
         with _as_provider_failures():
-            async with self._client.stream(
+            async with client.stream(
                 "POST", self.base_url + call.path, json=call.body, headers=call.headers
             ) as response:
                 if response.status_code != 200:
@@ -86,17 +106,17 @@ class HttpApiTransport:
                     await emit(event)
                 return decoder.finish_reason or "stop"
 
-    async def _generate_images(self, request: ImageRequest, model: str, emit: Emit) -> str:
+    async def _generate_images(
+        self, client: httpx.AsyncClient, request: ImageRequest, model: str, emit: Emit
+    ) -> str:
         image_call = getattr(self.dialect, "image_call", None)
-        if image_call is None or self._client is None:
+        if image_call is None:
             raise ProviderFailure(
                 FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
             )
         call = image_call(request, model, self._api_key)
         with _as_provider_failures():
-            response = await self._client.post(
-                self.base_url + call.path, json=call.body, headers=call.headers
-            )
+            response = await client.post(self.base_url + call.path, json=call.body, headers=call.headers)
         if response.status_code != 200:
             raise _status_failure(
                 response.status_code, self.dialect.error_message(response.content), response.headers
