@@ -101,15 +101,15 @@ def wait_until_up(url: str, headers: dict[str, str] | None = None, within: float
     raise RuntimeError(f"{url} did not come up in {within:.0f} s")
 
 
-def start_nginx(work: Path, port: int, latency_ms: float) -> subprocess.Popen[bytes]:
-    answer = json.dumps(ANSWER).replace("'", "\\'")
+def start_nginx(work: Path, port: int, location: str, *, content_type: str) -> subprocess.Popen[bytes]:
+    """nginx answering every request with `location`'s echo directives (its echo module)."""
     user = "user root;\n" if os.geteuid() == 0 else ""
     config = f"""{user}load_module {ECHO_MODULE};
 worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections 16384; }}
 http {{
   access_log off;
   client_body_temp_path {work}/body;
@@ -122,17 +122,22 @@ http {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
       echo_read_request_body;
-      default_type application/json;
-      echo_sleep {latency_ms / 1000:.3f};
-      echo '{answer}';
+      default_type {content_type};
+{location}
     }}
   }}
 }}
 """
     (work / "nginx.conf").write_text(config)
     process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
-    wait_until_up(f"http://127.0.0.1:{port}/v1/models")
+    wait_until_up(f"http://127.0.0.1:{port}/ready")
     return process
+
+
+def start_answering_nginx(work: Path, port: int, latency_ms: float) -> subprocess.Popen[bytes]:
+    answer = json.dumps(ANSWER).replace("'", "\\'")
+    location = f"      echo_sleep {latency_ms / 1000:.3f};\n      echo '{answer}';"
+    return start_nginx(work, port, location, content_type="application/json")
 
 
 def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> subprocess.Popen[bytes]:
@@ -260,7 +265,7 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
     work = Path(tempfile.mkdtemp(prefix="relaybox-bench-"))
     upstream_port, relay_port, relay2_port, litellm_port, bare_port = (free_port() for _ in range(5))
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
-    processes = [start_nginx(work, upstream_port, latency_ms)]
+    processes = [start_answering_nginx(work, upstream_port, latency_ms)]
     try:
         processes.append(start_relaybox(work, relay_port, upstream))
         processes.append(start_relaybox(work, relay2_port, upstream, workers=2))

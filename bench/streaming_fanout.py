@@ -27,10 +27,8 @@ import trio
 
 from bench.bare_stack import STREAM_CHUNKS as CHUNKS
 from bench.bare_stack import STREAM_GAP as GAP
-from bench.http_throughput import ensure_tools, free_port, stop, wait_until_up
+from bench.http_throughput import ensure_tools, free_port, start_nginx, stop, wait_until_up
 from bench.machine import percentile, write
-
-ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 
 def chunk(text: str) -> str:
@@ -44,37 +42,10 @@ def chunk(text: str) -> str:
     return "data: " + json.dumps(body) + "\\n"
 
 
-def start_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
-    steps = "\n".join(f"      echo '{chunk(f'w{i} ')}'; echo_flush; echo_sleep {GAP};" for i in range(CHUNKS))
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    config = f"""{user}load_module {ECHO_MODULE};
-worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  client_body_temp_path {work}/body;
-  proxy_temp_path {work}/proxy;
-  fastcgi_temp_path {work}/fastcgi;
-  uwsgi_temp_path {work}/uwsgi;
-  scgi_temp_path {work}/scgi;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      echo_read_request_body;
-      default_type text/event-stream;
-{steps}
-      echo 'data: [DONE]\\n';
-    }}
-  }}
-}}
-"""
-    (work / "nginx.conf").write_text(config)
-    process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
-    wait_until_up(f"http://127.0.0.1:{port}/ready")
-    return process
+def start_streaming_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
+    steps = [f"      echo '{chunk(f'w{i} ')}'; echo_flush; echo_sleep {GAP};" for i in range(CHUNKS)]
+    location = "\n".join([*steps, "      echo 'data: [DONE]\\n';"])
+    return start_nginx(work, port, location, content_type="text/event-stream")
 
 
 def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
@@ -194,7 +165,7 @@ async def main(levels: list[int]) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-fanout-"))
     upstream_port, relay_port, bare_port = free_port(), free_port(), free_port()
-    processes = [start_nginx(work, upstream_port)]
+    processes = [start_streaming_nginx(work, upstream_port)]
     try:
         relay = start_relaybox(work, relay_port, f"http://127.0.0.1:{upstream_port}/v1")
         processes.append(relay)
