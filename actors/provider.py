@@ -88,6 +88,7 @@ class _Forwarder:
         self.first_output_at: float | None = None
         self.finish_reason: str | None = None
         self.rejected_answer: tuple[Event, ...] = ()
+        self._score: int | None = None
         self._held: list[TransportEvent] = []
 
     def _answering(self) -> Answering:
@@ -119,13 +120,15 @@ class _Forwarder:
             self.idle_scope.deadline = trio.current_time() + self.idle_timeout
 
     def score(self) -> int:
-        """The heuristic score of what the attempt answered so far."""
-        return score_answer(
-            "".join(self.text),
-            finish_reason=self.finish_reason or "stop",
-            tool_calls=self.tool_calls,
-            category=self.job.state.category,
-        )
+        """The heuristic score of the finished answer (asked by the cascade, then by the record)."""
+        if self._score is None:
+            self._score = score_answer(
+                "".join(self.text),
+                finish_reason=self.finish_reason or "stop",
+                tool_calls=self.tool_calls,
+                category=self.job.state.category,
+            )
+        return self._score
 
     async def emit(self, event: TransportEvent) -> None:
         self.idle_scope.deadline = trio.current_time() + self.idle_timeout

@@ -23,19 +23,9 @@ import trio
 
 from bench.machine import percentile, write
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.harness import wait_until_serving
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "temperature": 0}
-
-
-async def wait_for_ping(client: httpx.AsyncClient, url: str) -> None:
-    with trio.fail_after(20):
-        while True:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await trio.sleep(0.1)
 
 
 async def main(requests: int) -> None:
@@ -56,9 +46,9 @@ async def main(requests: int) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            async with httpx.AsyncClient() as client:
-                relay_url = f"http://127.0.0.1:{port}"
-                await wait_for_ping(client, relay_url + "/ping")
+            relay_url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=relay_url) as client:
+                await wait_until_serving(client)
                 direct, relayed, headers = [], [], []
                 for i in range(requests + 50):
                     started = time.perf_counter()

@@ -32,6 +32,7 @@ from relaybox.storage.sqlite import SQLiteStorage
 
 from bench.machine import write
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.harness import wait_until_serving
 from tests.storage_fixtures import ADMIN_DSN, fresh_postgres_database
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
@@ -94,13 +95,7 @@ async def relaybox(upstream: str, port: int, env_extra: dict[str, str]) -> Async
     try:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base) as client:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        if (await client.get("/ping")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await trio.sleep(0.1)
+            await wait_until_serving(client)
         yield base
     finally:
         process.terminate()

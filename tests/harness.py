@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import hypercorn.trio
 import pytest
 import trio
@@ -173,6 +174,18 @@ def gemini_cli_provider(
         executable=executable,
         child_env={"GOOGLE_GEMINI_BASE_URL": fake_base_url, "GEMINI_API_KEY": "test-key", "HOME": str(home)},
     )
+
+
+async def wait_until_serving(client: httpx.AsyncClient, within: float = 20.0) -> None:
+    """Until the relaybox at the client's base URL answers /ping (a `relaybox serve` child starting)."""
+    with trio.fail_after(within):
+        while True:
+            try:
+                if (await client.get("/ping")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await trio.sleep(0.1)
 
 
 async def eventually(condition: Callable[[], object], *, within: float, poll: float = 0.02) -> float:

@@ -23,7 +23,14 @@ from relaybox.storage.sqlite import SQLiteStorage
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.tcp_proxy import CuttableProxy
-from tests.harness import eventually, openai_provider, serve, serve_environment, settings_for
+from tests.harness import (
+    eventually,
+    openai_provider,
+    serve,
+    serve_environment,
+    settings_for,
+    wait_until_serving,
+)
 from tests.scripted import Answer, ScriptedTransport
 from tests.storage_fixtures import fresh_postgres_database
 
@@ -176,13 +183,7 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
     answered = 0
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        if (await client.get("/ping")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        await trio.sleep(0.1)
+            await wait_until_serving(client)
 
             async def one(i: int) -> None:
                 nonlocal answered
