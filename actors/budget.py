@@ -68,6 +68,13 @@ class BudgetActor:
             "unchecked": self.unchecked,
         }
 
+    @property
+    def enforcing(self) -> bool:
+        """Whether any budget is on. When none is, attempts need not ask (a round trip to this
+        actor per paid request otherwise); a budget switched on is seen within `refresh`, as
+        reservations see it."""
+        return any(b.enabled for b in self.budgets)
+
     def windows(self, now: float) -> list[Window]:
         return [
             Window(b.period, now - PERIOD_SECONDS[b.period], b.limit_usd) for b in self.budgets if b.enabled

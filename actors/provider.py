@@ -109,7 +109,15 @@ class _Forwarder:
     async def _send(self, event: Event) -> None:
         """Hand an event to the client's channel. Waiting on a slow client is not the upstream's
         fault: the idle timeout is suspended meanwhile, and a client that reads nothing for
-        `CLIENT_STALL_LIMIT` seconds is treated as gone."""
+        `CLIENT_STALL_LIMIT` seconds is treated as gone. Usually the channel has room: then no
+        timeout is set up at all (this runs once per streamed chunk)."""
+        try:
+            self.job.reply.send_nowait(event)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone from None
         self.idle_scope.deadline = math.inf
         try:
             with trio.fail_after(CLIENT_STALL_LIMIT):
@@ -131,7 +139,6 @@ class _Forwarder:
         return self._score
 
     async def emit(self, event: TransportEvent) -> None:
-        self.idle_scope.deadline = trio.current_time() + self.idle_timeout
         if isinstance(event, Usage):
             if self.pricer is not None:
                 event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
@@ -461,7 +468,12 @@ class ProviderActor:
     async def _reserve(self, job: Job, hold: _Hold) -> None:
         """Hold the attempt's estimated cost against the budgets; raise OVER_BUDGET if it does not fit."""
         pricing = self.pricer
-        if self.budget is None or pricing is None or getattr(pricing, "free", False):
+        if (
+            self.budget is None
+            or not self.budget.enforcing
+            or pricing is None
+            or getattr(pricing, "free", False)
+        ):
             return
         request = job.request
         if isinstance(request, ImageRequest):

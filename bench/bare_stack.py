@@ -5,14 +5,17 @@
 Three endpoints, nothing else: `POST /static/v1/chat/completions` answers a fixed completion
 without calling anything; `POST /proxy/v1/chat/completions` reads the body and passes it to the
 upstream with one shared httpx client, returning what comes back (the naive pass-through);
-`POST /stream/v1/chat/completions` generates an SSE stream of 20 chunks 100 ms apart itself.
-`bench.http_throughput` loads both in the same run as relaybox, so relaybox's figures can be read
-against what the design card's stack does with no gateway in it.
+`POST /stream/v1/chat/completions` generates an SSE stream of 20 chunks 100 ms apart itself;
+`POST /relay/v1/chat/completions` streams the upstream's answer through unread (its bytes as they
+arrive, over 16 httpx clients as relaybox spreads its connections). The benchmarks load these in
+the same run as relaybox, so relaybox's figures can be read against what the design card's stack
+does with no gateway in it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import AsyncIterator
 
@@ -62,6 +65,35 @@ def create(upstream: str) -> QuartTrio:
         )
         return Response(answer.content, status=answer.status_code, mimetype="application/json")
 
+    relay_clients: list[httpx.AsyncClient] = []
+    turns = itertools.count()
+
+    @app.post("/relay/v1/chat/completions")
+    async def stream_through() -> Response:
+        if not relay_clients:
+            limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+            relay_clients.extend(httpx.AsyncClient(limits=limits, timeout=None) for _ in range(16))
+        client = relay_clients[next(turns) % len(relay_clients)]
+        upstream_request = client.build_request(
+            "POST",
+            upstream + "/chat/completions",
+            content=await request.get_data(),
+            headers={"content-type": "application/json"},
+        )
+        answer = await client.send(upstream_request, stream=True)
+
+        async def relayed() -> AsyncIterator[bytes]:
+            try:
+                async for data in answer.aiter_raw():
+                    yield data
+            finally:
+                with trio.CancelScope(shield=True):
+                    await answer.aclose()
+
+        response = Response(relayed(), mimetype="text/event-stream")
+        response.timeout = None
+        return response
+
     @app.post("/stream/v1/chat/completions")
     async def generated_stream() -> Response:
         await request.get_data()
@@ -83,6 +115,7 @@ def create(upstream: str) -> QuartTrio:
 async def main(port: int, upstream: str) -> None:
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
+    config.backlog = 4096  # as relaybox serve
     config.accesslog = None
     await hypercorn.trio.serve(create(upstream), config)  # type: ignore[arg-type]
 

@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.machine import write
+from bench.plot import grouped_bars
 
 HERE = Path(__file__).parent
 LITELLM_VENV = HERE / ".litellm-venv"
@@ -319,6 +320,18 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('http_throughput', table)}")
+    names = [name for name, _, _ in targets]
+    series = {
+        metric: {n: [results[(n, c)][metric] for c in levels] for n in names} for metric in ("rps", "p50")
+    }
+    picture = grouped_bars(
+        "http_throughput",
+        [("requests/s", series["rps"]), ("p50 latency, ms", series["p50"])],
+        [f"{c} connections" for c in levels],
+        title=f"Non-streaming, upstream with {latency_ms:g} ms fixed latency (wrk)",
+        log_panels=frozenset({"requests/s", "p50 latency, ms"}),
+    )
+    print(f"written to {picture}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from bench.bare_stack import STREAM_CHUNKS as CHUNKS
 from bench.bare_stack import STREAM_GAP as GAP
 from bench.http_throughput import ensure_tools, free_port, start_nginx, stop, wait_until_up
 from bench.machine import percentile, write
+from bench.plot import grouped_bars
 
 
 def chunk(text: str) -> str:
@@ -177,7 +178,7 @@ async def main(levels: list[int]) -> None:
                 "--port",
                 str(bare_port),
                 "--upstream",
-                "http://unused",
+                f"http://127.0.0.1:{upstream_port}/v1",
             ],
             cwd=Path(__file__).parent.parent,
             stdout=subprocess.DEVNULL,
@@ -188,6 +189,7 @@ async def main(levels: list[int]) -> None:
         targets = [
             ("direct (nginx)", upstream_port, "/v1/chat/completions", None),
             ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid),
+            ("bare relay", bare_port, "/relay/v1/chat/completions", bare.pid),
             ("relaybox", relay_port, "/v1/chat/completions", relay.pid),
         ]
         results = {}
@@ -215,6 +217,24 @@ async def main(levels: list[int]) -> None:
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('streaming_fanout', table)}")
+    served = [name for name, *_ in targets]
+    measured = [name for name, _, _, pid in targets if pid]
+
+    def series(metric: str, names: list[str]) -> dict[str, list[float]]:
+        return {name: [results[(name, streams)][metric] for streams in levels] for name in names}
+
+    picture = grouped_bars(
+        "streaming_fanout",
+        [
+            ("first content p50, ms", series("ttft50", served)),
+            ("gap p99, ms", series("gap99", served)),
+            ("CPU s per 1k chunks", series("cpu_per_1000", measured)),
+        ],
+        [f"{streams} streams" for streams in levels],
+        title=f"Concurrent SSE streams, {CHUNKS} chunks {GAP * 1000:.0f} ms apart",
+        log_panels=frozenset({"first content p50, ms"}),
+    )
+    print(f"written to {picture}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NEXT_STEPS, end="")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx notes every upstream call at INFO: a line per request on the hot path, and the request
+    # log already holds each one.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings(config_file=args.config)
     except ConfigError as error:
@@ -120,10 +123,17 @@ def _storage_description(settings: Settings) -> str:
     return f"SQLite file {settings.data_dir}/relaybox.db (set DATABASE_URL for PostgreSQL)"
 
 
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
+
 async def serve_forever(settings: Settings, listen_fd: int | None = None) -> None:
     async with running_system(settings) as system:
         config = HypercornConfig()
         config.bind = [f"fd://{listen_fd}" if listen_fd is not None else f"{settings.host}:{settings.port}"]
+        # A burst of clients (a thousand streams opening at once) must not overflow the accept
+        # queue: dropped connection attempts come back only after the kernel's 1 s, 3 s, 7 s... retries.
+        config.backlog = LISTEN_BACKLOG
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         app = create_app(system)
@@ -140,7 +150,7 @@ def run_workers(settings: Settings, config_file: str | None) -> int:
     and SIGTERM go to every worker, which drain as a single process would."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
-        listener = socket.create_server((settings.host, settings.port), family=family, backlog=4096)
+        listener = socket.create_server((settings.host, settings.port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as error:
         print(f"relaybox: cannot serve on {settings.host}:{settings.port}: {error.strerror}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ call is cancelled only when the last reader has gone. A follower is logged as it
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -139,13 +140,12 @@ class _SharedAnswer:
 
     async def next_for(self, reader: _Reader) -> Event:
         assert self._begun is not None
+        # A checkpoint, as a channel's receive is: a whole buffered answer must not be consumed
+        # before the followers waiting to join it have run.
+        await trio.lowlevel.checkpoint()
         while True:
-            index = reader.position - self._offset
-            if index < len(self._events):
-                reader.position += 1
-                event = self._events[index]
-                self._trim()
-                return event
+            with contextlib.suppress(trio.WouldBlock):
+                return self.ready_for(reader)
             if self._exhausted:
                 raise trio.EndOfChannel
             if self._pulling:
@@ -154,19 +154,40 @@ class _SharedAnswer:
                 continue
             self._pulling = True
             try:
-                event = await self._begun.receive.receive()
-                self._events.append(event)
-                if isinstance(event, Finished | Failed):
-                    self.ended = True
-                    self._forget(self)
+                self._store(await self._begun.receive.receive())
             except (trio.EndOfChannel, trio.ClosedResourceError):
-                self._exhausted = True
-                self.ended = True
-                self._forget(self)
+                self._store(None)
             finally:
                 self._pulling = False
                 self._changed.set()
                 self._changed = trio.Event()
+
+    def ready_for(self, reader: _Reader) -> Event:
+        """The reader's next event if it has already arrived; raises `trio.WouldBlock` if not."""
+        assert self._begun is not None
+        index = reader.position - self._offset
+        if index >= len(self._events) and not (self._pulling or self._exhausted):
+            try:
+                self._store(self._begun.receive.receive_nowait())
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._store(None)
+                raise trio.WouldBlock from None  # `next_for` reports the end
+        if index >= len(self._events):
+            raise trio.WouldBlock
+        reader.position += 1
+        event = self._events[index]
+        self._trim()
+        return event
+
+    def _store(self, event: Event | None) -> None:
+        """Keep an event of the answer for every reader; None: the channel ended without one."""
+        if event is None:
+            self._exhausted = True
+        else:
+            self._events.append(event)
+        if event is None or isinstance(event, Finished | Failed):
+            self.ended = True
+            self._forget(self)
 
     def _trim(self) -> None:
         """Drop events every reader has passed, once no new reader can join at the start."""
@@ -199,7 +220,14 @@ class _Reader:
     async def receive(self) -> Event:
         if self.closed:
             raise trio.ClosedResourceError
-        event = await self.shared.next_for(self)
+        return self._as_seen(await self.shared.next_for(self))
+
+    def receive_nowait(self) -> Event:
+        if self.closed:
+            raise trio.ClosedResourceError
+        return self._as_seen(self.shared.ready_for(self))
+
+    def _as_seen(self, event: Event) -> Event:
         if self.follower and isinstance(event, Usage) and event.cost_usd:
             return attrs.evolve(event, cost_usd=0.0)  # the tokens were used; this client paid nothing
         return event

@@ -43,6 +43,10 @@ class EventSource(Protocol):
 
     async def receive(self) -> Event: ...
 
+    def receive_nowait(self) -> Event:
+        """The next event if it is already here; raises `trio.WouldBlock` if not."""
+        ...
+
     def close(self) -> None: ...
 
 
