@@ -57,6 +57,8 @@ class ProviderLimits:
     idle_timeout: float = 120.0
 
 
+# The idle timeout is exact to within this many seconds (see `_Forwarder._renew_idle_deadline`).
+IDLE_RENEWAL_STEP = 1.0
 # A client that reads nothing of its answer for this long is treated as gone.
 CLIENT_STALL_LIMIT = 300.0
 
@@ -161,7 +163,14 @@ class _Forwarder:
             await self._send(event)
         else:
             self._held.append(event)
-        self.idle_scope.deadline = trio.current_time() + self.idle_timeout
+        self._renew_idle_deadline()
+
+    def _renew_idle_deadline(self) -> None:
+        """Progress: the idle timeout starts again. Renewed at most once a second: each change of a
+        deadline is an entry in trio's deadline heap, and a stream makes progress per chunk."""
+        renewed = trio.current_time() + self.idle_timeout
+        if renewed - self.idle_scope.deadline >= IDLE_RENEWAL_STEP:
+            self.idle_scope.deadline = renewed
 
     async def finish(self, finish_reason: str) -> None:
         self.finish_reason = finish_reason

@@ -191,6 +191,7 @@ def register_api(app: QuartTrio, system: System) -> None:
                     "health": actor.health(now).value,
                     "breaker": actor.breaker.statistics(now).to_json(),
                     "actor": system.supervisor.record(config.name).state.value,
+                    **_billing(system, config.name, config.kind),
                     "model_count": len(config.models),
                     "models": [m.id for m in config.models],
                     "in_flight": actor.statistics()["in_flight"],
@@ -260,6 +261,19 @@ def register_api(app: QuartTrio, system: System) -> None:
         )
         system.router.mailbox.tell(SetProviderEnabled(provider_id, enabled, priority))
         return _json({"id": provider_id, "enabled": enabled, "priority": priority, "config": overrides})
+
+
+def _billing(system: System, provider: str, kind: str) -> dict[str, Any]:
+    """Seed 000's badge: local and free, a subscription CLI, or a paid API with what it costs."""
+    costs = [cost for (name, _), cost in system.catalog.costs.items() if name == provider]
+    models = system.catalog.provider(provider)
+    if kind in ("claude-cli", "gemini-cli"):
+        billing = "subscription"
+    elif (costs and max(costs) == 0) or (not costs and models is not None and models.local):
+        billing = "local"
+    else:
+        billing = "paid"
+    return {"billing": billing, "reference_cost_usd": min(costs) if costs else None}
 
 
 def _ab_report(tests: tuple[ABTest, ...], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

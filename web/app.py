@@ -35,6 +35,7 @@ from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
+from relaybox.web.dashboard_routes import register_dashboard
 from relaybox.web.dedup import Deduplicator
 from relaybox.web.exchange import (
     KEEPALIVE_AFTER,
@@ -43,7 +44,7 @@ from relaybox.web.exchange import (
     Collected,
     EventSource,
     dispatch,
-    next_event,
+    unexpected,
 )
 from relaybox.web.feedback import answer_feedback, feedback_command
 from relaybox.web.system import System
@@ -115,6 +116,7 @@ def create_app(system: System) -> QuartTrio:
         )
 
     register_api(app, system)
+    register_dashboard(app)
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -388,9 +390,13 @@ class _Silence:
         return event
 
     async def next(self, receive: EventSource) -> Event | None:
-        """The next event; None means: send a keep-alive."""
+        """The next event; None means: send a keep-alive. (One timeout, not `next_event`'s two:
+        this runs for most chunks of a stream, and the idle limit is checked here.)"""
         with trio.move_on_after(KEEPALIVE_AFTER):
-            event = await next_event(receive)
+            try:
+                event = await receive.receive()
+            except trio.EndOfChannel:
+                event = Failed(unexpected(None))
             self.since = trio.current_time()
             return event
         if trio.current_time() - self.since >= REPLY_IDLE_LIMIT:

@@ -1,0 +1,91 @@
+"""Drives every dashboard page in Debian's Chromium with Playwright and prints what it saw (JSON).
+
+    python -m tests.dashboard_browser http://127.0.0.1:PORT
+
+A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
+relaybox in the test process) would take over. Screenshots land in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def browse(base_url: str) -> dict[str, Any]:
+    """Every page in headless Chromium: what rendered, what the console said, screenshots."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    seen: dict[str, Any] = {"errors": []}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#chart-cost .main-svg")
+        page.wait_for_selector("#chart-budgets .main-svg")
+        seen["kpis"] = page.locator("#kpis .kpi").all_inner_texts()
+        seen["cost_bars"] = page.locator("#chart-cost .trace.bars").count()
+        seen["cost_legend"] = sorted(page.locator("#chart-cost .legendtext").all_text_contents())
+        seen["model_bars"] = page.locator("#chart-models .point").count()
+        seen["alerts"] = page.locator("#alerts .alert").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+        page.click("nav a[data-page=providers]")
+        page.wait_for_selector('[data-provider="dead"] .badge')
+        seen["badges"] = page.locator(".card .badge").all_inner_texts()
+        page.locator('[data-provider="dead"] button.test').click()
+        page.wait_for_selector('[data-provider="dead"] .diagnosis.bad', timeout=30_000)
+        seen["diagnosis"] = page.locator('[data-provider="dead"] .diagnosis').inner_text()
+        page.locator('[data-provider="spare"] input.enabled').uncheck()
+        page.wait_for_timeout(300)
+        seen["matrix_rows"] = page.locator("#routing-matrix tbody tr").count()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-providers.png"), full_page=True)
+        page.reload()
+        page.wait_for_selector('[data-provider="spare"] input.enabled')
+        page.wait_for_timeout(300)
+        seen["spare_enabled_after_reload"] = page.locator(
+            '[data-provider="spare"] input.enabled'
+        ).is_checked()
+
+        page.click("nav a[data-page=requests]")
+        page.wait_for_selector("#requests-table tbody tr[data-group]")
+        seen["request_rows"] = page.locator("#requests-table tbody tr[data-group]").count()
+        page.select_option("#filter-provider", "dead")
+        page.wait_for_timeout(500)
+        seen["filtered_providers"] = sorted(
+            set(page.locator("#requests-table tbody tr td:nth-child(2)").all_inner_texts())
+        )
+        page.locator("#requests-table tbody tr[data-group]").first.click()
+        page.wait_for_selector("#request-detail [data-rating]")
+        page.locator('#request-detail [data-rating="4"]').click()
+        page.wait_for_selector('#request-detail [data-rating="4"].active')
+        page.screenshot(path=str(ARTIFACTS / "dashboard-requests.png"), full_page=True)
+
+        page.click("nav a[data-page=actors]")
+        page.wait_for_selector("#actor-tree .actor")
+        seen["actors"] = page.locator("#actor-tree .actor strong").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-actors.png"), full_page=True)
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(f"{base_url}/dashboard")
+        phone.wait_for_selector("#chart-cost .main-svg")
+        seen["phone_overflow"] = phone.evaluate(
+            "document.documentElement.scrollWidth > window.innerWidth + 1"
+        )
+        phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+        browser.close()
+    return seen
+
+
+if __name__ == "__main__":
+    print(json.dumps(browse(sys.argv[1])))

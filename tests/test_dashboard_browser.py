@@ -1,0 +1,99 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright, `tests/dashboard_browser.py`)
+against a relaybox seeded with several days of traffic across several providers."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import trio
+from relaybox.storage.records import AttemptRecord
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.harness import eventually, openai_provider, serve, settings_for
+
+REPO = Path(__file__).parent.parent
+PAGES = ("overview", "providers", "requests", "actors")
+
+
+def seeded_traffic(now: float) -> list[AttemptRecord]:
+    """Five days of attempts over three providers, with failures, fallbacks and savings."""
+    rng = random.Random(7)
+    records = []
+    for index in range(300):
+        created = now - rng.uniform(0, 5 * 86400)
+        provider, model, price = rng.choice(
+            [("fast", "gpt-4o-mini", 0.0004), ("dead", "gpt-4o", 0.006), ("spare", "gpt-4o-mini", 0.0004)]
+        )
+        failed = provider == "dead" and rng.random() < 0.4
+        records.append(
+            AttemptRecord(
+                id=str(uuid.uuid4()),
+                created_at=created,
+                request_group_id=str(uuid.uuid4()),
+                attempt=1,
+                provider=provider,
+                model_selected=model,
+                model_requested="gpt-4o" if index % 3 == 0 else "auto",
+                router_reason="seeded",
+                task_category=rng.choice(["code_generation", "simple_qa", "summarization"]),
+                status="server_error" if failed else "success",
+                tokens_in=rng.randint(100, 3000),
+                tokens_out=rng.randint(20, 800),
+                cost_usd=0.0 if failed else price,
+                baseline_cost_usd=0.006 if index % 3 == 0 and not failed else None,
+                latency_ms=rng.randint(200, 3000),
+                ttft_ms=rng.randint(80, 900),
+                fallback_used=index % 17 == 0,
+                cache_hit=index % 11 == 0,
+                heuristic_score=None if failed else rng.randint(60, 100),
+            )
+        )
+    return records
+
+
+async def test_every_dashboard_page_renders_the_seeded_traffic(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        openai_provider("fast", fake_openai.base_url),
+        openai_provider("dead", "http://127.0.0.1:9/v1", models=("gpt-4o",)),
+        openai_provider("spare", fake_openai.base_url),
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        await relay.system.storage.insert_records(seeded_traffic(time.time()))
+        for _ in range(3):  # and some live traffic through the API
+            answer = await client.post(
+                "/v1/chat/completions",
+                json={"model": "fast:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert answer.status_code == 200
+        await eventually(lambda: relay.system.recorder.written >= 3, within=10)
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url], capture_stdout=True, cwd=REPO
+        )
+        seen = json.loads(browsed.stdout)
+        providers = {p["id"]: p for p in (await client.get("/api/providers")).json()["data"]}
+
+    assert seen["errors"] == []
+    assert len(seen["kpis"]) == 6 and any("303" in kpi for kpi in seen["kpis"]), seen["kpis"]
+    assert seen["cost_legend"] == ["dead", "fast", "spare"] and seen["cost_bars"] == 3
+    assert seen["model_bars"] >= 3
+    assert any("Paid API" in badge for badge in seen["badges"]), seen["badges"]
+    assert "❌" in seen["diagnosis"] and "refused" in seen["diagnosis"].lower(), seen["diagnosis"]
+    assert seen["matrix_rows"] > 0, seen
+    assert seen["spare_enabled_after_reload"] is False and providers["spare"]["enabled"] is False
+    assert seen["request_rows"] > 10 and set(seen["filtered_providers"]) <= {"dead", "dead ⚡"}
+    assert {"root", "router", "recorder", "fast", "dead", "spare"} <= set(seen["actors"]), seen["actors"]
+    assert seen["phone_overflow"] is False
+    for page in PAGES:
+        assert (REPO / "tests/artifacts" / f"dashboard-{page}.png").stat().st_size > 10_000

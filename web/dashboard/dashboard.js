@@ -1,0 +1,357 @@
+// relaybox dashboard: reads relaybox's JSON APIs and polls them; charts by plotly.js.
+"use strict";
+
+const REFRESH_MS = 5000;
+const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#65a30d", "#7c3aed", "#ea580c"];
+const state = { days: 7, page: "overview", providers: [], selectedGroup: null, stats: null };
+const providerColors = new Map();
+
+// --- small helpers -------------------------------------------------------------------
+
+const $ = (selector) => document.querySelector(selector);
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body?.error?.message || `${path}: HTTP ${response.status}`);
+  return body;
+}
+
+function colorOf(provider) {
+  if (!providerColors.has(provider)) providerColors.set(provider, PALETTE[providerColors.size % PALETTE.length]);
+  return providerColors.get(provider);
+}
+
+const usd = (v) => (v == null ? "—" : `$${Number(v) < 1 && Number(v) > 0 ? Number(v).toFixed(4) : Number(v).toFixed(2)}`);
+const pct = (v) => (v == null ? "—" : `${(v * 100).toFixed(1)}%`);
+const num = (v) => (v == null ? "—" : Number(v).toLocaleString());
+const ms = (v) => (v == null ? "—" : `${Math.round(v).toLocaleString()} ms`);
+
+const LAYOUT = { margin: { l: 55, r: 15, t: 10, b: 45 }, legend: { orientation: "h", y: -0.2 }, font: { size: 11 } };
+const CONFIG = { displayModeBar: false, responsive: true };
+
+function plot(id, traces, layout = {}) {
+  const element = document.getElementById(id);
+  if (!traces.length) {
+    Plotly.purge(element);
+    element.innerHTML = '<p class="muted">No requests in this period yet.</p>';
+    return;
+  }
+  if (element.querySelector("p.muted")) element.innerHTML = "";
+  Plotly.react(element, traces, { ...LAYOUT, ...layout }, CONFIG);
+}
+
+// --- alerts (every page) ---------------------------------------------------------------
+
+async function refreshAlerts() {
+  const [providers, budgets, stats] = await Promise.all([
+    api("/api/providers"),
+    api("/api/budget").catch(() => ({ data: [] })),
+    state.stats ? Promise.resolve(state.stats) : api(`/api/stats?days=${state.days}`).catch(() => null),
+  ]);
+  state.providers = providers.data;
+  const alerts = [];
+  const down = providers.data.filter((p) => p.enabled && p.health === "down");
+  const serving = providers.data.filter((p) => p.enabled && p.health !== "down" && p.health !== "needs-login");
+  for (const p of down) {
+    alerts.push(["bad", serving.length
+      ? `⚠️ ${p.display_name || p.id} is unreachable. Requests fall back to ${serving.map((s) => s.id).join(", ")}. Check it with Providers → Test connection.`
+      : `⚠️ ${p.display_name || p.id} is unreachable and no other provider can take over.`]);
+  }
+  for (const p of providers.data.filter((p) => p.health === "needs-login")) {
+    alerts.push(["bad", p.kind === "claude-cli"
+      ? `🔑 The Claude CLI (${p.id}) needs a login: run \`claude\` and type /login, then Test connection.`
+      : `🔑 ${p.id} needs a login (${p.kind}).`]);
+  }
+  for (const b of budgets.data.filter((b) => b.warning)) {
+    alerts.push(["warn", `💰 The ${b.period} budget is ${pct(b.used)} spent (${usd(b.spent_usd)} of ${usd(b.limit_usd)}).`]);
+  }
+  const recorder = stats?.recorder;
+  if (recorder && (!recorder.storage_up || recorder.buffered > 0 || recorder.journaled > 0)) {
+    alerts.push(["warn", `🗄️ The request log cannot reach ${recorder.storage}: ${num(recorder.buffered)} records buffered, ${num(recorder.journaled)} journaled to disk, written when it returns.`]);
+  }
+  $("#alerts").innerHTML = alerts.map(([kind, text]) => `<div class="alert ${kind}" role="alert">${esc(text)}</div>`).join("");
+}
+
+// --- overview --------------------------------------------------------------------------
+
+function byProvider(rows, x, y) {
+  const groups = new Map();
+  for (const row of rows) {
+    if (!groups.has(row.provider)) groups.set(row.provider, { x: [], y: [] });
+    groups.get(row.provider).x.push(row[x]);
+    groups.get(row.provider).y.push(Number(row[y]) || 0);
+  }
+  return [...groups].map(([provider, g]) => ({ type: "bar", name: provider, x: g.x, y: g.y, marker: { color: colorOf(provider) } }));
+}
+
+async function refreshOverview() {
+  const [stats, budgets] = await Promise.all([api(`/api/stats?days=${state.days}`), api("/api/budget")]);
+  state.stats = stats;
+  const s = stats.summary;
+  const totals = stats.totals[0] || {};
+  const kpis = [
+    ["Requests", num(s.requests)],
+    ["Cost", usd(s.cost_usd)],
+    ["Saved vs requested model", usd(s.saved_usd)],
+    ["Success rate", pct(s.success_rate)],
+    ["Providers active", num(s.providers_active)],
+    ["Cache hit rate", pct(s.cache_hit_rate)],
+  ];
+  $("#kpis").innerHTML = kpis.map(([label, value]) => `<div class="kpi"><div class="value">${esc(value)}</div><div class="label">${esc(label)}</div></div>`).join("");
+
+  plot("chart-cost", byProvider(stats.cost_by_day, "day", "cost_usd"), { barmode: "stack", yaxis: { title: "USD", tickprefix: "$" } });
+  plot("chart-volume", stats.volume_by_day.length ? [
+    { type: "bar", name: "attempts", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.attempts), marker: { color: "#93c5fd" } },
+    { type: "scatter", mode: "lines+markers", name: "answered", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.successes), line: { color: "#15803d" } },
+  ] : []);
+  plot("chart-models", byProvider(stats.models.map((r) => ({ ...r, label: `${r.provider} / ${r.model}` })), "label", "attempts"),
+    { barmode: "group", yaxis: { title: "attempts" }, xaxis: { automargin: true } });
+  plot("chart-latency", stats.providers.length ? [
+    { type: "bar", name: "average latency", x: stats.providers.map((r) => r.provider), y: stats.providers.map((r) => r.avg_latency_ms), marker: { color: "#60a5fa" } },
+    { type: "bar", name: "average time to first token", x: stats.providers.map((r) => r.provider), y: stats.providers.map((r) => r.avg_ttft_ms), marker: { color: "#f59e0b" } },
+  ] : [], { barmode: "group", yaxis: { title: "ms" } });
+  renderSuccess(stats.success_rates);
+
+  $("#savings").innerHTML = `
+    <div class="kpi"><div class="value">${esc(usd(s.saved_usd))}</div><div class="label">saved in ${esc(state.days === 1 ? "today" : `${state.days} days`)}, on ${esc(usd(s.cost_usd))} spent</div></div>
+    <p class="muted">Method: every answered attempt is priced twice, at what the model that answered cost
+    (its tokens at configured prices, else the genai-prices table; subscription CLIs and local models cost $0)
+    and at what the same tokens would have cost on the model the client named. The difference, summed, is what
+    routing saved. Requests for <code>auto</code>, a route or a tier name no single model, so they add nothing here.</p>`;
+  const tokensSaved = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.tokens_saved) || 0), 0);
+  const cacheHits = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.cache_hits) || 0), 0);
+  $("#cache").innerHTML = `<dl class="card">
+    <dt>Cache hits</dt><dd>${esc(num(cacheHits))} (${esc(pct(s.cache_hit_rate))} of attempts)</dd>
+    <dt>Tokens saved by compression</dt><dd>${esc(num(tokensSaved))}</dd>
+    <dt>Tokens in / out</dt><dd>${esc(num(totals.tokens_in))} / ${esc(num(totals.tokens_out))}</dd></dl>`;
+
+  const gauges = budgets.data.map((b, i) => ({
+    type: "indicator", mode: "gauge+number", value: b.spent_usd,
+    number: { prefix: "$", valueformat: ".2f" },
+    title: { text: `${b.period}${b.enabled && b.limit_usd ? ` of $${b.limit_usd}` : " (no limit)"}`, font: { size: 12 } },
+    domain: { row: 0, column: i },
+    gauge: {
+      axis: { range: [0, b.enabled && b.limit_usd ? b.limit_usd : Math.max(b.spent_usd * 1.25, 1)] },
+      bar: { color: b.warning ? "#b91c1c" : "#2563eb" },
+      threshold: b.enabled && b.limit_usd ? { line: { color: "#d97706", width: 3 }, value: 0.8 * b.limit_usd } : undefined,
+    },
+  }));
+  plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 25, r: 25, t: 30, b: 5 } });
+}
+
+function renderSuccess(rows) {
+  const select = $("#category-filter");
+  const categories = [...new Set(rows.map((r) => r.category))].sort();
+  const chosen = select.value;
+  select.innerHTML = '<option value="">all</option>' + categories.map((c) => `<option ${c === chosen ? "selected" : ""}>${esc(c)}</option>`).join("");
+  const groups = new Map();
+  for (const r of rows.filter((r) => !chosen || r.category === chosen)) {
+    const key = `${r.provider} / ${r.model}`;
+    const g = groups.get(key) || { provider: r.provider, attempts: 0, successes: 0 };
+    g.attempts += Number(r.attempts) || 0;
+    g.successes += Number(r.successes) || 0;
+    groups.set(key, g);
+  }
+  const entries = [...groups].filter(([, g]) => g.attempts > 0);
+  plot("chart-success", entries.length ? [{
+    type: "bar", x: entries.map(([k]) => k), y: entries.map(([, g]) => (100 * g.successes) / g.attempts),
+    text: entries.map(([, g]) => `${g.successes}/${g.attempts}`), marker: { color: entries.map(([, g]) => colorOf(g.provider)) },
+  }] : [], { yaxis: { title: "% answered", range: [0, 100] }, xaxis: { automargin: true } });
+}
+
+// --- providers -------------------------------------------------------------------------
+
+const BADGES = { local: "🏠 Local (free)", subscription: "🔗 Subscription CLI" };
+const HEALTH = { healthy: "🟢 Connected", degraded: "🟡 Degraded", down: "🔴 Offline", "needs-login": "🔑 Needs login" };
+
+function badge(p) {
+  if (BADGES[p.billing]) return BADGES[p.billing];
+  return p.reference_cost_usd == null ? "☁️ Paid API" : `☁️ Paid API (from ${usd(p.reference_cost_usd)} per 2k-in/500-out request)`;
+}
+
+async function refreshProviders() {
+  const [providers, models] = await Promise.all([api("/api/providers"), api("/v1/models")]);
+  state.providers = providers.data;
+  const container = $("#provider-cards");
+  for (const p of providers.data) {
+    let card = container.querySelector(`[data-provider="${CSS.escape(p.id)}"]`);
+    if (!card) {
+      card = document.createElement("div");
+      card.className = "card";
+      card.dataset.provider = p.id;
+      card.innerHTML = `<h3><span>${esc(p.display_name || p.id)}</span><span class="badge"></span></h3>
+        <dl></dl><div class="sparkline"></div>
+        <div class="toolbar">
+          <label><input type="checkbox" class="enabled"> enabled</label>
+          <label>priority <input type="number" class="priority" style="width:4rem"></label>
+          <button class="test">Test connection</button>
+        </div><div class="diagnosis" hidden></div>`;
+      card.querySelector(".enabled").addEventListener("change", (e) => saveProvider(p.id, { enabled: e.target.checked }));
+      card.querySelector(".priority").addEventListener("change", (e) => saveProvider(p.id, { priority: parseInt(e.target.value, 10) || 0 }));
+      card.querySelector(".test").addEventListener("click", () => testProvider(p.id, card));
+      container.appendChild(card);
+    }
+    card.querySelector(".badge").textContent = badge(p);
+    const breaker = p.breaker || {};
+    card.querySelector("dl").innerHTML = [
+      ["Health", HEALTH[p.health] || p.health],
+      ["Kind", p.kind],
+      ["Breaker", breaker.state + (breaker.cooldown_remaining_s ? ` (${Math.ceil(breaker.cooldown_remaining_s)} s)` : "")],
+      ["In flight", p.in_flight],
+      ["Models", p.models.join(", ")],
+      ["Last failure", p.last_failure || "—"],
+    ].map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+    const enabled = card.querySelector(".enabled");
+    if (document.activeElement !== enabled) enabled.checked = p.enabled;
+    const priority = card.querySelector(".priority");
+    if (document.activeElement !== priority) priority.value = p.priority;
+    api(`/api/requests?provider=${encodeURIComponent(p.id)}&limit=30`).then((recent) => {
+      const rows = recent.data.slice().reverse();
+      plot(card.querySelector(".sparkline").id || (card.querySelector(".sparkline").id = `spark-${p.id}`),
+        rows.length ? [{ type: "scatter", mode: "lines", y: rows.map((r) => r.latency_ms), line: { color: colorOf(p.id), width: 1.5 }, hovertemplate: "%{y} ms<extra></extra>" }] : [],
+        { margin: { l: 30, r: 5, t: 5, b: 5 }, xaxis: { visible: false }, yaxis: { tickfont: { size: 9 } }, showlegend: false });
+    });
+  }
+  const routes = models.data.filter((m) => m.relaybox?.kind === "route").map((m) => ({ id: m.id, chain: m.relaybox.chain }));
+  const width = Math.max(1, ...routes.map((r) => r.chain.length));
+  const headings = ["route", "primary", ...Array.from({ length: width - 1 }, (_, i) => `backup ${i + 1}`)];
+  $("#routing-matrix").innerHTML = `<thead><tr>${headings.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>` +
+    routes.map((r) => `<tr><td>${esc(r.id)}</td>${Array.from({ length: width }, (_, i) => `<td>${esc(r.chain[i] ?? "")}</td>`).join("")}</tr>`).join("") + "</tbody>";
+}
+
+async function saveProvider(id, change) {
+  await api(`/api/providers/${encodeURIComponent(id)}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(change) });
+  await refreshProviders();
+}
+
+async function testProvider(id, card) {
+  const box = card.querySelector(".diagnosis");
+  box.hidden = false;
+  box.className = "diagnosis";
+  box.textContent = "Testing…";
+  try {
+    const result = await api(`/api/providers/${encodeURIComponent(id)}/test`, { method: "POST" });
+    box.className = `diagnosis ${result.ok ? "ok" : "bad"}`;
+    box.textContent = result.ok ? result.diagnosis : `${result.diagnosis}\n${result.detail}`;
+  } catch (error) {
+    box.className = "diagnosis bad";
+    box.textContent = `❌ ${error.message}`;
+  }
+}
+
+// --- requests --------------------------------------------------------------------------
+
+async function refreshRequests() {
+  const select = $("#filter-provider");
+  const chosen = select.value;
+  select.innerHTML = '<option value="">all</option>' + state.providers.map((p) => `<option ${p.id === chosen ? "selected" : ""}>${esc(p.id)}</option>`).join("");
+  const query = new URLSearchParams({ limit: "100" });
+  for (const [key, id] of [["provider", "#filter-provider"], ["model", "#filter-model"], ["category", "#filter-category"], ["status", "#filter-status"]]) {
+    if ($(id).value.trim()) query.set(key, $(id).value.trim());
+  }
+  const rows = (await api(`/api/requests?${query}`)).data;
+  const head = ["time", "provider", "model", "category", "status", "router reason", "tokens in/out", "cost", "latency", "TTFT"];
+  $("#requests-table").innerHTML = `<thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>` + (rows.length ? rows.map((r) => `
+    <tr class="clickable ${r.request_group_id === state.selectedGroup ? "selected" : ""}" data-group="${esc(r.request_group_id)}">
+      <td>${esc(new Date(r.created_at * 1000).toLocaleTimeString())}</td>
+      <td>${esc(r.provider)}${r.fallback_used ? ' <span class="fallback" title="fallback was used">⚡</span>' : ""}</td>
+      <td>${esc(r.model_selected)}</td><td>${esc(r.task_category)}</td>
+      <td class="status-${r.status === "success" || r.status === "deduplicated" ? esc(r.status) : "failed"}">${esc(r.status)}</td>
+      <td title="${esc(r.router_reason)}">${esc((r.router_reason || "").slice(0, 48))}</td>
+      <td>${num(r.tokens_in)} / ${num(r.tokens_out)}</td><td>${usd(r.cost_usd)}</td>
+      <td>${ms(r.latency_ms)}</td><td>${ms(r.ttft_ms)}</td></tr>`).join("") : `<tr><td colspan="${head.length}" class="muted">No requests match.</td></tr>`) + "</tbody>";
+  if (state.selectedGroup) await showAttempts(state.selectedGroup);
+}
+
+async function showAttempts(group) {
+  state.selectedGroup = group;
+  const attempts = (await api(`/api/requests?group=${encodeURIComponent(group)}&limit=20`)).data.sort((a, b) => a.attempt - b.attempt);
+  const detail = $("#request-detail");
+  detail.hidden = false;
+  const rated = attempts.find((a) => a.user_rating != null)?.user_rating;
+  detail.innerHTML = `<h2>Request ${esc(group)}: ${attempts.length} attempt(s)</h2>
+    <table><thead><tr><th>#</th><th>provider</th><th>model</th><th>status</th><th>reason</th><th>error</th><th>heuristic</th></tr></thead><tbody>
+    ${attempts.map((a) => `<tr><td>${a.attempt}</td><td>${esc(a.provider)}</td><td>${esc(a.model_selected)}</td><td>${esc(a.status)}</td>
+      <td>${esc(a.router_reason)}</td><td>${esc(a.error_message || "")}</td><td>${esc(a.heuristic_score ?? "—")}</td></tr>`).join("")}</tbody></table>
+    <p class="muted">${esc(attempts[0]?.prompt_summary || "")}</p>
+    <div class="rating">Rate this answer: ${[1, 2, 3, 4, 5].map((n) => `<button data-rating="${n}" class="${rated === n ? "active" : ""}">${n}</button>`).join(" ")}
+    <span id="rating-result" class="muted"></span></div>`;
+  for (const button of detail.querySelectorAll("[data-rating]")) {
+    button.addEventListener("click", async () => {
+      try {
+        await api("/api/feedback", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ taskId: group.replaceAll("-", ""), rating: Number(button.dataset.rating) }) });
+        $("#rating-result").textContent = `rated ${button.dataset.rating}`;
+        await showAttempts(group);
+      } catch (error) {
+        $("#rating-result").textContent = error.message;
+      }
+    });
+  }
+}
+
+// --- actors ----------------------------------------------------------------------------
+
+function actorNode(node) {
+  const mailbox = node.mailbox ? `${node.mailbox.depth}/${node.mailbox.capacity}` : "—";
+  const facts = [
+    ["state", `<span class="state-${esc(node.state || "running")}">${esc(node.state || "running")}</span>`],
+    ["mailbox", esc(mailbox)],
+    ["in flight", esc(node.in_flight ?? "—")],
+    ["breaker", esc(node.breaker?.state ?? "—")],
+    ["restarts", esc(node.restarts ?? 0)],
+  ];
+  const crash = node.last_crash ? `<div class="muted">last crash ${esc(Math.round(node.last_crash.seconds_ago))} s ago: ${esc(node.last_crash.reason)}</div>` : "";
+  const children = node.children?.length ? `<ul>${node.children.map((c) => `<li>${actorNode(c)}</li>`).join("")}</ul>` : "";
+  return `<div class="actor"><strong>${esc(node.name)}</strong> <span class="muted">${esc(node.kind)}</span> · ${facts.map(([k, v]) => `${k}: ${v}`).join(" · ")}${crash}</div>${children}`;
+}
+
+async function refreshActors() {
+  const tree = await api("/actors");
+  $("#actor-tree").innerHTML = `<p class="muted">process ${esc(tree.pid)}, worker ${esc(tree.worker)}</p><div class="tree">${actorNode(tree.supervisor)}</div>`;
+}
+
+// --- navigation and polling ----------------------------------------------------------------
+
+const PAGES = { overview: refreshOverview, providers: refreshProviders, requests: refreshRequests, actors: refreshActors };
+
+async function refresh() {
+  try {
+    if (state.page === "overview") await refreshOverview();
+    await refreshAlerts();
+    if (state.page !== "overview") await PAGES[state.page]();
+    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    $("#updated").textContent = `cannot reach relaybox: ${error.message}`;
+  }
+}
+
+function show(page) {
+  state.page = PAGES[page] ? page : "overview";
+  for (const section of document.querySelectorAll(".page")) section.classList.toggle("active", section.id === `page-${state.page}`);
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === state.page);
+  refresh().then(() => window.dispatchEvent(new Event("resize")));
+}
+
+window.addEventListener("hashchange", () => show(location.hash.slice(1)));
+document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("[data-days]")) {
+    button.addEventListener("click", () => {
+      state.days = Number(button.dataset.days);
+      for (const b of document.querySelectorAll("[data-days]")) b.classList.toggle("active", b === button);
+      refresh();
+    });
+  }
+  $("#category-filter").addEventListener("change", () => state.stats && renderSuccess(state.stats.success_rates));
+  for (const id of ["#filter-provider", "#filter-model", "#filter-category", "#filter-status"]) $(id).addEventListener("change", refreshRequests);
+  $("#requests-table").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-group]");
+    if (row) showAttempts(row.dataset.group).then(refreshRequests);
+  });
+  show(location.hash.slice(1) || "overview");
+  setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+});
