@@ -86,6 +86,8 @@ class RoutingSettings:
     refresh_seconds: float = 60.0
     # Cascade (non-streaming): an answer scoring below this escalates to a stronger candidate (0: off).
     cascade_below: int = 50
+    # "provider:model" that requests naming no model are priced on for "cost saved" (None: the costliest paid one).
+    savings_baseline: str | None = None
     llm_classifier: bool = False  # LLM_CLASSIFIER: the cheapest model classifies smart-routed requests
     classifier_timeout: float = 10.0
     seed: int | None = None  # for the Thompson draws and A/B splits; None: from the OS

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import attrs
 import genai_prices
-from relaybox.protocol.catalog import Catalog, ModelEntry
+from relaybox.protocol.catalog import Candidate, Catalog, ModelEntry
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import Usage
 
@@ -79,21 +79,37 @@ class ProviderPricing:
 
 @attrs.frozen
 class BaselinePricing:
-    """What an attempt would have cost on the model the client asked for: the yardstick for
-    "cost saved". None when the name does not resolve to a priced model (`auto`, a CLI alias)."""
+    """What an attempt would have cost without routing: the yardstick for "cost saved".
+
+    A request naming a model is priced on that model. One that names none (`auto`, a route, an
+    unknown name sent to smart routing, `default`) is priced on `reference`: by default the
+    costliest paid model configured, i.e. what sending everything to the best model would have
+    cost (`[routing] savings_baseline` names another). None when there is nothing to compare with:
+    a subscription CLI's model, or no paid model at all."""
 
     catalog: Catalog
     pricings: dict[str, ProviderPricing]
+    reference: Candidate | None = None
 
     def __call__(self, requested: str, usage: Usage) -> float | None:
         try:
             route = self.catalog.resolve(requested)
+            named = not route.reason.startswith("default route")
         except RelayError:
+            named = False
+        candidate = route.candidates[0] if named else self.reference
+        if candidate is None:
             return None
-        if route.reason.startswith("default route"):
-            return None
-        candidate = route.candidates[0]
         pricing = self.pricings.get(candidate.provider)
         if pricing is None or pricing.free:
             return None
         return pricing(candidate.model, usage)
+
+
+def costliest_paid_model(catalog: Catalog) -> Candidate | None:
+    """The default savings reference: the paid model with the highest reference cost."""
+    priced = [(cost, provider, model) for (provider, model), cost in catalog.costs.items() if cost > 0]
+    if not priced:
+        return None
+    _, provider, model = max(priced)
+    return Candidate(provider, model)

@@ -1,6 +1,6 @@
 """Drives every dashboard page in Debian's Chromium with Playwright and prints what it saw (JSON).
 
-    python -m tests.dashboard_browser http://127.0.0.1:PORT
+    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts]
 
 A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
 relaybox in the test process) would take over. Screenshots land in tests/artifacts/.
@@ -37,15 +37,16 @@ def browse(base_url: str) -> dict[str, Any]:
         seen["cost_bars"] = page.locator("#chart-cost .trace.bars").count()
         seen["cost_legend"] = sorted(page.locator("#chart-cost .legendtext").all_text_contents())
         seen["model_bars"] = page.locator("#chart-models .point").count()
+        page.wait_for_selector("#alerts .alert")
         seen["alerts"] = page.locator("#alerts .alert").all_inner_texts()
         page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
         page.click("nav a[data-page=providers]")
-        page.wait_for_selector('[data-provider="dead"] .badge')
+        page.wait_for_selector('[data-provider="gone"] .badge')
         seen["badges"] = page.locator(".card .badge").all_inner_texts()
-        page.locator('[data-provider="dead"] button.test').click()
-        page.wait_for_selector('[data-provider="dead"] .diagnosis.bad', timeout=30_000)
-        seen["diagnosis"] = page.locator('[data-provider="dead"] .diagnosis').inner_text()
+        page.locator('[data-provider="gone"] button.test').click()
+        page.wait_for_selector('[data-provider="gone"] .diagnosis.bad', timeout=30_000)
+        seen["diagnosis"] = page.locator('[data-provider="gone"] .diagnosis').inner_text()
         page.locator('[data-provider="spare"] input.enabled').uncheck()
         page.wait_for_timeout(300)
         seen["matrix_rows"] = page.locator("#routing-matrix tbody tr").count()
@@ -87,5 +88,22 @@ def browse(base_url: str) -> dict[str, Any]:
     return seen
 
 
+def alerts(base_url: str) -> dict[str, Any]:
+    """The overview's alerts and status line, once the alerts have appeared."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#alerts .alert")
+        page.wait_for_function("document.querySelector('#updated').textContent !== ''")
+        seen = {
+            "alerts": page.locator("#alerts .alert").all_inner_texts(),
+            "status": page.locator("#updated").inner_text(),
+        }
+        browser.close()
+    return seen
+
+
 if __name__ == "__main__":
-    print(json.dumps(browse(sys.argv[1])))
+    what = alerts if sys.argv[2:] == ["alerts"] else browse
+    print(json.dumps(what(sys.argv[1])))

@@ -108,6 +108,11 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ("[routes]\nx = []", {}, "non-empty list"),
         ("[[ab_tests]]\nbaseline = 'a:m'\nchallenger = 'b:m'", {}, "names provider 'a', which is not active"),
         ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
+        (
+            "[routing]\nsavings_baseline = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
+            {},
+            "savings_baseline must be 'provider:model' of a configured model",
+        ),
     ],
 )
 def test_configuration_errors_say_what_to_fix(tmp_path: Path, text: str, env: dict, message: str) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import trio
-from relaybox.storage.records import AttemptRecord
+from relaybox.actors.breaker import BreakerPolicy
+from relaybox.storage.records import AttemptRecord, Budget, Window
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import eventually, openai_provider, serve, settings_for
@@ -65,6 +66,8 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
         openai_provider("fast", fake_openai.base_url),
         openai_provider("dead", "http://127.0.0.1:9/v1", models=("gpt-4o",)),
         openai_provider("spare", fake_openai.base_url),
+        openai_provider("gone", "http://127.0.0.1:9/v1"),
+        breaker=BreakerPolicy(consecutive_failures=3, cooldown=600.0),
     )
     async with (
         serve(settings) as relay,
@@ -77,7 +80,18 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
                 json={"model": "fast:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
             )
             assert answer.status_code == 200
-        await eventually(lambda: relay.system.recorder.written >= 3, within=10)
+        for _ in range(3):  # "dead" fails until its breaker opens: the offline alert
+            failed = await client.post(
+                "/v1/chat/completions",
+                json={"model": "dead:gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert failed.status_code >= 500
+        # 90% of the daily budget spent: the budget alert.
+        now = time.time()
+        await relay.system.storage.put_budget(Budget("daily", 1.0, True))
+        await relay.system.storage.reserve("seeded", 0.9, [Window("daily", now - 86400, 1.0)], now)
+        await relay.system.storage.settle("seeded", 0.9)
+        await eventually(lambda: relay.system.recorder.written >= 6, within=10)
         browsed = await trio.run_process(
             [sys.executable, "-m", "tests.dashboard_browser", relay.base_url], capture_stdout=True, cwd=REPO
         )
@@ -85,10 +99,14 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
         providers = {p["id"]: p for p in (await client.get("/api/providers")).json()["data"]}
 
     assert seen["errors"] == []
-    assert len(seen["kpis"]) == 6 and any("303" in kpi for kpi in seen["kpis"]), seen["kpis"]
+    assert len(seen["kpis"]) == 6 and any("306" in kpi for kpi in seen["kpis"]), seen["kpis"]
     assert seen["cost_legend"] == ["dead", "fast", "spare"] and seen["cost_bars"] == 3
     assert seen["model_bars"] >= 3
     assert any("Paid API" in badge for badge in seen["badges"]), seen["badges"]
+    assert any("dead is unreachable" in alert and "fall back" in alert for alert in seen["alerts"]), seen[
+        "alerts"
+    ]
+    assert any("daily budget is 90.0% spent" in alert for alert in seen["alerts"]), seen["alerts"]
     assert "❌" in seen["diagnosis"] and "refused" in seen["diagnosis"].lower(), seen["diagnosis"]
     assert seen["matrix_rows"] > 0, seen
     assert seen["spare_enabled_after_reload"] is False and providers["spare"]["enabled"] is False
@@ -97,3 +115,30 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
     assert seen["phone_overflow"] is False
     for page in PAGES:
         assert (REPO / "tests/artifacts" / f"dashboard-{page}.png").stat().st_size > 10_000
+
+
+async def test_the_dashboard_says_when_the_request_log_cannot_reach_its_database(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    settings = settings_for(
+        tmp_path,
+        openai_provider("fast", fake_openai.base_url),
+        database_url="postgresql://postgres@127.0.0.1:9/unreachable",
+    )
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        answer = await client.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert answer.status_code == 200  # the request does not wait on the database
+        await eventually(lambda: relay.system.recorder.storage_up is False, within=10)
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "alerts"],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    assert any("request log cannot reach its postgres database" in alert for alert in seen["alerts"]), seen
+    assert "unavailable" in seen["status"] or "database" in seen["status"], seen

@@ -85,3 +85,31 @@ def test_baseline_is_the_price_of_the_model_the_client_asked_for() -> None:
     assert baseline("gpt-4o", Usage(1_000_000, 0)) == pytest.approx(2.5)
     assert baseline("sonnet", USAGE) is None  # a subscription CLI has no per-request price
     assert baseline("auto", USAGE) is None and baseline("nonsense", USAGE) is None
+
+
+def test_requests_naming_no_model_are_priced_on_the_savings_reference() -> None:
+    from relaybox.protocol.catalog import Candidate, Catalog, ProviderModels
+    from relaybox.protocol.pricing import BaselinePricing, costliest_paid_model
+
+    models = (ModelEntry("gpt-4o-mini", "economy", 0.15, 0.6), ModelEntry("gpt-4o", "premium", 2.5, 10.0))
+    catalog = Catalog(
+        (
+            ProviderModels("openai", models, "gpt-4o-mini"),
+            ProviderModels("claude-cli", (ModelEntry("sonnet"),), "sonnet"),
+        ),
+        costs={("openai", "gpt-4o-mini"): 0.0006, ("openai", "gpt-4o"): 0.01, ("claude-cli", "sonnet"): 0.0},
+    )
+    pricings = {
+        "openai": ProviderPricing("openai-compatible", "openai", models),
+        "claude-cli": ProviderPricing("claude-cli", "claude-cli"),
+    }
+    reference = costliest_paid_model(catalog)
+    assert reference == Candidate("openai", "gpt-4o")
+    baseline = BaselinePricing(catalog, pricings, reference)
+    million_in = Usage(1_000_000, 0)
+    assert baseline("auto", million_in) == pytest.approx(2.5)  # what gpt-4o would have cost
+    assert baseline("route:coder", million_in) == pytest.approx(2.5)
+    assert baseline("gpt-4o-mini", million_in) == pytest.approx(0.15)  # the model the client named
+    assert baseline("sonnet", million_in) is None
+    free_only = Catalog((catalog.providers[1],), costs={("claude-cli", "sonnet"): 0.0})
+    assert costliest_paid_model(free_only) is None

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 import trio.testing
 from relaybox.actors.breaker import BreakerPolicy
@@ -84,6 +85,12 @@ async def test_auto_and_unknown_names_pick_the_cheapest_model_that_fits_the_task
     assert by_model["big"]["task_category"] == "code_gen" and by_model["big"]["complexity_score"] > 0
     names = {entry["id"]: entry["relaybox"] for entry in listed}
     assert names["auto"]["kind"] == "smart" and names["route:planning"]["kind"] == "route"
+    # What routing saved: `auto` answered by the cheap model is compared with the costliest paid one.
+    small = by_model["small"]
+    tokens_in, tokens_out = small["tokens_in"], small["tokens_out"]
+    assert small["cost_usd"] == pytest.approx((tokens_in * 0.1 + tokens_out * 0.4) / 1e6)
+    assert small["baseline_cost_usd"] == pytest.approx((tokens_in * 3.0 + tokens_out * 12.0) / 1e6)
+    assert by_model["big"]["baseline_cost_usd"] == pytest.approx(by_model["big"]["cost_usd"])
 
 
 async def test_named_routes_walk_their_chain_and_do_not_retry_a_bad_request(

@@ -166,6 +166,72 @@ async def test_stats_answer_the_dashboards_questions(storage: Storage) -> None:
     assert one_day["totals"][0]["attempts"] == 2
 
 
+async def test_each_dashboard_chart_query_against_hand_computed_rows(storage: Storage) -> None:
+    """Four attempts, two days: every chart's rows, worked out by hand."""
+    earlier, today = NOW - 2 * DAY, NOW - 60  # NOW is 08:00 UTC: both stay on their day
+    group = str(uuid.uuid4())
+    await storage.insert_records(
+        [
+            record(
+                created_at=earlier,
+                provider="anthropic",
+                model_selected="claude-sonnet-4-5",
+                cost_usd=0.5,
+                latency_ms=1000,
+                ttft_ms=400,
+            ),
+            record(created_at=earlier, cost_usd=0.25, latency_ms=200, ttft_ms=100, task_category="simple_qa"),
+            record(
+                created_at=today,
+                request_group_id=group,
+                status="server_error",
+                cost_usd=0.125,
+                latency_ms=400,
+                ttft_ms=None,
+            ),
+            record(
+                created_at=today,
+                request_group_id=group,
+                attempt=2,
+                cost_usd=0.0625,
+                latency_ms=600,
+                ttft_ms=200,
+                fallback_used=True,
+            ),
+        ]
+    )
+    stats = await storage.stats(days=7, now=NOW)
+    day_before, day = (time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (earlier, today))
+
+    def rows(name: str, *keys: str) -> list[tuple]:
+        return [
+            tuple(pytest.approx(r[k]) if isinstance(r[k], float) else r[k] for k in keys) for r in stats[name]
+        ]
+
+    totals = stats["totals"][0]
+    assert (totals["attempts"], totals["requests"], totals["successes"], totals["fallbacks"]) == (4, 3, 3, 1)
+    assert totals["cost_usd"] == pytest.approx(0.9375) and totals["avg_latency_ms"] == pytest.approx(550)
+    assert rows("cost_by_day", "day", "provider", "cost_usd", "attempts") == [
+        (day_before, "anthropic", 0.5, 1),
+        (day_before, "openai", 0.25, 1),
+        (day, "openai", 0.1875, 2),
+    ]
+    assert rows("volume_by_day", "day", "attempts", "successes") == [(day_before, 2, 2), (day, 2, 1)]
+    assert rows("models", "provider", "model", "attempts", "cost_usd") == [
+        ("anthropic", "claude-sonnet-4-5", 1, 0.5),
+        ("openai", "gpt-4o-mini", 3, 0.4375),
+    ]
+    assert rows("providers", "provider", "attempts", "successes", "avg_latency_ms", "avg_ttft_ms") == [
+        ("anthropic", 1, 1, 1000.0, 400.0),
+        ("openai", 3, 2, 400.0, 150.0),  # time to first token over the two attempts that had one
+    ]
+    assert rows("success_rates", "provider", "model", "category", "attempts", "successes") == [
+        ("anthropic", "claude-sonnet-4-5", "code_gen", 1, 1),
+        ("openai", "gpt-4o-mini", "code_gen", 2, 1),
+        ("openai", "gpt-4o-mini", "simple_qa", 1, 1),
+    ]
+
+
 async def test_budgets_and_spend(storage: Storage) -> None:
     await storage.put_budget(Budget("daily", 5.0, True))
     await storage.put_budget(Budget("monthly", 100.0, False))

@@ -100,6 +100,11 @@ def register_api(app: QuartTrio, system: System) -> None:
             "success_rate": (totals.get("successes") or 0) / attempts if attempts else None,
             "cache_hit_rate": (totals.get("cache_hits") or 0) / attempts if attempts else None,
             "providers_active": totals.get("providers_active") or 0,
+            "savings_baseline": (
+                None
+                if system.savings_reference is None
+                else f"{system.savings_reference.provider}:{system.savings_reference.model}"
+            ),
         }
         body["ab_tests"] = _ab_report(
             system.settings.routing.ab_tests, await storage.ab_results(since=time.time() - days * 86400)

@@ -327,7 +327,20 @@ def _routing(
         refresh_seconds=refresh,
         llm_classifier=llm_classifier,
         cascade_below=_int(routing.get("cascade_below", 50), "[routing] cascade_below"),
+        savings_baseline=_savings_baseline(routing.get("savings_baseline"), providers),
     )
+
+
+def _savings_baseline(value: object, providers: list[ProviderConfig]) -> str | None:
+    if value is None:
+        return None
+    provider, _, model = str(value).partition(":")
+    config = next((p for p in providers if p.name == provider), None)
+    if config is None or not any(m.id == model for m in config.models):
+        raise ConfigError(
+            f"[routing] savings_baseline must be 'provider:model' of a configured model, got {value!r}"
+        )
+    return f"{provider}:{model}"
 
 
 def _routes(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, NamedRoute]:

@@ -28,13 +28,13 @@ from relaybox.actors.transports.claude_cli import ClaudeCliTransport
 from relaybox.actors.transports.gemini_cli import GeminiCliTransport
 from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.anthropic_wire import AnthropicDialect
-from relaybox.protocol.catalog import Catalog, ProviderModels
+from relaybox.protocol.catalog import Candidate, Catalog, ProviderModels
 from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.events import Usage
 from relaybox.protocol.gemini_wire import GeminiDialect
 from relaybox.protocol.ollama_wire import OllamaDialect
 from relaybox.protocol.openai_wire import OpenAIDialect
-from relaybox.protocol.pricing import BaselinePricing, ProviderPricing
+from relaybox.protocol.pricing import BaselinePricing, ProviderPricing, costliest_paid_model
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.sqlite import SQLiteStorage
@@ -120,6 +120,15 @@ def reference_costs(settings: Settings, pricings: dict[str, ProviderPricing]) ->
     return costs
 
 
+def savings_reference(settings: Settings, catalog: Catalog) -> Candidate | None:
+    """What requests naming no model are priced on for "cost saved" (see `BaselinePricing`)."""
+    configured = settings.routing.savings_baseline
+    if configured is not None:
+        provider, _, model = configured.partition(":")
+        return Candidate(provider, model)
+    return costliest_paid_model(catalog)
+
+
 @attrs.define
 class System:
     settings: Settings
@@ -130,6 +139,7 @@ class System:
     recorder: RecorderActor
     storage: Storage
     budget: BudgetActor
+    savings_reference: Candidate | None = None  # see `BaselinePricing`
 
     def router_running(self) -> bool:
         return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
@@ -211,7 +221,8 @@ async def running_system(
             for config in settings.providers
         }
         catalog = build_catalog(settings, pricings)
-        baseline = BaselinePricing(catalog, pricings)
+        reference = savings_reference(settings, catalog)
+        baseline = BaselinePricing(catalog, pricings, reference)
         providers = {
             config.name: ProviderActor(
                 config.name,
@@ -238,7 +249,9 @@ async def running_system(
         await supervisor.start_child(router)
         await _apply_saved_provider_settings(storage, router)
         try:
-            yield System(settings, catalog, supervisor, router, providers, recorder, storage, budget)
+            yield System(
+                settings, catalog, supervisor, router, providers, recorder, storage, budget, reference
+            )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
             # out (or journals) every record the others produced.

@@ -48,10 +48,10 @@ function plot(id, traces, layout = {}) {
 // --- alerts (every page) ---------------------------------------------------------------
 
 async function refreshAlerts() {
-  const [providers, budgets, stats] = await Promise.all([
+  const [providers, budgets, health] = await Promise.all([
     api("/api/providers"),
     api("/api/budget").catch(() => ({ data: [] })),
-    state.stats ? Promise.resolve(state.stats) : api(`/api/stats?days=${state.days}`).catch(() => null),
+    fetch("/health").then((r) => r.json()),  // 503 when nothing can serve, with the same body
   ]);
   state.providers = providers.data;
   const alerts = [];
@@ -70,9 +70,12 @@ async function refreshAlerts() {
   for (const b of budgets.data.filter((b) => b.warning)) {
     alerts.push(["warn", `💰 The ${b.period} budget is ${pct(b.used)} spent (${usd(b.spent_usd)} of ${usd(b.limit_usd)}).`]);
   }
-  const recorder = stats?.recorder;
-  if (recorder && (!recorder.storage_up || recorder.buffered > 0 || recorder.journaled > 0)) {
-    alerts.push(["warn", `🗄️ The request log cannot reach ${recorder.storage}: ${num(recorder.buffered)} records buffered, ${num(recorder.journaled)} journaled to disk, written when it returns.`]);
+  const log = health.storage;
+  if (log && (log.up === false || log.journaled > 0)) {
+    alerts.push(["warn", `🗄️ The request log cannot reach its ${log.backend} database: ${num(log.buffered)} records buffered in memory, ${num(log.journaled)} journaled to disk, written when it returns.${log.last_error ? ` (${log.last_error})` : ""}`]);
+  }
+  if (log && (log.dropped > 0 || log.journal_failed)) {
+    alerts.push(["bad", `🗄️ Records were lost: ${num(log.dropped)} dropped${log.journal_failed ? ", and the journal could not be written" : ""}. See /health.`]);
   }
   $("#alerts").innerHTML = alerts.map(([kind, text]) => `<div class="alert ${kind}" role="alert">${esc(text)}</div>`).join("");
 }
@@ -119,10 +122,12 @@ async function refreshOverview() {
 
   $("#savings").innerHTML = `
     <div class="kpi"><div class="value">${esc(usd(s.saved_usd))}</div><div class="label">saved in ${esc(state.days === 1 ? "today" : `${state.days} days`)}, on ${esc(usd(s.cost_usd))} spent</div></div>
-    <p class="muted">Method: every answered attempt is priced twice, at what the model that answered cost
-    (its tokens at configured prices, else the genai-prices table; subscription CLIs and local models cost $0)
-    and at what the same tokens would have cost on the model the client named. The difference, summed, is what
-    routing saved. Requests for <code>auto</code>, a route or a tier name no single model, so they add nothing here.</p>`;
+    <p class="muted">Method: every answered attempt is priced twice: at what the model that answered cost
+    (its tokens at configured prices, else the genai-prices table; subscription CLIs and local models cost $0),
+    and at what the same tokens would have cost without routing: on the model the client named or, for
+    <code>auto</code>, a route or <code>default</code>, on ${s.savings_baseline ? `<code>${esc(s.savings_baseline)}</code>` : "the costliest paid model (none is configured, so these add nothing)"}
+    (<code>[routing] savings_baseline</code>). The difference, summed, is what routing saved. A request naming
+    a subscription CLI's model has no price to compare with and adds nothing.</p>`;
   const tokensSaved = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.tokens_saved) || 0), 0);
   const cacheHits = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.cache_hits) || 0), 0);
   $("#cache").innerHTML = `<dl class="card">
@@ -320,14 +325,17 @@ async function refreshActors() {
 const PAGES = { overview: refreshOverview, providers: refreshProviders, requests: refreshRequests, actors: refreshActors };
 
 async function refresh() {
-  try {
-    if (state.page === "overview") await refreshOverview();
-    await refreshAlerts();
-    if (state.page !== "overview") await PAGES[state.page]();
-    $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-  } catch (error) {
-    $("#updated").textContent = `cannot reach relaybox: ${error.message}`;
+  // Alerts first (they also load the provider list the pages use); a failing step (say, the
+  // database is down) leaves the others working and is said at the top.
+  const problems = [];
+  for (const step of [refreshAlerts, PAGES[state.page]]) {
+    try {
+      await step();
+    } catch (error) {
+      problems.push(error.message === "Failed to fetch" ? "cannot reach relaybox" : error.message);
+    }
   }
+  $("#updated").textContent = problems.length ? `⚠️ ${problems.join("; ")}` : `updated ${new Date().toLocaleTimeString()}`;
 }
 
 function show(page) {
