@@ -26,9 +26,9 @@ import trio
 from relaybox.storage.schema import rollup_backfill
 from relaybox.storage.sqlite import SQLiteStorage
 
+from bench.generated_log import SQLITE_FILL
 from bench.http_throughput import free_port, stop, wait_until_up
 from bench.machine import write
-from bench.stats_queries import SQLITE_FILL
 from tests.dashboard_browser import CHROMIUM
 
 API_CALLS = [

@@ -107,6 +107,7 @@ def startup_report(system: System, binds: Sequence[str]) -> str:
     base = binds[0] if binds else f"http://{settings.host}:{settings.port}"
     lines += [
         "",
+        f"dashboard: {base}/dashboard",
         f"OpenAI base URL: {base}/v1    health: {base}/health    actors: {base}/actors",
         f"data directory: {settings.data_dir}",
         f"records: {_storage_description(settings)}",

@@ -8,11 +8,12 @@ are drawn by plotly.js, taken from the `plotly` Python package's bundled copy: i
 
 from __future__ import annotations
 
+import gzip
 import importlib.resources
 import mimetypes
 from functools import cache
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from relaybox.protocol.errors import RelayError
 
@@ -30,9 +31,20 @@ def _plotly_js() -> bytes:
     return importlib.resources.files("plotly").joinpath("package_data", "plotly.min.js").read_bytes()
 
 
+@cache
+def _gzipped(body: bytes) -> bytes:
+    return gzip.compress(body, mtime=0)
+
+
 def _asset(body: bytes, name: str, max_age: int) -> Response:
+    """A file, gzipped for clients that take it (plotly.js: 4.6 MB, 1.4 MB gzipped; the
+    dashboard is often opened across a LAN)."""
     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return Response(body, mimetype=kind, headers={"cache-control": f"public, max-age={max_age}"})
+    headers = {"cache-control": f"public, max-age={max_age}", "vary": "accept-encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        body = _gzipped(body)
+        headers["content-encoding"] = "gzip"
+    return Response(body, mimetype=kind, headers=headers)
 
 
 def register_dashboard(app: QuartTrio) -> None:
