@@ -35,12 +35,14 @@ def grouped_bars(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # One colour per target in every panel, even where a panel leaves some targets out.
+    targets = list(dict.fromkeys(target for _, series in panels for target in series))
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
     for axis, (label, series) in zip(axes[:, 0], panels, strict=True):
         width = 0.8 / len(series)
         for index, (target, values) in enumerate(series.items()):
             positions = [group + (index - (len(series) - 1) / 2) * width for group in range(len(groups))]
-            axis.bar(positions, values, width, label=target)
+            axis.bar(positions, values, width, label=target, color=f"C{targets.index(target)}")
         axis.set_xticks(range(len(groups)), groups)
         axis.set_ylabel(label)
         if label in log_panels:

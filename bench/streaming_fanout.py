@@ -4,17 +4,20 @@
 
 The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (20 content chunks
 100 ms apart, then [DONE]); relaybox (`relaybox serve`, routing and recording on, dedup off, a
-provider with enough slots) streams it through; a bare quart-trio endpoint generating the same
-stream itself (`bench.bare_stack`) is the stack's own ceiling. The client is raw trio sockets (no
+provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
+quart-trio endpoint generating the same stream itself, and a bare quart-trio + httpx relay passing
+the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings. Every target gets
+10 warm-up streams before anything is measured. The client is raw trio sockets (no
 HTTP library in the way): each stream sends its request, then notes when data arrives. Reported
 per target and level: failed streams, time to first content (p50/p99), gaps between arrivals
 (p50/p99), the server's CPU seconds per 1,000 chunks delivered, and its RSS growth per open
-stream (sampled at the peak).
+stream (sampled at the peak; both summed over a server's worker processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -49,7 +52,7 @@ def start_streaming_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
     return start_nginx(work, port, location, content_type="text/event-stream")
 
 
-def start_relaybox(work: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> subprocess.Popen[bytes]:
     (work / "relaybox.toml").write_text(
         f"""[providers.bench]
 base_url = "{upstream}"
@@ -62,7 +65,7 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
     env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
         "HOME": str(work),
-        "RELAYBOX_DATA_DIR": str(work / "relaybox-data"),
+        "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         "DEDUP_SECONDS": "0",
     }
     process = subprocess.Popen(
@@ -75,6 +78,8 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
             str(port),
             "--config",
             str(work / "relaybox.toml"),
+            "--workers",
+            str(workers),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -84,16 +89,35 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
     return process
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its children (`--workers N` runs its workers as children)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *children]
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 async def one_stream(port: int, path: str, results: list[tuple[float | None, list[float], bool]]) -> None:
@@ -165,11 +189,13 @@ async def level(port: int, path: str, streams: int, server_pid: int | None) -> d
 async def main(levels: list[int]) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-fanout-"))
-    upstream_port, relay_port, bare_port = free_port(), free_port(), free_port()
+    upstream_port, relay_port, relay2_port, bare_port = free_port(), free_port(), free_port(), free_port()
     processes = [start_streaming_nginx(work, upstream_port)]
     try:
         relay = start_relaybox(work, relay_port, f"http://127.0.0.1:{upstream_port}/v1")
         processes.append(relay)
+        relay2 = start_relaybox(work, relay2_port, f"http://127.0.0.1:{upstream_port}/v1", workers=2)
+        processes.append(relay2)
         bare = subprocess.Popen(  # noqa: ASYNC220 - once, before anything is measured
             [
                 sys.executable,
@@ -191,7 +217,10 @@ async def main(levels: list[int]) -> None:
             ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid),
             ("bare relay", bare_port, "/relay/v1/chat/completions", bare.pid),
             ("relaybox", relay_port, "/v1/chat/completions", relay.pid),
+            ("relaybox -w 2", relay2_port, "/v1/chat/completions", relay2.pid),
         ]
+        for _, port, path, _ in targets:  # warm-up: connections and clients made before anything counts
+            await level(port, path, 10, None)
         results = {}
         for streams in levels:
             for name, port, path, pid in targets:

@@ -1,0 +1,158 @@
+"""Where relaybox's CPU goes under load: py-spy samples of `relaybox serve`, grouped by layer.
+
+    python -m bench.profile [--streams 1000] [--connections 10] [--seconds 8]
+
+Two loads, each against an nginx upstream as in the other benchmarks: `--streams` concurrent SSE
+streams (`bench.streaming_fanout`'s), and wrk with `--connections` non-streaming clients
+(`bench.http_throughput`'s). py-spy (installed into this environment on first use) samples the
+server at 200 Hz; each sample is charged to the innermost frame's package, so the table says how
+much of the CPU is relaybox's own code and how much each part of the stack takes. Raw samples are
+kept in `bench/results/profile-*.txt` (not committed; py-spy's raw format, for a flame graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from bench.http_throughput import free_port, start_answering_nginx, stop, wrk
+from bench.http_throughput import start_relaybox as start_relaybox_for_wrk
+from bench.machine import RESULTS, write
+from bench.streaming_fanout import level, start_relaybox, start_streaming_nginx
+
+OWN = ("actors", "protocol", "storage", "web")
+FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):\d+\)$")
+
+
+def ensure_py_spy() -> Path:
+    if importlib.util.find_spec("py_spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        print("installing py-spy for the profile ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
+    return Path(sys.executable).parent / "py-spy"
+
+
+def package_of(frame: str) -> tuple[str, str]:
+    """(package, function) of one py-spy frame; relaybox's own packages keep their folder name."""
+    match = FRAME.match(frame)
+    if match is None:
+        return frame.split(" ")[0], frame
+    path = match["path"]  # py-spy shortens it to the module's path below its sys.path entry
+    top = path.split("/", 1)[0].removesuffix(".py")
+    if top in OWN:
+        package = f"relaybox {top}"
+    elif path.startswith("<"):
+        package = "generated (attrs)"
+    elif top in sys.stdlib_module_names or top.startswith("<frozen"):
+        package = "python stdlib"
+    else:
+        package = top
+    return package, f"{match['function']} ({path.rsplit('/', 1)[-1]})"
+
+
+def summarize(raw: Path, title: str) -> list[str]:
+    by_package: collections.Counter[str] = collections.Counter()
+    own_functions: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        total += samples
+        frames = stack.split(";")[1:]  # the first is the thread
+        package, function = package_of(frames[-1]) if frames else ("(idle)", "")
+        by_package[package] += samples
+        if package.startswith("relaybox"):
+            own_functions[function] += samples
+    own = sum(n for p, n in by_package.items() if p.startswith("relaybox"))
+    lines = [title, f"{total} samples; relaybox's own code (innermost frame) {own / total:.0%}", ""]
+    lines += [f"  {share / total:>6.1%}  {package}" for package, share in by_package.most_common(14)]
+    lines += ["", "  relaybox's own functions (innermost frame):"]
+    lines += [f"  {share / total:>6.1%}  {function}" for function, share in own_functions.most_common(10)]
+    return lines
+
+
+def record(py_spy: Path, pid: int, output: Path) -> subprocess.Popen[bytes]:
+    command = [str(py_spy), "record", "-r", "200", "-p", str(pid), "-f", "raw", "-o", str(output)]
+    return subprocess.Popen(
+        [*command, "--nonblocking", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def finish(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(2)
+    spy.wait(timeout=60)
+
+
+def profile_streams(py_spy: Path, work: Path, streams: int) -> tuple[list[str], dict[str, float]]:
+    upstream, port = free_port(), free_port()
+    processes = [start_streaming_nginx(work, upstream)]
+    output = RESULTS / "profile-streams.txt"
+    try:
+        relay = start_relaybox(work, port, f"http://127.0.0.1:{upstream}/v1")
+        processes.append(relay)
+        trio.run(level, port, "/v1/chat/completions", 10, None)  # warm-up
+        spy = record(py_spy, relay.pid, output)
+        time.sleep(1)
+        figures = trio.run(level, port, "/v1/chat/completions", streams, relay.pid)
+        finish(spy)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    return summarize(output, f"{streams} concurrent streams (20 chunks 100 ms apart)"), figures
+
+
+def profile_requests(
+    py_spy: Path, work: Path, connections: int, seconds: int
+) -> tuple[list[str], dict[str, float]]:
+    upstream, port = free_port(), free_port()
+    processes = [start_answering_nginx(work, upstream, 5)]
+    output = RESULTS / "profile-requests.txt"
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        relay = start_relaybox_for_wrk(work, port, f"http://127.0.0.1:{upstream}/v1")
+        processes.append(relay)
+        wrk(url, connections, 2, work, {})  # warm-up
+        spy = record(py_spy, relay.pid, output)
+        time.sleep(1)
+        figures = wrk(url, connections, seconds, work, {})
+        finish(spy)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    return summarize(output, f"wrk, {connections} connections, non-streaming, {seconds} s"), figures
+
+
+def main(streams: int, connections: int, seconds: int) -> None:
+    py_spy = ensure_py_spy()
+    work = Path(tempfile.mkdtemp(prefix="relaybox-profile-"))
+    RESULTS.mkdir(exist_ok=True)
+    stream_lines, stream_figures = profile_streams(py_spy, work, streams)
+    request_lines, request_figures = profile_requests(py_spy, work, connections, seconds)
+    lines = [
+        *stream_lines,
+        f"  (under the profiler: TTFT p50 {stream_figures['ttft50']:.0f} ms, "
+        f"CPU {stream_figures['cpu_per_1000']:.2f} s per 1,000 chunks)",
+        "",
+        *request_lines,
+        f"  (under the profiler: {request_figures['rps']:.0f} requests/s, p50 {request_figures['p50']:.1f} ms)",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    print(f"written to {write('profile', table)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
+    arguments = parser.parse_args()
+    main(arguments.streams, arguments.connections, arguments.seconds)
