@@ -40,6 +40,13 @@ def browse(base_url: str) -> dict[str, Any]:
         page.wait_for_selector("#alerts .alert")
         seen["alerts"] = page.locator("#alerts .alert").all_inner_texts()
         page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+        week = page.locator("#kpis .kpi .value").first.inner_text()
+        page.click("[data-days='1']")
+        page.wait_for_function(
+            f"document.querySelector('#kpis .kpi .value').textContent !== {json.dumps(week)}"
+        )
+        seen["requests_today"] = page.locator("#kpis .kpi .value").first.inner_text()
+        page.click("[data-days='7']")
 
         page.click("nav a[data-page=providers]")
         page.wait_for_selector('[data-provider="gone"] .badge')
@@ -75,6 +82,7 @@ def browse(base_url: str) -> dict[str, Any]:
         page.click("nav a[data-page=actors]")
         page.wait_for_selector("#actor-tree .actor")
         seen["actors"] = page.locator("#actor-tree .actor strong").all_inner_texts()
+        seen["actor_details"] = page.locator("#actor-tree .actor .muted").all_inner_texts()
         page.screenshot(path=str(ARTIFACTS / "dashboard-actors.png"), full_page=True)
 
         phone = browser.new_page(viewport={"width": 390, "height": 844})

@@ -100,6 +100,9 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
 
     assert seen["errors"] == []
     assert len(seen["kpis"]) == 6 and any("306" in kpi for kpi in seen["kpis"]), seen["kpis"]
+    assert (
+        6 <= int(seen["requests_today"].replace(",", "")) < 306
+    )  # today: the live requests and a share of the seeded
     assert seen["cost_legend"] == ["dead", "fast", "spare"] and seen["cost_bars"] == 3
     assert seen["model_bars"] >= 3
     assert any("Paid API" in badge for badge in seen["badges"]), seen["badges"]
@@ -112,6 +115,10 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
     assert seen["spare_enabled_after_reload"] is False and providers["spare"]["enabled"] is False
     assert seen["request_rows"] > 10 and set(seen["filtered_providers"]) <= {"dead", "dead ⚡"}
     assert {"root", "router", "recorder", "fast", "dead", "spare"} <= set(seen["actors"]), seen["actors"]
+    assert any("Offline" in line and "failed: 3" in line for line in seen["actor_details"]), seen[
+        "actor_details"
+    ]
+    assert any(line.startswith("storage: sqlite up · written: ") for line in seen["actor_details"])
     assert seen["phone_overflow"] is False
     for page in PAGES:
         assert (REPO / "tests/artifacts" / f"dashboard-{page}.png").stat().st_size > 10_000

@@ -263,7 +263,7 @@ async function refreshRequests() {
   const head = ["time", "provider", "model", "category", "status", "router reason", "tokens in/out", "cost", "latency", "TTFT"];
   $("#requests-table").innerHTML = `<thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>` + (rows.length ? rows.map((r) => `
     <tr class="clickable ${r.request_group_id === state.selectedGroup ? "selected" : ""}" data-group="${esc(r.request_group_id)}">
-      <td>${esc(new Date(r.created_at * 1000).toLocaleTimeString())}</td>
+      <td>${esc(new Date(r.created_at * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" }))}</td>
       <td>${esc(r.provider)}${r.fallback_used ? ' <span class="fallback" title="fallback was used">⚡</span>' : ""}</td>
       <td>${esc(r.model_selected)}</td><td>${esc(r.task_category)}</td>
       <td class="status-${r.status === "success" || r.status === "deduplicated" ? esc(r.status) : "failed"}">${esc(r.status)}</td>
@@ -310,9 +310,33 @@ function actorNode(node) {
     ["breaker", esc(node.breaker?.state ?? "—")],
     ["restarts", esc(node.restarts ?? 0)],
   ];
+  const details = actorDetails(node);
+  const detailLine = details.length ? `<div class="muted">${details.map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(" · ")}</div>` : "";
   const crash = node.last_crash ? `<div class="muted">last crash ${esc(Math.round(node.last_crash.seconds_ago))} s ago: ${esc(node.last_crash.reason)}</div>` : "";
   const children = node.children?.length ? `<ul>${node.children.map((c) => `<li>${actorNode(c)}</li>`).join("")}</ul>` : "";
-  return `<div class="actor"><strong>${esc(node.name)}</strong> <span class="muted">${esc(node.kind)}</span> · ${facts.map(([k, v]) => `${k}: ${v}`).join(" · ")}${crash}</div>${children}`;
+  return `<div class="actor"><strong>${esc(node.name)}</strong> <span class="muted">${esc(node.kind)}</span> · ${facts.map(([k, v]) => `${k}: ${v}`).join(" · ")}${detailLine}${crash}</div>${children}`;
+}
+
+// What each kind of actor says about itself in /actors, beyond the common facts.
+function actorDetails(node) {
+  if (node.kind === "provider") {
+    const pool = node.transport?.warm_pool;
+    return [
+      ["health", HEALTH[node.health] || node.health],
+      ["slots", node.concurrency_limit],
+      ["completed", num(node.completed)],
+      ["failed", num(node.failed)],
+      ...(pool ? [["warm pool", `${pool.idle} ready of ${pool.size}, ${pool.hits} hits, ${pool.misses} misses`]] : []),
+      ...(node.last_failure ? [["last failure", node.last_failure]] : []),
+    ];
+  }
+  if (node.kind === "recorder") {
+    return [["storage", `${node.storage} ${node.storage_up === false ? "unreachable" : "up"}`], ["written", num(node.written)],
+      ["buffered", num(node.buffered)], ["journaled", num(node.journaled)], ["dropped", num(node.dropped)]];
+  }
+  if (node.kind === "budget") return [["pressure", pct(node.pressure)], ["refused", num(node.refused)], ["unchecked", num(node.unchecked)]];
+  if (node.kind === "router") return [["mode", node.mode], ["evidence loaded", node.evidence_loaded_at == null ? "not yet" : "yes"]];
+  return [];
 }
 
 async function refreshActors() {
@@ -358,7 +382,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["#filter-provider", "#filter-model", "#filter-category", "#filter-status"]) $(id).addEventListener("change", refreshRequests);
   $("#requests-table").addEventListener("click", (event) => {
     const row = event.target.closest("tr[data-group]");
-    if (row) showAttempts(row.dataset.group).then(refreshRequests);
+    if (row) showAttempts(row.dataset.group).then(() => $("#request-detail").scrollIntoView({ block: "nearest" })).then(refreshRequests);
   });
   show(location.hash.slice(1) || "overview");
   setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
