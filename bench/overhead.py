@@ -56,7 +56,9 @@ async def main(requests: int) -> None:
                     direct_ms = (time.perf_counter() - started) * 1000
                     assert response.status_code == 200
                     started = time.perf_counter()
-                    response = await client.post(relay_url + "/v1/chat/completions", json=BODY)
+                    response = await client.post(
+                        relay_url + "/v1/chat/completions", json=BODY, headers={"x-relaybox-cache": "off"}
+                    )
                     relay_ms = (time.perf_counter() - started) * 1000
                     assert response.status_code == 200, response.text
                     if i >= 50:  # warm-up excluded

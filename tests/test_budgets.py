@@ -35,7 +35,9 @@ async def concurrent(client: httpx.AsyncClient, count: int) -> list[httpx.Respon
 async def test_fifty_concurrent_paid_requests_cannot_overshoot(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.replies.default = Reply(delay=0.3)  # every reservation is made before any settles
+    fake_openai.replies.default = Reply(
+        delay=2.0
+    )  # every reservation is made before any settles, even on a loaded machine
     paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",), slots=64, mailbox=64)
     async with (
         serve(settings_for(tmp_path, paid)) as relay,

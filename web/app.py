@@ -35,6 +35,7 @@ from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
+from relaybox.web.answer_cache import AnswerCache, cache_key, cache_policy
 from relaybox.web.dashboard_routes import register_dashboard
 from relaybox.web.dedup import Deduplicator
 from relaybox.web.exchange import (
@@ -66,19 +67,27 @@ def error_response(error: RelayError) -> Response:
 def create_app(system: System) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
+    cache = AnswerCache(system.settings.cache_bytes)
     dedup = Deduplicator(
-        system.settings.dedup_seconds, system.recorder if system.settings.record_requests else None
+        system.settings.dedup_seconds, system.recorder if system.settings.record_requests else None, cache
     )
     app.config["RELAYBOX_DEDUP"] = dedup
+    app.config["RELAYBOX_CACHE"] = cache
 
     async def begin(chat: ChatRequest | ImageRequest, request_id: str) -> Begun:
-        """Dispatch, or join an identical request in flight."""
+        """Dispatch, or replay a cached answer, or join an identical request in flight."""
         client = _client()
+        cached = None
+        if isinstance(chat, ChatRequest) and cache.enabled:
+            policy = cache_policy(chat, request.headers, system.settings.cache_ttl)
+            if policy is not None:
+                cached = (cache_key(chat, _route_header()), policy)
         return await dedup.begin(
             _dedup_key(),
             request_id,
             client,
             lambda: dispatch(system, chat, request_id, client, _route_header()),
+            cached,
         )
 
     @app.errorhandler(RelayError)

@@ -205,6 +205,9 @@ class Settings:
     routing: RoutingSettings = attrs.field(factory=RoutingSettings)
     # Identical requests within this many seconds of one in flight share its upstream call (0: off).
     dedup_seconds: float = 5.0
+    # The response cache (web/answer_cache.py): its bound in bytes (0: off) and how long an answer is kept.
+    cache_bytes: int = 64 * 1024 * 1024
+    cache_ttl: float = 3600.0
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1
@@ -246,6 +249,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         restart_policy = RestartPolicy(**_table(file, "supervisor"))
     except TypeError as error:
         raise ConfigError(f"unknown setting in [breaker] or [supervisor]: {error}") from None
+    cache = _table(file, "cache")
     database_url = env.get("DATABASE_URL") or _table(file, "storage").get("database_url") or None
     if database_url and not str(database_url).startswith(("postgresql://", "postgres://")):
         raise ConfigError(
@@ -266,6 +270,15 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         not in ("0", "false", "off", "no"),
         routing=_routing(file, env, providers, notes),
         dedup_seconds=_float(env.get("DEDUP_SECONDS", routing.get("dedup_seconds", 5)), "dedup_seconds"),
+        cache_bytes=max(
+            0,
+            int(
+                _float(env.get("RESPONSE_CACHE_MB", cache.get("max_mb", 64)), "[cache] max_mb") * 1024 * 1024
+            ),
+        ),
+        cache_ttl=_positive(
+            env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
+        ),
         notes=tuple(notes),
     )
 
@@ -435,6 +448,13 @@ def _float(value: object, name: str) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _positive(value: object, name: str) -> float:
+    number = _float(value, name)
+    if number <= 0:
+        raise ConfigError(f"{name} must be above 0, got {value!r}")
+    return number
 
 
 def _models(raw: object, where: str) -> tuple[ModelEntry, ...]:

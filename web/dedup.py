@@ -26,20 +26,88 @@ from relaybox.actors.provider import RecordSink, group_id
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import Event, Failed, Finished, Usage
 from relaybox.storage.records import AttemptRecord
+from relaybox.web.answer_cache import AnswerCache, CachedAnswer, CachePolicy, StoringSource, replay
 from relaybox.web.exchange import Begun
 
 
 class Deduplicator:
-    def __init__(self, window: float, recorder: RecordSink | None = None) -> None:
+    def __init__(
+        self, window: float, recorder: RecordSink | None = None, cache: AnswerCache | None = None
+    ) -> None:
         self.window = window
         self.recorder = recorder
+        self.cache = cache
         self.shared = 0  # followers served from another request's call, for /actors and tests
         self._inflight: dict[bytes, _SharedAnswer] = {}
 
     async def begin(
+        self,
+        key: bytes | None,
+        request_id: str,
+        client: str | None,
+        start: Callable[[], Awaitable[Begun]],
+        cached: tuple[bytes, CachePolicy] | None = None,
+    ) -> Begun:
+        """`start()` dispatches the request; it runs unless a cached answer can be replayed
+        (`cached`: the normalised key and what the request allows) or an identical request in
+        flight can be joined."""
+        cache = self.cache if self.cache is not None and self.cache.enabled else None
+        if cache is not None and cached is not None and cached[1].lookup:
+            entry = cache.get(cached[0])
+            if entry is not None:
+                return self._replay(entry, request_id, client)
+        begun = await self._shared_or_new(key, request_id, client, start)
+        if (
+            cache is not None
+            and cached is not None
+            and cached[1].store
+            and not begun.headers.get("x-deduplicated-from")
+        ):
+            cache_key, policy = cached
+
+            def keep(events: tuple[Event, ...]) -> None:
+                cache.put(cache_key, events, request_id, policy.ttl)
+
+            begun.receive = StoringSource(begun.receive, begun.answering, keep)
+            begun.headers["x-cache-hit"] = "false"
+        return begun
+
+    def _replay(self, entry: CachedAnswer, request_id: str, client: str | None) -> Begun:
+        age = time.time() - entry.stored_at
+        reason = f"cache hit: the answer to {entry.request_id} from {age:.0f} s ago"
+        answering = attrs.evolve(entry.answering, reason=reason, fallback_used=False, upstream_ms=0.0)
+        headers = {
+            "x-task-id": request_id,
+            "x-provider": answering.provider,
+            "x-model": answering.model,
+            "x-router-reason": reason,
+            "x-fallback-used": "false",
+            "x-overhead-ms": "0.00",
+            "x-cache-hit": "true",
+            "x-cached-from": entry.request_id,
+        }
+        if self.recorder is not None:
+            self.recorder.record(
+                AttemptRecord(
+                    id=str(uuid.uuid4()),
+                    created_at=time.time(),
+                    request_group_id=group_id(request_id),
+                    attempt=1,
+                    provider=answering.provider,
+                    model_selected=answering.model,
+                    router_reason=reason,
+                    status="success",
+                    cache_hit=True,
+                    cost_usd=0.0,
+                    baseline_cost_usd=entry.cost_usd(),  # what this request saved
+                    client=client,
+                )
+            )
+        return Begun(answering, replay(entry), CancelToken(), headers)
+
+    async def _shared_or_new(
         self, key: bytes | None, request_id: str, client: str | None, start: Callable[[], Awaitable[Begun]]
     ) -> Begun:
-        """`start()` dispatches the request; it runs unless an identical one can be joined."""
         if key is None or self.window <= 0:
             return await start()
         now = trio.current_time()

@@ -130,8 +130,13 @@ async function refreshOverview() {
     a subscription CLI's model has no price to compare with and adds nothing.</p>`;
   const tokensSaved = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.tokens_saved) || 0), 0);
   const cacheHits = stats.volume_by_day.reduce((sum, r) => sum + (Number(r.cache_hits) || 0), 0);
+  const live = stats.response_cache;
+  const liveLine = live ? (live.max_bytes > 0
+    ? `${num(live.entries)} answers, ${(live.bytes / 1048576).toFixed(1)} of ${(live.max_bytes / 1048576).toFixed(0)} MB; ${num(live.hits)} hits, ${num(live.misses)} misses since start`
+    : "off ([cache] max_mb = 0)") : "—";
   $("#cache").innerHTML = `<dl class="card">
     <dt>Cache hits</dt><dd>${esc(num(cacheHits))} (${esc(pct(s.cache_hit_rate))} of attempts)</dd>
+    <dt>Response cache now</dt><dd>${esc(liveLine)}</dd>
     <dt>Tokens saved by compression</dt><dd>${esc(num(tokensSaved))}</dd>
     <dt>Tokens in / out</dt><dd>${esc(num(totals.tokens_in))} / ${esc(num(totals.tokens_out))}</dd></dl>`;
 
