@@ -27,6 +27,11 @@ class Dispatch:
     route_header: str | None = None  # x-relaybox-route: a named route chosen outside the model name
     # Set when the LLM classifier has already judged this request (it is dispatched a second time).
     classification: Classification | None = None
+    # Prompt compression: the level (trimming to a model's window happens at "aggressive"), and the
+    # prompt's tokens before and after the stages that ran before dispatch (None: nothing changed).
+    compression_level: str = "safe"
+    tokens_before: int | None = None
+    tokens_after: int | None = None
 
 
 @attrs.frozen
@@ -48,6 +53,10 @@ class DispatchState:
     ab_variant: str | None = None
     # A complete answer the cascade held back for a stronger model: sent if none of them answers.
     held_answer: tuple[Event, ...] = ()
+    # Prompt compression, as in `Dispatch`; trimming for this attempt's model updates `tokens_after`.
+    compression_level: str = "safe"
+    tokens_before: int | None = None
+    tokens_after: int | None = None
 
 
 @attrs.frozen(eq=False)

@@ -298,6 +298,8 @@ def attempt_record(
         error_message=None if failure is None else f"{failure.kind.value}: {failure.message}"[:500],
         ab_test=job.state.ab_test,
         ab_variant=job.state.ab_variant,
+        tokens_before_compression=job.state.tokens_before,
+        tokens_after_compression=job.state.tokens_after,
     )
 
 

@@ -44,6 +44,7 @@ from relaybox.protocol.catalog import (
 )
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.classifier import Classification, TierThresholds, classify
+from relaybox.protocol.compression.trimming import trim
 from relaybox.protocol.errors import (
     AttemptFailure,
     FailureKind,
@@ -68,6 +69,8 @@ log = logging.getLogger("relaybox.router")
 
 # An answer scored below this counts as a failure toward the consecutive-failure streak.
 POOR_ANSWER_SCORE = 50
+# Tokens left for the answer when trimming a prompt to a window and the request sets no max_tokens.
+ANSWER_ROOM = 4096
 # A slow database delays the next refresh, never routing.
 REFRESH_TIMEOUT = 10.0
 # Outcomes this recent may not be in storage yet when it is read (the recorder writes in batches).
@@ -325,6 +328,9 @@ class RouterActor:
             complexity=classification.complexity if classification else 0,
             ab_test=ab[0] if ab else None,
             ab_variant=ab[1] if ab else None,
+            compression_level=dispatch.compression_level,
+            tokens_before=dispatch.tokens_before,
+            tokens_after=dispatch.tokens_after,
         )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 
@@ -526,7 +532,13 @@ class RouterActor:
                     )
                 )
                 continue
-            missing = self._missing_capability(candidate, request.request)
+            attempt_request, attempt_state = request.request, state
+            trimmed = self._trimmed_to_fit(candidate, request.request, state)
+            if trimmed is not None:
+                attempt_request, attempt_state = trimmed
+            missing = self._missing_capability(
+                candidate, attempt_request, None if trimmed is None else attempt_state.tokens_after
+            )
             if missing is not None:
                 failures.append(
                     AttemptFailure(candidate.provider, candidate.model, FailureKind.UNSUPPORTED, missing)
@@ -544,10 +556,10 @@ class RouterActor:
                 )
                 continue
             next_state = attrs.evolve(
-                state, next_index=index + 1, attempts=state.attempts + 1, failures=tuple(failures)
+                attempt_state, next_index=index + 1, attempts=state.attempts + 1, failures=tuple(failures)
             )
             job = Job(
-                request.request,
+                attempt_request,
                 candidate,
                 request.reply,
                 request.cancel,
@@ -595,8 +607,33 @@ class RouterActor:
         )
         return self.settings.cascade_below if stronger_up else None
 
-    def _missing_capability(self, candidate: Candidate, request: ChatRequest | ImageRequest) -> str | None:
-        """Why this candidate cannot take the request at all, or None."""
+    def _trimmed_to_fit(
+        self, candidate: Candidate, request: ChatRequest | ImageRequest, state: DispatchState
+    ) -> tuple[ChatRequest, DispatchState] | None:
+        """Compression's last stage, at level "aggressive": the oldest turns trimmed so the prompt
+        fits this candidate's context window (with room for the answer); None when it fits as it is,
+        or cannot be made to."""
+        if state.compression_level != "aggressive" or isinstance(request, ImageRequest):
+            return None
+        models = self.catalog.provider(candidate.provider)
+        entry = None if models is None else models.entry(candidate.model)
+        if entry is None or entry.context_window is None:
+            return None
+        room = entry.context_window - (request.max_tokens or ANSWER_ROOM)
+        if tokens.lower_bound(request) * 2 < room:  # certainly fits: no need to count
+            return None
+        messages = trim(request.messages, room, tokens.count_message)
+        if messages == request.messages:
+            return None
+        trimmed = attrs.evolve(request, messages=messages)
+        before = state.tokens_before if state.tokens_before is not None else tokens.count_request(request)
+        return trimmed, attrs.evolve(state, tokens_before=before, tokens_after=tokens.count_request(trimmed))
+
+    def _missing_capability(
+        self, candidate: Candidate, request: ChatRequest | ImageRequest, counted: int | None = None
+    ) -> str | None:
+        """Why this candidate cannot take the request at all, or None. `counted`: the prompt's
+        tokens when they are known exactly (a trimmed prompt), else a cheap lower bound decides."""
         models = self.catalog.provider(candidate.provider)
         if models is None or isinstance(request, ImageRequest):
             return None
@@ -604,7 +641,7 @@ class RouterActor:
             return "does not take images"
         entry = models.entry(candidate.model)
         if entry is not None and entry.context_window is not None:
-            needed = tokens.lower_bound(request)
+            needed = tokens.lower_bound(request) if counted is None else counted
             if needed > entry.context_window:
                 return (
                     f"the prompt needs at least {needed} tokens; the context window is {entry.context_window}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 import bpe_openai
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatMessage, ChatRequest
 
 # Per-message framing tokens, as OpenAI counts them.
 _PER_MESSAGE = 3
@@ -23,12 +23,15 @@ def count_text(text: str) -> int:
     return len(_encoding().encode(text)) if text else 0
 
 
+def count_message(message: ChatMessage) -> int:
+    total = _PER_MESSAGE + count_text(message.text())
+    for call in message.tool_calls:
+        total += count_text(call.name) + count_text(call.arguments)
+    return total
+
+
 def count_request(request: ChatRequest) -> int:
-    total = 3
-    for message in request.messages:
-        total += _PER_MESSAGE + count_text(message.text())
-        for call in message.tool_calls:
-            total += count_text(call.name) + count_text(call.arguments)
+    total = 3 + sum(count_message(message) for message in request.messages)
     for tool in request.tools:
         total += count_text(tool.name) + count_text(tool.description or "") + count_text(str(tool.parameters))
     return total

@@ -22,6 +22,7 @@ from quart_trio import QuartTrio
 from relaybox.protocol import anthropic_wire, openai_wire, tokens
 from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
 from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.compression.pipeline import LEVELS, compress
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     ContentDelta,
@@ -82,13 +83,24 @@ def create_app(system: System) -> QuartTrio:
             policy = cache_policy(chat, request.headers, system.settings.cache_ttl)
             if policy is not None:
                 cached = (cache_key(chat, _route_header()), policy)
-        return await dedup.begin(
-            _dedup_key(),
-            request_id,
-            client,
-            lambda: dispatch(system, chat, request_id, client, _route_header()),
-            cached,
-        )
+        level = _compression_level(system.settings.compression)
+
+        async def start() -> Begun:
+            # Compression runs only for a request that goes upstream (not for a replay or a join).
+            if not isinstance(chat, ChatRequest) or level == "off":
+                return await dispatch(system, chat, request_id, client, _route_header())
+            compressed = compress(chat, level)
+            return await dispatch(
+                system,
+                chat,
+                request_id,
+                client,
+                _route_header(),
+                compressed=compressed,
+                compression_level=level,
+            )
+
+        return await dedup.begin(_dedup_key(), request_id, client, start, cached)
 
     @app.errorhandler(RelayError)
     async def relay_error(error: RelayError) -> Response:
@@ -295,6 +307,18 @@ def _listed(model_id: str, owned_by: str = "relaybox", **details: Any) -> dict[s
 
 def _client() -> str | None:
     return request.headers.get("user-agent", "")[:200] or None
+
+
+def _compression_level(default: str) -> str:
+    level = request.headers.get("x-relaybox-compression", default).strip().lower()
+    if level not in LEVELS:
+        raise RelayError(
+            400,
+            f"x-relaybox-compression must be one of {', '.join(LEVELS)}",
+            code="invalid_header",
+            param="x-relaybox-compression",
+        )
+    return level
 
 
 def _route_header() -> str | None:

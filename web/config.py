@@ -26,6 +26,7 @@ from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.catalog import TIERS, Candidate, ModelEntry
 from relaybox.protocol.classifier import TierThresholds
 from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.evidence import EvidencePolicy
 from relaybox.protocol.ollama_wire import model_names
 from relaybox.protocol.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
@@ -208,6 +209,8 @@ class Settings:
     # The response cache (web/answer_cache.py): its bound in bytes (0: off) and how long an answer is kept.
     cache_bytes: int = 64 * 1024 * 1024
     cache_ttl: float = 3600.0
+    # Prompt compression (protocol/compression/): "off", "safe" (lossless stages) or "aggressive".
+    compression: str = "safe"
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1
@@ -275,6 +278,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
             int(
                 _float(env.get("RESPONSE_CACHE_MB", cache.get("max_mb", 64)), "[cache] max_mb") * 1024 * 1024
             ),
+        ),
+        compression=_compression_level(
+            env.get("COMPRESSION_LEVEL", _table(file, "compression").get("level", "safe"))
         ),
         cache_ttl=_positive(
             env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
@@ -448,6 +454,13 @@ def _float(value: object, name: str) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _compression_level(value: object) -> str:
+    level = str(value).lower()
+    if level not in LEVELS:
+        raise ConfigError(f"compression level must be one of {', '.join(LEVELS)}, got {value!r}")
+    return level
 
 
 def _positive(value: object, name: str) -> float:

@@ -13,6 +13,7 @@ from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch
 from relaybox.actors.router import OverheadObserved
 from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.compression.pipeline import Compressed
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     Answering,
@@ -132,8 +133,11 @@ async def dispatch(
     request_id: str,
     client: str | None = None,
     route_header: str | None = None,
+    compressed: Compressed | None = None,
+    compression_level: str = "safe",
 ) -> Begun:
-    """Hand a request to the router and wait until a provider begins to answer (or all have failed)."""
+    """Hand a request to the router and wait until a provider begins to answer (or all have failed).
+    `compressed`: the request after prompt compression (`chat` is then the client's original)."""
     started = trio.current_time()
     if not system.router_running():
         raise RelayError(
@@ -146,7 +150,19 @@ async def dispatch(
     send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
     token = CancelToken()
     try:
-        system.router.mailbox.tell(Dispatch(request_id, chat, send, token, client, route_header))
+        system.router.mailbox.tell(
+            Dispatch(
+                request_id,
+                chat if compressed is None else compressed.request,
+                send,
+                token,
+                client,
+                route_header,
+                compression_level=compression_level,
+                tokens_before=None if compressed is None else compressed.tokens_before,
+                tokens_after=None if compressed is None else compressed.tokens_after,
+            )
+        )
     except MailboxFull:
         raise RelayError(
             503,
@@ -176,4 +192,6 @@ async def dispatch(
         "x-fallback-used": "true" if first.fallback_used else "false",
         "x-overhead-ms": f"{overhead_ms:.2f}",
     }
+    if compressed is not None:
+        headers["x-tokens-saved"] = str(compressed.saved)
     return Begun(first, receive, token, headers)

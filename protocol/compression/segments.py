@@ -1,0 +1,72 @@
+"""Message text as prose and fenced code blocks, so each stage knows what it may touch."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import attrs
+from relaybox.protocol.chat import ChatMessage, TextPart
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)")
+
+
+@attrs.frozen
+class Segment:
+    text: str
+    code: bool = False
+    language: str = ""  # of a code block, lower case; "" when the fence names none
+
+
+def split(text: str) -> list[Segment]:
+    """Prose and fenced code blocks, in order; the fences belong to their block, so
+    `"".join(s.text for s in split(t)) == t` always holds. An unclosed fence runs to the end."""
+    segments: list[Segment] = []
+    prose: list[str] = []
+    lines = text.splitlines(keepends=True)
+    index = 0
+    while index < len(lines):
+        opening = FENCE.match(lines[index])
+        if opening is None:
+            prose.append(lines[index])
+            index += 1
+            continue
+        if prose:
+            segments.append(Segment("".join(prose)))
+            prose = []
+        marker = opening.group(1)
+        block = [lines[index]]
+        index += 1
+        while index < len(lines):
+            block.append(lines[index])
+            index += 1
+            if (
+                lines[index - 1].strip().startswith(marker)
+                and lines[index - 1].strip().strip(marker[0]) == ""
+            ):
+                break
+        segments.append(Segment("".join(block), code=True, language=opening.group(2).lower()))
+    if prose:
+        segments.append(Segment("".join(prose)))
+    return segments
+
+
+def last_user_index(messages: tuple[ChatMessage, ...]) -> int:
+    """The message no stage may change; -1 when there is no user message."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return index
+    return -1
+
+
+def with_text(message: ChatMessage, rewrite: Callable[[str], str]) -> ChatMessage:
+    """The message with `rewrite` applied to each piece of its text (images and tool calls untouched)."""
+    if message.content is None:
+        return message
+    if isinstance(message.content, str):
+        text = rewrite(message.content)
+        return message if text == message.content else attrs.evolve(message, content=text)
+    parts = tuple(
+        TextPart(rewrite(part.text)) if isinstance(part, TextPart) else part for part in message.content
+    )
+    return message if parts == message.content else attrs.evolve(message, content=parts)
