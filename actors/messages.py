@@ -28,10 +28,9 @@ class Dispatch:
     # Set when the LLM classifier has already judged this request (it is dispatched a second time).
     classification: Classification | None = None
     # Prompt compression: the level (trimming to a model's window happens at "aggressive"), and the
-    # prompt's tokens before and after the stages that ran before dispatch (None: nothing changed).
+    # tokens the stages that ran before dispatch saved (None: compression was off).
     compression_level: str = "safe"
-    tokens_before: int | None = None
-    tokens_after: int | None = None
+    tokens_saved: int | None = None
 
 
 @attrs.frozen
@@ -53,10 +52,9 @@ class DispatchState:
     ab_variant: str | None = None
     # A complete answer the cascade held back for a stronger model: sent if none of them answers.
     held_answer: tuple[Event, ...] = ()
-    # Prompt compression, as in `Dispatch`; trimming for this attempt's model updates `tokens_after`.
+    # Prompt compression, as in `Dispatch`; trimming for this attempt's model adds to `tokens_saved`.
     compression_level: str = "safe"
-    tokens_before: int | None = None
-    tokens_after: int | None = None
+    tokens_saved: int | None = None
 
 
 @attrs.frozen(eq=False)

@@ -298,8 +298,11 @@ def attempt_record(
         error_message=None if failure is None else f"{failure.kind.value}: {failure.message}"[:500],
         ab_test=job.state.ab_test,
         ab_variant=job.state.ab_variant,
-        tokens_before_compression=job.state.tokens_before,
-        tokens_after_compression=job.state.tokens_after,
+        # The prompt as sent is what the upstream counted; before it, what compression saved more.
+        tokens_before_compression=None
+        if job.state.tokens_saved is None
+        else usage.prompt_tokens + job.state.tokens_saved,
+        tokens_after_compression=None if job.state.tokens_saved is None else usage.prompt_tokens,
     )
 
 

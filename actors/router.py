@@ -44,6 +44,7 @@ from relaybox.protocol.catalog import (
 )
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.classifier import Classification, TierThresholds, classify
+from relaybox.protocol.compression.pipeline import tokens_saved
 from relaybox.protocol.compression.trimming import trim
 from relaybox.protocol.errors import (
     AttemptFailure,
@@ -329,8 +330,7 @@ class RouterActor:
             ab_test=ab[0] if ab else None,
             ab_variant=ab[1] if ab else None,
             compression_level=dispatch.compression_level,
-            tokens_before=dispatch.tokens_before,
-            tokens_after=dispatch.tokens_after,
+            tokens_saved=dispatch.tokens_saved,
         )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 
@@ -535,9 +535,9 @@ class RouterActor:
             attempt_request, attempt_state = request.request, state
             trimmed = self._trimmed_to_fit(candidate, request.request, state)
             if trimmed is not None:
-                attempt_request, attempt_state = trimmed
+                attempt_request, attempt_state, _ = trimmed
             missing = self._missing_capability(
-                candidate, attempt_request, None if trimmed is None else attempt_state.tokens_after
+                candidate, attempt_request, None if trimmed is None else trimmed[2]
             )
             if missing is not None:
                 failures.append(
@@ -609,10 +609,10 @@ class RouterActor:
 
     def _trimmed_to_fit(
         self, candidate: Candidate, request: ChatRequest | ImageRequest, state: DispatchState
-    ) -> tuple[ChatRequest, DispatchState] | None:
+    ) -> tuple[ChatRequest, DispatchState, int] | None:
         """Compression's last stage, at level "aggressive": the oldest turns trimmed so the prompt
-        fits this candidate's context window (with room for the answer); None when it fits as it is,
-        or cannot be made to."""
+        fits this candidate's context window (with room for the answer), with the tokens it may
+        now take at most; None when it fits as it is, or cannot be made to."""
         if state.compression_level != "aggressive" or isinstance(request, ImageRequest):
             return None
         models = self.catalog.provider(candidate.provider)
@@ -625,9 +625,8 @@ class RouterActor:
         messages = trim(request.messages, room, tokens.count_message)
         if messages == request.messages:
             return None
-        trimmed = attrs.evolve(request, messages=messages)
-        before = state.tokens_before if state.tokens_before is not None else tokens.count_request(request)
-        return trimmed, attrs.evolve(state, tokens_before=before, tokens_after=tokens.count_request(trimmed))
+        saved = (state.tokens_saved or 0) + tokens_saved(request.messages, messages)
+        return attrs.evolve(request, messages=messages), attrs.evolve(state, tokens_saved=saved), room
 
     def _missing_capability(
         self, candidate: Candidate, request: ChatRequest | ImageRequest, counted: int | None = None

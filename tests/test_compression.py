@@ -136,13 +136,12 @@ def test_safe_compression_changes_only_whitespace_and_repeats_that_stay_in_full_
                     and len(before.text()) >= MIN_CHARS
                 )
                 removed = ""
-            else:
-                block = next(
-                    s.text
-                    for s in split(removed)
-                    if s.code and s.text in messages[later].text() and len(s.text) >= MIN_CHARS
-                )
-                removed = removed.replace(block, "", 1)
+            else:  # every copy of a block shown again in full later goes
+                blocks = {s.text.strip() for s in split(before.text()) if s.code and len(s.text) >= MIN_CHARS}
+                shown_later = [b for b in blocks if b in messages[later].text()]
+                assert shown_later, "a note points at a message that does not show the block"
+                for block in shown_later:
+                    removed = removed.replace(block, "")
         assert squash(NOTE.sub("", kept)) == squash(removed), f"message {index} changed beyond whitespace"
         # Code in whitespace-significant languages, or unnamed, is untouched byte for byte.
         for segment in split(after.text()):
@@ -158,7 +157,10 @@ def test_compression_is_idempotent_and_never_adds_tokens(messages, level) -> Non
     twice = compress(once.request, level)
     if level == "safe":
         assert twice.request.messages == once.request.messages
-    assert once.saved >= 0 or (level == "aggressive" and once.tokens_after <= once.tokens_before + 40)
+    assert once.saved == tokens.count_request(request) - tokens.count_request(once.request)
+    assert once.saved >= 0 or (
+        level == "aggressive" and once.saved >= -40
+    )  # a legend may cost more than it saves
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -257,7 +259,7 @@ async def test_compression_through_the_api(tmp_path: Path, fake_openai: FakeOpen
 def test_a_conversation_without_anything_to_compress_is_not_counted(level: str) -> None:
     request = ChatRequest(model="m", messages=(ChatMessage("user", "hi"),))
     compressed = compress(request, level)
-    assert compressed.request is request and compressed.tokens_before is None and compressed.saved == 0
+    assert compressed.request is request and compressed.saved == 0
 
 
 async def test_aggressive_compression_trims_the_oldest_turns_to_the_models_window(
@@ -309,4 +311,5 @@ async def test_aggressive_compression_trims_the_oldest_turns_to_the_models_windo
         (m["role"], m["content"].rstrip()) for m in latest
     ], "the latest turns, as they were (their trailing space aside)"
     row = next(r for r in rows if r["status"] == "success")
-    assert row["tokens_after_compression"] <= 1300 < row["tokens_before_compression"]
+    assert row["tokens_after_compression"] == row["tokens_in"]  # what the upstream counted
+    assert row["tokens_before_compression"] - row["tokens_after_compression"] > 1000

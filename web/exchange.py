@@ -159,8 +159,7 @@ async def dispatch(
                 client,
                 route_header,
                 compression_level=compression_level,
-                tokens_before=None if compressed is None else compressed.tokens_before,
-                tokens_after=None if compressed is None else compressed.tokens_after,
+                tokens_saved=None if compressed is None else compressed.saved,
             )
         )
     except MailboxFull:

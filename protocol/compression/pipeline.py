@@ -40,17 +40,10 @@ def stages(level: str) -> list[tuple[str, Stage]]:
 @attrs.frozen
 class Compressed:
     request: ChatRequest
-    # Prompt tokens before and after (o200k), None when nothing changed (nothing was counted).
-    tokens_before: int | None = None
-    tokens_after: int | None = None
+    # Prompt tokens the stages saved (o200k; counted over the messages they changed only).
+    saved: int = 0
     # Tokens each stage saved, when asked for (`measure_stages`).
     by_stage: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def saved(self) -> int:
-        if self.tokens_before is None or self.tokens_after is None:
-            return 0
-        return self.tokens_before - self.tokens_after
 
 
 def compress(request: ChatRequest, level: str, *, measure_stages: bool = False) -> Compressed:
@@ -60,16 +53,21 @@ def compress(request: ChatRequest, level: str, *, measure_stages: bool = False) 
         before = messages
         messages = stage(messages)
         if measure_stages:
-            by_stage[name] = by_stage.get(name, 0) + _count(before) - _count(messages)
+            by_stage[name] = by_stage.get(name, 0) + tokens_saved(before, messages)
     if messages == request.messages:
         return Compressed(request, by_stage=tuple(by_stage.items()))
     return Compressed(
         attrs.evolve(request, messages=messages),
-        tokens.count_request(request),
-        tokens.count_request(attrs.evolve(request, messages=messages)),
+        tokens_saved(request.messages, messages),
         tuple(by_stage.items()),
     )
 
 
-def _count(messages: tuple[ChatMessage, ...]) -> int:
-    return sum(tokens.count_message(m) for m in messages)
+def tokens_saved(before: tuple[ChatMessage, ...], after: tuple[ChatMessage, ...]) -> int:
+    """Tokens the messages lost, counting only those that differ: a stage hands back the very
+    objects it left alone, so counting the whole prompt (most of the time) is not needed."""
+    kept = {id(m) for m in after}
+    original = {id(m) for m in before}
+    removed = sum(tokens.count_message(m) for m in before if id(m) not in kept)
+    added = sum(tokens.count_message(m) for m in after if id(m) not in original)
+    return removed - added

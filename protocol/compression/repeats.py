@@ -30,7 +30,7 @@ def deduplicate(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
             last_message[text] = index
         for segment in split(text):
             if segment.code and len(segment.text) >= MIN_CHARS:
-                last_block[segment.text] = index
+                last_block[segment.text.strip()] = index  # a block at the end of a text lacks its newline
     out = []
     for index, message in enumerate(messages):
         if index == keep:
@@ -45,7 +45,7 @@ def deduplicate(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
         def replace_blocks(piece: str, index: int = index) -> str:
             parts = []
             for segment in split(piece):
-                later_block = last_block.get(segment.text) if segment.code else None
+                later_block = last_block.get(segment.text.strip()) if segment.code else None
                 if later_block is not None and later_block > index:
                     parts.append(
                         note(later_block, "this code block is")
