@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from relaybox.protocol.evidence import RollupRow
-from relaybox.storage.records import AttemptRecord, Budget, ProviderSetting, Reservation, Window
+from relaybox.storage.records import AttemptRecord, Budget, CachedRow, ProviderSetting, Reservation, Window
 
 
 class StorageError(Exception):
@@ -71,5 +71,13 @@ class Storage(Protocol):
     async def provider_settings(self) -> list[ProviderSetting]: ...
 
     async def put_provider_setting(self, setting: ProviderSetting) -> None: ...
+
+    async def cached_answer(self, key: str, now: float) -> CachedRow | None:
+        """The response cache's shared tier: an answer stored under `key` that has not expired."""
+        ...
+
+    async def put_cached_answer(self, row: CachedRow, key: str) -> None:
+        """Store (or replace) an answer, and drop the expired ones."""
+        ...
 
     async def aclose(self) -> None: ...

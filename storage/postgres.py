@@ -35,6 +35,7 @@ from relaybox.storage.records import (
     RESERVATION_TTL,
     AttemptRecord,
     Budget,
+    CachedRow,
     ProviderSetting,
     Reservation,
     Window,
@@ -352,6 +353,36 @@ class PostgresStorage:
                 json.dumps(setting.config),
             )
         )
+
+    async def cached_answer(self, key: str, now: float) -> CachedRow | None:
+        row = await self._run(
+            lambda db: db.fetchrow(
+                "SELECT answer, request_id, stored_at, expires_at, size FROM response_cache "
+                "WHERE key = $1 AND expires_at > $2",
+                key,
+                now,
+            )
+        )
+        return None if row is None else CachedRow(*row)
+
+    async def put_cached_answer(self, row: CachedRow, key: str) -> None:
+        async def work(db: asyncpg.Connection) -> None:
+            async with db.transaction():
+                await db.execute(
+                    "INSERT INTO response_cache (key, answer, request_id, stored_at, expires_at, size) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
+                    "request_id = excluded.request_id, stored_at = excluded.stored_at, "
+                    "expires_at = excluded.expires_at, size = excluded.size",
+                    key,
+                    row.answer,
+                    row.request_id,
+                    row.stored_at,
+                    row.expires_at,
+                    row.size,
+                )
+                await db.execute("DELETE FROM response_cache WHERE expires_at <= $1", row.stored_at)
+
+        await self._run(work)
 
     async def aclose(self) -> None:
         if self._pool is not None:

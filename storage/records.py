@@ -98,3 +98,14 @@ class Reservation:
 
 # A reservation never settled (its relaybox died mid-request) stops counting after this long.
 RESERVATION_TTL = 900.0
+
+
+@attrs.frozen
+class CachedRow:
+    """A cached answer as stored: its events as JSON (see `web/answer_cache.py`)."""
+
+    answer: str
+    request_id: str
+    stored_at: float
+    expires_at: float
+    size: int

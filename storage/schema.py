@@ -192,3 +192,22 @@ POSTGRES_MIGRATIONS.append(
         "CREATE INDEX IF NOT EXISTS idx_task_logs_ab_test ON task_logs (ab_test, created_at)",
     ]
 )
+
+
+# Version 5: the response cache's shared tier, for instances (or `--workers`) using one database.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS response_cache (
+         key TEXT PRIMARY KEY, answer TEXT NOT NULL, request_id TEXT NOT NULL,
+         stored_at REAL NOT NULL, expires_at REAL NOT NULL, size INTEGER NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS idx_response_cache_expires_at ON response_cache (expires_at)",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS response_cache (
+         key VARCHAR(64) PRIMARY KEY, answer TEXT NOT NULL, request_id VARCHAR(100) NOT NULL,
+         stored_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL, size INTEGER NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS idx_response_cache_expires_at ON response_cache (expires_at)",
+    ]
+)

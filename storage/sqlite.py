@@ -32,6 +32,7 @@ from relaybox.storage.records import (
     RESERVATION_TTL,
     AttemptRecord,
     Budget,
+    CachedRow,
     ProviderSetting,
     Reservation,
     Window,
@@ -262,6 +263,29 @@ class SQLiteStorage:
                 ),
             )
         )
+
+    async def cached_answer(self, key: str, now: float) -> CachedRow | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT answer, request_id, stored_at, expires_at, size FROM response_cache "
+                "WHERE key = ? AND expires_at > ?",
+                (key, now),
+            ).fetchone()
+        )
+        return None if row is None else CachedRow(*row)
+
+    async def put_cached_answer(self, row: CachedRow, key: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO response_cache (key, answer, request_id, stored_at, expires_at, size) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
+                "request_id = excluded.request_id, stored_at = excluded.stored_at, "
+                "expires_at = excluded.expires_at, size = excluded.size",
+                (key, row.answer, row.request_id, row.stored_at, row.expires_at, row.size),
+            )
+            db.execute("DELETE FROM response_cache WHERE expires_at <= ?", (row.stored_at,))
+
+        await self._run(work)
 
     async def aclose(self) -> None:
         def close() -> None:

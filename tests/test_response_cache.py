@@ -168,3 +168,23 @@ def test_the_key_is_the_request_not_its_delivery() -> None:
         )
         is None
     )
+
+
+async def test_instances_sharing_a_database_share_answers(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with (
+        serve(settings) as one,
+        serve(settings) as two,
+        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first_client,
+        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second_client,
+    ):
+        first = await post(first_client, DETERMINISTIC)
+        await eventually(lambda: one.system.cache.shared_writes >= 1, within=10)
+        elsewhere = await post(second_client, {**DETERMINISTIC, "stream": True})
+        again = await post(second_client, DETERMINISTIC)  # now from the second instance's memory
+        statistics = two.system.cache.statistics()
+    assert len(fake_openai.chat_requests()) == 1
+    assert elsewhere.headers["x-cache-hit"] == "true" and streamed_text(elsewhere) == TEXT
+    assert elsewhere.headers["x-cached-from"] == first.headers["x-task-id"]
+    assert again.headers["x-cache-hit"] == "true"
+    assert statistics["shared_hits"] == 1 and statistics["hits"] == 1

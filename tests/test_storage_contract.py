@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 from relaybox.storage.contract import Storage
-from relaybox.storage.records import RESERVATION_TTL, AttemptRecord, Budget, ProviderSetting, Window
+from relaybox.storage.records import (
+    RESERVATION_TTL,
+    AttemptRecord,
+    Budget,
+    CachedRow,
+    ProviderSetting,
+    Window,
+)
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
 from tests.storage_fixtures import storage_backend
@@ -288,3 +295,16 @@ async def test_settling_frees_the_estimate_and_stale_holds_expire(storage: Stora
     # an unsettled hold from a relaybox that died stops counting after the TTL
     later = NOW + RESERVATION_TTL + 1
     assert await storage.budget_spent(NOW - DAY, later) == pytest.approx(0.05)
+
+
+async def test_the_response_caches_shared_tier(storage: Storage) -> None:
+    first = CachedRow('[{"type": "Finished"}]', "chatcmpl-1", NOW, NOW + 60, 200)
+    await storage.put_cached_answer(first, "k1")
+    await storage.put_cached_answer(CachedRow("[]", "chatcmpl-2", NOW, NOW + 5, 100), "k2")
+    assert await storage.cached_answer("k1", NOW + 1) == first
+    assert await storage.cached_answer("k2", NOW + 10) is None, "expired"
+    assert await storage.cached_answer("missing", NOW) is None
+    replacement = CachedRow("[1]", "chatcmpl-3", NOW + 100, NOW + 200, 300)
+    await storage.put_cached_answer(replacement, "k1")  # a newer answer replaces it, expired rows go
+    assert await storage.cached_answer("k1", NOW + 101) == replacement
+    assert await storage.cached_answer("k2", NOW) is None

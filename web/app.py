@@ -36,7 +36,7 @@ from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
-from relaybox.web.answer_cache import AnswerCache, cache_key, cache_policy
+from relaybox.web.answer_cache import cache_key, cache_policy
 from relaybox.web.dashboard_routes import register_dashboard
 from relaybox.web.dedup import Deduplicator
 from relaybox.web.exchange import (
@@ -68,7 +68,7 @@ def error_response(error: RelayError) -> Response:
 def create_app(system: System) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
-    cache = AnswerCache(system.settings.cache_bytes)
+    cache = system.cache
     dedup = Deduplicator(
         system.settings.dedup_seconds, system.recorder if system.settings.record_requests else None, cache
     )

@@ -53,7 +53,7 @@ class Deduplicator:
         flight can be joined."""
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         if cache is not None and cached is not None and cached[1].lookup:
-            entry = cache.get(cached[0])
+            entry = cache.get(cached[0]) or await cache.get_shared(cached[0])
             if entry is not None:
                 return self._replay(entry, request_id, client)
         begun = await self._shared_or_new(key, request_id, client, start)

@@ -38,6 +38,7 @@ from relaybox.protocol.pricing import BaselinePricing, ProviderPricing, costlies
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.sqlite import SQLiteStorage
+from relaybox.web.answer_cache import AnswerCache
 from relaybox.web.config import ProviderConfig, Settings
 
 log = logging.getLogger("relaybox")
@@ -140,6 +141,7 @@ class System:
     storage: Storage
     budget: BudgetActor
     savings_reference: Candidate | None = None  # see `BaselinePricing`
+    cache: AnswerCache = attrs.field(factory=lambda: AnswerCache(0))  # the response cache (off: 0 bytes)
 
     def router_running(self) -> bool:
         return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
@@ -216,6 +218,9 @@ async def running_system(
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)
+        cache = AnswerCache(settings.cache_bytes, shared=storage if settings.cache_bytes > 0 else None)
+        if cache.shared is not None:
+            await supervisor.start_child(cache)
         pricings = {
             config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
             for config in settings.providers
@@ -250,7 +255,7 @@ async def running_system(
         await _apply_saved_provider_settings(storage, router)
         try:
             yield System(
-                settings, catalog, supervisor, router, providers, recorder, storage, budget, reference
+                settings, catalog, supervisor, router, providers, recorder, storage, budget, reference, cache
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
@@ -259,5 +264,7 @@ async def running_system(
                 for name in (router.name, *providers):
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
+                if cache.shared is not None:
+                    await supervisor.stop(cache.name)
                 await supervisor.stop(recorder.name)
             nursery.cancel_scope.cancel()
