@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import trio
@@ -165,3 +166,30 @@ def _upstream_bodies(fake) -> list[dict]:  # type: ignore[no-untyped-def]
         if hasattr(fake, method):
             return [r.json() for r in getattr(fake, method)()]
     raise AssertionError("unknown fake")
+
+
+async def test_cache_and_compression_work_the_same_for_every_provider(tmp_path: Path, upstream) -> None:  # type: ignore[no-untyped-def]
+    kind, fake, model, base_url = upstream
+    pasted = "```js\n" + "const total = items.reduce((sum, item) => sum + item.price, 0);\n" * 12 + "```"
+    body = {
+        "model": model,
+        "temperature": 0,
+        "messages": [
+            {"role": "user", "content": f"Here is the code:\n{pasted}"},
+            {"role": "assistant", "content": "Noted.   \n\n\n\nAnything else?"},
+            {"role": "user", "content": f"The same code again:\n{pasted}\nWhat does it compute?"},
+        ],
+    }
+    async with (
+        serve(settings(tmp_path, kind, base_url, model)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        calls_before = len(fake.server.requests)
+        first = await client.post("/v1/chat/completions", json=body)
+        again = await client.post("/v1/chat/completions", json={**body, "stream": True})
+        upstream_calls = len(fake.server.requests) - calls_before
+    assert first.status_code == 200 and int(first.headers["x-tokens-saved"]) > 100, kind
+    assert first.headers["x-cache-hit"] == "false" and again.headers["x-cache-hit"] == "true", kind
+    assert upstream_calls == 1, kind
+    sent = fake.server.requests[-1].body.decode()
+    assert "identical to the one in message 3 below" in sent and "Anything else?" in sent, kind

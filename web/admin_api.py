@@ -110,10 +110,7 @@ def register_api(app: QuartTrio, system: System) -> None:
             system.settings.routing.ab_tests, await storage.ab_results(since=time.time() - days * 86400)
         )
         body["recorder"] = system.recorder.statistics()
-        cache = app.config.get("RELAYBOX_CACHE")
-        body["response_cache"] = (
-            None if cache is None else cache.statistics()
-        )  # this process's, since it started
+        body["response_cache"] = system.cache.statistics()  # this process's, since it started
         return _json(body)
 
     @app.get("/api/requests")

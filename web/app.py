@@ -73,7 +73,6 @@ def create_app(system: System) -> QuartTrio:
         system.settings.dedup_seconds, system.recorder if system.settings.record_requests else None, cache
     )
     app.config["RELAYBOX_DEDUP"] = dedup
-    app.config["RELAYBOX_CACHE"] = cache
 
     async def begin(chat: ChatRequest | ImageRequest, request_id: str) -> Begun:
         """Dispatch, or replay a cached answer, or join an identical request in flight."""

@@ -18,13 +18,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.provider import RecordSink, group_id
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.events import Event, Failed, Finished, Usage
+from relaybox.protocol.events import Answering, Event, Failed, Finished, Usage
 from relaybox.storage.records import AttemptRecord
 from relaybox.web.answer_cache import AnswerCache, CachedAnswer, CachePolicy, StoringSource, replay
 from relaybox.web.exchange import Begun
@@ -86,23 +87,10 @@ class Deduplicator:
             "x-cache-hit": "true",
             "x-cached-from": entry.request_id,
         }
-        if self.recorder is not None:
-            self.recorder.record(
-                AttemptRecord(
-                    id=str(uuid.uuid4()),
-                    created_at=time.time(),
-                    request_group_id=group_id(request_id),
-                    attempt=1,
-                    provider=answering.provider,
-                    model_selected=answering.model,
-                    router_reason=reason,
-                    status="success",
-                    cache_hit=True,
-                    cost_usd=0.0,
-                    baseline_cost_usd=entry.cost_usd(),  # what this request saved
-                    client=client,
-                )
-            )
+        # Its saving is the answer's cost: the baseline the dashboard's "saved" compares with.
+        self._record(
+            answering, request_id, client, reason, cache_hit=True, baseline_cost_usd=entry.cost_usd()
+        )
         return Begun(answering, replay(entry), CancelToken(), headers)
 
     async def _shared_or_new(
@@ -116,7 +104,8 @@ class Deduplicator:
             joined = await shared.join(request_id)
             if joined is not None:
                 self.shared += 1
-                self._record(joined, request_id, client, shared.leader_id)
+                reason = f"deduplicated: shared the upstream call of {shared.leader_id}"
+                self._record(joined.answering, request_id, client, reason, status="deduplicated")
                 return joined
         shared = _SharedAnswer(key, now, self.window, request_id, self._forget)
         self._inflight[key] = shared
@@ -132,7 +121,10 @@ class Deduplicator:
         if self._inflight.get(shared.key) is shared:
             del self._inflight[shared.key]
 
-    def _record(self, begun: Begun, request_id: str, client: str | None, leader_id: str) -> None:
+    def _record(
+        self, answering: Answering, request_id: str, client: str | None, reason: str, **fields: Any
+    ) -> None:
+        """The log row of a request answered without an upstream call of its own (cost 0)."""
         if self.recorder is None:
             return
         self.recorder.record(
@@ -141,11 +133,11 @@ class Deduplicator:
                 created_at=time.time(),
                 request_group_id=group_id(request_id),
                 attempt=1,
-                provider=begun.answering.provider,
-                model_selected=begun.answering.model,
-                router_reason=f"deduplicated: shared the upstream call of {leader_id}",
-                status="deduplicated",
+                provider=answering.provider,
+                model_selected=answering.model,
+                router_reason=reason,
                 client=client,
+                **fields,
             )
         )
 
