@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from relaybox.protocol.evidence import RollupRow
-from relaybox.storage.records import AttemptRecord, Budget, CachedRow, ProviderSetting, Reservation, Window
+from relaybox.storage.records import (
+    ApiKey,
+    AttemptRecord,
+    Budget,
+    CachedRow,
+    ProviderSetting,
+    Reservation,
+    Window,
+)
 
 
 class StorageError(Exception):
@@ -78,6 +86,18 @@ class Storage(Protocol):
 
     async def put_cached_answer(self, row: CachedRow, key: str) -> None:
         """Store (or replace) an answer, and drop the expired ones."""
+        ...
+
+    async def create_key(self, key: ApiKey) -> bool:
+        """Store a new client key; False if the name is taken (by a key not revoked)."""
+        ...
+
+    async def api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, by name."""
+        ...
+
+    async def revoke_key(self, name: str, now: float) -> bool:
+        """False if there is no such key still in force."""
         ...
 
     async def aclose(self) -> None: ...

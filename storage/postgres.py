@@ -33,6 +33,7 @@ from relaybox.storage.queries import (
 from relaybox.storage.records import (
     COLUMNS,
     RESERVATION_TTL,
+    ApiKey,
     AttemptRecord,
     Budget,
     CachedRow,
@@ -383,6 +384,43 @@ class PostgresStorage:
                 await db.execute("DELETE FROM response_cache WHERE expires_at <= $1", row.stored_at)
 
         await self._run(work)
+
+    async def create_key(self, key: ApiKey) -> bool:
+        async def work(db: asyncpg.Connection) -> bool:
+            async with db.transaction():
+                revoked = await db.fetchrow(
+                    "SELECT revoked_at FROM api_keys WHERE name = $1 FOR UPDATE", key.name
+                )
+                if revoked is not None and revoked[0] is None:
+                    return False
+                await db.execute("DELETE FROM api_keys WHERE name = $1", key.name)
+                await db.execute(
+                    "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    key.name,
+                    key.key_hash,
+                    key.prefix,
+                    key.admin,
+                    key.created_at,
+                )
+                return True
+
+        return await self._run(work)
+
+    async def api_keys(self) -> list[ApiKey]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT name, key_hash, prefix, admin, created_at, revoked_at FROM api_keys ORDER BY name"
+            )
+        )
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_key(self, name: str, now: float) -> bool:
+        status = await self._run(
+            lambda db: db.execute(
+                "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL", now, name
+            )
+        )
+        return status != "UPDATE 0"
 
     async def aclose(self) -> None:
         if self._pool is not None:

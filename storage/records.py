@@ -109,3 +109,16 @@ class CachedRow:
     stored_at: float
     expires_at: float
     size: int
+
+
+@attrs.frozen
+class ApiKey:
+    """A client key as stored: its SHA-256 and the first characters (to recognise it in a list);
+    the key itself is shown once, when created, and kept nowhere."""
+
+    name: str
+    key_hash: str
+    prefix: str
+    admin: bool = False
+    created_at: float = 0.0
+    revoked_at: float | None = None

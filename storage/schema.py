@@ -211,3 +211,21 @@ POSTGRES_MIGRATIONS.append(
         "CREATE INDEX IF NOT EXISTS idx_response_cache_expires_at ON response_cache (expires_at)",
     ]
 )
+
+
+# Version 6: client API keys (`relaybox keys`), stored as hashes only.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS api_keys (
+         name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+         admin INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, revoked_at REAL)""",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS api_keys (
+         name VARCHAR(100) PRIMARY KEY, key_hash VARCHAR(64) NOT NULL UNIQUE, prefix VARCHAR(16) NOT NULL,
+         admin BOOLEAN NOT NULL DEFAULT false, created_at DOUBLE PRECISION NOT NULL,
+         revoked_at DOUBLE PRECISION)""",
+    ]
+)

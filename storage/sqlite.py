@@ -30,6 +30,7 @@ from relaybox.storage.queries import (
 from relaybox.storage.records import (
     COLUMNS,
     RESERVATION_TTL,
+    ApiKey,
     AttemptRecord,
     Budget,
     CachedRow,
@@ -286,6 +287,38 @@ class SQLiteStorage:
             db.execute("DELETE FROM response_cache WHERE expires_at <= ?", (row.stored_at,))
 
         await self._run(work)
+
+    async def create_key(self, key: ApiKey) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (key.name,)).fetchone()
+            if row is not None and row[0] is None:
+                return False
+            db.execute("DELETE FROM api_keys WHERE name = ?", (key.name,))
+            db.execute(
+                "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+                (key.name, key.key_hash, key.prefix, int(key.admin), key.created_at),
+            )
+            return True
+
+        return await self._run(work)
+
+    async def api_keys(self) -> list[ApiKey]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT name, key_hash, prefix, admin, created_at, revoked_at FROM api_keys ORDER BY name"
+            ).fetchall()
+        )
+        return [ApiKey(n, h, p, bool(a), c, r) for n, h, p, a, c, r in rows]
+
+    async def revoke_key(self, name: str, now: float) -> bool:
+        changed = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
+                ).rowcount
+            )
+        )
+        return changed > 0
 
     async def aclose(self) -> None:
         def close() -> None:

@@ -1,6 +1,6 @@
 """Drives every dashboard page in Debian's Chromium with Playwright and prints what it saw (JSON).
 
-    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts]
+    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts | key KEY]
 
 A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
 relaybox in the test process) would take over. Screenshots land in tests/artifacts/.
@@ -112,6 +112,25 @@ def alerts(base_url: str) -> dict[str, Any]:
     return seen
 
 
+def with_key(base_url: str, key: str) -> dict[str, Any]:
+    """Keys exist: the page asks for one, and with it the overview renders."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#key-form:not([hidden])")
+        seen = {"asked": True, "status_before": page.locator("#updated").inner_text()}
+        page.fill("#key-input", key)
+        page.click("#key-form button")
+        page.wait_for_selector("#chart-budgets .main-svg")
+        seen["form_hidden_after"] = page.locator("#key-form").is_hidden()
+        browser.close()
+    return seen
+
+
 if __name__ == "__main__":
-    what = alerts if sys.argv[2:] == ["alerts"] else browse
-    print(json.dumps(what(sys.argv[1])))
+    if sys.argv[2:3] == ["key"]:
+        print(json.dumps(with_key(sys.argv[1], sys.argv[3])))
+    else:
+        what = alerts if sys.argv[2:] == ["alerts"] else browse
+        print(json.dumps(what(sys.argv[1])))

@@ -149,3 +149,23 @@ async def test_the_dashboard_says_when_the_request_log_cannot_reach_its_database
     seen = json.loads(browsed.stdout)
     assert any("request log cannot reach its postgres database" in alert for alert in seen["alerts"]), seen
     assert "unavailable" in seen["status"] or "database" in seen["status"], seen
+
+
+async def test_with_client_keys_the_dashboard_asks_for_one(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    from relaybox.protocol.keys import key_hash, new_key, shown_prefix
+    from relaybox.storage.records import ApiKey
+
+    key = new_key()
+    async with serve(settings_for(tmp_path, openai_provider("fast", fake_openai.base_url))) as relay:
+        await relay.system.storage.create_key(
+            ApiKey("ops", key_hash(key), shown_prefix(key), True, time.time())
+        )
+        assert relay.system.keys is not None
+        await relay.system.keys.load()
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "key", key],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    assert seen["asked"] and "API key" in seen["status_before"] and seen["form_hidden_after"]

@@ -11,6 +11,7 @@ import pytest
 from relaybox.storage.contract import Storage
 from relaybox.storage.records import (
     RESERVATION_TTL,
+    ApiKey,
     AttemptRecord,
     Budget,
     CachedRow,
@@ -308,3 +309,21 @@ async def test_the_response_caches_shared_tier(storage: Storage) -> None:
     await storage.put_cached_answer(replacement, "k1")  # a newer answer replaces it, expired rows go
     assert await storage.cached_answer("k1", NOW + 101) == replacement
     assert await storage.cached_answer("k2", NOW) is None
+
+
+async def test_client_keys(storage: Storage) -> None:
+    key = ApiKey("ci", "a" * 64, "rbx-abcd", admin=False, created_at=NOW)
+    assert await storage.create_key(key)
+    assert not await storage.create_key(ApiKey("ci", "b" * 64, "rbx-efgh", created_at=NOW)), (
+        "the name is taken"
+    )
+    assert await storage.create_key(ApiKey("admin", "c" * 64, "rbx-ijkl", admin=True, created_at=NOW))
+    assert [k.name for k in await storage.api_keys()] == ["admin", "ci"]
+    assert await storage.revoke_key("ci", NOW + 1)
+    assert not await storage.revoke_key("ci", NOW + 2) and not await storage.revoke_key("nobody", NOW)
+    keys = {k.name: k for k in await storage.api_keys()}
+    assert keys["ci"].revoked_at == NOW + 1 and keys["admin"].admin and keys["admin"].revoked_at is None
+    assert await storage.create_key(ApiKey("ci", "d" * 64, "rbx-mnop", created_at=NOW + 3)), (
+        "a revoked name is free"
+    )
+    assert {k.name: k.key_hash for k in await storage.api_keys()}["ci"] == "d" * 64

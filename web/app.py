@@ -135,6 +135,16 @@ def create_app(system: System) -> QuartTrio:
             )
         )
 
+    @app.before_request
+    async def authenticate() -> None:
+        if system.keys is not None:
+            request.api_key = system.keys.check(  # type: ignore[attr-defined]
+                request.method,
+                request.path,
+                request.headers.get("authorization"),
+                request.headers.get("x-api-key"),
+            )
+
     register_api(app, system)
     register_dashboard(app)
 
@@ -305,6 +315,10 @@ def _listed(model_id: str, owned_by: str = "relaybox", **details: Any) -> dict[s
 
 
 def _client() -> str | None:
+    """Who asked, for the log: the key's name when the request carried one, else its user agent."""
+    key = getattr(request, "api_key", None)
+    if key is not None:
+        return f"key:{key.name}"
     return request.headers.get("user-agent", "")[:200] or None
 
 

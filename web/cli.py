@@ -8,25 +8,39 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
+from relaybox.protocol.keys import key_hash, new_key, shown_prefix
+from relaybox.storage.contract import StorageError
+from relaybox.storage.records import ApiKey
 from relaybox.web.app import create_app
-from relaybox.web.config import ConfigError, Settings, load_settings
-from relaybox.web.system import System, running_system
+from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
+from relaybox.web.system import System, open_storage, running_system
 
 NEXT_STEPS = """\
 relaybox: an OpenAI-compatible LLM gateway.
 
   relaybox serve                 start on 127.0.0.1:8080 with what it finds (claude on PATH, API keys)
   relaybox serve --config FILE   start with a TOML configuration (see relaybox.example.toml)
+  relaybox keys create NAME      a client key (needed to serve beyond this machine); --admin may change settings
+  relaybox keys list | revoke NAME
   relaybox --help                all options
 
-Then point any OpenAI client at http://127.0.0.1:8080/v1 (any API key).
+Then point any OpenAI client at http://127.0.0.1:8080/v1 (any API key until keys exist).
 """
+EXPOSED_WITHOUT_KEYS = """relaybox: refusing to serve on {host} with no client keys: anyone who can reach this port could
+spend your providers' credit. Create a key first (relaybox keys create NAME), or pass
+--insecure-no-auth if this network is yours alone."""
+INSECURE_WARNING = (
+    "relaybox: WARNING: serving on {host} with no client keys (--insecure-no-auth): "
+    "anyone who can reach this port can use your providers"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port, one per core (default 1)"
     )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve beyond 127.0.0.1 even with no client keys (a warning at every start)",
+    )
+    keys = commands.add_parser("keys", help="client API keys")
+    keys.add_argument("--config", help="TOML configuration file (for where the keys are stored)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; it is shown once")
+    create.add_argument("name")
+    create.add_argument(
+        "--admin", action="store_true", help="may change settings (PUT /api/..., the dashboard's controls)"
+    )
+    key_commands.add_parser("list", help="the keys, without their secrets")
+    revoke = key_commands.add_parser("revoke", help="revoke a key (in force everywhere within seconds)")
+    revoke.add_argument("name")
     # A worker started by `--workers N`: the listening socket it inherits, and its index.
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -55,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"relaybox: configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "keys":
+        if not settings.database_url:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # a first run may start here
+        return trio.run(manage_keys, settings, args)
+    settings = attrs.evolve(settings, insecure_no_auth=args.insecure_no_auth)
     if args.host:
         settings = attrs.evolve(settings, host=args.host)
     if args.port is not None:
@@ -66,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers > 1 and args.listen_fd is None:
         return run_workers(settings, args.config)
     try:
-        trio.run(serve_forever, settings, args.listen_fd)
+        return trio.run(serve_forever, settings, args.listen_fd)
     except (KeyboardInterrupt, OSError, BaseExceptionGroup) as error:
         os_error = _find(error, OSError)
         if os_error is not None:
@@ -128,8 +163,43 @@ def _storage_description(settings: Settings) -> str:
 LISTEN_BACKLOG = 4096
 
 
-async def serve_forever(settings: Settings, listen_fd: int | None = None) -> None:
+async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_storage(settings) as storage:
+        try:
+            await storage.migrate()
+            if args.keys_command == "create":
+                key = new_key()
+                record = ApiKey(args.name, key_hash(key), shown_prefix(key), args.admin, time.time())
+                if not await storage.create_key(record):
+                    print(f"relaybox: a key named {args.name!r} exists; revoke it first", file=sys.stderr)
+                    return 1
+                kind = "admin key" if args.admin else "key"
+                print(f"{kind} {args.name!r} created. It is shown this once; keep it somewhere safe:\n{key}")
+            elif args.keys_command == "list":
+                for k in await storage.api_keys():
+                    state = "revoked" if k.revoked_at is not None else "in force"
+                    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at))
+                    print(
+                        f"{k.name:<24} {k.prefix}…  {'admin' if k.admin else 'client':<7} created {created}  {state}"
+                    )
+            elif not await storage.revoke_key(args.name, time.time()):
+                print(f"relaybox: no key named {args.name!r} in force", file=sys.stderr)
+                return 1
+            else:
+                print(f"key {args.name!r} revoked")
+        except StorageError as error:
+            print(f"relaybox: cannot reach the key store: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+async def serve_forever(settings: Settings, listen_fd: int | None = None) -> int:
     async with running_system(settings) as system:
+        if not is_loopback(settings.host) and system.keys is not None and not system.keys.active:
+            if not settings.insecure_no_auth:
+                print(EXPOSED_WITHOUT_KEYS.format(host=settings.host), file=sys.stderr)
+                return 2
+            print(INSECURE_WARNING.format(host=settings.host), file=sys.stderr, flush=True)
         config = HypercornConfig()
         config.bind = [f"fd://{listen_fd}" if listen_fd is not None else f"{settings.host}:{settings.port}"]
         # A burst of clients (a thousand streams opening at once) must not overflow the accept
@@ -142,6 +212,7 @@ async def serve_forever(settings: Settings, listen_fd: int | None = None) -> Non
             binds = await nursery.start(_serve, app, config)
             if settings.worker == 0:
                 print(startup_report(system, binds), flush=True)
+    return 0
 
 
 def run_workers(settings: Settings, config_file: str | None) -> int:
@@ -160,6 +231,8 @@ def run_workers(settings: Settings, config_file: str | None) -> int:
     port = listener.getsockname()[1]
     command = [sys.executable, "-m", "relaybox.web.cli", "serve", "--workers", str(settings.workers)]
     command += ["--host", settings.host, "--listen-fd", str(listener.fileno())]
+    if settings.insecure_no_auth:
+        command.append("--insecure-no-auth")
     if config_file:
         command += ["--config", config_file]
     workers = [

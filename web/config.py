@@ -211,10 +211,19 @@ class Settings:
     cache_ttl: float = 3600.0
     # Prompt compression (protocol/compression/): "off", "safe" (lossless stages) or "aggressive".
     compression: str = "safe"
+    # `relaybox serve --insecure-no-auth`: serve beyond loopback with no client keys (warned at every start).
+    insecure_no_auth: bool = False
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1
     notes: tuple[str, ...] = ()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def default_data_dir(env: Mapping[str, str]) -> str:

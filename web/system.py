@@ -39,7 +39,8 @@ from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.answer_cache import AnswerCache
-from relaybox.web.config import ProviderConfig, Settings
+from relaybox.web.auth import KeyRing
+from relaybox.web.config import ProviderConfig, Settings, is_loopback
 
 log = logging.getLogger("relaybox")
 
@@ -142,6 +143,7 @@ class System:
     budget: BudgetActor
     savings_reference: Candidate | None = None  # see `BaselinePricing`
     cache: AnswerCache = attrs.field(factory=lambda: AnswerCache(0))  # the response cache (off: 0 bytes)
+    keys: KeyRing | None = None  # client keys; None: no checks at all (tests that build a System by hand)
 
     def router_running(self) -> bool:
         return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
@@ -218,6 +220,8 @@ async def running_system(
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)
+        keys = KeyRing(storage, exposed=not is_loopback(settings.host))
+        await supervisor.start_child(keys)
         cache = AnswerCache(settings.cache_bytes, shared=storage if settings.cache_bytes > 0 else None)
         if cache.shared is not None:
             await supervisor.start_child(cache)
@@ -255,7 +259,17 @@ async def running_system(
         await _apply_saved_provider_settings(storage, router)
         try:
             yield System(
-                settings, catalog, supervisor, router, providers, recorder, storage, budget, reference, cache
+                settings,
+                catalog,
+                supervisor,
+                router,
+                providers,
+                recorder,
+                storage,
+                budget,
+                reference,
+                cache,
+                keys,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
@@ -264,6 +278,7 @@ async def running_system(
                 for name in (router.name, *providers):
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
+                await supervisor.stop(keys.name)
                 if cache.shared is not None:
                     await supervisor.stop(cache.name)
                 await supervisor.stop(recorder.name)

@@ -84,14 +84,16 @@ class HttpApiTransport:
         if isinstance(request, ImageRequest):
             return await self._generate_images(client, request, model, emit)
         call = self.dialect.call(request, model, self._api_key)
-        with _as_provider_failures():
+        with _as_provider_failures(self._api_key):
             async with client.stream(
                 "POST", self.base_url + call.path, json=call.body, headers=call.headers
             ) as response:
                 if response.status_code != 200:
                     body = await response.aread()
                     raise _status_failure(
-                        response.status_code, self.dialect.error_message(body), response.headers
+                        response.status_code,
+                        redacted(self.dialect.error_message(body), self._api_key),
+                        response.headers,
                     )
                 if not request.stream:
                     events, finish_reason = self.dialect.decode_body(await response.aread())
@@ -115,26 +117,37 @@ class HttpApiTransport:
                 FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
             )
         call = image_call(request, model, self._api_key)
-        with _as_provider_failures():
+        with _as_provider_failures(self._api_key):
             response = await client.post(self.base_url + call.path, json=call.body, headers=call.headers)
         if response.status_code != 200:
             raise _status_failure(
-                response.status_code, self.dialect.error_message(response.content), response.headers
+                response.status_code,
+                redacted(self.dialect.error_message(response.content), self._api_key),
+                response.headers,
             )
         for event in self.dialect.decode_images(response.content):  # type: ignore[attr-defined]
             await emit(event)
         return "stop"
 
 
+def redacted(text: str, secret: str | None) -> str:
+    """The text without the provider's key: some upstreams quote it back in their errors, and an
+    error travels on to the client, the log and the dashboard."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
 @contextmanager
-def _as_provider_failures() -> Iterator[None]:
-    """httpx's errors as the failure kinds the provider actor understands."""
+def _as_provider_failures(secret: str | None) -> Iterator[None]:
+    """httpx's errors as the failure kinds the provider actor understands (a URL in them may carry
+    a key, as Gemini's can: it is redacted)."""
     try:
         yield
     except httpx.TimeoutException as error:
         raise ProviderFailure(FailureKind.TIMEOUT, f"upstream timed out: {type(error).__name__}") from None
     except httpx.HTTPError as error:
-        raise ProviderFailure(FailureKind.TRANSPORT, f"{type(error).__name__}: {error}"[:300]) from None
+        raise ProviderFailure(
+            FailureKind.TRANSPORT, redacted(f"{type(error).__name__}: {error}", secret)[:300]
+        ) from None
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -14,9 +14,16 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+// Once client keys exist, the APIs need one: asked for once, kept in this browser.
+function withKey(options = {}) {
+  const key = localStorage.getItem("relayboxKey");
+  return key ? { ...options, headers: { ...(options.headers || {}), authorization: `Bearer ${key}` } } : options;
+}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, withKey(options));
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) $("#key-form").hidden = false;
   if (!response.ok) throw new Error(body?.error?.message || `${path}: HTTP ${response.status}`);
   return body;
 }
@@ -51,7 +58,7 @@ async function refreshAlerts() {
   const [providers, budgets, health] = await Promise.all([
     api("/api/providers"),
     api("/api/budget").catch(() => ({ data: [] })),
-    fetch("/health").then((r) => r.json()),  // 503 when nothing can serve, with the same body
+    fetch("/health", withKey()).then((r) => r.json()),  // 503 when nothing can serve, with the same body
   ]);
   state.providers = providers.data;
   const alerts = [];
@@ -383,6 +390,12 @@ document.addEventListener("DOMContentLoaded", () => {
       refresh();
     });
   }
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem("relayboxKey", $("#key-input").value.trim());
+    $("#key-form").hidden = true;
+    refresh();
+  });
   $("#category-filter").addEventListener("change", () => state.stats && renderSuccess(state.stats.success_rates));
   for (const id of ["#filter-provider", "#filter-model", "#filter-category", "#filter-status"]) $(id).addEventListener("change", refreshRequests);
   $("#requests-table").addEventListener("click", (event) => {

@@ -1,0 +1,112 @@
+"""Who may use this relaybox: client keys (`relaybox keys`), checked on every request once any exist.
+
+With no key in force, relaybox serves everyone, which it only allows on loopback (or with
+`--insecure-no-auth`, see `web/cli.py`). Once a key exists, every endpoint except `/ping`,
+`/health` and the dashboard's files needs one (`Authorization: Bearer KEY` or `x-api-key`), and
+changing settings (`PUT`/`POST`/`DELETE` under `/api/`, feedback aside) needs an admin key.
+
+The key ring is an actor that re-reads the keys from storage every `refresh` seconds, so a key
+created or revoked with `relaybox keys` (or on another instance) takes effect within that time,
+without a database call on the request path. If storage cannot be read, the last keys read stay
+in force; if it never could be, requests from beyond loopback are refused rather than let through.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.keys import key_hash, presented_key
+from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.records import ApiKey
+
+log = logging.getLogger("relaybox.auth")
+
+OPEN_PATHS = ("/ping", "/health")
+OPEN_PREFIXES = ("/dashboard",)  # the page and its files; its API calls carry the key
+MEMBER_WRITES = ("/api/feedback",)  # rating an answer is not changing settings
+
+
+class KeyRing:
+    kind = "keys"
+    name = "keys"
+
+    def __init__(
+        self, storage: Storage, *, exposed: bool = False, refresh: float = 2.0, timeout: float = 2.0
+    ) -> None:
+        self.storage = storage
+        self.exposed = exposed  # serving beyond loopback
+        self.refresh = refresh
+        self.timeout = timeout
+        self.loaded = False
+        self.refused = 0
+        self._by_hash: dict[str, ApiKey] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any key is in force (then every request needs one)."""
+        return bool(self._by_hash)
+
+    async def load(self) -> None:
+        with trio.move_on_after(self.timeout):
+            try:
+                keys = await self.storage.api_keys()
+            except StorageError as error:
+                log.warning("cannot read the API keys (the last ones read stay in force): %s", error)
+                return
+            self._by_hash = {k.key_hash: k for k in keys if k.revoked_at is None}
+            self.loaded = True
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.load()
+        task_status.started()
+        while True:
+            await trio.sleep(self.refresh)
+            await self.load()
+
+    async def on_crash(self, error: BaseException) -> None:
+        return None
+
+    def on_give_up(self) -> None:
+        log.error("the key ring stopped: keys created or revoked from now on are not seen")
+
+    def statistics(self) -> dict[str, Any]:
+        return {"keys_in_force": len(self._by_hash), "loaded": self.loaded, "refused": self.refused}
+
+    def check(
+        self, method: str, path: str, authorization: str | None, x_api_key: str | None
+    ) -> ApiKey | None:
+        """The key a request was made with (None when none is needed); raises the 401/403 to send."""
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            return None
+        if not self.loaded and self.exposed:  # keys never read: on loopback only this machine can ask
+            self.refused += 1
+            raise RelayError(503, "relaybox cannot read its API keys yet; retry shortly", "service_unavailable",
+                             code="keys_unavailable", retry_after=2)  # fmt: skip
+        if not self.active:
+            return None
+        presented = presented_key(authorization, x_api_key)
+        key = None if presented is None else self._by_hash.get(key_hash(presented))
+        if key is None:
+            self.refused += 1
+            message = "missing API key" if presented is None else "invalid or revoked API key"
+            raise RelayError(
+                401,
+                f"{message}: send `Authorization: Bearer KEY` or `x-api-key: KEY` (create one with `relaybox keys create NAME`)",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
+        changes_settings = (
+            path.startswith("/api/") and method in ("PUT", "POST", "DELETE") and path not in MEMBER_WRITES
+        )
+        if changes_settings and not key.admin:
+            self.refused += 1
+            raise RelayError(
+                403,
+                f"the key {key.name!r} may not change settings: that needs an admin key (relaybox keys create NAME --admin)",
+                "permission_error",
+                code="admin_key_required",
+            )
+        return key
