@@ -165,3 +165,38 @@ async def test_serving_beyond_loopback_needs_keys_or_an_explicit_warned_opt_out(
             process.terminate()
             await trio.to_thread.run_sync(process.wait)
     assert unauthenticated.status_code == 401 and "WARNING" not in log.read_text()
+
+
+async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use(tmp_path: Path) -> None:
+    from relaybox.web.cli import lan_addresses
+
+    refused = await trio.to_thread.run_sync(
+        lambda: relaybox("serve", "--lan", "--port", str(free_port()), data_dir=tmp_path)
+    )
+    assert refused.returncode == 2 and "refusing to serve on 0.0.0.0" in refused.stderr
+    await trio.to_thread.run_sync(lambda: relaybox("keys", "create", "office", data_dir=tmp_path))
+    port = free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "RELAYBOX_DATA_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    log = tmp_path / "lan.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 - a child to stop at the end
+            [sys.executable, "-m", "relaybox.web.cli", "serve", "--lan", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                await wait_until_serving(client, within=30)
+            await eventually(
+                lambda: "/v1/models" in log.read_text() or "no network address" in log.read_text(), within=10
+            )
+        finally:
+            process.terminate()
+            await trio.to_thread.run_sync(process.wait)
+    printed = log.read_text()
+    addresses = lan_addresses()
+    assert all(f"OpenAI base URL  http://{address}:{port}/v1" in printed for address in addresses)
+    assert addresses or "no network address found besides loopback" in printed
+    assert "127.0.0.1" not in addresses

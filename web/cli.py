@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -19,6 +20,7 @@ from hypercorn.config import Config as HypercornConfig
 from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import ApiKey
+from relaybox.web import doctor
 from relaybox.web.app import create_app
 from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
 from relaybox.web.system import System, open_storage, running_system
@@ -30,6 +32,8 @@ relaybox: an OpenAI-compatible LLM gateway.
   relaybox serve --config FILE   start with a TOML configuration (see relaybox.example.toml)
   relaybox keys create NAME      a client key (needed to serve beyond this machine); --admin may change settings
   relaybox keys list | revoke NAME
+  relaybox serve --lan           share it with other machines on this network (after creating keys)
+  relaybox doctor                check the port, the database and every provider; says what to fix
   relaybox --help                all options
 
 Then point any OpenAI client at http://127.0.0.1:8080/v1 (any API key until keys exist).
@@ -58,6 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="serve beyond 127.0.0.1 even with no client keys (a warning at every start)",
     )
+    serve.add_argument(
+        "--lan",
+        action="store_true",
+        help="serve on every interface and print the addresses other machines should use (needs keys)",
+    )
+    doctor_command = commands.add_parser(
+        "doctor", help="check the port, the database and every provider, and say what to fix"
+    )
+    doctor_command.add_argument("--config", help="TOML configuration file")
+    doctor_command.add_argument("--port", type=int, help="the port to check (default 8080)")
     keys = commands.add_parser("keys", help="client API keys")
     keys.add_argument("--config", help="TOML configuration file (for where the keys are stored)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -85,11 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"relaybox: configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "doctor":
+        if args.port is not None:
+            settings = attrs.evolve(settings, port=args.port)
+        return doctor.run(settings)
     if args.command == "keys":
         if not settings.database_url:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # a first run may start here
         return trio.run(manage_keys, settings, args)
-    settings = attrs.evolve(settings, insecure_no_auth=args.insecure_no_auth)
+    settings = attrs.evolve(settings, insecure_no_auth=args.insecure_no_auth, lan=args.lan)
+    if args.lan:
+        settings = attrs.evolve(settings, host="0.0.0.0")
     if args.host:
         settings = attrs.evolve(settings, host=args.host)
     if args.port is not None:
@@ -212,7 +232,35 @@ async def serve_forever(settings: Settings, listen_fd: int | None = None) -> int
             binds = await nursery.start(_serve, app, config)
             if settings.worker == 0:
                 print(startup_report(system, binds), flush=True)
+                if settings.lan:
+                    print(lan_report(settings.port), flush=True)
     return 0
+
+
+def lan_addresses() -> list[str]:
+    """This machine's addresses other machines on its networks can reach (not loopback)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.add(str(info[4][0]))
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
+        found.add(probe.getsockname()[0])
+    return sorted(a for a in found if not a.startswith("127.") and a != "0.0.0.0")
+
+
+def lan_report(port: int) -> str:
+    """Seed 000's get-local-ip: the base URLs to paste into clients on other machines, and a test."""
+    addresses = lan_addresses()
+    if not addresses:
+        return "--lan: no network address found besides loopback; is this machine on a network?"
+    lines = ["", "On other machines of this network, use one of:"]
+    lines += [f"  OpenAI base URL  http://{address}:{port}/v1" for address in addresses]
+    lines += [
+        "Test from another machine:",
+        f"  curl http://{addresses[0]}:{port}/v1/models -H 'authorization: Bearer YOUR_KEY'",
+    ]
+    return "\n".join(lines)
 
 
 def run_workers(settings: Settings, config_file: str | None) -> int:
@@ -233,6 +281,8 @@ def run_workers(settings: Settings, config_file: str | None) -> int:
     command += ["--host", settings.host, "--listen-fd", str(listener.fileno())]
     if settings.insecure_no_auth:
         command.append("--insecure-no-auth")
+    if settings.lan:
+        command.append("--lan")
     if config_file:
         command += ["--config", config_file]
     workers = [

@@ -213,6 +213,7 @@ class Settings:
     compression: str = "safe"
     # `relaybox serve --insecure-no-auth`: serve beyond loopback with no client keys (warned at every start).
     insecure_no_auth: bool = False
+    lan: bool = False  # `relaybox serve --lan`: every interface, and the addresses to use printed
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1

@@ -1,0 +1,142 @@
+"""`relaybox doctor`: is everything relaybox needs in order, and if not, what to do about it.
+
+It checks the port, the database (reachable, schema up to date) and every provider that is
+configured or was discovered: a CLI's binary and its version, then a live, pinned request of a
+few tokens through the provider, as the dashboard's "Test connection" sends it, whose failure is
+explained in seed 000's words (`web/diagnosis.py`). Providers that were looked for and not found
+are listed with the reason discovery gave. The exit status is 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+
+import attrs
+import httpx
+import trio
+from relaybox.protocol.chat import ChatMessage, ChatRequest
+from relaybox.protocol.errors import RelayError
+from relaybox.storage.contract import StorageError
+from relaybox.storage.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from relaybox.web.config import ProviderConfig, Settings
+from relaybox.web.diagnosis import diagnose
+from relaybox.web.exchange import dispatch
+from relaybox.web.system import System, open_storage, running_system
+
+PROVIDER_TEST_SECONDS = 60.0
+
+
+@attrs.frozen
+class Check:
+    ok: bool
+    subject: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{'✅' if self.ok else '❌'} {self.subject}: {self.detail}"
+
+
+async def examine(settings: Settings, report: Callable[[Check], None]) -> bool:
+    """Every check, each reported as it completes; True when all passed."""
+    checks = [await check_port(settings), await check_database(settings)]
+    report(checks[0])
+    report(checks[1])
+    async with running_system(settings) as system:
+        for config in settings.providers:
+            check = await check_provider(system, config)
+            checks.append(check)
+            report(check)
+    return all(c.ok for c in checks)
+
+
+async def check_port(settings: Settings) -> Check:
+    subject = f"port {settings.host}:{settings.port}"
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.bind((settings.host, settings.port))
+        return Check(True, subject, "free")
+    except OSError as error:
+        reason = error.strerror or str(error)
+    finally:
+        probe.close()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            answer = await client.get(f"http://{host}:{settings.port}/ping")
+        if answer.status_code == 200 and answer.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            return Check(True, subject, "relaybox is already serving here")
+    except httpx.HTTPError:
+        pass
+    return Check(False, subject, f"{reason}: another program uses it. Pick another (relaybox serve --port N)")
+
+
+async def check_database(settings: Settings) -> Check:
+    where = "PostgreSQL (DATABASE_URL)" if settings.database_url else f"SQLite file in {settings.data_dir}"
+    migrations = len(POSTGRES_MIGRATIONS if settings.database_url else SQLITE_MIGRATIONS)
+    if not settings.database_url:
+        await trio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    async with open_storage(settings) as storage:
+        with trio.move_on_after(10):
+            try:
+                version = await storage.migrate()
+            except StorageError as error:
+                fix = "Check DATABASE_URL and that PostgreSQL is running." if settings.database_url else ""
+                return Check(False, f"database, {where}", f"cannot be used ({error}). {fix}".strip())
+            return Check(
+                True, f"database, {where}", f"reachable, schema at version {version} of {migrations}"
+            )
+    return Check(False, f"database, {where}", "no answer within 10 s. Is it running and reachable from here?")
+
+
+async def check_provider(system: System, config: ProviderConfig) -> Check:
+    subject = f"provider {config.name} ({config.kind})"
+    version = ""
+    if config.kind in ("claude-cli", "gemini-cli") and config.executable:
+        version = await cli_version(config.executable)
+        subject += f", {version}"
+    chat = ChatRequest(
+        model=f"{config.name}:{config.default_model}",
+        max_tokens=16,
+        messages=(ChatMessage("user", "Reply with the single word OK."),),
+    )
+    started = trio.current_time()
+    try:
+        with trio.fail_after(PROVIDER_TEST_SECONDS):
+            begun = await dispatch(system, chat, f"doctor-{uuid.uuid4().hex}", "relaybox doctor")
+            await begun.collect()
+    except RelayError as error:
+        return Check(False, subject, diagnose(config, error.message).removeprefix("❌ "))
+    except trio.TooSlowError:
+        return Check(False, subject, diagnose(config, "timeout").removeprefix("❌ "))
+    elapsed = (trio.current_time() - started) * 1000
+    return Check(True, subject, f"{config.default_model} answered in {elapsed:.0f} ms")
+
+
+async def cli_version(executable: str) -> str:
+    try:
+        with trio.fail_after(20):
+            done = await trio.run_process(
+                [executable, "--version"], capture_stdout=True, capture_stderr=True, check=False
+            )
+    except (OSError, trio.TooSlowError) as error:
+        return f"{executable} (its version could not be read: {type(error).__name__})"
+    first = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
+    return f"{executable} {first[0] if first else '(no version printed)'}"
+
+
+def run(settings: Settings) -> int:
+    """The command: print each check, the providers that discovery skipped, and exit 0 or 1."""
+    print("relaybox doctor")
+    for note in settings.notes:
+        print(f"- {note}")
+    if not settings.providers:
+        print("❌ no provider is active: see the notes above, or configure one (relaybox.example.toml)")
+    healthy = trio.run(examine, settings, lambda check: print(check.line(), flush=True))
+    healthy = healthy and bool(settings.providers)
+    print("all good" if healthy else "something needs fixing (see ❌ above)")
+    return 0 if healthy else 1
