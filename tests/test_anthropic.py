@@ -9,6 +9,8 @@ import anthropic
 import httpx
 import openai
 import trio
+from relaybox.protocol.keys import key_hash, new_key, shown_prefix
+from relaybox.storage.records import ApiKey
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -256,11 +258,16 @@ async def test_claude_cli_as_client_answered_by_an_openai_provider(
         aliases={"claude-sonnet-5": "up:gpt-4o-mini"},
     )
     async with serve(settings) as relay:
+        # With client keys in force: the CLI sends its key as x-api-key, as Anthropic's API expects.
+        key = new_key()
+        await relay.system.storage.create_key(ApiKey("claude-code", key_hash(key), shown_prefix(key)))
+        assert relay.system.keys is not None
+        await relay.system.keys.load()
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
             "ANTHROPIC_BASE_URL": relay.base_url,
-            "ANTHROPIC_API_KEY": "sk-anything",
+            "ANTHROPIC_API_KEY": key,
             "CLAUDE_CODE_MAX_RETRIES": "0",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
