@@ -4,10 +4,13 @@ rule that relaybox serves beyond loopback only with keys (or an explicit, warned
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -107,6 +110,28 @@ async def test_with_keys_every_request_needs_one_and_settings_need_an_admin(
     assert {row["client"] for row in rows} >= {"key:ci"}
 
 
+@asynccontextmanager
+async def serving_child(data_dir: Path, log: Path, *args: str) -> AsyncIterator[httpx.AsyncClient]:
+    """`relaybox serve ARGS` as a child process, with a client for it once it answers."""
+    port = free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "RELAYBOX_DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    with log.open("w") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 - a child to stop at the end
+            [sys.executable, "-m", "relaybox.web.cli", "serve", *args, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                await wait_until_serving(client, within=30)
+                yield client
+        finally:
+            process.terminate()
+            await trio.to_thread.run_sync(process.wait)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -119,51 +144,14 @@ async def test_serving_beyond_loopback_needs_keys_or_an_explicit_warned_opt_out(
     )
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0 with no client keys" in refused.stderr
     assert "Traceback" not in refused.stderr
-    port = free_port()
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "RELAYBOX_DATA_DIR": str(tmp_path)}
-    env.pop("DATABASE_URL", None)
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a child to stop at the end
-            [
-                sys.executable,
-                "-m",
-                "relaybox.web.cli",
-                "serve",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(port),
-                "--insecure-no-auth",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                await wait_until_serving(client, within=30)
-        finally:
-            process.terminate()
-            await trio.to_thread.run_sync(process.wait)
+    async with serving_child(tmp_path, log, "--host", "0.0.0.0", "--insecure-no-auth"):
+        pass
     assert "WARNING: serving on 0.0.0.0 with no client keys (--insecure-no-auth)" in log.read_text()
     created = await trio.to_thread.run_sync(lambda: relaybox("keys", "create", "lan", data_dir=tmp_path))
     assert created.returncode == 0
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a child to stop at the end
-            [sys.executable, "-m", "relaybox.web.cli", "serve", "--host", "0.0.0.0", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                await wait_until_serving(client, within=30)
-                unauthenticated = await client.get("/v1/models")
-        finally:
-            process.terminate()
-            await trio.to_thread.run_sync(process.wait)
+    async with serving_child(tmp_path, log, "--host", "0.0.0.0") as client:
+        unauthenticated = await client.get("/v1/models")
     assert unauthenticated.status_code == 401 and "WARNING" not in log.read_text()
 
 
@@ -175,28 +163,15 @@ async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use
     )
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0" in refused.stderr
     await trio.to_thread.run_sync(lambda: relaybox("keys", "create", "office", data_dir=tmp_path))
-    port = free_port()
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "RELAYBOX_DATA_DIR": str(tmp_path)}
-    env.pop("DATABASE_URL", None)
     log = tmp_path / "lan.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a child to stop at the end
-            [sys.executable, "-m", "relaybox.web.cli", "serve", "--lan", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    async with serving_child(tmp_path, log, "--lan"):
+        await eventually(
+            lambda: "/v1/models" in log.read_text() or "no network address" in log.read_text(), within=10
         )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-                await wait_until_serving(client, within=30)
-            await eventually(
-                lambda: "/v1/models" in log.read_text() or "no network address" in log.read_text(), within=10
-            )
-        finally:
-            process.terminate()
-            await trio.to_thread.run_sync(process.wait)
     printed = log.read_text()
     addresses = lan_addresses()
-    assert all(f"OpenAI base URL  http://{address}:{port}/v1" in printed for address in addresses)
+    assert all(
+        re.search(rf"OpenAI base URL  http://{re.escape(address)}:\d+/v1", printed) for address in addresses
+    )
     assert addresses or "no network address found besides loopback" in printed
     assert "127.0.0.1" not in addresses

@@ -133,11 +133,9 @@ async def test_metrics_in_prometheus_format(tmp_path: Path, fake_openai: FakeOpe
 
 
 async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    import socket
-
-    with socket.socket() as closed:  # a port where nothing listens
-        closed.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    # Port 9 (discard): nothing listens there. A port freed by the test itself could be taken by
+    # another server of the suite before the request goes out.
+    dead = "http://127.0.0.1:9/v1"
     fake_openai.replies.push(Reply(text="OK"), Reply(status=401, error_message="Incorrect API key"))
     settings = settings_for(
         tmp_path,

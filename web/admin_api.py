@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 import trio
@@ -17,14 +16,12 @@ from quart_trio import QuartTrio
 from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.provider import group_id
 from relaybox.actors.router import SetProviderEnabled
-from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.selection import ABTest, ab_verdict
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
 from relaybox.web.config import ProviderConfig
-from relaybox.web.diagnosis import diagnose
-from relaybox.web.exchange import dispatch
+from relaybox.web.connection_check import check_connection
 from relaybox.web.system import System
 
 
@@ -209,45 +206,13 @@ def register_api(app: QuartTrio, system: System) -> None:
     @app.post("/api/providers/<provider_id>/test")
     async def test_provider(provider_id: str) -> Response:
         """A live request through the provider (pinned, no fallback), with a diagnosis when it fails."""
-        config = provider_config(provider_id)
-        chat = ChatRequest(
-            model=f"{provider_id}:{config.default_model}",
-            max_tokens=16,
-            messages=(ChatMessage("user", "Reply with the single word OK."),),
-        )
-        started = trio.current_time()
-        try:
-            with trio.fail_after(90):
-                begun = await dispatch(system, chat, f"test-{uuid.uuid4().hex}", "relaybox connection test")
-                answer = await begun.collect()
-        except RelayError as error:
-            return _json(
-                {
-                    "ok": False,
-                    "provider": provider_id,
-                    "diagnosis": diagnose(config, error.message),
-                    "detail": error.message,
-                }
-            )
-        except trio.TooSlowError:
-            return _json(
-                {
-                    "ok": False,
-                    "provider": provider_id,
-                    "diagnosis": diagnose(config, "timeout"),
-                    "detail": "no answer within 90 s",
-                }
-            )
-        latency = round((trio.current_time() - started) * 1000)
-        return _json(
-            {
-                "ok": True,
-                "provider": provider_id,
-                "diagnosis": f"✅ Connected! {provider_id}/{config.default_model} answered in {latency} ms.",
-                "answer": answer.text[:200],
-                "latency_ms": latency,
-            }
-        )
+        result = await check_connection(system, provider_config(provider_id), "relaybox connection test", 90)
+        body = {"ok": result.ok, "provider": provider_id, "diagnosis": result.diagnosis}
+        if result.ok:
+            body |= {"answer": result.answer, "latency_ms": result.latency_ms}
+        else:
+            body["detail"] = result.detail
+        return _json(body)
 
     @app.put("/api/providers/<provider_id>")
     async def put_provider(provider_id: str) -> Response:

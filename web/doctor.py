@@ -10,19 +10,15 @@ are listed with the reason discovery gave. The exit status is 1 when any check f
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Callable
 
 import attrs
 import httpx
 import trio
-from relaybox.protocol.chat import ChatMessage, ChatRequest
-from relaybox.protocol.errors import RelayError
 from relaybox.storage.contract import StorageError
 from relaybox.storage.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from relaybox.web.config import ProviderConfig, Settings
-from relaybox.web.diagnosis import diagnose
-from relaybox.web.exchange import dispatch
+from relaybox.web.connection_check import check_connection
 from relaybox.web.system import System, open_storage, running_system
 
 PROVIDER_TEST_SECONDS = 60.0
@@ -99,22 +95,10 @@ async def check_provider(system: System, config: ProviderConfig) -> Check:
     if config.kind in ("claude-cli", "gemini-cli") and config.executable:
         version = await cli_version(config.executable)
         subject += f", {version}"
-    chat = ChatRequest(
-        model=f"{config.name}:{config.default_model}",
-        max_tokens=16,
-        messages=(ChatMessage("user", "Reply with the single word OK."),),
-    )
-    started = trio.current_time()
-    try:
-        with trio.fail_after(PROVIDER_TEST_SECONDS):
-            begun = await dispatch(system, chat, f"doctor-{uuid.uuid4().hex}", "relaybox doctor")
-            await begun.collect()
-    except RelayError as error:
-        return Check(False, subject, diagnose(config, error.message).removeprefix("❌ "))
-    except trio.TooSlowError:
-        return Check(False, subject, diagnose(config, "timeout").removeprefix("❌ "))
-    elapsed = (trio.current_time() - started) * 1000
-    return Check(True, subject, f"{config.default_model} answered in {elapsed:.0f} ms")
+    result = await check_connection(system, config, "relaybox doctor", PROVIDER_TEST_SECONDS)
+    if not result.ok:
+        return Check(False, subject, result.diagnosis.removeprefix("❌ "))
+    return Check(True, subject, f"{config.default_model} answered in {result.latency_ms} ms")
 
 
 async def cli_version(executable: str) -> str:

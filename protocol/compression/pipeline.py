@@ -1,4 +1,4 @@
-"""The compression levels, and the stages each runs, in seed 001's order.
+"""The compression levels, and the stages each runs (seed 001's five, code blocks before repeats).
 
 Trimming (stage 5) needs the model's context window, so it runs later, once a candidate is
 chosen (`actors/router.py`); the other stages run before dispatch, on the request as the client
@@ -25,14 +25,16 @@ def stages(level: str) -> list[tuple[str, Stage]]:
     if level == "off":
         return []
     aggressive = level == "aggressive"
+    # Code blocks are brought to their normal form before repeats are looked for: two pastes of a
+    # file that differ only in trailing spaces are the same file (and a second run finds nothing
+    # more to do). The last whitespace pass tidies around the notes that replaced repeats.
     chosen: list[tuple[str, Stage]] = [
         ("whitespace", lambda m: normalise(m, aggressive)),
+        ("code blocks", lambda m: optimise(m, aggressive)),
         ("repeats", deduplicate),
     ]
     if aggressive:
         chosen.append(("symbols", abbreviate))
-    chosen.append(("code blocks", lambda m: optimise(m, aggressive)))
-    # Once more: a note that replaced a repeat can leave a run of blank lines around it.
     chosen.append(("whitespace", lambda m: normalise(m, aggressive)))
     return chosen
 

@@ -10,9 +10,17 @@ the last user message is never the one replaced.
 from __future__ import annotations
 
 from relaybox.protocol.chat import ChatMessage
-from relaybox.protocol.compression.segments import last_user_index, split, with_text
+from relaybox.protocol.compression.code_blocks import optimise_block
+from relaybox.protocol.compression.segments import Segment, last_user_index, split, with_text
 
 MIN_CHARS = 400
+
+
+def block_key(segment: Segment) -> str:
+    """What makes two code blocks the same: their text in the code stage's normal form (trailing
+    spaces and blank-line runs do not count where the language ignores them), without the final
+    newline a block at the end of a message lacks."""
+    return optimise_block(segment, aggressive=False).strip()
 
 
 def note(where: int, what: str) -> str:
@@ -30,7 +38,7 @@ def deduplicate(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
             last_message[text] = index
         for segment in split(text):
             if segment.code and len(segment.text) >= MIN_CHARS:
-                last_block[segment.text.strip()] = index  # a block at the end of a text lacks its newline
+                last_block[block_key(segment)] = index
     out = []
     for index, message in enumerate(messages):
         if index == keep:
@@ -45,7 +53,7 @@ def deduplicate(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
         def replace_blocks(piece: str, index: int = index) -> str:
             parts = []
             for segment in split(piece):
-                later_block = last_block.get(segment.text.strip()) if segment.code else None
+                later_block = last_block.get(block_key(segment)) if segment.code else None
                 if later_block is not None and later_block > index:
                     parts.append(
                         note(later_block, "this code block is")
