@@ -83,8 +83,13 @@ class KeyRing:
             return None
         if not self.loaded and self.exposed:  # keys never read: on loopback only this machine can ask
             self.refused += 1
-            raise RelayError(503, "relaybox cannot read its API keys yet; retry shortly", "service_unavailable",
-                             code="keys_unavailable", retry_after=2)  # fmt: skip
+            raise RelayError(
+                503,
+                "relaybox cannot read its API keys yet; retry shortly",
+                "service_unavailable",
+                code="keys_unavailable",
+                retry_after=2,
+            )
         if not self.active:
             return None
         presented = presented_key(authorization, x_api_key)
