@@ -100,4 +100,9 @@ class Storage(Protocol):
         """False if there is no such key still in force."""
         ...
 
+    async def count_key_request(self, name: str, window_start: int) -> int:
+        """Count one request of a key in the minute starting at `window_start`; the count so far.
+        Windows older than a few minutes are dropped on the way."""
+        ...
+
     async def aclose(self) -> None: ...

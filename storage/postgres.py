@@ -395,12 +395,13 @@ class PostgresStorage:
                     return False
                 await db.execute("DELETE FROM api_keys WHERE name = $1", key.name)
                 await db.execute(
-                    "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, rpm) VALUES ($1, $2, $3, $4, $5, $6)",
                     key.name,
                     key.key_hash,
                     key.prefix,
                     key.admin,
                     key.created_at,
+                    key.rpm,
                 )
                 return True
 
@@ -409,10 +410,24 @@ class PostgresStorage:
     async def api_keys(self) -> list[ApiKey]:
         rows = await self._run(
             lambda db: db.fetch(
-                "SELECT name, key_hash, prefix, admin, created_at, revoked_at FROM api_keys ORDER BY name"
+                "SELECT name, key_hash, prefix, admin, created_at, revoked_at, rpm FROM api_keys ORDER BY name"
             )
         )
         return [ApiKey(*row) for row in rows]
+
+    async def count_key_request(self, name: str, window_start: int) -> int:
+        async def work(db: asyncpg.Connection) -> int:
+            count = await db.fetchval(
+                "INSERT INTO key_windows (key_name, window_start, requests) VALUES ($1, $2, 1) "
+                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = key_windows.requests + 1 "
+                "RETURNING requests",
+                name,
+                window_start,
+            )
+            await db.execute("DELETE FROM key_windows WHERE window_start < $1", window_start - 300)
+            return int(count)
+
+        return await self._run(work)
 
     async def revoke_key(self, name: str, now: float) -> bool:
         status = await self._run(

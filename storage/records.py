@@ -122,3 +122,4 @@ class ApiKey:
     admin: bool = False
     created_at: float = 0.0
     revoked_at: float | None = None
+    rpm: int | None = None  # requests per minute, across every instance; None: no limit

@@ -229,3 +229,22 @@ POSTGRES_MIGRATIONS.append(
          revoked_at DOUBLE PRECISION)""",
     ]
 )
+
+
+# Version 7: per-key request limits, counted in one-minute windows every instance shares.
+SQLITE_MIGRATIONS.append(
+    [
+        "ALTER TABLE api_keys ADD COLUMN rpm INTEGER",
+        """CREATE TABLE IF NOT EXISTS key_windows (
+         key_name TEXT NOT NULL, window_start INTEGER NOT NULL, requests INTEGER NOT NULL,
+         PRIMARY KEY (key_name, window_start))""",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS rpm INTEGER",
+        """CREATE TABLE IF NOT EXISTS key_windows (
+         key_name VARCHAR(100) NOT NULL, window_start BIGINT NOT NULL, requests INTEGER NOT NULL,
+         PRIMARY KEY (key_name, window_start))""",
+    ]
+)

@@ -295,8 +295,9 @@ class SQLiteStorage:
                 return False
             db.execute("DELETE FROM api_keys WHERE name = ?", (key.name,))
             db.execute(
-                "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
-                (key.name, key.key_hash, key.prefix, int(key.admin), key.created_at),
+                "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, revoked_at, rpm) "
+                "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (key.name, key.key_hash, key.prefix, int(key.admin), key.created_at, key.rpm),
             )
             return True
 
@@ -305,10 +306,22 @@ class SQLiteStorage:
     async def api_keys(self) -> list[ApiKey]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT name, key_hash, prefix, admin, created_at, revoked_at FROM api_keys ORDER BY name"
+                "SELECT name, key_hash, prefix, admin, created_at, revoked_at, rpm FROM api_keys ORDER BY name"
             ).fetchall()
         )
-        return [ApiKey(n, h, p, bool(a), c, r) for n, h, p, a, c, r in rows]
+        return [ApiKey(n, h, p, bool(a), c, r, rpm) for n, h, p, a, c, r, rpm in rows]
+
+    async def count_key_request(self, name: str, window_start: int) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            count = db.execute(
+                "INSERT INTO key_windows (key_name, window_start, requests) VALUES (?, ?, 1) "
+                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = requests + 1 RETURNING requests",
+                (name, window_start),
+            ).fetchone()[0]
+            db.execute("DELETE FROM key_windows WHERE window_start < ?", (window_start - 300,))
+            return int(count)
+
+        return await self._run(work)
 
     async def revoke_key(self, name: str, now: float) -> bool:
         changed = await self._run(

@@ -39,12 +39,13 @@ def test_keys_are_created_once_listed_without_their_secret_and_revoked(tmp_path:
     assert key.startswith("rbx-") and len(key) > 40
     taken = relaybox("keys", "create", "ci", data_dir=tmp_path)
     assert taken.returncode == 1 and "exists" in taken.stderr
-    admin = relaybox("keys", "create", "ops", "--admin", data_dir=tmp_path)
+    admin = relaybox("keys", "create", "ops", "--admin", "--rpm", "30", data_dir=tmp_path)
     listed = relaybox("keys", "list", data_dir=tmp_path)
+    assert relaybox("keys", "create", "bad", "--rpm", "0", data_dir=tmp_path).returncode == 2
     assert admin.returncode == 0 and "admin key 'ops' created" in admin.stdout
     assert key not in listed.stdout and shown_prefix(key) in listed.stdout
     assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ci", "ops"]
-    assert "in force" in listed.stdout and "admin" in listed.stdout
+    assert "in force" in listed.stdout and "admin" in listed.stdout and "30/min" in listed.stdout
     revoked = relaybox("keys", "revoke", "ci", data_dir=tmp_path)
     again = relaybox("keys", "revoke", "ci", data_dir=tmp_path)
     assert revoked.returncode == 0 and again.returncode == 1
@@ -175,3 +176,34 @@ async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use
     )
     assert addresses or "no network address found besides loopback" in printed
     assert "127.0.0.1" not in addresses
+
+
+async def test_a_keys_request_limit_holds_across_instances_sharing_a_database(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    key = new_key()
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with (
+        serve(settings) as one,
+        serve(settings) as two,
+        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first,
+        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second,
+    ):
+        await one.system.storage.create_key(
+            ApiKey("batch", key_hash(key), shown_prefix(key), False, time.time(), rpm=3)
+        )
+        for relay in (one, two):
+            assert relay.system.keys is not None
+            await relay.system.keys.load()
+        auth = {"authorization": f"Bearer {key}"}
+        if time.time() % 60 > 50:  # all six requests within one minute window
+            await trio.sleep(61 - time.time() % 60)
+        statuses = []
+        for client in (first, second, first, second, first):
+            statuses.append((await client.post("/v1/chat/completions", json=HELLO, headers=auth)).status_code)
+        refused = await second.post("/v1/chat/completions", json=HELLO, headers=auth)
+        dashboard_reads = await first.get("/api/stats", headers=auth)  # not a model call: not counted
+    assert statuses == [200, 200, 200, 429, 429], "three a minute, whichever instance is asked"
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert dashboard_reads.status_code == 200

@@ -327,3 +327,12 @@ async def test_client_keys(storage: Storage) -> None:
         "a revoked name is free"
     )
     assert {k.name: k.key_hash for k in await storage.api_keys()}["ci"] == "d" * 64
+
+
+async def test_key_request_windows(storage: Storage) -> None:
+    assert await storage.create_key(ApiKey("limited", "e" * 64, "rbx-qrst", created_at=NOW, rpm=3))
+    assert {k.name: k.rpm for k in await storage.api_keys()} == {"limited": 3}
+    minute = int(NOW // 60) * 60
+    assert [await storage.count_key_request("limited", minute) for _ in range(3)] == [1, 2, 3]
+    assert await storage.count_key_request("other", minute) == 1, "each key counts on its own"
+    assert await storage.count_key_request("limited", minute + 60) == 1, "a new minute starts at 1"

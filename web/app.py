@@ -138,12 +138,14 @@ def create_app(system: System) -> QuartTrio:
     @app.before_request
     async def authenticate() -> None:
         if system.keys is not None:
-            request.api_key = system.keys.check(  # type: ignore[attr-defined]
+            key = system.keys.check(
                 request.method,
                 request.path,
                 request.headers.get("authorization"),
                 request.headers.get("x-api-key"),
             )
+            request.api_key = key  # type: ignore[attr-defined]
+            await system.keys.within_limit(key, request.path, time.time())
 
     register_api(app, system)
     register_dashboard(app)

@@ -24,6 +24,10 @@ from relaybox.storage.records import ApiKey
 
 log = logging.getLogger("relaybox.auth")
 
+# A key's request limit counts model calls only (not the dashboard's polling of /api).
+LIMITED_PREFIX = "/v1/"
+# A database that does not count in time lets the request through: limits never block on it.
+COUNT_TIMEOUT = 0.1
 OPEN_PATHS = ("/ping", "/health")
 OPEN_PREFIXES = ("/dashboard",)  # the page and its files; its API calls carry the key
 MEMBER_WRITES = ("/api/feedback",)  # rating an answer is not changing settings
@@ -42,6 +46,8 @@ class KeyRing:
         self.timeout = timeout
         self.loaded = False
         self.refused = 0
+        self.limited = 0  # requests refused by a key's per-minute limit
+        self.uncounted = 0  # requests let through because the database did not count them in time
         self._by_hash: dict[str, ApiKey] = {}
 
     @property
@@ -73,7 +79,38 @@ class KeyRing:
         log.error("the key ring stopped: keys created or revoked from now on are not seen")
 
     def statistics(self) -> dict[str, Any]:
-        return {"keys_in_force": len(self._by_hash), "loaded": self.loaded, "refused": self.refused}
+        return {
+            "keys_in_force": len(self._by_hash),
+            "loaded": self.loaded,
+            "refused": self.refused,
+            "limited": self.limited,
+            "uncounted": self.uncounted,
+        }
+
+    async def within_limit(self, key: ApiKey | None, path: str, now: float) -> None:
+        """Count a model call against its key's requests per minute, shared by every instance
+        through the database; raises the 429 once the minute's share is used up."""
+        if key is None or key.rpm is None or not path.startswith(LIMITED_PREFIX):
+            return
+        window = int(now // 60) * 60
+        count = None
+        with trio.move_on_after(COUNT_TIMEOUT):
+            try:
+                count = await self.storage.count_key_request(key.name, window)
+            except StorageError as error:
+                log.warning("cannot count a request of key %r (let through): %s", key.name, error)
+        if count is None:
+            self.uncounted += 1
+            return
+        if count > key.rpm:
+            self.limited += 1
+            raise RelayError(
+                429,
+                f"the key {key.name!r} may make {key.rpm} requests a minute; this minute's are used up",
+                "requests",
+                code="rate_limit_exceeded",
+                retry_after=max(1.0, window + 60 - now),
+            )
 
     def check(
         self, method: str, path: str, authorization: str | None, x_api_key: str | None

@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument(
         "--admin", action="store_true", help="may change settings (PUT /api/..., the dashboard's controls)"
     )
+    create.add_argument(
+        "--rpm", type=int, help="requests per minute, across every instance (default: no limit)"
+    )
     key_commands.add_parser("list", help="the keys, without their secrets")
     revoke = key_commands.add_parser("revoke", help="revoke a key (in force everywhere within seconds)")
     revoke.add_argument("name")
@@ -189,7 +192,12 @@ async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
             await storage.migrate()
             if args.keys_command == "create":
                 key = new_key()
-                record = ApiKey(args.name, key_hash(key), shown_prefix(key), args.admin, time.time())
+                if args.rpm is not None and args.rpm < 1:
+                    print("relaybox: --rpm must be at least 1", file=sys.stderr)
+                    return 2
+                record = ApiKey(
+                    args.name, key_hash(key), shown_prefix(key), args.admin, time.time(), rpm=args.rpm
+                )
                 if not await storage.create_key(record):
                     print(f"relaybox: a key named {args.name!r} exists; revoke it first", file=sys.stderr)
                     return 1
@@ -199,9 +207,9 @@ async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
                 for k in await storage.api_keys():
                     state = "revoked" if k.revoked_at is not None else "in force"
                     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at))
-                    print(
-                        f"{k.name:<24} {k.prefix}…  {'admin' if k.admin else 'client':<7} created {created}  {state}"
-                    )
+                    limit = f"{k.rpm}/min" if k.rpm else "no limit"
+                    role = "admin" if k.admin else "client"
+                    print(f"{k.name:<24} {k.prefix}…  {role:<7} {limit:<9} created {created}  {state}")
             elif not await storage.revoke_key(args.name, time.time()):
                 print(f"relaybox: no key named {args.name!r} in force", file=sys.stderr)
                 return 1
