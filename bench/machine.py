@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,3 +46,13 @@ def percentile(values: list[float], share: float) -> float:
     """The value at `share` (0..1) of the sorted values, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def ensure_installed(package: str, why: str) -> None:
+    """A benchmark-only need (matplotlib, py-spy): installed into the running environment on first
+    use rather than carried by relaybox's own install."""
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        print(f"installing {package} for {why} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], check=True)

@@ -6,18 +6,9 @@ use rather than carried by relaybox's own install.
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
-from bench.machine import RESULTS, describe
-
-
-def ensure_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
-        print("installing matplotlib for the plots ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"], check=True)
+from bench.machine import RESULTS, describe, ensure_installed
 
 
 def grouped_bars(
@@ -29,7 +20,7 @@ def grouped_bars(
     log_panels: frozenset[str] = frozenset(),
 ) -> Path:
     """One panel per (y label, {target: value per group}); writes `bench/results/<name>.png`."""
-    ensure_matplotlib()
+    ensure_installed("matplotlib", "the plots")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import trio
 
 from bench.http_throughput import free_port, start_answering_nginx, stop, wrk
 from bench.http_throughput import start_relaybox as start_relaybox_for_wrk
-from bench.machine import RESULTS, write
+from bench.machine import RESULTS, ensure_installed, write
 from bench.streaming_fanout import level, start_relaybox, start_streaming_nginx
 
 OWN = ("actors", "protocol", "storage", "web")
@@ -34,9 +33,7 @@ FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):\d+\)$")
 
 
 def ensure_py_spy() -> Path:
-    if importlib.util.find_spec("py_spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
-        print("installing py-spy for the profile ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
+    ensure_installed("py-spy", "the profile")
     return Path(sys.executable).parent / "py-spy"
 
 

@@ -91,11 +91,11 @@ def create_app(system: System) -> QuartTrio:
             compressed = compress(chat, level)
             return await dispatch(
                 system,
-                chat,
+                compressed.request,
                 request_id,
                 client,
                 _route_header(),
-                compressed=compressed,
+                tokens_saved=compressed.saved,
                 compression_level=level,
             )
 
@@ -475,13 +475,12 @@ async def _rendered(begun: Begun, opening: bytes, render: Render) -> AsyncIterat
         while True:
             try:
                 event: Event | None = silence.ready(begun.receive)
-            except trio.WouldBlock:
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                # Nothing waiting (or the channel ended, which `next` turns into how the answer broke).
                 if pending:
                     yield b"".join(pending)
                     pending.clear()
                 event = await silence.next(begun.receive)
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                event = await silence.next(begun.receive)  # which says how the answer broke
             data, ended = render(event)
             if data:
                 pending.append(data)

@@ -49,6 +49,7 @@ class KeyRing:
         self.limited = 0  # requests refused by a key's per-minute limit
         self.uncounted = 0  # requests let through because the database did not count them in time
         self._by_hash: dict[str, ApiKey] = {}
+        self._reading_failed = False
 
     @property
     def active(self) -> bool:
@@ -60,10 +61,13 @@ class KeyRing:
             try:
                 keys = await self.storage.api_keys()
             except StorageError as error:
-                log.warning("cannot read the API keys (the last ones read stay in force): %s", error)
+                if not self._reading_failed:  # once per outage, not every refresh
+                    log.warning("cannot read the API keys (the last ones read stay in force): %s", error)
+                self._reading_failed = True
                 return
             self._by_hash = {k.key_hash: k for k in keys if k.revoked_at is None}
             self.loaded = True
+            self._reading_failed = False
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.load()

@@ -13,7 +13,6 @@ from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch
 from relaybox.actors.router import OverheadObserved
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.compression.pipeline import Compressed
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     Answering,
@@ -133,11 +132,11 @@ async def dispatch(
     request_id: str,
     client: str | None = None,
     route_header: str | None = None,
-    compressed: Compressed | None = None,
+    tokens_saved: int | None = None,
     compression_level: str = "safe",
 ) -> Begun:
     """Hand a request to the router and wait until a provider begins to answer (or all have failed).
-    `compressed`: the request after prompt compression (`chat` is then the client's original)."""
+    `tokens_saved`: what prompt compression saved on `chat` (None: it did not run)."""
     started = trio.current_time()
     if not system.router_running():
         raise RelayError(
@@ -153,13 +152,13 @@ async def dispatch(
         system.router.mailbox.tell(
             Dispatch(
                 request_id,
-                chat if compressed is None else compressed.request,
+                chat,
                 send,
                 token,
                 client,
                 route_header,
                 compression_level=compression_level,
-                tokens_saved=None if compressed is None else compressed.saved,
+                tokens_saved=tokens_saved,
             )
         )
     except MailboxFull:
@@ -191,6 +190,6 @@ async def dispatch(
         "x-fallback-used": "true" if first.fallback_used else "false",
         "x-overhead-ms": f"{overhead_ms:.2f}",
     }
-    if compressed is not None:
-        headers["x-tokens-saved"] = str(compressed.saved)
+    if tokens_saved is not None:
+        headers["x-tokens-saved"] = str(tokens_saved)
     return Begun(first, receive, token, headers)
