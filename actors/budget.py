@@ -18,7 +18,7 @@ import attrs
 import trio
 from relaybox.actors.mailbox import Mailbox
 from relaybox.storage.contract import Storage, StorageError
-from relaybox.storage.records import Budget, Reservation, Window
+from relaybox.storage.records import Budget, KeyBudget, Reservation, Window
 
 log = logging.getLogger("relaybox.budget")
 
@@ -30,6 +30,7 @@ class Reserve:
     reservation_id: str
     amount: float
     reply: trio.MemorySendChannel[Reservation]
+    key_budget: KeyBudget | None = None  # the client key's own budget, checked with the global ones
 
 
 @attrs.frozen
@@ -137,11 +138,20 @@ class BudgetActor:
         try:
             now = time.time()
             windows = self.windows(now)
+            key = message.key_budget
+            if key is not None:
+                windows.append(
+                    Window(key.period, now - PERIOD_SECONDS[key.period], key.limit_usd, key.key_name)
+                )
             if windows:
                 with trio.move_on_after(self.timeout) as scope:
                     try:
                         answer = await self.storage.reserve(
-                            message.reservation_id, message.amount, windows, now
+                            message.reservation_id,
+                            message.amount,
+                            windows,
+                            now,
+                            None if key is None else key.key_name,
                         )
                         if answer.granted:
                             self._held.add(message.reservation_id)

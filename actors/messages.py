@@ -13,6 +13,7 @@ from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.classifier import Classification
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
+from relaybox.storage.records import KeyBudget
 
 
 @attrs.frozen(eq=False)
@@ -23,7 +24,7 @@ class Dispatch:
     request: ChatRequest | ImageRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
-    client: str | None = None  # who asked (user agent, later the API key's name)
+    client: str | None = None  # who asked: "key:NAME" for a client key, else its user agent
     route_header: str | None = None  # x-relaybox-route: a named route chosen outside the model name
     # Set when the LLM classifier has already judged this request (it is dispatched a second time).
     classification: Classification | None = None
@@ -31,6 +32,7 @@ class Dispatch:
     # tokens the stages that ran before dispatch saved (None: compression was off).
     compression_level: str = "safe"
     tokens_saved: int | None = None
+    key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
 
 
 @attrs.frozen
@@ -55,6 +57,7 @@ class DispatchState:
     # Prompt compression, as in `Dispatch`; trimming for this attempt's model adds to `tokens_saved`.
     compression_level: str = "safe"
     tokens_saved: int | None = None
+    key_budget: KeyBudget | None = None
 
 
 @attrs.frozen(eq=False)

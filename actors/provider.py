@@ -482,9 +482,10 @@ class ProviderActor:
     async def _reserve(self, job: Job, hold: _Hold) -> None:
         """Hold the attempt's estimated cost against the budgets; raise OVER_BUDGET if it does not fit."""
         pricing = self.pricer
+        key_budget = job.state.key_budget
         if (
             self.budget is None
-            or not self.budget.enforcing
+            or (not self.budget.enforcing and key_budget is None)
             or pricing is None
             or getattr(pricing, "free", False)
         ):
@@ -503,15 +504,17 @@ class ProviderActor:
         with trio.move_on_after(self.budget.timeout * 2):
             try:
                 answer = await ask(
-                    self.budget.mailbox, lambda reply: Reserve(hold.reservation_id or "", estimate, reply)
+                    self.budget.mailbox,
+                    lambda reply: Reserve(hold.reservation_id or "", estimate, reply, key_budget),
                 )
             except MailboxFull:
                 answer = None
         if answer is not None and not answer.granted:
+            whose = "" if answer.key_name is None else f"key {answer.key_name!r}'s "
             raise ProviderFailure(
                 FailureKind.OVER_BUDGET,
-                f"the {answer.period} budget of ${answer.limit_usd:.2f} is spent (${answer.spent_usd:.2f}); "
-                "free providers still serve",
+                f"the {whose}{answer.period} budget of ${answer.limit_usd:.2f} is spent "
+                f"(${answer.spent_usd:.2f}); free providers still serve",
             )
 
     def _settle(self, hold: _Hold, forwarder: _Forwarder) -> None:

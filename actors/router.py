@@ -331,6 +331,7 @@ class RouterActor:
             ab_variant=ab[1] if ab else None,
             compression_level=dispatch.compression_level,
             tokens_saved=dispatch.tokens_saved,
+            key_budget=dispatch.key_budget,
         )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 

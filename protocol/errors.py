@@ -107,6 +107,14 @@ def final_error(attempts: list[AttemptFailure]) -> RelayError:
     retry_afters = [a.retry_after for a in attempts if a.retry_after is not None]
     retry_after = max(1.0, min(retry_afters)) if retry_afters else 1.0
     kinds = {a.kind for a in attempts}
+    if kinds == {FailureKind.OVER_BUDGET}:
+        return RelayError(
+            429,
+            f"the budget is spent and no free provider can take this request ({summary})",
+            "rate_limit_error",
+            code="budget_exceeded",
+            retry_after=retry_after,
+        )
     if kinds <= {FailureKind.SATURATED, FailureKind.RATE_LIMITED, FailureKind.OVER_BUDGET}:
         return RelayError(
             429,

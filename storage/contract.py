@@ -10,6 +10,7 @@ from relaybox.storage.records import (
     AttemptRecord,
     Budget,
     CachedRow,
+    KeyMinute,
     ProviderSetting,
     Reservation,
     Window,
@@ -65,16 +66,22 @@ class Storage(Protocol):
     async def spent_since(self, since: float) -> float: ...
 
     async def reserve(
-        self, reservation_id: str, amount: float, windows: list[Window], now: float
+        self,
+        reservation_id: str,
+        amount: float,
+        windows: list[Window],
+        now: float,
+        key_name: str | None = None,
     ) -> Reservation:
-        """Atomically: if every window's spending plus `amount` fits its limit, hold `amount`."""
+        """Atomically: if every window's spending plus `amount` fits its limit, hold `amount`
+        (tagged with the client key it is spent for, whose own budget windows count only it)."""
         ...
 
     async def settle(self, reservation_id: str, amount: float) -> None:
         """Replace a reservation's estimate with what the attempt really cost (0 if it failed)."""
         ...
 
-    async def budget_spent(self, since: float, now: float) -> float: ...
+    async def budget_spent(self, since: float, now: float, key_name: str | None = None) -> float: ...
 
     async def provider_settings(self) -> list[ProviderSetting]: ...
 
@@ -100,8 +107,9 @@ class Storage(Protocol):
         """False if there is no such key still in force."""
         ...
 
-    async def count_key_request(self, name: str, window_start: int) -> int:
-        """Count one request of a key in the minute starting at `window_start`; the count so far.
+    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
+        """Count one request of a key in the minute starting at `window_start`; the minute's
+        requests so far and the tokens its recorded attempts used (`insert_records` adds them).
         Windows older than a few minutes are dropped on the way."""
         ...
 

@@ -24,6 +24,10 @@ from relaybox.storage.queries import (
     ab_results_query,
     evidence_query,
     evidence_rows,
+    key_minute_rows,
+    key_tokens_upsert,
+    key_usage_rows,
+    key_usage_upsert,
     rating_update,
     rollup_rows,
     rollup_upsert,
@@ -37,6 +41,7 @@ from relaybox.storage.records import (
     AttemptRecord,
     Budget,
     CachedRow,
+    KeyMinute,
     ProviderSetting,
     Reservation,
     Window,
@@ -50,6 +55,7 @@ _LEDGER_SUM = (
     "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= $1 "
     "AND (settled OR created_at >= $2)"
 )
+_KEY_COLUMNS = "name, key_hash, prefix, admin, created_at, revoked_at, rpm, tpm, budget_usd, budget_period"
 
 _TYPES = {
     "id": "uuid",
@@ -156,6 +162,14 @@ class PostgresStorage:
                 new = list({r.id: r for r in new}.values())
                 if new:
                     await db.executemany(rollup_upsert(POSTGRES), rollup_rows(new))
+                    await db.executemany(key_usage_upsert(POSTGRES), key_usage_rows(new))
+                    minutes = key_minute_rows(new)
+                    if minutes:
+                        await db.executemany(key_tokens_upsert(POSTGRES), minutes)
+                        await db.execute(
+                            "DELETE FROM key_windows WHERE window_start < $1",
+                            max(m for _, m, _ in minutes) - 300,
+                        )
             return len(new)
 
         return await self._run(op)
@@ -282,25 +296,27 @@ class PostgresStorage:
         )
 
     async def reserve(
-        self, reservation_id: str, amount: float, windows: list[Window], now: float
+        self,
+        reservation_id: str,
+        amount: float,
+        windows: list[Window],
+        now: float,
+        key_name: str | None = None,
     ) -> Reservation:
         async def op(db: asyncpg.Connection) -> Reservation:
             async with db.transaction():
                 # One reservation at a time across every instance sharing this database.
                 await db.execute("SELECT pg_advisory_xact_lock($1)", _BUDGET_LOCK)
                 for window in windows:
-                    spent = float(
-                        await db.fetchval(
-                            _LEDGER_SUM, _timestamp(window.since), _timestamp(now - RESERVATION_TTL)
-                        )
-                    )
+                    spent = await _ledger_sum(db, window.since, now, window.key_name)
                     if spent + amount > window.limit_usd:
-                        return Reservation(False, window.period, window.limit_usd, spent)
+                        return Reservation(False, window.period, window.limit_usd, spent, window.key_name)
                 await db.execute(
-                    "INSERT INTO budget_ledger (id, created_at, amount_usd) VALUES ($1, $2, $3)",
+                    "INSERT INTO budget_ledger (id, created_at, amount_usd, key_name) VALUES ($1, $2, $3, $4)",
                     reservation_id,
                     _timestamp(now),
                     amount,
+                    key_name,
                 )
             return Reservation(True)
 
@@ -315,12 +331,8 @@ class PostgresStorage:
             )
         )
 
-    async def budget_spent(self, since: float, now: float) -> float:
-        return float(
-            await self._run(
-                lambda db: db.fetchval(_LEDGER_SUM, _timestamp(since), _timestamp(now - RESERVATION_TTL))
-            )
-        )
+    async def budget_spent(self, since: float, now: float, key_name: str | None = None) -> float:
+        return await self._run(lambda db: _ledger_sum(db, since, now, key_name))
 
     async def provider_settings(self) -> list[ProviderSetting]:
         rows = await self._run(
@@ -395,37 +407,36 @@ class PostgresStorage:
                     return False
                 await db.execute("DELETE FROM api_keys WHERE name = $1", key.name)
                 await db.execute(
-                    "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, rpm) VALUES ($1, $2, $3, $4, $5, $6)",
+                    f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9)",
                     key.name,
                     key.key_hash,
                     key.prefix,
                     key.admin,
                     key.created_at,
                     key.rpm,
+                    key.tpm,
+                    key.budget_usd,
+                    key.budget_period,
                 )
                 return True
 
         return await self._run(work)
 
     async def api_keys(self) -> list[ApiKey]:
-        rows = await self._run(
-            lambda db: db.fetch(
-                "SELECT name, key_hash, prefix, admin, created_at, revoked_at, rpm FROM api_keys ORDER BY name"
-            )
-        )
-        return [ApiKey(*row) for row in rows]
+        rows = await self._run(lambda db: db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name"))
+        return [ApiKey(*row[:8], None if row[8] is None else float(row[8]), row[9]) for row in rows]
 
-    async def count_key_request(self, name: str, window_start: int) -> int:
-        async def work(db: asyncpg.Connection) -> int:
-            count = await db.fetchval(
+    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
+        async def work(db: asyncpg.Connection) -> KeyMinute:
+            requests, tokens = await db.fetchrow(
                 "INSERT INTO key_windows (key_name, window_start, requests) VALUES ($1, $2, 1) "
                 "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = key_windows.requests + 1 "
-                "RETURNING requests",
+                "RETURNING requests, tokens",
                 name,
                 window_start,
             )
             await db.execute("DELETE FROM key_windows WHERE window_start < $1", window_start - 300)
-            return int(count)
+            return KeyMinute(int(requests), int(tokens))
 
         return await self._run(work)
 
@@ -441,3 +452,11 @@ class PostgresStorage:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await trio_asyncio.aio_as_trio(pool.close)()
+
+
+async def _ledger_sum(db: asyncpg.Connection, since: float, now: float, key_name: str | None) -> float:
+    """Spending since `since`: settled costs and the holds still live; one key's when named."""
+    since_at, live_from = _timestamp(since), _timestamp(now - RESERVATION_TTL)
+    if key_name is None:
+        return float(await db.fetchval(_LEDGER_SUM, since_at, live_from))
+    return float(await db.fetchval(_LEDGER_SUM + " AND key_name = $3", since_at, live_from, key_name))

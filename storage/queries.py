@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 from relaybox.protocol.evidence import RollupRow
+from relaybox.protocol.keys import key_name_of
 from relaybox.storage.schema import ROLLUP_KEY, ROLLUP_SUMS
 
 
@@ -37,7 +38,7 @@ POSTGRES = Flavor(
 
 
 def stats_queries(f: Flavor) -> dict[str, str]:
-    """Each reads the daily rollup (task_stats) from the first parameter's day on ('YYYY-MM-DD')."""
+    """Each reads a daily rollup (task_stats, key_usage) from the first parameter's day on ('YYYY-MM-DD')."""
     since = f"day >= {f.param(1)}"
     # A deduplicated request was answered (by another request's call).
     ok = "CASE WHEN status IN ('success', 'deduplicated') THEN attempts ELSE 0 END"
@@ -75,6 +76,11 @@ def stats_queries(f: Flavor) -> dict[str, str]:
                    sum({ok}) AS successes,
                    (sum(tokens_in) + sum(tokens_out)) * 1.0 / nullif(sum(attempts), 0) AS avg_tokens
             FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
+        # The per-key rollup (requests made with a client key), same days.
+        "keys": f"""
+            SELECT key_name AS key, sum(requests) AS requests, sum(attempts) AS attempts,
+                   sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(cost_usd) AS cost_usd
+            FROM key_usage WHERE {since} GROUP BY 1 ORDER BY 1""",
     }
 
 
@@ -114,6 +120,53 @@ def rollup_rows(records: list[Any]) -> list[tuple[Any, ...]]:
 
 def since_day(since: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(since))
+
+
+def key_usage_rows(records: list[Any]) -> list[tuple[Any, ...]]:
+    """New records of requests made with a key, folded into the per-key daily rollup:
+    (day, key, requests, attempts, tokens_in, tokens_out, cost)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        name = key_name_of(r.client)
+        if name is None:
+            continue
+        day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))
+        sums = groups.setdefault((day, name), [0, 0, 0, 0, 0.0])
+        for i, delta in enumerate((1 if r.attempt == 1 else 0, 1, r.tokens_in, r.tokens_out, r.cost_usd)):
+            sums[i] += delta
+    return [(*key, *sums) for key, sums in groups.items()]
+
+
+def key_minute_rows(records: list[Any]) -> list[tuple[str, int, int]]:
+    """The tokens each key used per minute, for its tokens-per-minute limit: (key, minute, tokens).
+    A replayed answer (cache hit) used none upstream."""
+    groups: dict[tuple[str, int], int] = {}
+    for r in records:
+        name = key_name_of(r.client)
+        tokens = r.tokens_in + r.tokens_out
+        if name is None or r.cache_hit or not tokens:
+            continue
+        minute = int(r.created_at // 60) * 60
+        groups[(name, minute)] = groups.get((name, minute), 0) + tokens
+    return [(*key, tokens) for key, tokens in groups.items()]
+
+
+def key_usage_upsert(f: Flavor) -> str:
+    p = f.param
+    sums = ("requests", "attempts", "tokens_in", "tokens_out", "cost_usd")
+    return (
+        "INSERT INTO key_usage (day, key_name, requests, attempts, tokens_in, tokens_out, cost_usd) "
+        f"VALUES ({', '.join(p(i) for i in range(1, 8))}) ON CONFLICT (day, key_name) DO UPDATE SET "
+        + ", ".join(f"{c} = key_usage.{c} + excluded.{c}" for c in sums)
+    )
+
+
+def key_tokens_upsert(f: Flavor) -> str:
+    p = f.param
+    return (
+        f"INSERT INTO key_windows (key_name, window_start, requests, tokens) VALUES ({p(1)}, {p(2)}, 0, {p(3)}) "
+        "ON CONFLICT (key_name, window_start) DO UPDATE SET tokens = key_windows.tokens + excluded.tokens"
+    )
 
 
 def rollup_upsert(f: Flavor) -> str:

@@ -80,11 +80,13 @@ PERIODS = ("daily", "weekly", "monthly")
 
 @attrs.frozen
 class Window:
-    """One enabled budget, as a reservation checks it: spending since `since` must stay within `limit_usd`."""
+    """One enabled budget, as a reservation checks it: spending since `since` must stay within
+    `limit_usd`. A key's budget (`key_name`) counts only that key's spending."""
 
     period: str
     since: float
     limit_usd: float
+    key_name: str | None = None
 
 
 @attrs.frozen
@@ -94,6 +96,7 @@ class Reservation:
     period: str | None = None
     limit_usd: float = 0.0
     spent_usd: float = 0.0
+    key_name: str | None = None  # set when it was a client key's own budget
 
 
 # A reservation never settled (its relaybox died mid-request) stops counting after this long.
@@ -123,3 +126,29 @@ class ApiKey:
     created_at: float = 0.0
     revoked_at: float | None = None
     rpm: int | None = None  # requests per minute, across every instance; None: no limit
+    tpm: int | None = None  # tokens per minute (prompt and answer), across every instance
+    budget_usd: float | None = None  # what the key may spend on paid providers per period
+    budget_period: str | None = None  # "daily", "weekly" or "monthly"
+
+    def budget(self) -> KeyBudget | None:
+        if self.budget_usd is None or self.budget_period is None:
+            return None
+        return KeyBudget(self.name, self.budget_period, self.budget_usd)
+
+
+@attrs.frozen
+class KeyBudget:
+    """A client key's own budget, carried with each of its requests to the attempts that reserve."""
+
+    key_name: str
+    period: str
+    limit_usd: float
+
+
+@attrs.frozen
+class KeyMinute:
+    """A key's use of one minute, summed over every instance: requests (this one included) and
+    tokens of the attempts recorded so far."""
+
+    requests: int
+    tokens: int

@@ -248,3 +248,48 @@ POSTGRES_MIGRATIONS.append(
          PRIMARY KEY (key_name, window_start))""",
     ]
 )
+
+
+# Version 8: per-key token limits and budgets. Tokens are added to a key's minute as its attempts
+# are recorded; a key's reservations are tagged in the ledger; `key_usage` is the per-key daily
+# rollup the stats read (backfilled from the log).
+def _key_usage(money: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS key_usage (
+     day VARCHAR(10) NOT NULL, key_name VARCHAR(100) NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+     attempts INTEGER NOT NULL DEFAULT 0, tokens_in BIGINT NOT NULL DEFAULT 0,
+     tokens_out BIGINT NOT NULL DEFAULT 0, cost_usd {money} NOT NULL DEFAULT 0,
+     PRIMARY KEY (day, key_name))"""
+
+
+def _key_usage_backfill(day: str, name_from: int) -> str:
+    return f"""
+INSERT INTO key_usage (day, key_name, requests, attempts, tokens_in, tokens_out, cost_usd)
+SELECT {day}, substr(client, {name_from}), sum(CASE WHEN attempt = 1 THEN 1 ELSE 0 END), count(*),
+  sum(tokens_in), sum(tokens_out), sum(cost_usd)
+FROM task_logs WHERE client LIKE 'key:%' GROUP BY 1, 2"""
+
+
+SQLITE_MIGRATIONS.append(
+    [
+        "ALTER TABLE api_keys ADD COLUMN tpm INTEGER",
+        "ALTER TABLE api_keys ADD COLUMN budget_usd REAL",
+        "ALTER TABLE api_keys ADD COLUMN budget_period TEXT",
+        "ALTER TABLE key_windows ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE budget_ledger ADD COLUMN key_name TEXT",
+        "CREATE INDEX IF NOT EXISTS idx_budget_ledger_key ON budget_ledger (key_name, created_at)",
+        _key_usage("REAL"),
+        _key_usage_backfill("date(created_at, 'unixepoch')", 5),
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS tpm INTEGER",
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS budget_usd NUMERIC(14,8)",
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS budget_period VARCHAR(10)",
+        "ALTER TABLE key_windows ADD COLUMN IF NOT EXISTS tokens BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE budget_ledger ADD COLUMN IF NOT EXISTS key_name VARCHAR(100)",
+        "CREATE INDEX IF NOT EXISTS idx_budget_ledger_key ON budget_ledger (key_name, created_at)",
+        _key_usage("NUMERIC(16,8)"),
+        _key_usage_backfill("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", 5),
+    ]
+)

@@ -21,6 +21,10 @@ from relaybox.storage.queries import (
     ab_results_query,
     evidence_query,
     evidence_rows,
+    key_minute_rows,
+    key_tokens_upsert,
+    key_usage_rows,
+    key_usage_upsert,
     rating_update,
     rollup_rows,
     rollup_upsert,
@@ -34,6 +38,7 @@ from relaybox.storage.records import (
     AttemptRecord,
     Budget,
     CachedRow,
+    KeyMinute,
     ProviderSetting,
     Reservation,
     Window,
@@ -41,6 +46,7 @@ from relaybox.storage.records import (
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
+_KEY_COLUMNS = "name, key_hash, prefix, admin, created_at, revoked_at, rpm, tpm, budget_usd, budget_period"
 _BOOLEAN_COLUMNS = {"streaming", "fallback_used", "cache_hit", "cli_success"}
 
 
@@ -104,6 +110,13 @@ class SQLiteStorage:
                 [tuple(getattr(r, c) for c in COLUMNS) for r in new],
             )
             db.executemany(rollup_upsert(SQLITE), rollup_rows(new))
+            db.executemany(key_usage_upsert(SQLITE), key_usage_rows(new))
+            minutes = key_minute_rows(new)
+            if minutes:
+                db.executemany(key_tokens_upsert(SQLITE), minutes)
+                db.execute(
+                    "DELETE FROM key_windows WHERE window_start < ?", (max(m for _, m, _ in minutes) - 300,)
+                )
             return len(new)
 
         return await self._run(work)
@@ -210,17 +223,22 @@ class SQLiteStorage:
         )
 
     async def reserve(
-        self, reservation_id: str, amount: float, windows: list[Window], now: float
+        self,
+        reservation_id: str,
+        amount: float,
+        windows: list[Window],
+        now: float,
+        key_name: str | None = None,
     ) -> Reservation:
         def work(db: sqlite3.Connection) -> Reservation:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer between check and hold
             for window in windows:
-                spent = _ledger_sum(db, window.since, now)
+                spent = _ledger_sum(db, window.since, now, window.key_name)
                 if spent + amount > window.limit_usd:
-                    return Reservation(False, window.period, window.limit_usd, spent)
+                    return Reservation(False, window.period, window.limit_usd, spent, window.key_name)
             db.execute(
-                "INSERT INTO budget_ledger (id, created_at, amount_usd, settled) VALUES (?, ?, ?, 0)",
-                (reservation_id, now, amount),
+                "INSERT INTO budget_ledger (id, created_at, amount_usd, settled, key_name) VALUES (?, ?, ?, 0, ?)",
+                (reservation_id, now, amount, key_name),
             )
             return Reservation(True)
 
@@ -233,8 +251,8 @@ class SQLiteStorage:
             )
         )
 
-    async def budget_spent(self, since: float, now: float) -> float:
-        return await self._run(lambda db: _ledger_sum(db, since, now))
+    async def budget_spent(self, since: float, now: float, key_name: str | None = None) -> float:
+        return await self._run(lambda db: _ledger_sum(db, since, now, key_name))
 
     async def provider_settings(self) -> list[ProviderSetting]:
         rows = await self._run(
@@ -295,9 +313,18 @@ class SQLiteStorage:
                 return False
             db.execute("DELETE FROM api_keys WHERE name = ?", (key.name,))
             db.execute(
-                "INSERT INTO api_keys (name, key_hash, prefix, admin, created_at, revoked_at, rpm) "
-                "VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                (key.name, key.key_hash, key.prefix, int(key.admin), key.created_at, key.rpm),
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                (
+                    key.name,
+                    key.key_hash,
+                    key.prefix,
+                    int(key.admin),
+                    key.created_at,
+                    key.rpm,
+                    key.tpm,
+                    key.budget_usd,
+                    key.budget_period,
+                ),
             )
             return True
 
@@ -305,21 +332,20 @@ class SQLiteStorage:
 
     async def api_keys(self) -> list[ApiKey]:
         rows = await self._run(
-            lambda db: db.execute(
-                "SELECT name, key_hash, prefix, admin, created_at, revoked_at, rpm FROM api_keys ORDER BY name"
-            ).fetchall()
+            lambda db: db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name").fetchall()
         )
-        return [ApiKey(n, h, p, bool(a), c, r, rpm) for n, h, p, a, c, r, rpm in rows]
+        return [ApiKey(n, h, p, bool(a), *rest) for n, h, p, a, *rest in rows]
 
-    async def count_key_request(self, name: str, window_start: int) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            count = db.execute(
+    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
+        def work(db: sqlite3.Connection) -> KeyMinute:
+            requests, tokens = db.execute(
                 "INSERT INTO key_windows (key_name, window_start, requests) VALUES (?, ?, 1) "
-                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = requests + 1 RETURNING requests",
+                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = requests + 1 "
+                "RETURNING requests, tokens",
                 (name, window_start),
-            ).fetchone()[0]
+            ).fetchone()
             db.execute("DELETE FROM key_windows WHERE window_start < ?", (window_start - 300,))
-            return int(count)
+            return KeyMinute(int(requests), int(tokens))
 
         return await self._run(work)
 
@@ -342,13 +368,12 @@ class SQLiteStorage:
         await trio.to_thread.run_sync(close, limiter=self._limiter)
 
 
-def _ledger_sum(db: sqlite3.Connection, since: float, now: float) -> float:
-    return float(
-        db.execute(
-            "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= ? AND (settled = 1 OR created_at >= ?)",
-            (since, now - RESERVATION_TTL),
-        ).fetchone()[0]
-    )
+def _ledger_sum(db: sqlite3.Connection, since: float, now: float, key_name: str | None) -> float:
+    sql = "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= ? AND (settled = 1 OR created_at >= ?)"
+    params: tuple[Any, ...] = (since, now - RESERVATION_TTL)
+    if key_name is not None:
+        sql, params = sql + " AND key_name = ?", (*params, key_name)
+    return float(db.execute(sql, params).fetchone()[0])
 
 
 def _filters(**equal: str | None) -> tuple[str, tuple[Any, ...]]:

@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.records import ApiKey
 
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
 from tests.harness import eventually, openai_provider, serve, settings_for, wait_until_serving
 
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -40,12 +42,21 @@ def test_keys_are_created_once_listed_without_their_secret_and_revoked(tmp_path:
     taken = relaybox("keys", "create", "ci", data_dir=tmp_path)
     assert taken.returncode == 1 and "exists" in taken.stderr
     admin = relaybox("keys", "create", "ops", "--admin", "--rpm", "30", data_dir=tmp_path)
-    listed = relaybox("keys", "list", data_dir=tmp_path)
     assert relaybox("keys", "create", "bad", "--rpm", "0", data_dir=tmp_path).returncode == 2
+    limited = relaybox(
+        "keys", "create", "intern", "--tpm", "5000", "--budget", "$2.5/week", data_dir=tmp_path
+    )
+    assert limited.returncode == 0, limited.stderr
+    for bad in (["--budget", "5"], ["--budget", "0/day"], ["--budget", "5/year"], ["--tpm", "x"]):
+        refused = relaybox("keys", "create", "bad", *bad, data_dir=tmp_path)
+        assert refused.returncode == 2, bad
+        assert "USD/PERIOD" in refused.stderr or "whole number" in refused.stderr, refused.stderr
+    listed = relaybox("keys", "list", data_dir=tmp_path)
     assert admin.returncode == 0 and "admin key 'ops' created" in admin.stdout
     assert key not in listed.stdout and shown_prefix(key) in listed.stdout
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ci", "ops"]
-    assert "in force" in listed.stdout and "admin" in listed.stdout and "30/min" in listed.stdout
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["ci", "intern", "ops"]
+    assert "5000 tok/min, $2.5/weekly" in listed.stdout
+    assert "in force" in listed.stdout and "admin" in listed.stdout and "30 req/min" in listed.stdout
     revoked = relaybox("keys", "revoke", "ci", data_dir=tmp_path)
     again = relaybox("keys", "revoke", "ci", data_dir=tmp_path)
     assert revoked.returncode == 0 and again.returncode == 1
@@ -207,3 +218,97 @@ async def test_a_keys_request_limit_holds_across_instances_sharing_a_database(
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert dashboard_reads.status_code == 200
+
+
+async def within_one_minute() -> None:
+    """Start a test of per-minute limits early in a minute, so it cannot straddle two."""
+    if time.time() % 60 > 45:
+        await trio.sleep(61 - time.time() % 60)
+
+
+async def test_a_keys_token_limit_holds_across_instances_sharing_a_database(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.default = Reply(prompt_tokens=60, completion_tokens=40)  # 100 a request
+    key = new_key()
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with (
+        serve(settings) as one,
+        serve(settings) as two,
+        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first,
+        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second,
+    ):
+        await one.system.storage.create_key(
+            ApiKey("agent", key_hash(key), shown_prefix(key), False, time.time(), tpm=150)
+        )
+        for relay in (one, two):
+            assert relay.system.keys is not None
+            await relay.system.keys.load()
+        auth = {"authorization": f"Bearer {key}"}
+        await within_one_minute()
+        answered = [await first.post("/v1/chat/completions", json=HELLO, headers=auth)]
+        await eventually(lambda: one.system.recorder.written >= 1, within=10)
+        answered.append(await second.post("/v1/chat/completions", json=HELLO, headers=auth))
+        await eventually(lambda: two.system.recorder.written >= 1, within=10)
+        refused = await first.post("/v1/chat/completions", json=HELLO, headers=auth)
+    assert [r.status_code for r in answered] == [200, 200], "100 then 200 tokens: under 150 when each began"
+    error = refused.json()["error"]
+    assert refused.status_code == 429 and (error["code"], error["type"]) == ("rate_limit_exceeded", "tokens")
+    assert "may use 150 tokens a minute (200 used)" in error["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+async def test_a_keys_budget_stops_its_paid_spending_and_the_stats_show_each_keys_use(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # $0.60 per million answer tokens: each request costs about $0.0006 (and reserves as much).
+    fake_openai.replies.default = Reply(prompt_tokens=10, completion_tokens=1000)
+    body = {"model": "llama3.2:3b", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+    intern, lead = new_key(), new_key()
+    paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",))
+    async with (
+        serve(settings_for(tmp_path, paid)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        storage = relay.system.storage
+        created = time.time()
+        await storage.create_key(
+            ApiKey(
+                "intern",
+                key_hash(intern),
+                shown_prefix(intern),
+                False,
+                created,
+                budget_usd=0.002,
+                budget_period="daily",
+            )
+        )
+        await storage.create_key(ApiKey("lead", key_hash(lead), shown_prefix(lead), True, created))
+        assert relay.system.keys is not None
+        await relay.system.keys.load()
+        as_intern, as_lead = {"x-api-key": intern}, {"x-api-key": lead}
+        statuses = []
+        for i in range(4):
+            distinct = {**body, "messages": [{"role": "user", "content": f"question {i}"}]}
+            answer = await client.post("/v1/chat/completions", json=distinct, headers=as_intern)
+            statuses.append(answer.status_code)
+        lead_answer = await client.post("/v1/chat/completions", json=body, headers=as_lead)
+        await eventually(lambda: relay.system.recorder.written >= 5, within=10)
+        seen_by_intern = (await client.get("/api/stats", params={"days": 1}, headers=as_intern)).json()[
+            "keys"
+        ]
+        seen_by_lead = (await client.get("/api/stats", params={"days": 1}, headers=as_lead)).json()["keys"]
+    assert statuses == [200, 200, 200, 429], "three at $0.0006 fit in $0.002; a fourth would not"
+    error = answer.json()["error"]
+    assert error["code"] == "budget_exceeded" and "key 'intern''s daily budget of $0.00" in error["message"]
+    assert lead_answer.status_code == 200, "another key's spending is its own"
+    assert [row["key"] for row in seen_by_intern] == ["intern"], "a member key sees only its own use"
+    assert [row["key"] for row in seen_by_lead] == ["intern", "lead"]
+    mine = seen_by_intern[0]
+    assert (mine["requests"], mine["tokens_out"]) == (4, 3000), (
+        "the refused request is logged, without tokens"
+    )
+    assert mine["cost_usd"] == pytest.approx(3 * 0.0006, rel=0.05)
+    assert mine["budget"]["limit_usd"] == 0.002 and mine["budget"]["period"] == "daily"
+    assert mine["budget"]["spent_usd"] == pytest.approx(mine["cost_usd"], rel=0.01)
+    assert seen_by_lead[1]["budget"] is None and seen_by_lead[1]["requests"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,15 +11,18 @@ from pathlib import Path
 import pytest
 from relaybox.storage.contract import Storage
 from relaybox.storage.records import (
+    COLUMNS,
     RESERVATION_TTL,
     ApiKey,
     AttemptRecord,
     Budget,
     CachedRow,
+    KeyBudget,
     ProviderSetting,
     Window,
 )
 from relaybox.storage.schema import SQLITE_MIGRATIONS
+from relaybox.storage.sqlite import SQLiteStorage
 
 from tests.storage_fixtures import storage_backend
 
@@ -333,6 +337,87 @@ async def test_key_request_windows(storage: Storage) -> None:
     assert await storage.create_key(ApiKey("limited", "e" * 64, "rbx-qrst", created_at=NOW, rpm=3))
     assert {k.name: k.rpm for k in await storage.api_keys()} == {"limited": 3}
     minute = int(NOW // 60) * 60
-    assert [await storage.count_key_request("limited", minute) for _ in range(3)] == [1, 2, 3]
-    assert await storage.count_key_request("other", minute) == 1, "each key counts on its own"
-    assert await storage.count_key_request("limited", minute + 60) == 1, "a new minute starts at 1"
+    counts = [await storage.count_key_request("limited", minute) for _ in range(3)]
+    assert [c.requests for c in counts] == [1, 2, 3]
+    assert (await storage.count_key_request("other", minute)).requests == 1, "each key counts on its own"
+    assert (await storage.count_key_request("limited", minute + 60)).requests == 1, "a new minute starts at 1"
+
+
+async def test_key_limits_and_budget_are_stored(storage: Storage) -> None:
+    key = ApiKey(
+        "team", "f" * 64, "rbx-uvwx", created_at=NOW, tpm=5000, budget_usd=2.5, budget_period="weekly"
+    )
+    assert await storage.create_key(key)
+    stored = (await storage.api_keys())[0]
+    assert stored == key and stored.budget() == KeyBudget("team", "weekly", 2.5)
+
+
+async def test_recorded_attempts_count_toward_their_keys_minute_and_usage(storage: Storage) -> None:
+    minute = int(NOW // 60) * 60
+    await storage.insert_records(
+        [
+            record(created_at=minute + 1, client="key:team", tokens_in=100, tokens_out=20, cost_usd=0.01),
+            record(
+                created_at=minute + 2, client="key:team", attempt=2, tokens_in=50, tokens_out=5, cost_usd=0.02
+            ),
+            record(
+                created_at=minute + 3,
+                client="key:team",
+                cache_hit=True,
+                tokens_in=100,
+                tokens_out=20,
+                cost_usd=0.0,
+            ),
+            record(created_at=minute + 4, client="key:other", tokens_in=7, tokens_out=3),
+            record(created_at=minute + 5, client="curl/8.0", tokens_in=1000, tokens_out=1000),
+            record(created_at=minute - 60, client="key:team", tokens_in=1000, tokens_out=0, cost_usd=0.5),
+        ]
+    )
+    this_minute = await storage.count_key_request("team", minute)
+    assert (this_minute.requests, this_minute.tokens) == (1, 175), "the replayed answer used no tokens"
+    assert (await storage.count_key_request("other", minute)).tokens == 10
+    keys = {row["key"]: row for row in (await storage.stats(days=1, now=NOW))["keys"]}
+    assert set(keys) == {"team", "other"}, "requests made without a key are not a key's"
+    team = keys["team"]
+    assert (team["requests"], team["attempts"]) == (3, 4)
+    assert (team["tokens_in"], team["tokens_out"]) == (1250, 45)
+    assert float(team["cost_usd"]) == pytest.approx(0.53)
+
+
+async def test_a_keys_budget_counts_only_its_own_spending(storage: Storage) -> None:
+    everyone = Window("daily", NOW - DAY, 10.0)
+    team = Window("daily", NOW - DAY, 1.0, key_name="team")
+    assert (await storage.reserve(str(uuid.uuid4()), 3.0, [everyone], NOW, "other")).granted
+    assert (await storage.reserve(str(uuid.uuid4()), 0.6, [everyone, team], NOW, "team")).granted
+    refused = await storage.reserve(str(uuid.uuid4()), 0.6, [everyone, team], NOW, "team")
+    assert (refused.granted, refused.key_name, refused.limit_usd) == (False, "team", 1.0)
+    assert refused.spent_usd == pytest.approx(0.6)
+    assert await storage.budget_spent(NOW - DAY, NOW, "team") == pytest.approx(0.6)
+    assert await storage.budget_spent(NOW - DAY, NOW) == pytest.approx(3.6), (
+        "the global budget counts every key"
+    )
+
+
+async def test_the_per_key_rollup_is_backfilled_from_an_older_log(tmp_path: Path) -> None:
+    """A database from before per-key usage (schema 7) gains its keys' history when it migrates."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, statements in enumerate(SQLITE_MIGRATIONS[:7], start=1):
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        row = record(client="key:legacy", tokens_in=40, tokens_out=2, cost_usd=0.25)
+        db.execute(
+            f"INSERT INTO task_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})",
+            [getattr(row, c) for c in COLUMNS],
+        )
+    storage = SQLiteStorage(str(path))
+    try:
+        assert await storage.migrate() == len(SQLITE_MIGRATIONS)
+        keys = (await storage.stats(days=1, now=NOW))["keys"]
+    finally:
+        await storage.aclose()
+    assert keys == [
+        {"key": "legacy", "requests": 1, "attempts": 1, "tokens_in": 40, "tokens_out": 2, "cost_usd": 0.25}
+    ]

@@ -108,7 +108,45 @@ def register_api(app: QuartTrio, system: System) -> None:
         )
         body["recorder"] = system.recorder.statistics()
         body["response_cache"] = system.cache.statistics()  # this process's, since it started
+        body["keys"] = await key_report(body["keys"])
         return _json(body)
+
+    async def key_report(usage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each client key in force, with its limits, its budget's spending and its use over the
+        period; a key that is not an admin key sees only its own."""
+        asker = getattr(request, "api_key", None)
+        keys = [] if system.keys is None else system.keys.in_force()
+        if asker is not None and not asker.admin:
+            keys = [k for k in keys if k.name == asker.name]
+        used = {row["key"]: row for row in usage}
+        now = time.time()
+        report = []
+        for key in keys:
+            budget = None
+            if key.budget_usd is not None and key.budget_period is not None:
+                spent = await storage.budget_spent(now - PERIOD_SECONDS[key.budget_period], now, key.name)
+                budget = {
+                    "period": key.budget_period,
+                    "limit_usd": key.budget_usd,
+                    "spent_usd": spent,
+                    "used": spent / key.budget_usd,
+                }
+            row = used.get(key.name, {})
+            report.append(
+                {
+                    "key": key.name,
+                    "prefix": key.prefix,
+                    "admin": key.admin,
+                    "rpm": key.rpm,
+                    "tpm": key.tpm,
+                    "budget": budget,
+                    **{
+                        field: row.get(field) or 0
+                        for field in ("requests", "attempts", "tokens_in", "tokens_out", "cost_usd")
+                    },
+                }
+            )
+        return report
 
     @app.get("/api/requests")
     async def requests() -> Response:

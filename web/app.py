@@ -32,6 +32,7 @@ from relaybox.protocol.events import (
     ToolCallDelta,
     Usage,
 )
+from relaybox.protocol.keys import client_of
 from relaybox.protocol.routes import ROUTE_PREFIX
 from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
@@ -77,6 +78,8 @@ def create_app(system: System) -> QuartTrio:
     async def begin(chat: ChatRequest | ImageRequest, request_id: str) -> Begun:
         """Dispatch, or replay a cached answer, or join an identical request in flight."""
         client = _client()
+        key = getattr(request, "api_key", None)
+        key_budget = None if key is None else key.budget()
         cached = None
         if isinstance(chat, ChatRequest) and cache.enabled:
             policy = cache_policy(chat, request.headers, system.settings.cache_ttl)
@@ -87,7 +90,9 @@ def create_app(system: System) -> QuartTrio:
         async def start() -> Begun:
             # Compression runs only for a request that goes upstream (not for a replay or a join).
             if not isinstance(chat, ChatRequest) or level == "off":
-                return await dispatch(system, chat, request_id, client, _route_header())
+                return await dispatch(
+                    system, chat, request_id, client, _route_header(), key_budget=key_budget
+                )
             compressed = compress(chat, level)
             return await dispatch(
                 system,
@@ -97,6 +102,7 @@ def create_app(system: System) -> QuartTrio:
                 _route_header(),
                 tokens_saved=compressed.saved,
                 compression_level=level,
+                key_budget=key_budget,
             )
 
         return await dedup.begin(_dedup_key(), request_id, client, start, cached)
@@ -320,7 +326,7 @@ def _client() -> str | None:
     """Who asked, for the log: the key's name when the request carried one, else its user agent."""
     key = getattr(request, "api_key", None)
     if key is not None:
-        return f"key:{key.name}"
+        return client_of(key.name)
     return request.headers.get("user-agent", "")[:200] or None
 
 

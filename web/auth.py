@@ -56,6 +56,9 @@ class KeyRing:
         """Whether any key is in force (then every request needs one)."""
         return bool(self._by_hash)
 
+    def in_force(self) -> list[ApiKey]:
+        return sorted(self._by_hash.values(), key=lambda k: k.name)
+
     async def load(self) -> None:
         with trio.move_on_after(self.timeout):
             try:
@@ -92,29 +95,39 @@ class KeyRing:
         }
 
     async def within_limit(self, key: ApiKey | None, path: str, now: float) -> None:
-        """Count a model call against its key's requests per minute, shared by every instance
-        through the database; raises the 429 once the minute's share is used up."""
-        if key is None or key.rpm is None or not path.startswith(LIMITED_PREFIX):
+        """Count a model call against its key's limits per minute, shared by every instance through
+        the database; raises the 429 once the minute's requests or tokens are used up.
+
+        Tokens are known only once an attempt is recorded, so a request is let in while the
+        minute's recorded tokens are under the limit, and its own tokens count from then on (the
+        limit can be overshot by the requests in flight when it is reached)."""
+        if key is None or (key.rpm is None and key.tpm is None) or not path.startswith(LIMITED_PREFIX):
             return
         window = int(now // 60) * 60
-        count = None
+        minute = None
         with trio.move_on_after(COUNT_TIMEOUT):
             try:
-                count = await self.storage.count_key_request(key.name, window)
+                minute = await self.storage.count_key_request(key.name, window)
             except StorageError as error:
                 log.warning("cannot count a request of key %r (let through): %s", key.name, error)
-        if count is None:
+        if minute is None:
             self.uncounted += 1
             return
-        if count > key.rpm:
-            self.limited += 1
-            raise RelayError(
-                429,
-                f"the key {key.name!r} may make {key.rpm} requests a minute; this minute's are used up",
-                "requests",
-                code="rate_limit_exceeded",
-                retry_after=max(1.0, window + 60 - now),
-            )
+        # OpenAI's own 429 names the limit reached in its `type`: "requests" or "tokens".
+        if key.rpm is not None and minute.requests > key.rpm:
+            limit, used_up = "requests", f"may make {key.rpm} requests a minute"
+        elif key.tpm is not None and minute.tokens >= key.tpm:
+            limit, used_up = "tokens", f"may use {key.tpm} tokens a minute ({minute.tokens} used)"
+        else:
+            return
+        self.limited += 1
+        raise RelayError(
+            429,
+            f"the key {key.name!r} {used_up}; this minute's are used up",
+            limit,
+            code="rate_limit_exceeded",
+            retry_after=max(1.0, window + 60 - now),
+        )
 
     def check(
         self, method: str, path: str, authorization: str | None, x_api_key: str | None

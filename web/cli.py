@@ -17,7 +17,7 @@ import attrs
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
-from relaybox.protocol.keys import key_hash, new_key, shown_prefix
+from relaybox.protocol.keys import key_hash, new_key, parse_budget, shown_prefix
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import ApiKey
 from relaybox.web import doctor
@@ -30,7 +30,8 @@ relaybox: an OpenAI-compatible LLM gateway.
 
   relaybox serve                 start on 127.0.0.1:8080 with what it finds (claude on PATH, API keys)
   relaybox serve --config FILE   start with a TOML configuration (see relaybox.example.toml)
-  relaybox keys create NAME      a client key (needed to serve beyond this machine); --admin may change settings
+  relaybox keys create NAME      a client key (needed to serve beyond this machine); --admin may change settings,
+                                 --rpm N, --tpm N, --budget USD/PERIOD limit it
   relaybox keys list | revoke NAME
   relaybox serve --lan           share it with other machines on this network (after creating keys)
   relaybox doctor                check the port, the database and every provider; says what to fix
@@ -81,7 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--admin", action="store_true", help="may change settings (PUT /api/..., the dashboard's controls)"
     )
     create.add_argument(
-        "--rpm", type=int, help="requests per minute, across every instance (default: no limit)"
+        "--rpm", type=_positive, help="requests per minute, across every instance (default: no limit)"
+    )
+    create.add_argument(
+        "--tpm",
+        type=_positive,
+        help="tokens per minute (prompt and answer), across every instance (default: no limit)",
+    )
+    create.add_argument(
+        "--budget",
+        type=_budget,
+        metavar="USD/PERIOD",
+        help="what the key may spend on paid providers, e.g. 20/month or 2/day; free ones still serve it",
     )
     key_commands.add_parser("list", help="the keys, without their secrets")
     revoke = key_commands.add_parser("revoke", help="revoke a key (in force everywhere within seconds)")
@@ -186,17 +198,48 @@ def _storage_description(settings: Settings) -> str:
 LISTEN_BACKLOG = 4096
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _budget(text: str) -> tuple[float, str]:
+    try:
+        return parse_budget(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def limits_text(key: ApiKey) -> str:
+    """A key's limits in a few words: `60 req/min, 100000 tok/min, $20/monthly`."""
+    limits = [f"{key.rpm} req/min" if key.rpm else "", f"{key.tpm} tok/min" if key.tpm else ""]
+    if key.budget_usd is not None:
+        limits.append(f"${key.budget_usd:g}/{key.budget_period}")
+    return ", ".join(filter(None, limits)) or "no limit"
+
+
 async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
     async with open_storage(settings) as storage:
         try:
             await storage.migrate()
             if args.keys_command == "create":
                 key = new_key()
-                if args.rpm is not None and args.rpm < 1:
-                    print("relaybox: --rpm must be at least 1", file=sys.stderr)
-                    return 2
+                budget_usd, budget_period = args.budget or (None, None)
                 record = ApiKey(
-                    args.name, key_hash(key), shown_prefix(key), args.admin, time.time(), rpm=args.rpm
+                    args.name,
+                    key_hash(key),
+                    shown_prefix(key),
+                    args.admin,
+                    time.time(),
+                    rpm=args.rpm,
+                    tpm=args.tpm,
+                    budget_usd=budget_usd,
+                    budget_period=budget_period,
                 )
                 if not await storage.create_key(record):
                     print(f"relaybox: a key named {args.name!r} exists; revoke it first", file=sys.stderr)
@@ -207,9 +250,10 @@ async def manage_keys(settings: Settings, args: argparse.Namespace) -> int:
                 for k in await storage.api_keys():
                     state = "revoked" if k.revoked_at is not None else "in force"
                     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created_at))
-                    limit = f"{k.rpm}/min" if k.rpm else "no limit"
                     role = "admin" if k.admin else "client"
-                    print(f"{k.name:<24} {k.prefix}…  {role:<7} {limit:<9} created {created}  {state}")
+                    print(
+                        f"{k.name:<24} {k.prefix}…  {role:<7} {limits_text(k):<32} created {created}  {state}"
+                    )
             elif not await storage.revoke_key(args.name, time.time()):
                 print(f"relaybox: no key named {args.name!r} in force", file=sys.stderr)
                 return 1

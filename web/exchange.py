@@ -24,6 +24,7 @@ from relaybox.protocol.events import (
     ToolCallDelta,
     Usage,
 )
+from relaybox.storage.records import KeyBudget
 from relaybox.web.system import System
 
 # Events buffered between a provider and a slow client before the provider waits.
@@ -134,6 +135,7 @@ async def dispatch(
     route_header: str | None = None,
     tokens_saved: int | None = None,
     compression_level: str = "safe",
+    key_budget: KeyBudget | None = None,
 ) -> Begun:
     """Hand a request to the router and wait until a provider begins to answer (or all have failed).
     `tokens_saved`: what prompt compression saved on `chat` (None: it did not run)."""
@@ -159,6 +161,7 @@ async def dispatch(
                 route_header,
                 compression_level=compression_level,
                 tokens_saved=tokens_saved,
+                key_budget=key_budget,
             )
         )
     except MailboxFull:
