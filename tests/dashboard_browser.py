@@ -113,7 +113,7 @@ def alerts(base_url: str) -> dict[str, Any]:
 
 
 def with_key(base_url: str, key: str) -> dict[str, Any]:
-    """Keys exist: the page asks for one, and with it the overview renders."""
+    """Keys exist: the page asks for one, and with it the overview renders, with each key's use."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
@@ -124,6 +124,11 @@ def with_key(base_url: str, key: str) -> dict[str, Any]:
         page.click("#key-form button")
         page.wait_for_selector("#chart-budgets .main-svg")
         seen["form_hidden_after"] = page.locator("#key-form").is_hidden()
+        page.wait_for_selector("#keys-panel:not([hidden]) #keys-table tbody tr")
+        seen["keys"] = {
+            row.get_attribute("data-key"): row.inner_text()
+            for row in page.locator("#keys-table tbody tr").all()
+        }
         browser.close()
     return seen
 

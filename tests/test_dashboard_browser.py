@@ -155,13 +155,34 @@ async def test_with_client_keys_the_dashboard_asks_for_one(tmp_path: Path, fake_
     from relaybox.protocol.keys import key_hash, new_key, shown_prefix
     from relaybox.storage.records import ApiKey
 
-    key = new_key()
+    key, intern = new_key(), new_key()
     async with serve(settings_for(tmp_path, openai_provider("fast", fake_openai.base_url))) as relay:
         await relay.system.storage.create_key(
             ApiKey("ops", key_hash(key), shown_prefix(key), True, time.time())
         )
+        await relay.system.storage.create_key(
+            ApiKey(
+                "intern",
+                key_hash(intern),
+                shown_prefix(intern),
+                False,
+                time.time(),
+                tpm=20000,
+                budget_usd=5.0,
+                budget_period="monthly",
+            )
+        )
         assert relay.system.keys is not None
         await relay.system.keys.load()
+        async with httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client:
+            for _ in range(2):
+                answer = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": f"Bearer {intern}", "cache-control": "no-store"},
+                )
+                assert answer.status_code == 200
+        await eventually(lambda: relay.system.recorder.written >= 2, within=10)
         browsed = await trio.run_process(
             [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "key", key],
             capture_stdout=True,
@@ -169,3 +190,7 @@ async def test_with_client_keys_the_dashboard_asks_for_one(tmp_path: Path, fake_
         )
     seen = json.loads(browsed.stdout)
     assert seen["asked"] and "API key" in seen["status_before"] and seen["form_hidden_after"]
+    assert set(seen["keys"]) == {"intern", "ops"}, "an admin key sees every key's use"
+    row = seen["keys"]["intern"].split("\t")
+    assert [cell.strip() for cell in row[1:3]] == ["client", "2"], row
+    assert "20,000 tok/min" in row[5] and "of $5.00 monthly" in row[6], row

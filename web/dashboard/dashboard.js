@@ -159,6 +159,23 @@ async function refreshOverview() {
     },
   }));
   plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 25, r: 25, t: 30, b: 5 } });
+  renderKeys(stats.keys || []);
+}
+
+function renderKeys(keys) {
+  // Shown once client keys exist: each key's use over the period, its limits and its own budget.
+  $("#keys-panel").hidden = !keys.length;
+  const head = ["key", "role", "requests", "tokens in/out", "cost", "limits", "budget"];
+  $("#keys-table").innerHTML = `<thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>` + keys.map((k) => {
+    const limits = [k.rpm ? `${num(k.rpm)} req/min` : "", k.tpm ? `${num(k.tpm)} tok/min` : ""].filter(Boolean).join(", ") || "none";
+    const budget = k.budget
+      ? `<span class="${k.budget.used >= 0.8 ? "status-failed" : ""}">${esc(usd(k.budget.spent_usd))} of ${esc(usd(k.budget.limit_usd))} ${esc(k.budget.period)} (${esc(pct(k.budget.used))})</span>`
+      : "none";
+    return `<tr data-key="${esc(k.key)}"><td><code>${esc(k.key)}</code> <span class="muted">${esc(k.prefix)}…</span></td>
+      <td>${k.admin ? "admin" : "client"}</td><td>${esc(num(k.requests))}</td>
+      <td>${esc(num(k.tokens_in))} / ${esc(num(k.tokens_out))}</td><td>${esc(usd(k.cost_usd))}</td>
+      <td>${esc(limits)}</td><td>${budget}</td></tr>`;
+  }).join("") + "</tbody>";
 }
 
 function renderSuccess(rows) {
