@@ -25,7 +25,9 @@ class Storage(Protocol):
     name: str
 
     async def migrate(self) -> int:
-        """Bring the schema to the newest version; return it. Idempotent."""
+        """Bring the schema to the newest version this relaybox knows; return the database's
+        version, which is higher when a newer relaybox has migrated it (see `relaybox doctor`).
+        Idempotent."""
         ...
 
     async def insert_records(self, records: list[AttemptRecord]) -> int:

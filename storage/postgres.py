@@ -144,7 +144,7 @@ class PostgresStorage:
                         for statement in statements:
                             await db.execute(statement)
                         await db.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-            return len(POSTGRES_MIGRATIONS)
+            return max(current, len(POSTGRES_MIGRATIONS))
 
         return await self._run(op)
 

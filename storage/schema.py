@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS task_logs (
 )"""
 
 
+def known_version(backend: str) -> int:
+    """The newest schema version this relaybox knows for a storage back end ("sqlite", "postgres")."""
+    return len(POSTGRES_MIGRATIONS if backend == "postgres" else SQLITE_MIGRATIONS)
+
+
 SQLITE_MIGRATIONS: list[list[str]] = [
     [
         _task_logs(uuid="TEXT", time="REAL", boolean="INTEGER", money="REAL", true="1", false="0"),

@@ -84,7 +84,7 @@ class SQLiteStorage:
                     for statement in statements:
                         db.execute(statement)
                     db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-            return len(SQLITE_MIGRATIONS)
+            return max(current, len(SQLITE_MIGRATIONS))
 
         return await self._run(work)
 

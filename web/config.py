@@ -218,6 +218,9 @@ class Settings:
     worker: int = 0
     workers: int = 1
     notes: tuple[str, ...] = ()
+    # Providers configured explicitly (an executable or a base URL named) that could not be
+    # activated: a note at start-up, a failure for `relaybox doctor`.
+    unavailable: tuple[str, ...] = ()
 
 
 def is_loopback(host: str) -> bool:
@@ -246,7 +249,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
             raise ConfigError(f"{config_file} is not valid TOML: {error}") from None
     server = _table(file, "server")
     notes: list[str] = []
-    providers = _providers(file, env, notes)
+    unavailable: list[str] = []
+    providers = _providers(file, env, notes, unavailable)
     names = [p.name for p in providers]
     if len(set(names)) != len(names):
         raise ConfigError(f"provider names must be unique, got {names}")
@@ -296,6 +300,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
             env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
         ),
         notes=tuple(notes),
+        unavailable=tuple(unavailable),
     )
 
 
@@ -519,14 +524,16 @@ def _limits(section: Mapping[str, Any], *, slots: int, mailbox: int, idle_timeou
     )
 
 
-def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]) -> list[ProviderConfig]:
+def _providers(
+    file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+) -> list[ProviderConfig]:
     sections = _table(file, "providers")
     providers: list[ProviderConfig] = []
 
-    claude = _claude_cli(dict(sections.pop("claude-cli", {})), env, notes)
+    claude = _claude_cli(dict(sections.pop("claude-cli", {})), env, notes, unavailable)
     if claude is not None:
         providers.append(claude)
-    gemini_cli = _gemini_cli(dict(sections.pop("gemini-cli", {})), env, notes)
+    gemini_cli = _gemini_cli(dict(sections.pop("gemini-cli", {})), env, notes, unavailable)
     if gemini_cli is not None:
         providers.append(gemini_cli)
 
@@ -535,7 +542,7 @@ def _providers(file: Mapping[str, Any], env: Mapping[str, str], notes: list[str]
         if provider is not None:
             providers.append(provider)
 
-    ollama = _ollama(dict(sections.pop("ollama", {})), env, notes)
+    ollama = _ollama(dict(sections.pop("ollama", {})), env, notes, unavailable)
     if ollama is not None:
         providers.append(ollama)
 
@@ -637,7 +644,9 @@ def probe_ollama(base_url: str, timeout: float = 0.5) -> list[str] | None:
         return None
 
 
-def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+def _ollama(
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+) -> ProviderConfig | None:
     if section.get("enabled", True) is False:
         notes.append("ollama: disabled in the configuration")
         return None
@@ -646,7 +655,9 @@ def _ollama(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -
     found = probe_ollama(base_url)
     if found is None:
         if configured:
-            notes.append(f"ollama: inactive (nothing answers at {base_url}; start it with `ollama serve`)")
+            why = f"nothing answers at {base_url}; start it with `ollama serve`"
+            notes.append(f"ollama: inactive ({why})")
+            unavailable.append(f"ollama: configured, but {why}")
         else:
             notes.append(
                 "ollama: inactive (not running on localhost:11434; set OLLAMA_BASE_URL if elsewhere)"
@@ -682,6 +693,7 @@ def _cli_executable(
     section: dict[str, Any],
     env: Mapping[str, str],
     notes: list[str],
+    unavailable: list[str],
 ) -> str | None:
     """Where a CLI provider's executable is (configured, or found on PATH), noting why if nowhere."""
     if section.get("enabled", True) is False:
@@ -691,10 +703,10 @@ def _cli_executable(
     executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
     if executable is None:
         where = variable if env.get(variable) else "PATH"
-        notes.append(
-            f"{name}: inactive ({wanted!r} not found on {where}; "
-            f"install with `npm install -g {package}` or set {variable})"
-        )
+        why = f"{wanted!r} not found on {where}; install with `npm install -g {package}` or set {variable}"
+        notes.append(f"{name}: inactive ({why})")
+        if wanted != binary:  # named explicitly, not just looked for
+            unavailable.append(f"{name}: configured, but {why}")
     return executable
 
 
@@ -705,9 +717,11 @@ def _child_env(section: dict[str, Any], name: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in child_env.items()}
 
 
-def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+def _gemini_cli(
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+) -> ProviderConfig | None:
     executable = _cli_executable(
-        "gemini-cli", "gemini", "GEMINI_CLI_PATH", "@google/gemini-cli", section, env, notes
+        "gemini-cli", "gemini", "GEMINI_CLI_PATH", "@google/gemini-cli", section, env, notes, unavailable
     )
     if executable is None:
         return None
@@ -735,9 +749,18 @@ def _gemini_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str
     )
 
 
-def _claude_cli(section: dict[str, Any], env: Mapping[str, str], notes: list[str]) -> ProviderConfig | None:
+def _claude_cli(
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+) -> ProviderConfig | None:
     executable = _cli_executable(
-        "claude-cli", "claude", "CLAUDE_CLI_PATH", "@anthropic-ai/claude-code", section, env, notes
+        "claude-cli",
+        "claude",
+        "CLAUDE_CLI_PATH",
+        "@anthropic-ai/claude-code",
+        section,
+        env,
+        notes,
+        unavailable,
     )
     if executable is None:
         return None

@@ -1,10 +1,11 @@
 """`relaybox doctor`: is everything relaybox needs in order, and if not, what to do about it.
 
 It checks the port, the database (reachable, schema up to date) and every provider that is
-configured or was discovered: a CLI's binary and its version, then a live, pinned request of a
-few tokens through the provider, as the dashboard's "Test connection" sends it, whose failure is
-explained in seed 000's words (`web/diagnosis.py`). Providers that were looked for and not found
-are listed with the reason discovery gave. The exit status is 1 when any check failed.
+configured or was discovered: a CLI's binary and its version, the models Ollama has pulled (a
+configured one it lacks fails here, with the `ollama pull` that fixes it), then a live, pinned
+request of a few tokens through the provider, as the dashboard's "Test connection" sends it, whose
+failure is explained in seed 000's words (`web/diagnosis.py`). Providers that were looked for and
+not found are listed with the reason discovery gave. The exit status is 1 when any check failed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import attrs
 import httpx
 import trio
 from relaybox.storage.contract import StorageError
-from relaybox.storage.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
-from relaybox.web.config import ProviderConfig, Settings
+from relaybox.storage.schema import known_version
+from relaybox.web.config import ProviderConfig, Settings, probe_ollama
 from relaybox.web.connection_check import check_connection
 from relaybox.web.system import System, open_storage, running_system
 
@@ -39,6 +40,10 @@ async def examine(settings: Settings, report: Callable[[Check], None]) -> bool:
     checks = [await check_port(settings), await check_database(settings)]
     report(checks[0])
     report(checks[1])
+    for missing in settings.unavailable:
+        name, _, why = missing.partition(": ")
+        checks.append(Check(False, f"provider {name}", why))
+        report(checks[-1])
     async with running_system(settings) as system:
         for config in settings.providers:
             check = await check_provider(system, config)
@@ -73,7 +78,7 @@ async def check_port(settings: Settings) -> Check:
 
 async def check_database(settings: Settings) -> Check:
     where = "PostgreSQL (DATABASE_URL)" if settings.database_url else f"SQLite file in {settings.data_dir}"
-    migrations = len(POSTGRES_MIGRATIONS if settings.database_url else SQLITE_MIGRATIONS)
+    known = known_version("postgres" if settings.database_url else "sqlite")
     if not settings.database_url:
         await trio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     async with open_storage(settings) as storage:
@@ -83,18 +88,27 @@ async def check_database(settings: Settings) -> Check:
             except StorageError as error:
                 fix = "Check DATABASE_URL and that PostgreSQL is running." if settings.database_url else ""
                 return Check(False, f"database, {where}", f"cannot be used ({error}). {fix}".strip())
-            return Check(
-                True, f"database, {where}", f"reachable, schema at version {version} of {migrations}"
-            )
+            if version > known:
+                return Check(
+                    False,
+                    f"database, {where}",
+                    f"its schema is at version {version}, newer than this relaybox knows ({known}): "
+                    "a newer relaybox has used it. Upgrade this one (git pull, then pip install .)",
+                )
+            return Check(True, f"database, {where}", f"reachable, schema at version {version} of {known}")
     return Check(False, f"database, {where}", "no answer within 10 s. Is it running and reachable from here?")
 
 
 async def check_provider(system: System, config: ProviderConfig) -> Check:
     subject = f"provider {config.name} ({config.kind})"
-    version = ""
     if config.kind in ("claude-cli", "gemini-cli") and config.executable:
-        version = await cli_version(config.executable)
-        subject += f", {version}"
+        subject += f", {await cli_version(config.executable)}"
+    if config.kind == "ollama" and config.base_url:
+        pulled = await trio.to_thread.run_sync(probe_ollama, config.base_url, 5.0)
+        subject += f", {pulled_models(pulled)}"
+        if pulled is not None and (missing := not_pulled(config, pulled)):
+            fix = " && ".join(f"ollama pull {model}" for model in missing)
+            return Check(False, subject, f"not pulled: {', '.join(missing)}. Fix: {fix}")
     result = await check_connection(system, config, "relaybox doctor", PROVIDER_TEST_SECONDS)
     if not result.ok:
         return Check(False, subject, result.diagnosis.removeprefix("❌ "))
@@ -107,10 +121,33 @@ async def cli_version(executable: str) -> str:
             done = await trio.run_process(
                 [executable, "--version"], capture_stdout=True, capture_stderr=True, check=False
             )
-    except (OSError, trio.TooSlowError) as error:
-        return f"{executable} (its version could not be read: {type(error).__name__})"
+    except OSError as error:
+        return f"{executable} (its version could not be read: {error.strerror or error})"
+    except trio.TooSlowError:
+        return f"{executable} (its version could not be read: no answer to --version within 20 s)"
     first = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
-    return f"{executable} {first[0] if first else '(no version printed)'}"
+    said = first[0] if first else "(no version printed)"
+    if done.returncode != 0:
+        return f"{executable} (--version failed with exit code {done.returncode}: {said})"
+    return f"{executable} {said}"
+
+
+def pulled_models(pulled: list[str] | None) -> str:
+    if pulled is None:
+        return "its models could not be listed (GET /api/tags)"
+    return f"models: {', '.join(pulled)}" if pulled else "no models pulled"
+
+
+def not_pulled(config: ProviderConfig, pulled: list[str]) -> list[str]:
+    """The configured models Ollama lacks: a request for one fails, and `ollama pull` is the fix."""
+    have = {ollama_name(model) for model in pulled}
+    wanted = dict.fromkeys([config.default_model, *(model.id for model in config.models)])
+    return [model for model in wanted if ollama_name(model) not in have]
+
+
+def ollama_name(model: str) -> str:
+    """Ollama's full name for a model: one named without a tag means its `:latest`."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
 def run(settings: Settings) -> int:

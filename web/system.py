@@ -37,6 +37,7 @@ from relaybox.protocol.openai_wire import OpenAIDialect
 from relaybox.protocol.pricing import BaselinePricing, ProviderPricing, costliest_paid_model
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
+from relaybox.storage.schema import known_version
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.answer_cache import AnswerCache
 from relaybox.web.auth import KeyRing
@@ -168,9 +169,16 @@ async def _migrate(storage: Storage) -> None:
     recorder migrates once it answers (records wait in its buffer and journal meanwhile)."""
     with trio.move_on_after(5):
         try:
-            await storage.migrate()
+            version = await storage.migrate()
         except StorageError as error:
             log.warning("storage not reachable at start-up (%s): records are buffered until it is", error)
+            return
+        if version > known_version(storage.name):
+            log.warning(
+                "the database's schema is at version %d, newer than this relaybox knows (%d): upgrade relaybox",
+                version,
+                known_version(storage.name),
+            )
 
 
 async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) -> None:

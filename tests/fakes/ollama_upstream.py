@@ -60,7 +60,7 @@ class FakeOllama:
         await trio.sleep(reply.delay)
         body = request.json()
         model = body.get("model")
-        if model not in self.models:
+        if _tagged(model) not in {_tagged(m) for m in self.models}:
             await out.send_json(404, {"error": f"model '{model}' not found"})
             return
         if reply.status != 200:
@@ -75,6 +75,13 @@ class FakeOllama:
                 return
             await out.write(json.dumps(_line(model, piece, reply, done=False)).encode() + b"\n")
         await out.write(json.dumps(_line(model, "", reply, done=True)).encode() + b"\n")
+
+
+def _tagged(model: object) -> object:
+    """Like Ollama, a model named without a tag is its `:latest`."""
+    if isinstance(model, str) and ":" not in model.rsplit("/", 1)[-1]:
+        return f"{model}:latest"
+    return model
 
 
 def _line(model: str, content: str, reply: Reply, *, done: bool) -> dict:
