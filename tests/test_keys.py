@@ -160,11 +160,13 @@ async def test_serving_beyond_loopback_needs_keys_or_an_explicit_warned_opt_out(
     async with serving_child(tmp_path, log, "--host", "0.0.0.0", "--insecure-no-auth"):
         pass
     assert "WARNING: serving on 0.0.0.0 with no client keys (--insecure-no-auth)" in log.read_text()
+    assert "access: OPEN to the network with no key (--insecure-no-auth)" in log.read_text()
     created = await trio.to_thread.run_sync(lambda: relaybox("keys", "create", "lan", data_dir=tmp_path))
     assert created.returncode == 0
     async with serving_child(tmp_path, log, "--host", "0.0.0.0") as client:
         unauthenticated = await client.get("/v1/models")
     assert unauthenticated.status_code == 401 and "WARNING" not in log.read_text()
+    assert "access: 1 client key(s) in force (0 admin): every request needs one" in log.read_text()
 
 
 async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use(tmp_path: Path) -> None:

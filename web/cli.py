@@ -181,8 +181,19 @@ def startup_report(system: System, binds: Sequence[str]) -> str:
         f"OpenAI base URL: {base}/v1    health: {base}/health    actors: {base}/actors",
         f"data directory: {settings.data_dir}",
         f"records: {_storage_description(settings)}",
+        f"access: {_access_description(system)}",
     ]
     return "\n".join(lines)
+
+
+def _access_description(system: System) -> str:
+    keys = [] if system.keys is None else system.keys.in_force()
+    if keys:
+        admins = sum(1 for k in keys if k.admin)
+        return f"{len(keys)} client key(s) in force ({admins} admin): every request needs one"
+    if system.settings.insecure_no_auth and not is_loopback(system.settings.host):
+        return "OPEN to the network with no key (--insecure-no-auth)"
+    return "no client keys: open to this machine only (relaybox keys create NAME before --lan)"
 
 
 def _storage_description(settings: Settings) -> str:
