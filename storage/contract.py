@@ -109,10 +109,10 @@ class Storage(Protocol):
         """False if there is no such key still in force."""
         ...
 
-    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
-        """Count one request of a key in the minute starting at `window_start`; the minute's
-        requests so far and the tokens its recorded attempts used (`insert_records` adds them).
-        Windows older than a few minutes are dropped on the way."""
+    async def count_key_requests(self, name: str, window_start: int, count: int) -> KeyMinute:
+        """Count `count` requests of a key in the minute starting at `window_start`; the minute's
+        requests so far (these included) and the tokens its recorded attempts used
+        (`insert_records` adds them). Windows older than a few minutes are dropped on the way."""
         ...
 
     async def aclose(self) -> None: ...

@@ -426,14 +426,15 @@ class PostgresStorage:
         rows = await self._run(lambda db: db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name"))
         return [ApiKey(*row[:8], None if row[8] is None else float(row[8]), row[9]) for row in rows]
 
-    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
+    async def count_key_requests(self, name: str, window_start: int, count: int) -> KeyMinute:
         async def work(db: asyncpg.Connection) -> KeyMinute:
             requests, tokens = await db.fetchrow(
-                "INSERT INTO key_windows (key_name, window_start, requests) VALUES ($1, $2, 1) "
-                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = key_windows.requests + 1 "
-                "RETURNING requests, tokens",
+                "INSERT INTO key_windows (key_name, window_start, requests) VALUES ($1, $2, $3) "
+                "ON CONFLICT (key_name, window_start) DO UPDATE "
+                "SET requests = key_windows.requests + excluded.requests RETURNING requests, tokens",
                 name,
                 window_start,
+                count,
             )
             await db.execute("DELETE FROM key_windows WHERE window_start < $1", window_start - 300)
             return KeyMinute(int(requests), int(tokens))

@@ -336,13 +336,13 @@ class SQLiteStorage:
         )
         return [ApiKey(n, h, p, bool(a), *rest) for n, h, p, a, *rest in rows]
 
-    async def count_key_request(self, name: str, window_start: int) -> KeyMinute:
+    async def count_key_requests(self, name: str, window_start: int, count: int) -> KeyMinute:
         def work(db: sqlite3.Connection) -> KeyMinute:
             requests, tokens = db.execute(
-                "INSERT INTO key_windows (key_name, window_start, requests) VALUES (?, ?, 1) "
-                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = requests + 1 "
+                "INSERT INTO key_windows (key_name, window_start, requests) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_name, window_start) DO UPDATE SET requests = requests + excluded.requests "
                 "RETURNING requests, tokens",
-                (name, window_start),
+                (name, window_start, count),
             ).fetchone()
             db.execute("DELETE FROM key_windows WHERE window_start < ?", (window_start - 300,))
             return KeyMinute(int(requests), int(tokens))

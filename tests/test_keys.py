@@ -314,3 +314,36 @@ async def test_a_keys_budget_stops_its_paid_spending_and_the_stats_show_each_key
     assert mine["budget"]["limit_usd"] == 0.002 and mine["budget"]["period"] == "daily"
     assert mine["budget"]["spent_usd"] == pytest.approx(mine["cost_usd"], rel=0.01)
     assert seen_by_lead[1]["budget"] is None and seen_by_lead[1]["requests"] == 1
+
+
+async def test_concurrent_requests_are_counted_in_batches_and_the_limit_stays_exact(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    key = new_key()
+    async with (
+        serve(
+            settings_for(tmp_path, openai_provider("up", fake_openai.base_url, slots=64, mailbox=64))
+        ) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        keys = relay.system.keys
+        assert keys is not None
+        await relay.system.storage.create_key(
+            ApiKey("burst", key_hash(key), shown_prefix(key), False, time.time(), rpm=20)
+        )
+        await keys.load()
+        # About batching, not the fail-open deadline: on a loaded machine, wait for every count.
+        keys.count_timeout = 30.0
+        statuses: list[int] = []
+
+        async def one(i: int) -> None:
+            body = {**HELLO, "messages": [{"role": "user", "content": f"request {i}"}]}
+            answer = await client.post("/v1/chat/completions", json=body, headers={"x-api-key": key})
+            statuses.append(answer.status_code)
+
+        await within_one_minute()
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, i)
+    assert sorted(statuses) == [200] * 20 + [429] * 30, "exactly the limit, whichever batch a request joined"
+    assert keys.uncounted == 0 and keys.minutes.writes < 50, keys.statistics()

@@ -337,10 +337,13 @@ async def test_key_request_windows(storage: Storage) -> None:
     assert await storage.create_key(ApiKey("limited", "e" * 64, "rbx-qrst", created_at=NOW, rpm=3))
     assert {k.name: k.rpm for k in await storage.api_keys()} == {"limited": 3}
     minute = int(NOW // 60) * 60
-    counts = [await storage.count_key_request("limited", minute) for _ in range(3)]
+    counts = [await storage.count_key_requests("limited", minute, 1) for _ in range(3)]
     assert [c.requests for c in counts] == [1, 2, 3]
-    assert (await storage.count_key_request("other", minute)).requests == 1, "each key counts on its own"
-    assert (await storage.count_key_request("limited", minute + 60)).requests == 1, "a new minute starts at 1"
+    assert (await storage.count_key_requests("other", minute, 1)).requests == 1, "each key counts on its own"
+    assert (await storage.count_key_requests("limited", minute + 60, 1)).requests == 1, (
+        "a new minute starts at 1"
+    )
+    assert (await storage.count_key_requests("limited", minute, 5)).requests == 8, "a batch counts at once"
 
 
 async def test_key_limits_and_budget_are_stored(storage: Storage) -> None:
@@ -373,9 +376,9 @@ async def test_recorded_attempts_count_toward_their_keys_minute_and_usage(storag
             record(created_at=minute - 60, client="key:team", tokens_in=1000, tokens_out=0, cost_usd=0.5),
         ]
     )
-    this_minute = await storage.count_key_request("team", minute)
+    this_minute = await storage.count_key_requests("team", minute, 1)
     assert (this_minute.requests, this_minute.tokens) == (1, 175), "the replayed answer used no tokens"
-    assert (await storage.count_key_request("other", minute)).tokens == 10
+    assert (await storage.count_key_requests("other", minute, 1)).tokens == 10
     keys = {row["key"]: row for row in (await storage.stats(days=1, now=NOW))["keys"]}
     assert set(keys) == {"team", "other"}, "requests made without a key are not a key's"
     team = keys["team"]

@@ -9,6 +9,7 @@ The key ring is an actor that re-reads the keys from storage every `refresh` sec
 created or revoked with `relaybox keys` (or on another instance) takes effect within that time,
 without a database call on the request path. If storage cannot be read, the last keys read stay
 in force; if it never could be, requests from beyond loopback are refused rather than let through.
+A key's per-minute limits are counted in the database, in batches (`web/key_minutes.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import key_hash, presented_key
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.records import ApiKey
+from relaybox.web.key_minutes import KeyMinutes
 
 log = logging.getLogger("relaybox.auth")
 
@@ -50,6 +52,9 @@ class KeyRing:
         self.uncounted = 0  # requests let through because the database did not count them in time
         self._by_hash: dict[str, ApiKey] = {}
         self._reading_failed = False
+        self.minutes = KeyMinutes(storage, timeout=timeout)
+        self.count_timeout = COUNT_TIMEOUT
+        self._nursery: trio.Nursery | None = None  # where the minutes' counts are written
 
     @property
     def active(self) -> bool:
@@ -74,10 +79,15 @@ class KeyRing:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         await self.load()
-        task_status.started()
-        while True:
-            await trio.sleep(self.refresh)
-            await self.load()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    await trio.sleep(self.refresh)
+                    await self.load()
+        finally:
+            self._nursery = None
 
     async def on_crash(self, error: BaseException) -> None:
         return None
@@ -92,6 +102,7 @@ class KeyRing:
             "refused": self.refused,
             "limited": self.limited,
             "uncounted": self.uncounted,
+            "count_writes": self.minutes.writes,
         }
 
     async def within_limit(self, key: ApiKey | None, path: str, now: float) -> None:
@@ -105,11 +116,9 @@ class KeyRing:
             return
         window = int(now // 60) * 60
         minute = None
-        with trio.move_on_after(COUNT_TIMEOUT):
-            try:
-                minute = await self.storage.count_key_request(key.name, window)
-            except StorageError as error:
-                log.warning("cannot count a request of key %r (let through): %s", key.name, error)
+        if self._nursery is not None:
+            with trio.move_on_after(self.count_timeout):
+                minute = await self.minutes.count(self._nursery, key.name, window)
         if minute is None:
             self.uncounted += 1
             return
