@@ -261,6 +261,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+def measure(
+    targets: list[tuple[str, str, dict[str, str]]], levels: list[int], seconds: int, work: Path
+) -> dict[tuple[str, int], dict[str, float]]:
+    """The same wrk run (after a 2 s warm-up) at each concurrency against each target in turn."""
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for connections in levels:
+        for name, url, headers in targets:
+            wrk(url, connections, 2, work, headers)
+            results[(name, connections)] = wrk(url, connections, seconds, work, headers)
+            print(f"  {name} at {connections}: {results[(name, connections)]}", flush=True)
+    return results
+
+
 def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-bench-"))
@@ -287,12 +300,7 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
                     {"Authorization": "Bearer sk-litellm-bench"},
                 )
             )
-        results: dict[tuple[str, int], dict[str, float]] = {}
-        for connections in levels:
-            for name, url, headers in targets:
-                wrk(url, connections, 2, work, headers)  # warm-up
-                results[(name, connections)] = wrk(url, connections, seconds, work, headers)
-                print(f"  {name} at {connections}: {results[(name, connections)]}", flush=True)
+        results = measure(targets, levels, seconds, work)
     finally:
         for process in reversed(processes):
             stop(process)

@@ -20,10 +20,10 @@ from pathlib import Path
 from bench.http_throughput import (
     ensure_tools,
     free_port,
+    measure,
     start_answering_nginx,
     start_relaybox,
     stop,
-    wrk,
 )
 from bench.machine import write
 
@@ -54,7 +54,6 @@ def main(seconds: int, latency_ms: float, levels: list[int]) -> None:
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     processes = [start_answering_nginx(work, upstream_port, latency_ms)]
-    results: dict[tuple[str, int], dict[str, float]] = {}
     try:
         targets = []
         for name, limits in ROWS:
@@ -64,11 +63,7 @@ def main(seconds: int, latency_ms: float, levels: list[int]) -> None:
                 headers["Authorization"] = f"Bearer {create_key(work, port, limits)}"
             processes.append(start_relaybox(work, port, upstream))
             targets.append((name, f"http://127.0.0.1:{port}/v1/chat/completions", headers))
-        for connections in levels:
-            for name, url, headers in targets:
-                wrk(url, connections, 2, work, headers)  # warm-up
-                results[(name, connections)] = wrk(url, connections, seconds, work, headers)
-                print(f"  {name} at {connections}: {results[(name, connections)]}", flush=True)
+        results = measure(targets, levels, seconds, work)
     finally:
         for process in reversed(processes):
             stop(process)

@@ -21,7 +21,7 @@ from relaybox.storage.records import ApiKey
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import eventually, openai_provider, serve, settings_for, wait_until_serving
+from tests.harness import Running, eventually, openai_provider, serve, settings_for, wait_until_serving
 
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -194,23 +194,8 @@ async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use
 async def test_a_keys_request_limit_holds_across_instances_sharing_a_database(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    key = new_key()
-    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
-    async with (
-        serve(settings) as one,
-        serve(settings) as two,
-        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first,
-        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second,
-    ):
-        await one.system.storage.create_key(
-            ApiKey("batch", key_hash(key), shown_prefix(key), False, time.time(), rpm=3)
-        )
-        for relay in (one, two):
-            assert relay.system.keys is not None
-            await relay.system.keys.load()
-        auth = {"authorization": f"Bearer {key}"}
-        if time.time() % 60 > 50:  # all six requests within one minute window
-            await trio.sleep(61 - time.time() % 60)
+    async with two_instances_sharing_a_key(tmp_path, fake_openai, rpm=3) as ((_, first), (_, second), auth):
+        await within_one_minute()
         statuses = []
         for client in (first, second, first, second, first):
             statuses.append((await client.post("/v1/chat/completions", json=HELLO, headers=auth)).status_code)
@@ -220,6 +205,31 @@ async def test_a_keys_request_limit_holds_across_instances_sharing_a_database(
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert dashboard_reads.status_code == 200
+
+
+@asynccontextmanager
+async def two_instances_sharing_a_key(
+    tmp_path: Path, fake_openai: FakeOpenAI, **limits: int
+) -> AsyncIterator[
+    tuple[tuple[Running, httpx.AsyncClient], tuple[Running, httpx.AsyncClient], dict[str, str]]
+]:
+    """Two relaybox instances on one database, each with a client, and the headers of a key with
+    `limits` that both have loaded."""
+    key = new_key()
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
+    async with (
+        serve(settings) as one,
+        serve(settings) as two,
+        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first,
+        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second,
+    ):
+        await one.system.storage.create_key(
+            ApiKey("shared", key_hash(key), shown_prefix(key), False, time.time(), **limits)
+        )
+        for relay in (one, two):
+            assert relay.system.keys is not None
+            await relay.system.keys.load()
+        yield (one, first), (two, second), {"authorization": f"Bearer {key}"}
 
 
 async def within_one_minute() -> None:
@@ -232,21 +242,11 @@ async def test_a_keys_token_limit_holds_across_instances_sharing_a_database(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.replies.default = Reply(prompt_tokens=60, completion_tokens=40)  # 100 a request
-    key = new_key()
-    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url))
-    async with (
-        serve(settings) as one,
-        serve(settings) as two,
-        httpx.AsyncClient(base_url=one.base_url, timeout=10) as first,
-        httpx.AsyncClient(base_url=two.base_url, timeout=10) as second,
+    async with two_instances_sharing_a_key(tmp_path, fake_openai, tpm=150) as (
+        (one, first),
+        (two, second),
+        auth,
     ):
-        await one.system.storage.create_key(
-            ApiKey("agent", key_hash(key), shown_prefix(key), False, time.time(), tpm=150)
-        )
-        for relay in (one, two):
-            assert relay.system.keys is not None
-            await relay.system.keys.load()
-        auth = {"authorization": f"Bearer {key}"}
         await within_one_minute()
         answered = [await first.post("/v1/chat/completions", json=HELLO, headers=auth)]
         await eventually(lambda: one.system.recorder.written >= 1, within=10)
