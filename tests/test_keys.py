@@ -345,5 +345,7 @@ async def test_concurrent_requests_are_counted_in_batches_and_the_limit_stays_ex
         async with trio.open_nursery() as nursery:
             for i in range(50):
                 nursery.start_soon(one, i)
+        metrics = (await client.get("/metrics", headers={"x-api-key": key})).text
+    assert 'relaybox_key_checks_total{outcome="limited"} 30' in metrics
     assert sorted(statuses) == [200] * 20 + [429] * 30, "exactly the limit, whichever batch a request joined"
     assert keys.uncounted == 0 and keys.minutes.writes < 50, keys.statistics()

@@ -115,6 +115,15 @@ def render(system: System) -> str:
         "Supervisor restarts.",
         ((_labels(actor=c["name"]), c["restarts"]) for c in system.supervisor.tree()["children"]),
     )
+    if system.keys is not None:
+        keys = system.keys.statistics()
+        lines += _family(
+            "relaybox_key_checks_total",
+            "counter",
+            "Client-key outcomes: refused (401/403/503), limited (429 over a key's limit), "
+            "uncounted (let through: the database did not count it within 100 ms).",
+            ((_labels(outcome=o), keys[o]) for o in ("refused", "limited", "uncounted")),
+        )
     recorder = system.recorder.statistics()
     lines += _family(
         "relaybox_recorder_records",
