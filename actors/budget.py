@@ -77,9 +77,7 @@ class BudgetActor:
         return any(b.enabled for b in self.budgets)
 
     def windows(self, now: float) -> list[Window]:
-        return [
-            Window(b.period, now - PERIOD_SECONDS[b.period], b.limit_usd) for b in self.budgets if b.enabled
-        ]
+        return [_window(b.period, b.limit_usd, now) for b in self.budgets if b.enabled]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -140,9 +138,7 @@ class BudgetActor:
             windows = self.windows(now)
             key = message.key_budget
             if key is not None:
-                windows.append(
-                    Window(key.period, now - PERIOD_SECONDS[key.period], key.limit_usd, key.key_name)
-                )
+                windows.append(_window(key.period, key.limit_usd, now, key.key_name))
             if windows:
                 with trio.move_on_after(self.timeout) as scope:
                     try:
@@ -179,6 +175,10 @@ class BudgetActor:
                 await self.storage.settle(message.reservation_id, message.amount)
             except StorageError as error:
                 log.warning("cannot settle a budget reservation: %s", error)
+
+
+def _window(period: str, limit_usd: float, now: float, key_name: str | None = None) -> Window:
+    return Window(period, now - PERIOD_SECONDS[period], limit_usd, key_name)
 
 
 def _reply(message: Reserve, answer: Reservation) -> None:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
+import attrs
 import trio_asyncio
 from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.contract import StorageError
@@ -36,6 +37,7 @@ from relaybox.storage.queries import (
 )
 from relaybox.storage.records import (
     COLUMNS,
+    KEY_COLUMNS,
     RESERVATION_TTL,
     ApiKey,
     AttemptRecord,
@@ -55,7 +57,7 @@ _LEDGER_SUM = (
     "SELECT coalesce(sum(amount_usd), 0) FROM budget_ledger WHERE created_at >= $1 "
     "AND (settled OR created_at >= $2)"
 )
-_KEY_COLUMNS = "name, key_hash, prefix, admin, created_at, revoked_at, rpm, tpm, budget_usd, budget_period"
+
 
 _TYPES = {
     "id": "uuid",
@@ -406,24 +408,18 @@ class PostgresStorage:
                 if revoked is not None and revoked[0] is None:
                     return False
                 await db.execute("DELETE FROM api_keys WHERE name = $1", key.name)
+                marks = ", ".join(f"${i}" for i in range(1, len(KEY_COLUMNS) + 1))
                 await db.execute(
-                    f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9)",
-                    key.name,
-                    key.key_hash,
-                    key.prefix,
-                    key.admin,
-                    key.created_at,
-                    key.rpm,
-                    key.tpm,
-                    key.budget_usd,
-                    key.budget_period,
+                    f"INSERT INTO api_keys ({', '.join(KEY_COLUMNS)}) VALUES ({marks})", *attrs.astuple(key)
                 )
                 return True
 
         return await self._run(work)
 
     async def api_keys(self) -> list[ApiKey]:
-        rows = await self._run(lambda db: db.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name"))
+        rows = await self._run(
+            lambda db: db.fetch(f"SELECT {', '.join(KEY_COLUMNS)} FROM api_keys ORDER BY name")
+        )
         return [ApiKey(*row[:8], None if row[8] is None else float(row[8]), row[9]) for row in rows]
 
     async def count_key_requests(self, name: str, window_start: int, count: int) -> KeyMinute:

@@ -136,6 +136,10 @@ class ApiKey:
         return KeyBudget(self.name, self.budget_period, self.budget_usd)
 
 
+# An `api_keys` row is an `ApiKey`'s fields, in order.
+KEY_COLUMNS = tuple(f.name for f in attrs.fields(ApiKey))
+
+
 @attrs.frozen
 class KeyBudget:
     """A client key's own budget, carried with each of its requests to the attempts that reserve."""

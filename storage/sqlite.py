@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
 from relaybox.protocol.evidence import RollupRow
 from relaybox.storage.contract import StorageError
@@ -33,6 +34,7 @@ from relaybox.storage.queries import (
 )
 from relaybox.storage.records import (
     COLUMNS,
+    KEY_COLUMNS,
     RESERVATION_TTL,
     ApiKey,
     AttemptRecord,
@@ -46,7 +48,6 @@ from relaybox.storage.records import (
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
-_KEY_COLUMNS = "name, key_hash, prefix, admin, created_at, revoked_at, rpm, tpm, budget_usd, budget_period"
 _BOOLEAN_COLUMNS = {"streaming", "fallback_used", "cache_hit", "cli_success"}
 
 
@@ -313,18 +314,8 @@ class SQLiteStorage:
                 return False
             db.execute("DELETE FROM api_keys WHERE name = ?", (key.name,))
             db.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
-                (
-                    key.name,
-                    key.key_hash,
-                    key.prefix,
-                    int(key.admin),
-                    key.created_at,
-                    key.rpm,
-                    key.tpm,
-                    key.budget_usd,
-                    key.budget_period,
-                ),
+                f"INSERT INTO api_keys ({', '.join(KEY_COLUMNS)}) VALUES ({', '.join('?' for _ in KEY_COLUMNS)})",
+                attrs.astuple(key),
             )
             return True
 
@@ -332,7 +323,7 @@ class SQLiteStorage:
 
     async def api_keys(self) -> list[ApiKey]:
         rows = await self._run(
-            lambda db: db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY name").fetchall()
+            lambda db: db.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM api_keys ORDER BY name").fetchall()
         )
         return [ApiKey(n, h, p, bool(a), *rest) for n, h, p, a, *rest in rows]
 

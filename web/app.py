@@ -89,18 +89,17 @@ def create_app(system: System) -> QuartTrio:
 
         async def start() -> Begun:
             # Compression runs only for a request that goes upstream (not for a replay or a join).
-            if not isinstance(chat, ChatRequest) or level == "off":
-                return await dispatch(
-                    system, chat, request_id, client, _route_header(), key_budget=key_budget
-                )
-            compressed = compress(chat, level)
+            sent, saved = chat, None
+            if isinstance(chat, ChatRequest) and level != "off":
+                compressed = compress(chat, level)
+                sent, saved = compressed.request, compressed.saved
             return await dispatch(
                 system,
-                compressed.request,
+                sent,
                 request_id,
                 client,
                 _route_header(),
-                tokens_saved=compressed.saved,
+                tokens_saved=saved,
                 compression_level=level,
                 key_budget=key_budget,
             )

@@ -220,7 +220,7 @@ class Settings:
     notes: tuple[str, ...] = ()
     # Providers configured explicitly (an executable or a base URL named) that could not be
     # activated: a note at start-up, a failure for `relaybox doctor`.
-    unavailable: tuple[str, ...] = ()
+    unavailable: tuple[tuple[str, str], ...] = ()  # (provider, why)
 
 
 def is_loopback(host: str) -> bool:
@@ -249,7 +249,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
             raise ConfigError(f"{config_file} is not valid TOML: {error}") from None
     server = _table(file, "server")
     notes: list[str] = []
-    unavailable: list[str] = []
+    unavailable: list[tuple[str, str]] = []
     providers = _providers(file, env, notes, unavailable)
     names = [p.name for p in providers]
     if len(set(names)) != len(names):
@@ -525,7 +525,7 @@ def _limits(section: Mapping[str, Any], *, slots: int, mailbox: int, idle_timeou
 
 
 def _providers(
-    file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+    file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
 ) -> list[ProviderConfig]:
     sections = _table(file, "providers")
     providers: list[ProviderConfig] = []
@@ -645,7 +645,7 @@ def probe_ollama(base_url: str, timeout: float = 0.5) -> list[str] | None:
 
 
 def _ollama(
-    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
 ) -> ProviderConfig | None:
     if section.get("enabled", True) is False:
         notes.append("ollama: disabled in the configuration")
@@ -657,7 +657,7 @@ def _ollama(
         if configured:
             why = f"nothing answers at {base_url}; start it with `ollama serve`"
             notes.append(f"ollama: inactive ({why})")
-            unavailable.append(f"ollama: configured, but {why}")
+            unavailable.append(("ollama", f"configured, but {why}"))
         else:
             notes.append(
                 "ollama: inactive (not running on localhost:11434; set OLLAMA_BASE_URL if elsewhere)"
@@ -693,7 +693,7 @@ def _cli_executable(
     section: dict[str, Any],
     env: Mapping[str, str],
     notes: list[str],
-    unavailable: list[str],
+    unavailable: list[tuple[str, str]],
 ) -> str | None:
     """Where a CLI provider's executable is (configured, or found on PATH), noting why if nowhere."""
     if section.get("enabled", True) is False:
@@ -706,7 +706,7 @@ def _cli_executable(
         why = f"{wanted!r} not found on {where}; install with `npm install -g {package}` or set {variable}"
         notes.append(f"{name}: inactive ({why})")
         if wanted != binary:  # named explicitly, not just looked for
-            unavailable.append(f"{name}: configured, but {why}")
+            unavailable.append((name, f"configured, but {why}"))
     return executable
 
 
@@ -718,7 +718,7 @@ def _child_env(section: dict[str, Any], name: str) -> dict[str, str]:
 
 
 def _gemini_cli(
-    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
 ) -> ProviderConfig | None:
     executable = _cli_executable(
         "gemini-cli", "gemini", "GEMINI_CLI_PATH", "@google/gemini-cli", section, env, notes, unavailable
@@ -750,7 +750,7 @@ def _gemini_cli(
 
 
 def _claude_cli(
-    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[str]
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
 ) -> ProviderConfig | None:
     executable = _cli_executable(
         "claude-cli",

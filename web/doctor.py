@@ -40,8 +40,7 @@ async def examine(settings: Settings, report: Callable[[Check], None]) -> bool:
     checks = [await check_port(settings), await check_database(settings)]
     report(checks[0])
     report(checks[1])
-    for missing in settings.unavailable:
-        name, _, why = missing.partition(": ")
+    for name, why in settings.unavailable:
         checks.append(Check(False, f"provider {name}", why))
         report(checks[-1])
     async with running_system(settings) as system:
