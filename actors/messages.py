@@ -8,11 +8,11 @@ import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
-from relaybox.protocol.catalog import Candidate, Route
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.classifier import Classification
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
+from relaybox.protocol.routing.catalog import Candidate, Route
+from relaybox.protocol.routing.classifier import Classification
 from relaybox.storage.records import KeyBudget
 
 

@@ -37,8 +37,8 @@ from relaybox.protocol.events import (
     TransportEvent,
     Usage,
 )
-from relaybox.protocol.heuristics import score_answer
-from relaybox.protocol.pricing import Pricer
+from relaybox.protocol.routing.heuristics import score_answer
+from relaybox.protocol.routing.pricing import Pricer
 from relaybox.storage.records import AttemptRecord
 
 

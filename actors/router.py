@@ -33,17 +33,7 @@ from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, DispatchState, Job, RouterMessage
 from relaybox.actors.provider import ProviderActor
 from relaybox.protocol import tokens
-from relaybox.protocol.catalog import (
-    LEGACY_TIERS,
-    SMART_ROUTE_NAMES,
-    TIERS,
-    Candidate,
-    Catalog,
-    Route,
-    UnknownModel,
-)
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.classifier import Classification, TierThresholds, classify
 from relaybox.protocol.compression.pipeline import tokens_saved
 from relaybox.protocol.compression.trimming import trim
 from relaybox.protocol.errors import (
@@ -54,7 +44,17 @@ from relaybox.protocol.errors import (
     worth_retrying_elsewhere,
 )
 from relaybox.protocol.events import Answering, ContentDelta, Event, Failed, Finished
-from relaybox.protocol.evidence import (
+from relaybox.protocol.routing.catalog import (
+    LEGACY_TIERS,
+    SMART_ROUTE_NAMES,
+    TIERS,
+    Candidate,
+    Catalog,
+    Route,
+    UnknownModel,
+)
+from relaybox.protocol.routing.classifier import Classification, TierThresholds, classify
+from relaybox.protocol.routing.evidence import (
     DAY,
     NOT_ABOUT_QUALITY,
     Evidence,
@@ -62,9 +62,9 @@ from relaybox.protocol.evidence import (
     Observation,
     RollupRow,
 )
-from relaybox.protocol.llm_classifier import classification_request, read_classification
-from relaybox.protocol.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
-from relaybox.protocol.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
+from relaybox.protocol.routing.llm_classifier import classification_request, read_classification
+from relaybox.protocol.routing.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
+from relaybox.protocol.routing.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
 
 log = logging.getLogger("relaybox.router")
 

@@ -15,7 +15,7 @@ import random
 import time
 
 from relaybox.protocol.chat import ChatMessage, ChatRequest
-from relaybox.protocol.classifier import classify
+from relaybox.protocol.routing.classifier import classify
 
 from bench.machine import write
 

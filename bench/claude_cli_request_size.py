@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 from relaybox.actors.transports.claude_cli import child_environment
-from relaybox.protocol.claude_cli_wire import SystemPromptStrategy, build_argv
+from relaybox.protocol.wire.claude_cli import SystemPromptStrategy, build_argv
 
 from bench.machine import write
 from tests.fakes.anthropic_upstream import FakeAnthropic

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import trio
-from relaybox.protocol.gemini_cli_wire import SYSTEM_PROMPT, WORKSPACE_SETTINGS, build_argv
+from relaybox.protocol.wire.gemini_cli import SYSTEM_PROMPT, WORKSPACE_SETTINGS, build_argv
 
 from bench.machine import write
 from tests.fakes.gemini_upstream import FakeGemini

@@ -48,12 +48,12 @@ from pathlib import Path
 
 import attrs
 from relaybox.actors.router import POOR_ANSWER_SCORE
-from relaybox.protocol.catalog import Catalog, ModelEntry, ProviderModels
 from relaybox.protocol.chat import ChatMessage, ChatRequest
-from relaybox.protocol.classifier import Classification, TierThresholds, classify
-from relaybox.protocol.evidence import Evidence, EvidencePolicy, Observation
-from relaybox.protocol.heuristics import score_answer
-from relaybox.protocol.selection import smart_route
+from relaybox.protocol.routing.catalog import Catalog, ModelEntry, ProviderModels
+from relaybox.protocol.routing.classifier import Classification, TierThresholds, classify
+from relaybox.protocol.routing.evidence import Evidence, EvidencePolicy, Observation
+from relaybox.protocol.routing.heuristics import score_answer
+from relaybox.protocol.routing.selection import smart_route
 
 from bench.machine import write
 

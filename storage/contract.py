@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from relaybox.protocol.evidence import RollupRow
+from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.storage.records import (
     ApiKey,
     AttemptRecord,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 import attrs
 import trio_asyncio
-from relaybox.protocol.evidence import RollupRow
+from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     POSTGRES,

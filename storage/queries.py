@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import attrs
-from relaybox.protocol.evidence import RollupRow
 from relaybox.protocol.keys import key_name_of
+from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.storage.schema import ROLLUP_KEY, ROLLUP_SUMS
 
 

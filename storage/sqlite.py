@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 import trio
-from relaybox.protocol.evidence import RollupRow
+from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     SQLITE,

@@ -19,8 +19,8 @@ from hypercorn.config import Config as HypercornConfig
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.supervisor import RestartPolicy
-from relaybox.protocol.catalog import ModelEntry
-from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
 from relaybox.web.app import create_app
 from relaybox.web.config import ProviderConfig, Settings
 from relaybox.web.system import System, TransportFactory, build_transport, running_system

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolSpec
-from relaybox.protocol.classifier import CATEGORIES, CODE_CATEGORIES, TierThresholds, classify
+from relaybox.protocol.routing.classifier import CATEGORIES, CODE_CATEGORIES, TierThresholds, classify
 
 
 def ask(*turns: str, tools: tuple[ToolSpec, ...] = ()) -> ChatRequest:

@@ -267,7 +267,7 @@ async def test_aggressive_compression_trims_the_oldest_turns_to_the_models_windo
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     import attrs
-    from relaybox.protocol.catalog import ModelEntry
+    from relaybox.protocol.routing.catalog import ModelEntry
 
     small = attrs.evolve(
         openai_provider("up", fake_openai.base_url, models=("small",)),

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from relaybox.protocol.anthropic_wire import (
+from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolChoice, ToolSpec
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
+from relaybox.protocol.wire.anthropic import (
     AnthropicStreamDecoder,
     MessagesStreamRenderer,
     parse_messages_request,
 )
-from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolChoice, ToolSpec
-from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
-from relaybox.protocol.gemini_wire import GeminiDialect, from_gemini_schema, generate_body, to_gemini_schema
-from relaybox.protocol.ollama_wire import OllamaStreamDecoder
+from relaybox.protocol.wire.gemini import GeminiDialect, from_gemini_schema, generate_body, to_gemini_schema
+from relaybox.protocol.wire.ollama import OllamaStreamDecoder
 
 JSON_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -160,7 +160,7 @@ async def test_a_prompt_beyond_a_models_window_goes_to_a_bigger_one(
     tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
 ) -> None:
     import attrs
-    from relaybox.protocol.catalog import ModelEntry
+    from relaybox.protocol.routing.catalog import ModelEntry
 
     small = attrs.evolve(
         openai_provider("small", fake_openai.base_url),
@@ -188,7 +188,7 @@ async def test_tier_names_route_to_the_cheapest_model_of_the_tier(
     tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
 ) -> None:
     import attrs
-    from relaybox.protocol.catalog import ModelEntry
+    from relaybox.protocol.routing.catalog import ModelEntry
 
     pricey = attrs.evolve(
         openai_provider("pricey", fake_openai.base_url),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from relaybox.protocol.heuristics import score_answer
+from relaybox.protocol.routing.heuristics import score_answer
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 import trio
-from relaybox.protocol.catalog import ModelEntry
+from relaybox.protocol.routing.catalog import ModelEntry
 
 from tests.fakes.openai_upstream import FAKE_PNG, FakeOpenAI
 from tests.harness import openai_provider, serve, settings_for

@@ -7,9 +7,9 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
-from relaybox.protocol.catalog import ModelEntry
 from relaybox.protocol.events import Usage
-from relaybox.protocol.pricing import ProviderPricing, table_cost
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.routing.pricing import ProviderPricing, table_cost
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -67,8 +67,8 @@ async def test_non_streaming_answers_carry_their_cost(
 
 
 def test_baseline_is_the_price_of_the_model_the_client_asked_for() -> None:
-    from relaybox.protocol.catalog import Catalog, ProviderModels
-    from relaybox.protocol.pricing import BaselinePricing
+    from relaybox.protocol.routing.catalog import Catalog, ProviderModels
+    from relaybox.protocol.routing.pricing import BaselinePricing
 
     catalog = Catalog(
         (
@@ -88,8 +88,8 @@ def test_baseline_is_the_price_of_the_model_the_client_asked_for() -> None:
 
 
 def test_requests_naming_no_model_are_priced_on_the_savings_reference() -> None:
-    from relaybox.protocol.catalog import Candidate, Catalog, ProviderModels
-    from relaybox.protocol.pricing import BaselinePricing, costliest_paid_model
+    from relaybox.protocol.routing.catalog import Candidate, Catalog, ProviderModels
+    from relaybox.protocol.routing.pricing import BaselinePricing, costliest_paid_model
 
     models = (ModelEntry("gpt-4o-mini", "economy", 0.15, 0.6), ModelEntry("gpt-4o", "premium", 2.5, 10.0))
     catalog = Catalog(

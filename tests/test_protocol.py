@@ -6,24 +6,24 @@ import json
 from pathlib import Path
 
 import pytest
-from relaybox.protocol.catalog import Candidate, Catalog, ModelEntry, ProviderModels
 from relaybox.protocol.chat import ChatMessage, ChatRequest, ImagePart, TextPart, ToolCall, ToolSpec
-from relaybox.protocol.claude_cli_wire import (
+from relaybox.protocol.errors import FailureKind, ProviderFailure, RelayError
+from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
+from relaybox.protocol.routing.catalog import Candidate, Catalog, ModelEntry, ProviderModels
+from relaybox.protocol.wire.claude_cli import (
     ClaudeStreamDecoder,
     SystemPromptStrategy,
     build_argv,
     build_prompt,
     classify_error,
 )
-from relaybox.protocol.errors import FailureKind, ProviderFailure, RelayError
-from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
-from relaybox.protocol.openai_wire import (
+from relaybox.protocol.wire.openai import (
     decode_upstream_chunk,
     merge_tool_calls,
     parse_chat_request,
     upstream_request_body,
 )
-from relaybox.protocol.sse import SSEDecoder, SSEvent
+from relaybox.protocol.wire.sse import SSEDecoder, SSEvent
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -304,7 +304,7 @@ def test_unresolvable_names_are_404(name: str) -> None:
 
 
 def test_tool_call_block_is_extracted_wherever_the_chunks_split() -> None:
-    from relaybox.protocol.cli_prompt import ToolCallExtractor
+    from relaybox.protocol.wire.cli_prompt import ToolCallExtractor
 
     answer = 'Checking.<tool_call>{"name": "read_file", "arguments": {"path": "a<b>.py"}}</tool_call>'
     for size in (1, 2, 5, 11, len(answer)):
@@ -321,7 +321,7 @@ def test_tool_call_block_is_extracted_wherever_the_chunks_split() -> None:
 
 
 def test_text_that_only_looks_like_a_tool_call_stays_text() -> None:
-    from relaybox.protocol.cli_prompt import ToolCallExtractor
+    from relaybox.protocol.wire.cli_prompt import ToolCallExtractor
 
     extractor = ToolCallExtractor()
     events = (
@@ -338,7 +338,7 @@ def test_text_that_only_looks_like_a_tool_call_stays_text() -> None:
 
 def test_cli_prompt_describes_tools_and_replays_calls() -> None:
     from relaybox.protocol.chat import ToolCall, ToolChoice
-    from relaybox.protocol.cli_prompt import flatten
+    from relaybox.protocol.wire.cli_prompt import flatten
 
     request = ChatRequest(
         model="m",

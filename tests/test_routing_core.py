@@ -6,12 +6,12 @@ import random
 from collections import Counter
 
 import pytest
-from relaybox.protocol.catalog import Candidate, Catalog, ModelEntry, ProviderModels, Route
-from relaybox.protocol.classifier import Classification
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.evidence import DAY, Evidence, EvidencePolicy, Observation, RollupRow
-from relaybox.protocol.routes import NamedRoute, expand, requested_route, within_mode
-from relaybox.protocol.selection import ABTest, apply_ab_test, smart_route
+from relaybox.protocol.routing.catalog import Candidate, Catalog, ModelEntry, ProviderModels, Route
+from relaybox.protocol.routing.classifier import Classification
+from relaybox.protocol.routing.evidence import DAY, Evidence, EvidencePolicy, Observation, RollupRow
+from relaybox.protocol.routing.routes import NamedRoute, expand, requested_route, within_mode
+from relaybox.protocol.routing.selection import ABTest, apply_ab_test, smart_route
 
 CATALOG = Catalog(
     providers=(

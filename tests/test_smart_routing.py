@@ -16,11 +16,11 @@ import trio
 import trio.testing
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.router import RoutingSettings
-from relaybox.protocol.catalog import Candidate, ModelEntry
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, Finished
-from relaybox.protocol.routes import NamedRoute
-from relaybox.protocol.selection import ABTest, SelectionPolicy
+from relaybox.protocol.routing.catalog import Candidate, ModelEntry
+from relaybox.protocol.routing.routes import NamedRoute
+from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings

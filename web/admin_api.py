@@ -17,7 +17,7 @@ from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.provider import group_id
 from relaybox.actors.router import SetProviderEnabled
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.selection import ABTest, ab_verdict
+from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting
 from relaybox.web.config import ProviderConfig

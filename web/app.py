@@ -19,8 +19,7 @@ from typing import Any
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
-from relaybox.protocol import anthropic_wire, openai_wire, tokens
-from relaybox.protocol.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
+from relaybox.protocol import tokens
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.compression.pipeline import LEVELS, compress
 from relaybox.protocol.errors import RelayError
@@ -33,8 +32,11 @@ from relaybox.protocol.events import (
     Usage,
 )
 from relaybox.protocol.keys import client_of
-from relaybox.protocol.routes import ROUTE_PREFIX
-from relaybox.protocol.sse import DONE, KEEPALIVE, encode_data
+from relaybox.protocol.routing.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
+from relaybox.protocol.routing.routes import ROUTE_PREFIX
+from relaybox.protocol.wire import anthropic as anthropic_wire
+from relaybox.protocol.wire import openai as openai_wire
+from relaybox.protocol.wire.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web import metrics
 from relaybox.web.admin_api import register_api
 from relaybox.web.answer_cache import cache_key, cache_policy

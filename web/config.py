@@ -23,14 +23,14 @@ from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.router import RoutingSettings
 from relaybox.actors.supervisor import RestartPolicy
-from relaybox.protocol.catalog import TIERS, Candidate, ModelEntry
-from relaybox.protocol.classifier import TierThresholds
-from relaybox.protocol.claude_cli_wire import SystemPromptStrategy
 from relaybox.protocol.compression.pipeline import LEVELS
-from relaybox.protocol.evidence import EvidencePolicy
-from relaybox.protocol.ollama_wire import model_names
-from relaybox.protocol.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
-from relaybox.protocol.selection import ABTest, SelectionPolicy
+from relaybox.protocol.routing.catalog import TIERS, Candidate, ModelEntry
+from relaybox.protocol.routing.classifier import TierThresholds
+from relaybox.protocol.routing.evidence import EvidencePolicy
+from relaybox.protocol.routing.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
+from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
+from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
+from relaybox.protocol.wire.ollama import model_names
 
 
 class ConfigError(Exception):

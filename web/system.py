@@ -27,14 +27,14 @@ from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
 from relaybox.actors.transports.gemini_cli import GeminiCliTransport
 from relaybox.actors.transports.http_api import HttpApiTransport
-from relaybox.protocol.anthropic_wire import AnthropicDialect
-from relaybox.protocol.catalog import Candidate, Catalog, ProviderModels
-from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.events import Usage
-from relaybox.protocol.gemini_wire import GeminiDialect
-from relaybox.protocol.ollama_wire import OllamaDialect
-from relaybox.protocol.openai_wire import OpenAIDialect
-from relaybox.protocol.pricing import BaselinePricing, ProviderPricing, costliest_paid_model
+from relaybox.protocol.routing.catalog import Candidate, Catalog, ProviderModels
+from relaybox.protocol.routing.pricing import BaselinePricing, ProviderPricing, costliest_paid_model
+from relaybox.protocol.wire.anthropic import AnthropicDialect
+from relaybox.protocol.wire.dialect import Dialect
+from relaybox.protocol.wire.gemini import GeminiDialect
+from relaybox.protocol.wire.ollama import OllamaDialect
+from relaybox.protocol.wire.openai import OpenAIDialect
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version

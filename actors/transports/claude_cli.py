@@ -24,14 +24,14 @@ from relaybox.actors.transports.cli_process import (
     open_cli,
 )
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.claude_cli_wire import (
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.wire.claude_cli import (
     ClaudeStreamDecoder,
     SystemPromptStrategy,
     build_argv,
     build_prompt,
     classify_error,
 )
-from relaybox.protocol.errors import FailureKind, ProviderFailure
 
 
 def child_environment(parent: Mapping[str, str], configured: Mapping[str, str]) -> dict[str, str]:

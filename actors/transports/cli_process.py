@@ -18,9 +18,9 @@ from typing import Protocol
 import attrs
 import trio
 from relaybox.actors.transports.base import Emit
-from relaybox.protocol.cli_prompt import ToolCallExtractor
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, TransportEvent
+from relaybox.protocol.wire.cli_prompt import ToolCallExtractor
 
 # What the child inherits from relaybox's environment; everything else must be configured.
 # An inherited ANTHROPIC_API_KEY or GEMINI_API_KEY would silently replace the user's login,

@@ -16,9 +16,9 @@ import trio
 from relaybox.actors.transports.base import Emit
 from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.cli_prompt import flatten
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.gemini_cli_wire import (
+from relaybox.protocol.wire.cli_prompt import flatten
+from relaybox.protocol.wire.gemini_cli import (
     SYSTEM_PROMPT,
     WORKSPACE_SETTINGS,
     GeminiStreamDecoder,

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.dialect import Dialect
 from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.wire.dialect import Dialect
 
 # Connection pools per transport, and how many connections make a pool worth splitting off.
 CLIENT_SHARDS = 16

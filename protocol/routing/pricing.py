@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import attrs
 import genai_prices
-from relaybox.protocol.catalog import Candidate, Catalog, ModelEntry
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import Usage
+from relaybox.protocol.routing.catalog import Candidate, Catalog, ModelEntry
 
 # relaybox provider kind -> genai-prices provider id
 PRICE_TABLE_PROVIDERS = {

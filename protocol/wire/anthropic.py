@@ -25,10 +25,10 @@ from relaybox.protocol.chat import (
     arguments_object,
     inline_image,
 )
-from relaybox.protocol.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
 from relaybox.protocol.errors import FailureKind, ProviderFailure, RelayError
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
-from relaybox.protocol.sse import SSEvent
+from relaybox.protocol.wire.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
+from relaybox.protocol.wire.sse import SSEvent
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096

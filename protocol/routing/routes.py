@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import attrs
-from relaybox.protocol.catalog import SMART_ROUTE_NAMES, Candidate, Catalog, Route
 from relaybox.protocol.errors import RelayError
+from relaybox.protocol.routing.catalog import SMART_ROUTE_NAMES, Candidate, Catalog, Route
 
 ROUTE_PREFIX = "route:"
 MODES = ("hybrid", "local", "cloud")

@@ -14,7 +14,7 @@ import attrs
 from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import TransportEvent
-from relaybox.protocol.sse import SSEDecoder, SSEvent
+from relaybox.protocol.wire.sse import SSEDecoder, SSEvent
 
 
 @attrs.frozen

@@ -14,9 +14,9 @@ from typing import Any
 
 import attrs
 from relaybox.protocol.chat import ChatRequest
-from relaybox.protocol.cli_prompt import flatten
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, TransportEvent, Usage
+from relaybox.protocol.wire.cli_prompt import flatten
 
 
 class SystemPromptStrategy(enum.Enum):

@@ -24,7 +24,9 @@ from relaybox.protocol.chat import (
     ToolChoice,
     ToolSpec,
 )
-from relaybox.protocol.dialect import (
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.events import ContentDelta, GeneratedImages, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.wire.dialect import (
     HttpCall,
     SSEStreamDecoder,
     error_message,
@@ -32,9 +34,7 @@ from relaybox.protocol.dialect import (
     malformed,
     upstream_error,
 )
-from relaybox.protocol.errors import RelayError
-from relaybox.protocol.events import ContentDelta, GeneratedImages, ToolCallDelta, TransportEvent, Usage
-from relaybox.protocol.sse import SSEvent
+from relaybox.protocol.wire.sse import SSEvent
 
 # Parameters relaybox does not interpret but forwards to OpenAI-compatible upstreams.
 PASSTHROUGH_PARAMS = frozenset(

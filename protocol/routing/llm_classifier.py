@@ -14,7 +14,7 @@ import re
 
 import attrs
 from relaybox.protocol.chat import ChatMessage, ChatRequest
-from relaybox.protocol.classifier import CATEGORIES, Classification, TierThresholds
+from relaybox.protocol.routing.classifier import CATEGORIES, Classification, TierThresholds
 
 # The ask is cut to this many characters: classifying needs the gist, not the attachments.
 ASK_CHARS = 2000

@@ -11,9 +11,9 @@ from typing import Any
 
 import attrs
 from relaybox.protocol.chat import ChatRequest, ImagePart, TextPart, arguments_object, inline_image
-from relaybox.protocol.dialect import HttpCall, NDJSONStreamDecoder, error_message, load_json, malformed
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.wire.dialect import HttpCall, NDJSONStreamDecoder, error_message, load_json, malformed
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 

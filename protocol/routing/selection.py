@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 
 import attrs
-from relaybox.protocol.catalog import TIERS, Candidate, Catalog, Route
-from relaybox.protocol.classifier import Classification
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.evidence import Evidence, Standing
+from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog, Route
+from relaybox.protocol.routing.classifier import Classification
+from relaybox.protocol.routing.evidence import Evidence, Standing
 
 
 @attrs.frozen
