@@ -39,17 +39,7 @@ class BreakerStatistics:
     window_failures: int
     window_total: int
     trips: int
-    open_for: float | None  # seconds until half-open, while open
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "state": self.state.value,
-            "consecutive_failures": self.consecutive_failures,
-            "window_failures": self.window_failures,
-            "window_total": self.window_total,
-            "trips": self.trips,
-            "open_for_s": None if self.open_for is None else round(self.open_for, 3),
-        }
+    open_for_s: float | None  # seconds until half-open, while open
 
 
 class CircuitBreaker:
@@ -127,7 +117,7 @@ class CircuitBreaker:
             window_failures=failures,
             window_total=total,
             trips=self.trips,
-            open_for=self.retry_after(now),
+            open_for_s=None if (wait := self.retry_after(now)) is None else round(wait, 3),
         )
 
     def _trip(self, now: float) -> None:

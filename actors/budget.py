@@ -12,31 +12,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any
 
 import attrs
 import trio
-from relaybox.actors.mailbox import Mailbox
+from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics, ask
+from relaybox.actors.messages import BudgetMessage, Reserve, Settle
+from relaybox.protocol.keys import KeyBudget
 from relaybox.storage.contract import Storage, StorageError
-from relaybox.storage.records import Budget, KeyBudget, Reservation, Window
+from relaybox.storage.records import Budget, Reservation, Window
 
 log = logging.getLogger("relaybox.budget")
 
 PERIOD_SECONDS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
 
 
-@attrs.frozen(eq=False)
-class Reserve:
-    reservation_id: str
-    amount: float
-    reply: trio.MemorySendChannel[Reservation]
-    key_budget: KeyBudget | None = None  # the client key's own budget, checked with the global ones
-
-
 @attrs.frozen
-class Settle:
-    reservation_id: str
-    amount: float
+class BudgetStatistics:
+    mailbox: MailboxStatistics
+    budgets: tuple[Budget, ...]
+    pressure: float | None
+    refused: int
+    unchecked: int
 
 
 class BudgetActor:
@@ -49,7 +47,7 @@ class BudgetActor:
         self.storage = storage
         self.refresh = refresh
         self.timeout = timeout
-        self.mailbox: Mailbox[Reserve | Settle] = Mailbox(mailbox)
+        self.mailbox: Mailbox[BudgetMessage] = Mailbox(mailbox)
         self.budgets: list[Budget] = []
         self.pressure: float | None = (
             None  # the highest share of any enabled budget spent (0.8: prefer cheap)
@@ -59,15 +57,10 @@ class BudgetActor:
         self._reading_failed = False
         self._held: set[str] = set()  # reservations placed and not yet settled
 
-    def statistics(self) -> dict[str, Any]:
-        mailbox = self.mailbox.statistics()
-        return {
-            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
-            "budgets": [attrs.asdict(b) for b in self.budgets],
-            "pressure": self.pressure,
-            "refused": self.refused,
-            "unchecked": self.unchecked,
-        }
+    def statistics(self) -> BudgetStatistics:
+        return BudgetStatistics(
+            self.mailbox.statistics(), tuple(self.budgets), self.pressure, self.refused, self.unchecked
+        )
 
     @property
     def enforcing(self) -> bool:
@@ -184,3 +177,32 @@ def _window(period: str, limit_usd: float, now: float, key_name: str | None = No
 def _reply(message: Reserve, answer: Reservation) -> None:
     with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         message.reply.send_nowait(answer)
+
+
+class BudgetHold:
+    """One attempt's reservation: its estimated cost held against the budgets before it runs, and
+    settled to its real cost after."""
+
+    def __init__(self, budget: BudgetActor) -> None:
+        self.budget = budget
+        self.reservation_id: str | None = None
+        self.estimate = 0.0
+
+    async def reserve(self, estimate: float, key_budget: KeyBudget | None) -> Reservation | None:
+        """The budget actor's answer; None when it gave none in time (the attempt goes ahead)."""
+        # Known before asking: if this task is cancelled mid-ask, the hold is still released.
+        reservation_id = self.reservation_id = str(uuid.uuid4())
+        self.estimate = estimate
+        with trio.move_on_after(self.budget.timeout * 2):
+            try:
+                return await ask(
+                    self.budget.mailbox, lambda reply: Reserve(reservation_id, estimate, reply, key_budget)
+                )
+            except MailboxFull:
+                return None
+        return None
+
+    def settle(self, cost: float) -> None:
+        if self.reservation_id is not None:
+            with contextlib.suppress(MailboxFull):
+                self.budget.mailbox.tell(Settle(self.reservation_id, cost))

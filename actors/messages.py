@@ -1,4 +1,14 @@
-"""The messages the router and the provider actors exchange: a closed set of frozen classes."""
+"""Every message an actor receives: a closed set of frozen classes, one union per actor.
+
+router          RouterMessage    Dispatch (from the request pipeline), AttemptEnded (from a
+                                 provider), SetProviderEnabled (from the settings API),
+                                 EvidenceLoaded (from its own refresh), OverheadObserved
+provider        Job              one attempt of one request, from the router
+budget          BudgetMessage    Reserve (asks; the reply is a `Reservation`), Settle
+recorder        AttemptRecord    the record itself (storage's type: it is what gets written)
+response-cache  CacheWrite       an answer to write to the cache's shared tier
+keys            (none)           it reads storage on its own schedule
+"""
 
 from __future__ import annotations
 
@@ -11,14 +21,19 @@ from relaybox.actors.mailbox import Mailbox
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
-from relaybox.protocol.routing.catalog import Candidate, Route
+from relaybox.protocol.keys import KeyBudget
+from relaybox.protocol.routing.catalog import Candidate
 from relaybox.protocol.routing.classifier import Classification
-from relaybox.storage.records import KeyBudget
+from relaybox.protocol.routing.evidence import RollupRow
+from relaybox.protocol.routing.progress import DispatchState
+from relaybox.storage.records import AttemptRecord, CachedRow, Reservation
+
+# --- the router ---------------------------------------------------------------------------
 
 
 @attrs.frozen(eq=False)
 class Dispatch:
-    """From the HTTP handler to the router: serve this request, answer on `reply`."""
+    """From the request pipeline to the router: serve this request, answer on `reply`."""
 
     request_id: str
     request: ChatRequest | ImageRequest
@@ -33,46 +48,6 @@ class Dispatch:
     compression_level: str = "safe"
     tokens_saved: int | None = None
     key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
-
-
-@attrs.frozen
-class DispatchState:
-    """Where one request stands in its route; it travels with each attempt, so a restarted
-    router loses nothing."""
-
-    request_id: str
-    route: Route
-    next_index: int = 0
-    attempts: int = 0
-    failures: tuple[AttemptFailure, ...] = ()
-    failed_upstream_ms: float = 0.0
-    client: str | None = None
-    # What the classifier said, for the log and for the evidence the outcome feeds.
-    category: str = "other"
-    complexity: int = 0
-    ab_test: str | None = None
-    ab_variant: str | None = None
-    # A complete answer the cascade held back for a stronger model: sent if none of them answers.
-    held_answer: tuple[Event, ...] = ()
-    # Prompt compression, as in `Dispatch`; trimming for this attempt's model adds to `tokens_saved`.
-    compression_level: str = "safe"
-    tokens_saved: int | None = None
-    key_budget: KeyBudget | None = None
-
-
-@attrs.frozen(eq=False)
-class Job:
-    """From the router to a provider actor: one attempt of one request."""
-
-    request: ChatRequest | ImageRequest
-    candidate: Candidate
-    reply: trio.MemorySendChannel[Event]
-    cancel: CancelToken
-    state: DispatchState
-    report_to: Mailbox[RouterMessage]
-    # Cascade: a held (non-streaming) answer scoring below this is not sent; a stronger
-    # candidate behind this one answers instead. None: the answer goes out whatever it scores.
-    escalate_below: int | None = None
 
 
 class AttemptResult(enum.Enum):
@@ -97,5 +72,90 @@ class AttemptEnded:
     score: int | None = None  # the answer's heuristic score (0-100), when there was an answer
     held_answer: tuple[Event, ...] = ()  # a poor answer held back (POOR_ANSWER), in full
 
+    @property
+    def outcome(self) -> str:
+        """ "success", "cancelled", or the failure kind."""
+        return self.failure.kind.value if self.failure is not None else self.result.value
 
-RouterMessage = Dispatch | AttemptEnded
+
+@attrs.frozen
+class SetProviderEnabled:
+    """From the settings API: stop or resume sending work to a provider, and its priority."""
+
+    provider: str
+    enabled: bool
+    priority: int | None = None
+
+
+@attrs.frozen
+class EvidenceLoaded:
+    """From the router's own refresh task: storage's evidence, read at wall-clock `at`."""
+
+    rows: tuple[RollupRow, ...]
+    at: float
+    started: float  # the router's clock when the read began
+
+
+@attrs.frozen
+class OverheadObserved:
+    """From the request pipeline, once per answered request: the milliseconds relaybox itself added."""
+
+    milliseconds: float
+
+
+RouterMessage = Dispatch | AttemptEnded | SetProviderEnabled | EvidenceLoaded | OverheadObserved
+
+
+# --- a provider ---------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class Job:
+    """From the router to a provider actor: one attempt of one request."""
+
+    request: ChatRequest | ImageRequest
+    candidate: Candidate
+    reply: trio.MemorySendChannel[Event]
+    cancel: CancelToken
+    state: DispatchState
+    report_to: Mailbox[RouterMessage]
+    # Cascade: a held (non-streaming) answer scoring below this is not sent; a stronger
+    # candidate behind this one answers instead. None: the answer goes out whatever it scores.
+    escalate_below: int | None = None
+
+
+# --- the budget ---------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class Reserve:
+    """From a provider, before a paid attempt: hold `amount` against the budgets, or refuse."""
+
+    reservation_id: str
+    amount: float
+    reply: trio.MemorySendChannel[Reservation]
+    key_budget: KeyBudget | None = None  # the client key's own budget, checked with the global ones
+
+
+@attrs.frozen
+class Settle:
+    """From a provider, after the attempt: replace the held estimate with what it really cost."""
+
+    reservation_id: str
+    amount: float
+
+
+BudgetMessage = Reserve | Settle
+
+
+# --- the recorder and the response cache's writer -------------------------------------------
+
+RecorderMessage = AttemptRecord
+
+
+@attrs.frozen
+class CacheWrite:
+    """From the request pipeline: a finished answer to keep in the response cache's shared tier."""
+
+    key: str  # the normalised request's digest, in hex
+    row: CachedRow

@@ -15,12 +15,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
-from relaybox.actors.mailbox import Mailbox
+from relaybox.actors.mailbox import Mailbox, MailboxStatistics
+from relaybox.actors.messages import RecorderMessage
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.records import AttemptRecord
 
 log = logging.getLogger("relaybox.recorder")
+
+
+@attrs.frozen
+class RecorderStatistics:
+    mailbox: MailboxStatistics
+    storage: str  # the back end's name
+    storage_up: bool | None  # None: nothing written yet
+    buffered: int
+    journaled: int  # records waiting in the journal file
+    written: int
+    dropped: int
+    journal_failed: str | None
+    last_error: str | None
 
 
 class RecorderActor:
@@ -42,7 +57,7 @@ class RecorderActor:
     ) -> None:
         self.storage = storage
         self.journal = Path(journal_path)
-        self.mailbox: Mailbox[AttemptRecord] = Mailbox(mailbox)
+        self.mailbox: Mailbox[RecorderMessage] = Mailbox(mailbox)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.buffer_limit = buffer_limit
@@ -62,19 +77,18 @@ class RecorderActor:
 
     # --- what others may read ----------------------------------------------------------
 
-    def statistics(self) -> dict[str, Any]:
-        mailbox = self.mailbox.statistics()
-        return {
-            "mailbox": {"depth": mailbox.depth, "capacity": mailbox.capacity, "peak": mailbox.peak},
-            "storage": self.storage.name,
-            "storage_up": self.storage_up,
-            "buffered": len(self._buffer),
-            "journaled": self.journaled,
-            "written": self.written,
-            "dropped": self.dropped,
-            "journal_failed": self.journal_failed,
-            "last_error": self.last_error,
-        }
+    def statistics(self) -> RecorderStatistics:
+        return RecorderStatistics(
+            mailbox=self.mailbox.statistics(),
+            storage=self.storage.name,
+            storage_up=self.storage_up,
+            buffered=len(self._buffer),
+            journaled=self.journaled,
+            written=self.written,
+            dropped=self.dropped,
+            journal_failed=self.journal_failed,
+            last_error=self.last_error,
+        )
 
     def record(self, record: AttemptRecord) -> None:
         """For the request path: hand over a record without waiting, whatever storage is doing."""

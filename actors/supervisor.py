@@ -47,7 +47,9 @@ class Supervised(Protocol):
 
     def on_give_up(self) -> None: ...
 
-    def statistics(self) -> dict[str, Any]: ...
+    def statistics(self) -> Any:
+        """A frozen snapshot of the child's state, for /actors."""
+        ...
 
 
 @attrs.frozen
@@ -55,6 +57,31 @@ class Crash:
     at: float
     reason: str
     where: str
+
+
+@attrs.frozen
+class CrashReport:
+    seconds_ago: float
+    reason: str
+    where: str
+
+
+@attrs.frozen
+class ChildStatistics:
+    name: str
+    kind: str
+    state: ChildState
+    restarts: int
+    last_crash: CrashReport | None
+    actor: Any  # the child's own snapshot (its `statistics()`)
+
+
+@attrs.frozen
+class SupervisorStatistics:
+    name: str
+    kind: str
+    policy: RestartPolicy
+    children: tuple[ChildStatistics, ...]
 
 
 @attrs.define
@@ -67,22 +94,18 @@ class ChildRecord:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
 
-    def to_json(self, now: float) -> dict[str, Any]:
-        crash = None
-        if self.last_crash is not None:
-            crash = {
-                "seconds_ago": round(now - self.last_crash.at, 3),
-                "reason": self.last_crash.reason,
-                "where": self.last_crash.where,
-            }
-        return {
-            "name": self.child.name,
-            "kind": self.child.kind,
-            "state": self.state.value,
-            "restarts": self.restarts,
-            "last_crash": crash,
-            **self.child.statistics(),
-        }
+    def statistics(self, now: float) -> ChildStatistics:
+        crash = self.last_crash
+        return ChildStatistics(
+            name=self.child.name,
+            kind=self.child.kind,
+            state=self.state,
+            restarts=self.restarts,
+            last_crash=None
+            if crash is None
+            else CrashReport(round(now - crash.at, 3), crash.reason, crash.where),
+            actor=self.child.statistics(),
+        )
 
 
 class _StartedOnce:
@@ -131,17 +154,13 @@ class Supervisor:
     def record(self, name: str) -> ChildRecord:
         return self._records[name]
 
-    def is_running(self, name: str) -> bool:
-        return self._records[name].state is ChildState.RUNNING
+    def state_of(self, name: str) -> ChildState:
+        return self._records[name].state
 
-    def tree(self) -> dict[str, Any]:
+    def statistics(self) -> SupervisorStatistics:
         now = trio.current_time()
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "policy": attrs.asdict(self.policy),
-            "children": [record.to_json(now) for record in self._records.values()],
-        }
+        children = tuple(record.statistics(now) for record in self._records.values())
+        return SupervisorStatistics(self.name, self.kind, self.policy, children)
 
     async def _supervise(self, record: ChildRecord, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         started = _StartedOnce(task_status)

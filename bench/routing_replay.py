@@ -47,11 +47,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
-from relaybox.actors.router import POOR_ANSWER_SCORE
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.routing.catalog import Catalog, ModelEntry, ProviderModels
 from relaybox.protocol.routing.classifier import Classification, TierThresholds, classify
-from relaybox.protocol.routing.evidence import Evidence, EvidencePolicy, Observation
+from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE, Evidence, EvidencePolicy, Observation
 from relaybox.protocol.routing.heuristics import score_answer
 from relaybox.protocol.routing.selection import smart_route
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+import attrs
+
 PREFIX = "rbx-"
 # How the request log names the client of a request made with a key.
 CLIENT_PREFIX = "key:"
@@ -35,6 +37,15 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return x_api_key.strip() if x_api_key and x_api_key.strip() else None
+
+
+@attrs.frozen
+class KeyBudget:
+    """A client key's own budget, carried with each of its requests to the attempts that reserve."""
+
+    key_name: str
+    period: str
+    limit_usd: float
 
 
 def client_of(key_name: str) -> str:

@@ -1,10 +1,17 @@
-"""What storage keeps: one row per attempt (seed 001's task_logs, extended), budgets, provider settings."""
+"""What storage keeps: one row per attempt (the request log, `task_logs`) and how one is made from an
+attempt, budgets and their reservations, provider settings, cached answers, client keys."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import attrs
+from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.events import Usage
+from relaybox.protocol.keys import KeyBudget
+from relaybox.protocol.routing.progress import DispatchState
 
 
 @attrs.frozen
@@ -57,6 +64,73 @@ class AttemptRecord:
 
 
 COLUMNS = tuple(f.name for f in attrs.fields(AttemptRecord))
+
+
+def group_id(request_id: str) -> str:
+    """The UUID of a request (its id ends in 32 hex digits), linking its attempts' records."""
+    try:
+        return str(uuid.UUID(request_id[-32:]))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, request_id))
+
+
+def attempt_record(
+    provider: str,
+    model: str,
+    request: ChatRequest | ImageRequest,
+    state: DispatchState,
+    *,
+    status: str,
+    usage: Usage | None,
+    latency_ms: float,
+    ttft_ms: float | None,
+    heuristic_score: int | None = None,
+    baseline_cost_usd: float | None = None,
+    error: str | None = None,
+) -> AttemptRecord:
+    """The record of one attempt of a request at `provider`/`model`, where `state` says how the
+    request got there. `status`: "success", "cancelled", or the failure kind."""
+    usage = usage or Usage(0, 0)
+    if isinstance(request, ImageRequest):
+        summary, messages = request.prompt, 1
+    else:
+        users = [m for m in request.messages if m.role == "user"]
+        summary, messages = (users[-1].text() if users else ""), len(request.messages)
+    compressed = state.tokens_saved is not None
+    return AttemptRecord(
+        id=str(uuid.uuid4()),
+        created_at=time.time(),
+        request_group_id=group_id(state.request_id),
+        attempt=state.attempts,
+        provider=provider,
+        model_selected=model,
+        model_requested=request.model,
+        router_reason=state.route.reason[:300],
+        task_category=state.category,
+        complexity_score=state.complexity,
+        prompt_summary=summary[:500],
+        message_count=messages,
+        status=status,
+        tokens_in=usage.prompt_tokens,
+        tokens_out=usage.completion_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost_usd=usage.cost_usd or 0.0,
+        baseline_cost_usd=baseline_cost_usd,
+        latency_ms=round(latency_ms),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms),
+        streaming=request.stream,
+        fallback_used=bool(state.failures),
+        client=state.client,
+        cli_success=status == "success",
+        heuristic_score=heuristic_score,
+        error_message=None if error is None else error[:500],
+        ab_test=state.ab_test,
+        ab_variant=state.ab_variant,
+        # The prompt as sent is what the upstream counted; before it, what compression saved more.
+        tokens_before_compression=usage.prompt_tokens + state.tokens_saved if compressed else None,
+        tokens_after_compression=usage.prompt_tokens if compressed else None,
+    )
 
 
 @attrs.frozen
@@ -138,15 +212,6 @@ class ApiKey:
 
 # An `api_keys` row is an `ApiKey`'s fields, in order.
 KEY_COLUMNS = tuple(f.name for f in attrs.fields(ApiKey))
-
-
-@attrs.frozen
-class KeyBudget:
-    """A client key's own budget, carried with each of its requests to the attempts that reserve."""
-
-    key_name: str
-    period: str
-    limit_usd: float
 
 
 @attrs.frozen

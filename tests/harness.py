@@ -23,6 +23,8 @@ from relaybox.protocol.routing.catalog import ModelEntry
 from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
 from relaybox.web.app import create_app
 from relaybox.web.config import ProviderConfig, Settings
+from relaybox.web.context import PIPELINE
+from relaybox.web.pipeline import RequestPipeline
 from relaybox.web.system import System, TransportFactory, build_transport, running_system
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,6 +114,7 @@ def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> 
 class Running:
     system: System
     base_url: str
+    pipeline: RequestPipeline
 
 
 @asynccontextmanager
@@ -123,13 +126,14 @@ async def serve(
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         shutdown = trio.Event()
+        app = create_app(system)
         binds = await nursery.start(
             lambda task_status: hypercorn.trio.serve(
-                create_app(system), config, shutdown_trigger=shutdown.wait, task_status=task_status
+                app, config, shutdown_trigger=shutdown.wait, task_status=task_status
             )
         )
         try:
-            yield Running(system, binds[0])
+            yield Running(system, binds[0], app.extensions[PIPELINE])
         finally:
             nursery.cancel_scope.cancel()
 

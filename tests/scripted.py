@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import attrs
 import trio
@@ -33,14 +32,20 @@ class Crash:
 Step = Answer | Crash | ProviderFailure
 
 
+@attrs.frozen
+class ScriptedStatistics:
+    calls: int
+    kind: str = "scripted"
+
+
 class ScriptedTransport:
     def __init__(self, *steps: Step, default: Step | None = None) -> None:
         self.steps: list[Step] = list(steps)
         self.default = default or Answer()
         self.calls = 0
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "scripted"}
+    def statistics(self) -> ScriptedStatistics:
+        return ScriptedStatistics(self.calls)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:

@@ -186,9 +186,9 @@ async def test_client_disconnect_kills_the_cli_within_a_second(
         took = await eventually(lambda: not processes_in(workdir), within=1.0)
         assert took < 1.0
         provider = relay.system.providers["claude-cli"]
-        await eventually(lambda: not provider.statistics()["in_flight"], within=2.0)
+        await eventually(lambda: not provider.statistics().in_flight, within=2.0)
         router = relay.system.router.statistics()
-    assert router["outcomes"]["claude-cli/sonnet"]["cancelled"] == 1
+    assert router.outcomes["claude-cli/sonnet"].cancelled == 1
 
 
 async def test_stalled_upstream_times_out_and_leaves_no_process(
@@ -294,22 +294,20 @@ async def test_warm_pool_answers_from_a_waiting_process_and_replaces_it(
         httpx.AsyncClient(base_url=relay.base_url, timeout=60) as client,
     ):
         pool = relay.system.providers["claude-cli"].transport.pool  # type: ignore[attr-defined]
-        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)
+        await eventually(lambda: pool.statistics().idle == 1, within=30)
         warm = await client.post("/v1/chat/completions", json=ask(None))
-        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)  # replaced
+        await eventually(lambda: pool.statistics().idle == 1, within=30)  # replaced
         cold = await client.post("/v1/chat/completions", json=ask("You are terse."))
-        await eventually(
-            lambda: pool.statistics()["started"] == 3 and pool.statistics()["idle"] == 1, within=30
-        )
+        await eventually(lambda: pool.statistics().started == 3 and pool.statistics().idle == 1, within=30)
         warm_again = await client.post("/v1/chat/completions", json=ask("You are terse."))
-        await eventually(lambda: pool.statistics()["idle"] == 1, within=30)
+        await eventually(lambda: pool.statistics().idle == 1, within=30)
         statistics = pool.statistics()
         waiting = processes_in(workdir)
     for answer in (warm, cold, warm_again):
         assert answer.status_code == 200
         assert answer.json()["choices"][0]["message"]["content"] == "Hello from the fake upstream."
-    assert (statistics["hits"], statistics["misses"]) == (2, 1)
-    assert statistics["retired"] >= 1  # the default-prompt process made room for the terse one
+    assert (statistics.hits, statistics.misses) == (2, 1)
+    assert statistics.retired >= 1  # the default-prompt process made room for the terse one
     assert len(waiting) == 1, "one process waits, bounded by the pool size"
     systems = [json.loads(r.body)["system"] for r in fake_anthropic.requests if r.path.endswith("/messages")]
     assert any("You are terse." in str(s) for s in systems)

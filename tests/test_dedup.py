@@ -11,8 +11,8 @@ import trio
 import trio.lowlevel
 from relaybox.actors.cancellation import CancelToken
 from relaybox.protocol.events import Answering, ContentDelta, Event, Finished
-from relaybox.web.dedup import Deduplicator
-from relaybox.web.exchange import Begun
+from relaybox.web.answer import Begun
+from relaybox.web.dedup import InFlightAnswers
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
@@ -124,26 +124,22 @@ def answered(text: str) -> Begun:
     send, receive = trio.open_memory_channel[Event](10)
     send.send_nowait(ContentDelta(text))
     send.send_nowait(Finished("stop", 1.0))
-    return Begun(Answering("p", "m", "reason", 1, False, 0.0), receive, CancelToken(), {})
+    return Begun(Answering("p", "m", "reason", 1, False, 0.0), receive, CancelToken())
 
 
-async def follower_of_a_released_answer(delay: int) -> tuple[str, int, Deduplicator]:
-    dedup = Deduplicator(5.0)
+async def follower_of_a_released_answer(delay: int) -> tuple[str, int, InFlightAnswers]:
+    in_flight = InFlightAnswers(5.0)
     own_calls = 0
-
-    async def lead() -> Begun:
-        return answered("leader")
-
-    async def own() -> Begun:
-        nonlocal own_calls
-        own_calls += 1
-        return answered("own")
-
-    leader = await dedup.begin(b"key", "r1", None, lead)
+    leader = in_flight.lead(b"key", "r1").begun(answered("leader"))
     received: list[Event] = []
 
     async def follow() -> None:
-        follower = await dedup.begin(b"key", "r2", None, own)
+        # As the request pipeline does: join the answer in flight, or lead one of its own.
+        nonlocal own_calls
+        follower = await in_flight.join(b"key")
+        if follower is None:
+            own_calls += 1
+            follower = in_flight.lead(b"key", "r2").begun(answered("own"))
         received.append(await follower.receive.receive())
         follower.close()
 
@@ -153,13 +149,13 @@ async def follower_of_a_released_answer(delay: int) -> tuple[str, int, Deduplica
             await trio.lowlevel.checkpoint()
         leader.close()
     assert isinstance(received[0], ContentDelta)
-    return received[0].text, own_calls, dedup
+    return received[0].text, own_calls, in_flight
 
 
 async def test_a_follower_never_attaches_to_an_answer_released_while_it_joined() -> None:
     # The leader's client leaves just as its answer begins, while a follower is joining: the
     # follower must get an answer of its own, not a reader of the released one.
     for delay in [0, 1, 2, 3] * 25:  # trio's scheduling order varies: try the race many times
-        text, own_calls, dedup = await follower_of_a_released_answer(delay)
+        text, own_calls, in_flight = await follower_of_a_released_answer(delay)
         assert text == ("own" if own_calls else "leader"), (delay, own_calls)
-        assert dedup._inflight == {}
+        assert len(in_flight) == 0

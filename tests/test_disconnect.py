@@ -35,12 +35,12 @@ async def test_hang_up_mid_stream_closes_the_upstream_stream(tmp_path: Path, fak
             while b'"content":"z"' not in received:
                 received += await sock.recv(65536)
         provider = relay.system.providers["up"]
-        assert provider.statistics()["in_flight"] == 1
+        assert provider.statistics().in_flight == 1
         sock.close()
-        took = await eventually(lambda: provider.statistics()["in_flight"] == 0, within=1.0)
-        outcomes = relay.system.router.statistics()["outcomes"]
+        took = await eventually(lambda: provider.statistics().in_flight == 0, within=1.0)
+        outcomes = relay.system.router.statistics().outcomes
     assert took < 1.0
-    assert outcomes["up/gpt-4o-mini"]["cancelled"] == 1
+    assert outcomes["up/gpt-4o-mini"].cancelled == 1
     assert provider.breaker.statistics(trio.current_time()).window_total == 0, "a hang-up is not a failure"
 
 
@@ -54,7 +54,7 @@ async def test_hang_up_before_the_first_token_cancels_the_attempt(
             b'{"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "go"}]}',
         )
         provider = relay.system.providers["up"]
-        await eventually(lambda: provider.statistics()["in_flight"] == 1, within=5.0)
+        await eventually(lambda: provider.statistics().in_flight == 1, within=5.0)
         sock.close()
-        took = await eventually(lambda: provider.statistics()["in_flight"] == 0, within=1.0)
+        took = await eventually(lambda: provider.statistics().in_flight == 0, within=1.0)
     assert took < 1.0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relaybox.actors.router import RoutingSettings
+from relaybox.protocol.routing.plan import RoutingSettings
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply

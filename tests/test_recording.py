@@ -52,7 +52,7 @@ async def test_attempts_are_recorded_and_linked(
 
 
 def _group(task_id: str) -> str:
-    from relaybox.actors.provider import group_id
+    from relaybox.storage.records import group_id
 
     return group_id(task_id)
 

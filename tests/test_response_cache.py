@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from relaybox.protocol.caching import cache_key, cache_policy
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.events import Answering, ContentDelta, Finished, Usage
-from relaybox.web.answer_cache import AnswerCache, cache_key, cache_policy
+from relaybox.web.answer_cache import AnswerCache
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import eventually, openai_provider, serve, settings_for
@@ -130,7 +131,7 @@ def test_the_cache_is_an_lru_bounded_in_bytes_whose_entries_expire() -> None:
         assert cache.put(key, answer("x" * 500), f"req-{key.decode()}", ttl=60)
     assert cache.get(b"a") is not None  # a is now the most recently used
     assert cache.put(b"e", answer("y" * 500), "req-e", ttl=60)
-    assert cache.statistics()["evictions"] == 1 and cache.bytes <= 6000
+    assert cache.statistics().evictions == 1 and cache.bytes <= 6000
     assert cache.get(b"b") is None and cache.get(b"a") is not None  # the least recently used went
     assert not cache.put(b"huge", answer("h" * 2000), "req-h", ttl=60), (
         "one answer may not crowd out the rest"
@@ -179,12 +180,12 @@ async def test_instances_sharing_a_database_share_answers(tmp_path: Path, fake_o
         httpx.AsyncClient(base_url=two.base_url, timeout=10) as second_client,
     ):
         first = await post(first_client, DETERMINISTIC)
-        await eventually(lambda: one.system.cache.shared_writes >= 1, within=10)
+        await eventually(lambda: one.pipeline.cache.statistics().shared_writes >= 1, within=10)
         elsewhere = await post(second_client, {**DETERMINISTIC, "stream": True})
         again = await post(second_client, DETERMINISTIC)  # now from the second instance's memory
-        statistics = two.system.cache.statistics()
+        statistics = two.pipeline.cache.statistics()
     assert len(fake_openai.chat_requests()) == 1
     assert elsewhere.headers["x-cache-hit"] == "true" and streamed_text(elsewhere) == TEXT
     assert elsewhere.headers["x-cached-from"] == first.headers["x-task-id"]
     assert again.headers["x-cache-hit"] == "true"
-    assert statistics["shared_hits"] == 1 and statistics["hits"] == 1
+    assert statistics.shared_hits == 1 and statistics.hits == 1

@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 from relaybox.actors.breaker import BreakerPolicy
-from relaybox.actors.router import RoutingSettings
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, Finished
 from relaybox.protocol.routing.catalog import Candidate, ModelEntry
+from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.routing.routes import NamedRoute
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
@@ -190,7 +190,7 @@ async def test_evidence_in_storage_steers_routing_from_the_start(
         serve(settings) as relay,
         httpx.AsyncClient(base_url=relay.base_url) as client,
     ):
-        await eventually(lambda: relay.system.router.evidence_loaded_at is not None, within=10)
+        await eventually(lambda: relay.system.router.statistics().evidence_loaded_at is not None, within=10)
         simple = await ask(client, "auto", SIMPLE)
         code = await ask(client, "auto", CODING)  # another category: no evidence against cheap
     assert simple.headers["x-provider"] == "strong"
@@ -372,5 +372,5 @@ async def test_consecutive_failures_exclude_a_model_for_a_while_then_a_probe_dec
         await trio.sleep(60)
         assert await served_by() == "cheap" and cheap.calls == 5
         await trio.testing.wait_all_tasks_blocked()  # the router has heard how the attempt ended
-        evidence = {row["provider"]: row for row in system.router.statistics()["evidence"]}
-        assert evidence["cheap"]["consecutive_failures"] == 0 and evidence["cheap"]["eligible"]
+        evidence = {row.provider: row for row in system.router.statistics().evidence}
+        assert evidence["cheap"].consecutive_failures == 0 and evidence["cheap"].eligible

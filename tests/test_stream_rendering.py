@@ -7,14 +7,14 @@ import json
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.protocol.events import Answering, ContentDelta, Event, Finished, Usage
-from relaybox.web.app import _openai_stream
-from relaybox.web.exchange import Begun
+from relaybox.web.answer import Begun
+from relaybox.web.streaming import openai_stream
 
 ANSWERING = Answering(provider="up", model="m", reason="test", attempt=1, fallback_used=False, upstream_ms=0)
 
 
 def begun_with(receive: trio.MemoryReceiveChannel[Event]) -> Begun:
-    return Begun(ANSWERING, receive, CancelToken(), {})
+    return Begun(ANSWERING, receive, CancelToken())
 
 
 def contents(writes: list[bytes]) -> list[str]:
@@ -33,7 +33,7 @@ async def test_events_already_waiting_leave_in_one_write() -> None:
         send.send_nowait(ContentDelta(text))
     send.send_nowait(Usage(prompt_tokens=1, completion_tokens=3))
     send.send_nowait(Finished("stop", 1.0))
-    writes = [data async for data in _openai_stream(begun_with(receive), "id", 0, include_usage=True)]
+    writes = [data async for data in openai_stream(begun_with(receive), "id", 0, include_usage=True)]
     assert len(writes) == 1
     assert contents(writes) == ["", "a", "b", "c", ""]
     assert writes[0].endswith(b"data: [DONE]\n\n")
@@ -53,7 +53,7 @@ async def test_events_that_come_one_by_one_leave_one_by_one() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(produce)
-        async for data in _openai_stream(begun_with(receive), "id", 0, include_usage=False):
+        async for data in openai_stream(begun_with(receive), "id", 0, include_usage=False):
             writes.append(data)
     assert [contents([write]) for write in writes] == [[""], ["a"], ["b"], [""]]
 
@@ -62,6 +62,6 @@ async def test_a_channel_that_ends_without_an_answer_is_a_broken_stream() -> Non
     send, receive = trio.open_memory_channel[Event](16)
     send.send_nowait(ContentDelta("a"))
     send.close()
-    writes = [data async for data in _openai_stream(begun_with(receive), "id", 0, include_usage=False)]
+    writes = [data async for data in openai_stream(begun_with(receive), "id", 0, include_usage=False)]
     frames = b"".join(writes).split(b"\n\n")
     assert json.loads(frames[-2].removeprefix(b"data: "))["error"]["code"] == "broken_stream"

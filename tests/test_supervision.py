@@ -175,8 +175,8 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_upstream(
     import uuid
 
     from relaybox.actors.cancellation import CancelToken
+    from relaybox.actors.forwarder import CLIENT_STALL_LIMIT
     from relaybox.actors.messages import Dispatch
-    from relaybox.actors.provider import CLIENT_STALL_LIMIT
     from relaybox.web.system import running_system
 
     transports = {"solo": ScriptedTransport(default=Answer("x", pieces=50))}
@@ -191,9 +191,9 @@ async def test_a_client_that_stops_reading_is_not_blamed_on_the_upstream(
         )
         assert isinstance(await receive.receive(), Answering)  # then never read again
         provider = system.providers["solo"]
-        await eventually(lambda: system.router.counts.get(("solo", "m")) is not None, within=400, poll=1)
+        await eventually(lambda: "solo/m" in system.router.statistics().outcomes, within=400, poll=1)
         waited = trio.current_time() - started
-        counts = system.router.counts[("solo", "m")]
+        counts = system.router.statistics().outcomes["solo/m"]
         assert counts.cancelled == 1 and not counts.failures, "a stalled client is not an upstream failure"
         assert CLIENT_STALL_LIMIT <= waited < CLIENT_STALL_LIMIT + 5
         assert provider.breaker.consecutive_failures == 0

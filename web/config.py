@@ -21,12 +21,12 @@ from typing import Any
 import attrs
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
-from relaybox.actors.router import RoutingSettings
 from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.routing.catalog import TIERS, Candidate, ModelEntry
 from relaybox.protocol.routing.classifier import TierThresholds
 from relaybox.protocol.routing.evidence import EvidencePolicy
+from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
 from relaybox.protocol.wire.claude_cli import SystemPromptStrategy

@@ -11,7 +11,7 @@ from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import RelayError
 from relaybox.web.config import ProviderConfig
 from relaybox.web.diagnosis import diagnose
-from relaybox.web.exchange import dispatch
+from relaybox.web.dispatch import dispatch
 from relaybox.web.system import System
 
 

@@ -1,5 +1,5 @@
-"""Deduplication (seed 001): identical requests arriving within a few seconds of one still in
-flight share its upstream call instead of paying for their own.
+"""Deduplication: identical requests arriving within a few seconds of one still in flight share its
+upstream call instead of paying for their own.
 
 Agents and retrying clients send the same request twice more often than one would think (a
 client-side timeout, a double submit); for a slow CLI answer that is a second subscription spent.
@@ -8,138 +8,68 @@ Identical means the same request body bytes on the same endpoint and route heade
 request (the leader) dispatches as usual; a follower waits for the same answer to begin and then
 reads the same events, from the first one, at its own pace. Whoever reads first pulls the next
 event from the provider, so a slow or departed leader never holds followers back, and the upstream
-call is cancelled only when the last reader has gone. A follower is logged as its own request
-(status `deduplicated`, no cost) pointing at the leader's task id.
+call is cancelled only when the last reader has gone. The request pipeline logs a follower as its
+own request (status `deduplicated`, no cost) pointing at the leader's task id.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.provider import RecordSink, group_id
 from relaybox.protocol.errors import RelayError
-from relaybox.protocol.events import Answering, Event, Failed, Finished, Usage
-from relaybox.storage.records import AttemptRecord
-from relaybox.web.answer_cache import AnswerCache, CachedAnswer, CachePolicy, StoringSource, replay
-from relaybox.web.exchange import Begun
+from relaybox.protocol.events import Event, Failed, Finished, Usage
+from relaybox.web.answer import Begun, Origin
 
 
-class Deduplicator:
-    def __init__(
-        self, window: float, recorder: RecordSink | None = None, cache: AnswerCache | None = None
-    ) -> None:
-        self.window = window
-        self.recorder = recorder
-        self.cache = cache
-        self.shared = 0  # followers served from another request's call, for /actors and tests
-        self._inflight: dict[bytes, _SharedAnswer] = {}
+class InFlightAnswers:
+    """The answers in flight that an identical request may still join, by request key. The request
+    pipeline holds the one instance and is the only one that reads or changes it."""
 
-    async def begin(
-        self,
-        key: bytes | None,
-        request_id: str,
-        client: str | None,
-        start: Callable[[], Awaitable[Begun]],
-        cached: tuple[bytes, CachePolicy] | None = None,
-    ) -> Begun:
-        """`start()` dispatches the request; it runs unless a cached answer can be replayed
-        (`cached`: the normalised key and what the request allows) or an identical request in
-        flight can be joined."""
-        cache = self.cache if self.cache is not None and self.cache.enabled else None
-        if cache is not None and cached is not None and cached[1].lookup:
-            entry = cache.get(cached[0]) or await cache.get_shared(cached[0])
-            if entry is not None:
-                return self._replay(entry, request_id, client)
-        begun = await self._shared_or_new(key, request_id, client, start)
-        if (
-            cache is not None
-            and cached is not None
-            and cached[1].store
-            and not begun.headers.get("x-deduplicated-from")
-        ):
-            cache_key, policy = cached
+    def __init__(self, window: float) -> None:
+        self.window = window  # seconds after its start during which an answer can be joined
+        self._answers: dict[bytes, _SharedAnswer] = {}
 
-            def keep(events: tuple[Event, ...]) -> None:
-                cache.put(cache_key, events, request_id, policy.ttl)
+    def __len__(self) -> int:
+        return len(self._answers)
 
-            begun.receive = StoringSource(begun.receive, begun.answering, keep)
-            begun.headers["x-cache-hit"] = "false"
-        return begun
+    async def join(self, key: bytes) -> Begun | None:
+        """A reader of the identical request's answer still in flight, from its first event; None
+        when there is none to join (the request then leads its own, see `lead`). Raises the
+        leader's error when the leader's request was refused: the same request would be too."""
+        shared = self._answers.get(key)
+        if shared is None or shared.ended or trio.current_time() - shared.opened_at > self.window:
+            return None
+        return await shared.join()
 
-    def _replay(self, entry: CachedAnswer, request_id: str, client: str | None) -> Begun:
-        age = time.time() - entry.stored_at
-        reason = f"cache hit: the answer to {entry.request_id} from {age:.0f} s ago"
-        answering = attrs.evolve(entry.answering, reason=reason, fallback_used=False, upstream_ms=0.0)
-        headers = {
-            "x-task-id": request_id,
-            "x-provider": answering.provider,
-            "x-model": answering.model,
-            "x-router-reason": reason,
-            "x-fallback-used": "false",
-            "x-overhead-ms": "0.00",
-            "x-cache-hit": "true",
-            "x-cached-from": entry.request_id,
-        }
-        # Its saving is the answer's cost: the baseline the dashboard's "saved" compares with.
-        self._record(
-            answering, request_id, client, reason, cache_hit=True, baseline_cost_usd=entry.cost_usd()
-        )
-        return Begun(answering, replay(entry), CancelToken(), headers)
-
-    async def _shared_or_new(
-        self, key: bytes | None, request_id: str, client: str | None, start: Callable[[], Awaitable[Begun]]
-    ) -> Begun:
-        if key is None or self.window <= 0:
-            return await start()
-        now = trio.current_time()
-        shared = self._inflight.get(key)
-        if shared is not None and not shared.ended and now - shared.opened_at <= self.window:
-            joined = await shared.join(request_id)
-            if joined is not None:
-                self.shared += 1
-                reason = f"deduplicated: shared the upstream call of {shared.leader_id}"
-                self._record(joined.answering, request_id, client, reason, status="deduplicated")
-                return joined
-        shared = _SharedAnswer(key, now, self.window, request_id, self._forget)
-        self._inflight[key] = shared
-        try:
-            begun = await start()
-        except BaseException as error:
-            shared.failed(error if isinstance(error, RelayError) else None)
-            self._forget(shared)
-            raise
-        return shared.lead(begun)
+    def lead(self, key: bytes, leader_id: str) -> Lead:
+        """Open an answer identical requests may join until `window` has passed."""
+        shared = _SharedAnswer(key, trio.current_time(), self.window, leader_id, self._forget)
+        self._answers[key] = shared
+        return Lead(shared)
 
     def _forget(self, shared: _SharedAnswer) -> None:
-        if self._inflight.get(shared.key) is shared:
-            del self._inflight[shared.key]
+        if self._answers.get(shared.key) is shared:
+            del self._answers[shared.key]
 
-    def _record(
-        self, answering: Answering, request_id: str, client: str | None, reason: str, **fields: Any
-    ) -> None:
-        """The log row of a request answered without an upstream call of its own (cost 0)."""
-        if self.recorder is None:
-            return
-        self.recorder.record(
-            AttemptRecord(
-                id=str(uuid.uuid4()),
-                created_at=time.time(),
-                request_group_id=group_id(request_id),
-                attempt=1,
-                provider=answering.provider,
-                model_selected=answering.model,
-                router_reason=reason,
-                client=client,
-                **fields,
-            )
-        )
+
+class Lead:
+    """The leader's side of an answer others may join: it either begins (`begun`) or not (`abandon`)."""
+
+    def __init__(self, shared: _SharedAnswer) -> None:
+        self._shared = shared
+
+    def begun(self, begun: Begun) -> Begun:
+        """The leader's own reader of its answer, which followers now read too."""
+        return self._shared.lead(begun)
+
+    def abandon(self, error: BaseException) -> None:
+        """The leader's dispatch failed (or was cancelled): followers waiting to join hear of it."""
+        self._shared.failed(error if isinstance(error, RelayError) else None)
+        self._shared.forget()
 
 
 class _SharedAnswer:
@@ -173,30 +103,33 @@ class _SharedAnswer:
     def lead(self, begun: Begun) -> Begun:
         self._begun = begun
         self._settled.set()
-        return self._reader(begun.headers)
+        return self._reader(begun.origin)
 
     def failed(self, error: RelayError | None) -> None:
         """The leader's dispatch failed (with the client's error) or was abandoned (None)."""
         self._error = error
         self._settled.set()
 
-    async def join(self, request_id: str) -> Begun | None:
+    async def join(self) -> Begun | None:
         """The leader's answer for another request; None when the leader gave up before it began."""
         await self._settled.wait()
         if self._error is not None:
             raise self._error
         if self._begun is None or self.ended or self.closed or self._offset > 0:
             return None  # gone, finished, released, or its start dropped: this request goes alone
-        headers = {**self._begun.headers, "x-task-id": request_id, "x-deduplicated-from": self.leader_id}
-        return self._reader(headers, follower=True)
+        origin = attrs.evolve(self._begun.origin, deduplicated_from=self.leader_id)
+        return self._reader(origin, follower=True)
 
-    def _reader(self, headers: dict[str, str], *, follower: bool = False) -> Begun:
+    def forget(self) -> None:
+        self._forget(self)
+
+    def _reader(self, origin: Origin, *, follower: bool = False) -> Begun:
         assert self._begun is not None
         reader = _Reader(self, self._offset, follower)
         self._readers.add(reader)
         # Each reader gets a token of its own: cancelling it (the client left) cancels nothing
         # shared; the upstream call is cancelled when the last reader closes.
-        return Begun(self._begun.answering, reader, CancelToken(), headers)
+        return Begun(self._begun.answering, reader, CancelToken(), origin)
 
     async def next_for(self, reader: _Reader) -> Event:
         assert self._begun is not None

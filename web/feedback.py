@@ -1,5 +1,5 @@
-"""Seed 001's in-chat feedback: `/feedback 4` (or `/feedback 4 TASK_ID`) rates an answer without
-calling any model; relaybox answers it itself, in the same shape as a model's answer."""
+"""In-chat feedback: `/feedback 4` (or `/feedback 4 TASK_ID`) rates an answer without calling any
+model; relaybox answers it itself, in the same shape as a model's answer."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import re
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.provider import group_id
 from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.events import Answering, ContentDelta, Event, Finished, Usage
-from relaybox.storage.contract import StorageError
-from relaybox.web.exchange import Begun
-from relaybox.web.system import System
+from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.records import group_id
+from relaybox.web.answer import Begun
 
 _COMMAND = re.compile(r"^\s*/feedback\s+([1-5])(?:\s+(\S+))?\s*$", re.IGNORECASE)
 
@@ -32,14 +31,14 @@ def feedback_command(chat: ChatRequest) -> FeedbackCommand | None:
     return None if match is None else FeedbackCommand(int(match[1]), match[2])
 
 
-async def answer_feedback(system: System, command: FeedbackCommand, request_id: str) -> Begun:
+async def answer_feedback(storage: Storage, command: FeedbackCommand) -> Begun:
     """Rate the named answer (or the latest one), and reply as if a model had."""
     try:
         group = group_id(command.task_id) if command.task_id else None
         if group is None:
-            latest = await system.storage.recent(limit=1)
+            latest = await storage.recent(limit=1)
             group = latest[0].request_group_id if latest else None
-        rated = group is not None and await system.storage.set_rating(group, command.rating)
+        rated = group is not None and await storage.set_rating(group, command.rating)
         text = (
             f"Thanks: rated {command.rating}/5."
             if rated
@@ -51,12 +50,4 @@ async def answer_feedback(system: System, command: FeedbackCommand, request_id: 
     for event in (ContentDelta(text), Usage(0, 0, cost_usd=0.0), Finished("stop", 0.0)):
         send.send_nowait(event)
     answering = Answering("relaybox", "feedback", "in-chat /feedback command", 0, False, 0.0)
-    headers = {
-        "x-task-id": request_id,
-        "x-provider": "relaybox",
-        "x-model": "feedback",
-        "x-router-reason": "in-chat /feedback command",
-        "x-fallback-used": "false",
-        "x-overhead-ms": "0",
-    }
-    return Begun(answering, receive, CancelToken(), headers)
+    return Begun(answering, receive, CancelToken())

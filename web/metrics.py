@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import trio
 from relaybox.actors.breaker import BreakerState
-from relaybox.actors.router import OVERHEAD_BUCKETS_MS
 from relaybox.web.system import System
 
 BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -27,9 +25,9 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
 
 
 def render(system: System) -> str:
-    now = trio.current_time()
-    providers = system.providers
-    totals = [(p, m, t) for p, actor in providers.items() for m, t in actor.totals.items()]
+    providers = {name: actor.statistics() for name, actor in system.providers.items()}
+    router = system.router.statistics()
+    totals = [(p, m, t) for p, snapshot in providers.items() for m, t in snapshot.totals.items()]
     lines: list[str] = []
     lines += _family(
         "relaybox_attempts_total",
@@ -41,7 +39,10 @@ def render(system: System) -> str:
         "relaybox_fallbacks_total",
         "counter",
         "Requests answered by a fallback candidate.",
-        ((_labels(provider=p, model=m), c.served_as_fallback) for (p, m), c in system.router.counts.items()),
+        (
+            (_labels(provider=key.partition("/")[0], model=key.partition("/")[2]), c.served_as_fallback)
+            for key, c in router.outcomes.items()
+        ),
     )
     lines += _family(
         "relaybox_tokens_total",
@@ -68,9 +69,9 @@ def render(system: System) -> str:
         "Attempts with a first output.",
         ((_labels(provider=p, model=m), t.ttft_count) for p, m, t in totals),
     )
-    router = system.router
+    overhead = router.overhead
     cumulative, samples = 0, []
-    for bound, count in zip((*OVERHEAD_BUCKETS_MS, float("inf")), router.overhead_buckets, strict=True):
+    for bound, count in zip((*overhead.bounds_ms, float("inf")), overhead.counts, strict=True):
         cumulative += count
         le = "+Inf" if bound == float("inf") else f"{bound / 1000:g}"
         samples.append(("_bucket" + _labels(le=le), cumulative))
@@ -78,42 +79,40 @@ def render(system: System) -> str:
         "relaybox_overhead_seconds",
         "histogram",
         "Time relaybox itself added to a request (excluding upstream time).",
-        [*samples, ("_sum", router.overhead_sum_ms / 1000), ("_count", cumulative)],
+        [*samples, ("_sum", overhead.sum_ms / 1000), ("_count", cumulative)],
     )
     lines += _family(
         "relaybox_in_flight",
         "gauge",
         "Jobs running in a provider actor.",
-        ((_labels(provider=p), a.statistics()["in_flight"]) for p, a in providers.items()),
+        ((_labels(provider=p), s.in_flight) for p, s in providers.items()),
     )
     lines += _family(
         "relaybox_breaker_state",
         "gauge",
         "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-        ((_labels(provider=p), BREAKER_VALUE[a.breaker.state]) for p, a in providers.items()),
+        ((_labels(provider=p), BREAKER_VALUE[s.breaker.state]) for p, s in providers.items()),
     )
     lines += _family(
         "relaybox_provider_up",
         "gauge",
         "1 when the provider can take work.",
-        ((_labels(provider=p), 1 if a.accepting(now) else 0) for p, a in providers.items()),
+        ((_labels(provider=p), 1 if s.accepting else 0) for p, s in providers.items()),
     )
-    actors = [(p, a.mailbox.statistics()) for p, a in providers.items()]
-    actors += [
-        (system.router.name, system.router.mailbox.statistics()),
-        (system.recorder.name, system.recorder.mailbox.statistics()),
-    ]
+    recorder = system.recorder.statistics()
+    mailboxes = [(p, s.mailbox) for p, s in providers.items()]
+    mailboxes += [(system.router.name, router.mailbox), (system.recorder.name, recorder.mailbox)]
     lines += _family(
         "relaybox_mailbox_depth",
         "gauge",
         "Messages waiting in an actor's mailbox.",
-        ((_labels(actor=n), s.depth) for n, s in actors),
+        ((_labels(actor=n), s.depth) for n, s in mailboxes),
     )
     lines += _family(
         "relaybox_actor_restarts_total",
         "counter",
         "Supervisor restarts.",
-        ((_labels(actor=c["name"]), c["restarts"]) for c in system.supervisor.tree()["children"]),
+        ((_labels(actor=c.name), c.restarts) for c in system.supervisor.statistics().children),
     )
     if system.keys is not None:
         keys = system.keys.statistics()
@@ -122,31 +121,31 @@ def render(system: System) -> str:
             "counter",
             "Client-key outcomes: refused (401/403/503), limited (429 over a key's limit), "
             "uncounted (let through: the database did not count it within 100 ms).",
-            ((_labels(outcome=o), keys[o]) for o in ("refused", "limited", "uncounted")),
+            [
+                (_labels(outcome="refused"), keys.refused),
+                (_labels(outcome="limited"), keys.limited),
+                (_labels(outcome="uncounted"), keys.uncounted),
+            ],
         )
-    recorder = system.recorder.statistics()
     lines += _family(
         "relaybox_recorder_records",
         "gauge",
         "Records held by the recorder, by place.",
-        [(_labels(place="buffer"), recorder["buffered"]), (_labels(place="journal"), recorder["journaled"])],
+        [(_labels(place="buffer"), recorder.buffered), (_labels(place="journal"), recorder.journaled)],
     )
     lines += _family(
-        "relaybox_recorder_written_total",
-        "counter",
-        "Records written to storage.",
-        [("", recorder["written"])],
+        "relaybox_recorder_written_total", "counter", "Records written to storage.", [("", recorder.written)]
     )
     lines += _family(
         "relaybox_recorder_dropped_total",
         "counter",
         "Records lost (recorder hopelessly behind).",
-        [("", recorder["dropped"])],
+        [("", recorder.dropped)],
     )
     lines += _family(
         "relaybox_storage_up",
         "gauge",
         "1 when the last write to storage succeeded.",
-        [("", 1 if recorder["storage_up"] else 0)],
+        [("", 1 if recorder.storage_up else 0)],
     )
     return "\n".join(lines) + "\n"

@@ -1,12 +1,15 @@
 """The composition root: builds the actor tree from settings and runs it.
 
     root supervisor
-    ├── recorder (records to storage: SQLite, or PostgreSQL with DATABASE_URL)
-    ├── provider actors (one per active provider)
-    └── router
+    ├── recorder         records to storage: SQLite, or PostgreSQL with DATABASE_URL
+    ├── budget           reservations against the budgets in storage
+    ├── keys             the client keys in force, re-read from storage
+    ├── response-cache   writes cached answers to the database's shared tier (when the cache is on)
+    ├── provider actors  one per active provider
+    └── router           started last, stopped first
 
-The HTTP app gets a handle to the running system (router mailbox, supervisor for
-introspection), never a nursery.
+The HTTP app gets a handle to the running system (the router's mailbox, the actors' statistics),
+never a nursery.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from pathlib import Path
 import attrs
 import trio
 from relaybox.actors.budget import BudgetActor
+from relaybox.actors.cache_writer import CacheWriter
+from relaybox.actors.key_ring import KeyRing
+from relaybox.actors.messages import SetProviderEnabled
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
-from relaybox.actors.router import RouterActor, SetProviderEnabled
+from relaybox.actors.router import RouterActor
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
@@ -39,8 +45,6 @@ from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version
 from relaybox.storage.sqlite import SQLiteStorage
-from relaybox.web.answer_cache import AnswerCache
-from relaybox.web.auth import KeyRing
 from relaybox.web.config import ProviderConfig, Settings, is_loopback
 
 log = logging.getLogger("relaybox")
@@ -143,11 +147,12 @@ class System:
     storage: Storage
     budget: BudgetActor
     savings_reference: Candidate | None = None  # see `BaselinePricing`
-    cache: AnswerCache = attrs.field(factory=lambda: AnswerCache(0))  # the response cache (off: 0 bytes)
+    # Writes the response cache's answers to the database; None: the cache is off.
+    cache_writer: CacheWriter | None = None
     keys: KeyRing | None = None  # client keys; None: no checks at all (tests that build a System by hand)
 
     def router_running(self) -> bool:
-        return self.supervisor.record(self.router.name).state in (ChildState.RUNNING, ChildState.RESTARTING)
+        return self.supervisor.state_of(self.router.name) in (ChildState.RUNNING, ChildState.RESTARTING)
 
 
 @asynccontextmanager
@@ -230,9 +235,9 @@ async def running_system(
         await supervisor.start_child(budget)
         keys = KeyRing(storage, exposed=not is_loopback(settings.host))
         await supervisor.start_child(keys)
-        cache = AnswerCache(settings.cache_bytes, shared=storage if settings.cache_bytes > 0 else None)
-        if cache.shared is not None:
-            await supervisor.start_child(cache)
+        cache_writer = CacheWriter(storage) if settings.cache_bytes > 0 else None
+        if cache_writer is not None:
+            await supervisor.start_child(cache_writer)
         pricings = {
             config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
             for config in settings.providers
@@ -276,7 +281,7 @@ async def running_system(
                 storage,
                 budget,
                 reference,
-                cache,
+                cache_writer,
                 keys,
             )
         finally:
@@ -287,7 +292,7 @@ async def running_system(
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
                 await supervisor.stop(keys.name)
-                if cache.shared is not None:
-                    await supervisor.stop(cache.name)
+                if cache_writer is not None:
+                    await supervisor.stop(cache_writer.name)
                 await supervisor.stop(recorder.name)
             nursery.cancel_scope.cancel()

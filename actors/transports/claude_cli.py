@@ -12,11 +12,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
+import attrs
 import trio
 from relaybox.actors.transports.base import Emit
-from relaybox.actors.transports.cli_pool import Key, WarmPool
+from relaybox.actors.transports.cli_pool import Key, WarmPool, WarmPoolStatistics
 from relaybox.actors.transports.cli_process import (
     ToolAwareEmit,
     converse_with,
@@ -47,6 +47,15 @@ def child_environment(parent: Mapping[str, str], configured: Mapping[str, str]) 
     return env
 
 
+@attrs.frozen
+class ClaudeCliStatistics:
+    kind: str
+    executable: str
+    system_prompt_strategy: str
+    spawned: int
+    warm_pool: WarmPoolStatistics | None
+
+
 class ClaudeCliTransport:
     def __init__(
         self,
@@ -67,14 +76,14 @@ class ClaudeCliTransport:
         self.pool = WarmPool(warm, self._open) if warm > 0 else None
         self.prewarm_model = prewarm_model
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": "claude-cli",
-            "executable": self.executable,
-            "system_prompt_strategy": self.system_prompt.value,
-            "spawned": self.spawned,
-            "warm_pool": None if self.pool is None else self.pool.statistics(),
-        }
+    def statistics(self) -> ClaudeCliStatistics:
+        return ClaudeCliStatistics(
+            "claude-cli",
+            self.executable,
+            self.system_prompt.value,
+            self.spawned,
+            None if self.pool is None else self.pool.statistics(),
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:

@@ -29,6 +29,17 @@ class _Idle:
     born: float
 
 
+@attrs.frozen
+class WarmPoolStatistics:
+    size: int
+    idle: int  # processes waiting for a request
+    starting: int
+    hits: int  # requests served by a waiting process
+    misses: int  # requests that had to start one
+    started: int
+    retired: int  # idle too long, evicted for room, or found dead
+
+
 class WarmPool:
     def __init__(
         self,
@@ -48,16 +59,16 @@ class WarmPool:
         self.started = 0
         self.retired = 0  # idle too long, evicted for room, or found dead
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "idle": sum(len(v) for v in self._idle.values()),
-            "starting": self._starting,
-            "hits": self.hits,
-            "misses": self.misses,
-            "started": self.started,
-            "retired": self.retired,
-        }
+    def statistics(self) -> WarmPoolStatistics:
+        return WarmPoolStatistics(
+            size=self.size,
+            idle=sum(len(v) for v in self._idle.values()),
+            starting=self._starting,
+            hits=self.hits,
+            misses=self.misses,
+            started=self.started,
+            retired=self.retired,
+        )
 
     async def run(self, *, prewarm: Key | None = None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Keep the pool until cancelled, then stop every waiting process."""

@@ -10,8 +10,8 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
+import attrs
 import trio
 from relaybox.actors.transports.base import Emit
 from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
@@ -25,6 +25,13 @@ from relaybox.protocol.wire.gemini_cli import (
     build_argv,
     classify_exit,
 )
+
+
+@attrs.frozen
+class GeminiCliStatistics:
+    kind: str
+    executable: str
+    spawned: int
 
 
 class GeminiCliTransport:
@@ -49,8 +56,8 @@ class GeminiCliTransport:
         self._env.update(env or {})
         self.spawned = 0
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "gemini-cli", "executable": self.executable, "spawned": self.spawned}
+    def statistics(self) -> GeminiCliStatistics:
+        return GeminiCliStatistics("gemini-cli", self.executable, self.spawned)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:

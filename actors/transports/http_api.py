@@ -12,8 +12,8 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from typing import Any
 
+import attrs
 import httpx
 from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import ChatRequest, ImageRequest
@@ -23,6 +23,13 @@ from relaybox.protocol.wire.dialect import Dialect
 # Connection pools per transport, and how many connections make a pool worth splitting off.
 CLIENT_SHARDS = 16
 CONNECTIONS_PER_SHARD = 64
+
+
+@attrs.frozen
+class HttpApiStatistics:
+    kind: str  # the dialect's name
+    base_url: str
+    api_key_set: bool
 
 
 class HttpApiTransport:
@@ -43,8 +50,8 @@ class HttpApiTransport:
         self._clients: list[httpx.AsyncClient] = []
         self._turn = 0
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.dialect.name, "base_url": self.base_url, "api_key_set": bool(self._api_key)}
+    def statistics(self) -> HttpApiStatistics:
+        return HttpApiStatistics(self.dialect.name, self.base_url, bool(self._api_key))
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 import attrs
 
 DAY = 86_400.0
+# An answer scored below this counts as a failure toward the consecutive-failure streak.
+POOR_ANSWER_SCORE = 50
 RECENT_LIMIT = 200_000
 
 # Failure kinds that say nothing about a model's answers (the breaker and the budget deal with them).
@@ -275,23 +277,52 @@ class Evidence:
         good, bad = self.posterior(category, provider, model, now)
         return rng.betavariate(good + 1, bad + 1)
 
-    def snapshot(self, now: float) -> list[dict[str, object]]:
+    def snapshot(self, now: float) -> tuple[EvidenceRow, ...]:
         """Everything known, for /actors and the dashboard."""
         keys = sorted(set(self._base) | set(self._live) | set(self._streaks))
-        rows: list[dict[str, object]] = []
+        rows = []
         for category, provider, model in keys:
             standing = self.standing(category, provider, model, now)
             streak = self._streaks.get((category, provider, model), _Streak())
             rows.append(
-                {
-                    "category": category,
-                    "provider": provider,
-                    "model": model,
-                    "mean": round(standing.mean, 4),
-                    "volume": round(standing.volume, 2),
-                    "eligible": standing.eligible,
-                    "consecutive_failures": streak.failures,
-                    "reason": standing.reason,
-                }
+                EvidenceRow(
+                    category=category,
+                    provider=provider,
+                    model=model,
+                    mean=round(standing.mean, 4),
+                    volume=round(standing.volume, 2),
+                    eligible=standing.eligible,
+                    consecutive_failures=streak.failures,
+                    reason=standing.reason,
+                )
             )
-        return rows
+        return tuple(rows)
+
+
+@attrs.frozen
+class EvidenceRow:
+    """What is known of one model for one category, as /actors shows it."""
+
+    category: str
+    provider: str
+    model: str
+    mean: float
+    volume: float
+    eligible: bool
+    consecutive_failures: int
+    reason: str
+
+
+def attempt_observation(
+    category: str, provider: str, model: str, now: float, *, outcome: str, score: int | None
+) -> Observation | None:
+    """What one attempt says about a model, if anything. `outcome`: "success", "cancelled" or the
+    failure kind. An answer counts by its heuristic score (a poor one also breaks the streak of
+    good ones); a failure that says something about the model counts as a bad outcome; the rest
+    (rate limits, cancellations, a full queue, the client's own bad request) says nothing."""
+    if outcome in ("success", "poor_answer"):
+        score = 100 if score is None else score
+        return Observation(category, provider, model, score / 100, now, failed=score < POOR_ANSWER_SCORE)
+    if outcome in NOT_ABOUT_QUALITY:
+        return None
+    return Observation(category, provider, model, 0.0, now, failed=True)

@@ -168,6 +168,39 @@ def parse_chat_request(body: object) -> ChatRequest:
     )
 
 
+IMAGE_FIELDS = frozenset({"prompt", "model", "n", "size", "quality", "response_format"})
+
+
+def parse_image_request(body: object) -> ImageRequest:
+    """`POST /v1/images/generations`: a JSON body as a validated `ImageRequest`."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object", None)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _bad("'prompt' is required: a non-empty string", "prompt")
+    model = body.get("model", "auto")
+    if not isinstance(model, str):
+        raise _bad("'model' must be a string", "model")
+    n = body.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
+        raise _bad("'n' must be an integer from 1 to 10", "n")
+    fields: dict[str, str | None] = {}
+    for key in ("size", "quality", "response_format"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"'{key}' must be a string", key)
+        fields[key] = value
+    if fields["response_format"] not in (None, "url", "b64_json"):
+        raise _bad("'response_format' must be 'url' or 'b64_json'", "response_format")
+    return ImageRequest(
+        model=model,
+        prompt=prompt,
+        n=n,
+        passthrough={k: v for k, v in body.items() if k not in IMAGE_FIELDS},
+        **fields,
+    )
+
+
 def _tools(raw: object) -> tuple[ToolSpec, ...]:
     if raw is None:
         return ()

@@ -13,9 +13,10 @@ import importlib.resources
 import mimetypes
 from functools import cache
 
-from quart import Response, request
-from quart_trio import QuartTrio
+from quart import Blueprint, Response, request
 from relaybox.protocol.errors import RelayError
+
+blueprint = Blueprint("dashboard", __name__)
 
 # Our own files, by the name the page asks for.
 PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css")
@@ -47,16 +48,16 @@ def _asset(body: bytes, name: str, max_age: int) -> Response:
     return Response(body, mimetype=kind, headers=headers)
 
 
-def register_dashboard(app: QuartTrio) -> None:
-    @app.get("/dashboard")
-    @app.get("/dashboard/")
-    async def dashboard() -> Response:
-        return _asset(_our_file("index.html"), "index.html", 0)
+@blueprint.get("/dashboard")
+@blueprint.get("/dashboard/")
+async def dashboard() -> Response:
+    return _asset(_our_file("index.html"), "index.html", 0)
 
-    @app.get("/dashboard/assets/<name>")
-    async def dashboard_asset(name: str) -> Response:
-        if name == "plotly.min.js":
-            return _asset(_plotly_js(), name, 86400)
-        if name not in PAGE_FILES:
-            raise RelayError(404, f"no dashboard file {name}", "not_found_error", code="not_found")
-        return _asset(_our_file(name), name, 60)
+
+@blueprint.get("/dashboard/assets/<name>")
+async def dashboard_asset(name: str) -> Response:
+    if name == "plotly.min.js":
+        return _asset(_plotly_js(), name, 86400)
+    if name not in PAGE_FILES:
+        raise RelayError(404, f"no dashboard file {name}", "not_found_error", code="not_found")
+    return _asset(_our_file(name), name, 60)

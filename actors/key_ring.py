@@ -1,4 +1,5 @@
-"""Who may use this relaybox: client keys (`relaybox keys`), checked on every request once any exist.
+"""The key ring: who may use this relaybox. Client keys (`relaybox keys`), checked on every request
+once any exist.
 
 With no key in force, relaybox serves everyone, which it only allows on loopback (or with
 `--insecure-no-auth`, see `web/cli.py`). Once a key exists, every endpoint except `/ping`,
@@ -9,7 +10,7 @@ The key ring is an actor that re-reads the keys from storage every `refresh` sec
 created or revoked with `relaybox keys` (or on another instance) takes effect within that time,
 without a database call on the request path. If storage cannot be read, the last keys read stay
 in force; if it never could be, requests from beyond loopback are refused rather than let through.
-A key's per-minute limits are counted in the database, in batches (`web/key_minutes.py`).
+A key's per-minute limits are counted in the database, in batches (`actors/key_minutes.py`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import attrs
 import trio
+from relaybox.actors.key_minutes import KeyMinutes
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import key_hash, presented_key
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.records import ApiKey
-from relaybox.web.key_minutes import KeyMinutes
 
 log = logging.getLogger("relaybox.auth")
 
@@ -33,6 +35,16 @@ COUNT_TIMEOUT = 0.1
 OPEN_PATHS = ("/ping", "/health")
 OPEN_PREFIXES = ("/dashboard",)  # the page and its files; its API calls carry the key
 MEMBER_WRITES = ("/api/feedback",)  # rating an answer is not changing settings
+
+
+@attrs.frozen
+class KeyRingStatistics:
+    keys_in_force: int
+    loaded: bool  # the keys have been read from storage at least once
+    refused: int  # requests refused (401, 403, or 503 while the keys could not be read)
+    limited: int  # requests refused by a key's per-minute limit
+    uncounted: int  # requests let through because the database did not count them in time
+    count_writes: int
 
 
 class KeyRing:
@@ -95,15 +107,10 @@ class KeyRing:
     def on_give_up(self) -> None:
         log.error("the key ring stopped: keys created or revoked from now on are not seen")
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "keys_in_force": len(self._by_hash),
-            "loaded": self.loaded,
-            "refused": self.refused,
-            "limited": self.limited,
-            "uncounted": self.uncounted,
-            "count_writes": self.minutes.writes,
-        }
+    def statistics(self) -> KeyRingStatistics:
+        return KeyRingStatistics(
+            len(self._by_hash), self.loaded, self.refused, self.limited, self.uncounted, self.minutes.writes
+        )
 
     async def within_limit(self, key: ApiKey | None, path: str, now: float) -> None:
         """Count a model call against its key's limits per minute, shared by every instance through

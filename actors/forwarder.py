@@ -1,0 +1,187 @@
+"""One attempt's events on their way to the client: priced, held back until the client may see
+them, and counted for the attempt's record.
+
+Streaming: everything from the first content event on goes out as it comes, preceded by
+`Answering`; until then events are held, so a failure can still be retried invisibly.
+Non-streaming: everything is held until the upstream has finished, so any failure can be, and a
+poor answer can give way to a stronger model (the cascade).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import trio
+from relaybox.actors.messages import Job
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.events import (
+    Answering,
+    ContentDelta,
+    Event,
+    Finished,
+    GeneratedImages,
+    ToolCallDelta,
+    TransportEvent,
+    Usage,
+)
+from relaybox.protocol.routing.heuristics import score_answer
+from relaybox.protocol.routing.pricing import Pricer
+
+# The idle timeout is exact to within this many seconds (see `Forwarder._renew_idle_deadline`).
+IDLE_RENEWAL_STEP = 1.0
+# A client that reads nothing of its answer for this long is treated as gone.
+CLIENT_STALL_LIMIT = 300.0
+
+
+class ClientGone(Exception):
+    """The client's reply channel is closed: nobody is listening any more."""
+
+
+class Forwarder:
+    """Carries one attempt's events into the client's reply channel (see the module's docstring)."""
+
+    def __init__(self, job: Job, idle_timeout: float, pricer: Pricer | None = None) -> None:
+        self.job = job
+        self.pricer = pricer
+        self.answered = False
+        self.attempt_started = trio.current_time()
+        self.idle_timeout = idle_timeout
+        self.idle_scope = trio.CancelScope(deadline=self.attempt_started + idle_timeout)
+        # What the attempt's record needs.
+        self.usage: Usage | None = None
+        self.text: list[str] = []
+        self.text_chars = 0
+        self.tool_calls = 0
+        self.first_output_at: float | None = None
+        self.finish_reason: str | None = None
+        self.rejected_answer: tuple[Event, ...] = ()
+        self._score: int | None = None
+        self._held: list[TransportEvent] = []
+
+    def _answering(self) -> Answering:
+        state = self.job.state
+        reason = state.route.reason
+        if state.failures:
+            last = state.failures[-1]
+            reason += f"; fallback after {last.provider}/{last.model} failed ({last.kind.value})"
+        return Answering(
+            provider=self.job.candidate.provider,
+            model=self.job.candidate.model,
+            reason=reason,
+            attempt=state.attempts,
+            fallback_used=bool(state.failures),
+            upstream_ms=state.failed_upstream_ms + (trio.current_time() - self.attempt_started) * 1000,
+        )
+
+    async def _send(self, event: Event) -> None:
+        """Hand an event to the client's channel. Waiting on a slow client is not the upstream's
+        fault: the idle timeout is suspended meanwhile, and a client that reads nothing for
+        `CLIENT_STALL_LIMIT` seconds is treated as gone. Usually the channel has room: then no
+        timeout is set up at all (this runs once per streamed chunk)."""
+        try:
+            self.job.reply.send_nowait(event)
+            return
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ClientGone from None
+        self.idle_scope.deadline = math.inf
+        try:
+            with trio.fail_after(CLIENT_STALL_LIMIT):
+                await self.job.reply.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            raise ClientGone from None
+        finally:
+            self.idle_scope.deadline = trio.current_time() + self.idle_timeout
+
+    def score(self) -> int:
+        """The heuristic score of the finished answer (asked by the cascade, then by the record)."""
+        if self._score is None:
+            self._score = score_answer(
+                "".join(self.text),
+                finish_reason=self.finish_reason or "stop",
+                tool_calls=self.tool_calls,
+                category=self.job.state.category,
+            )
+        return self._score
+
+    def ttft_ms(self) -> float | None:
+        """Milliseconds from the attempt's start to its first output, if there was any."""
+        if self.first_output_at is None:
+            return None
+        return (self.first_output_at - self.attempt_started) * 1000
+
+    def cost_for_budget(self, estimate: float) -> float:
+        """What the attempt's budget reservation settles to: its real cost; for an answer that began
+        without a usage report (cut off mid-stream), the estimate rather than nothing."""
+        if self.usage is not None and self.usage.cost_usd is not None:
+            return self.usage.cost_usd
+        return estimate if self.first_output_at is not None else 0.0
+
+    async def emit(self, event: TransportEvent) -> None:
+        if isinstance(event, Usage):
+            if self.pricer is not None:
+                event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
+            self.usage = event
+        elif isinstance(event, ContentDelta | ToolCallDelta | GeneratedImages):
+            if self.first_output_at is None:
+                self.first_output_at = trio.current_time()
+            if isinstance(event, ContentDelta) and self.text_chars < 8000:
+                self.text.append(event.text)
+                self.text_chars += len(event.text)
+            elif isinstance(event, ToolCallDelta) and event.id is not None:
+                self.tool_calls += 1
+        if self.job.request.stream and (self.answered or isinstance(event, ContentDelta | ToolCallDelta)):
+            if not self.answered:
+                self.answered = True
+                await self._send(self._answering())
+                for held in self._held:
+                    await self._send(held)
+                self._held.clear()
+            await self._send(event)
+        else:
+            self._held.append(event)
+        self._renew_idle_deadline()
+
+    def _renew_idle_deadline(self) -> None:
+        """Progress: the idle timeout starts again. Renewed at most once a second: each change of a
+        deadline is an entry in trio's deadline heap, and a stream makes progress per chunk."""
+        renewed = trio.current_time() + self.idle_timeout
+        if renewed - self.idle_scope.deadline >= IDLE_RENEWAL_STEP:
+            self.idle_scope.deadline = renewed
+
+    async def finish(self, finish_reason: str) -> None:
+        self.finish_reason = finish_reason
+        upstream_ms = (trio.current_time() - self.attempt_started) * 1000
+        if not self.answered and self.job.escalate_below is not None:
+            score = self.score()
+            if score < self.job.escalate_below:
+                # Kept whole: if no stronger model answers, the router sends this one after all.
+                self.rejected_answer = (
+                    self._answering(),
+                    *_coalesce(self._held),
+                    Finished(finish_reason, upstream_ms),
+                )
+                raise ProviderFailure(
+                    FailureKind.POOR_ANSWER,
+                    f"the answer scored {score} (below {self.job.escalate_below}): escalating",
+                )
+        if not self.answered:
+            self.answered = True
+            await self._send(self._answering())
+            for event in _coalesce(self._held):
+                await self._send(event)
+            self._held.clear()
+        await self._send(Finished(finish_reason, upstream_ms))
+
+
+def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:
+    """Merge adjacent text deltas: a non-streaming answer need not cross the channel in pieces."""
+    merged: list[TransportEvent] = []
+    for event in events:
+        if isinstance(event, ContentDelta) and merged and isinstance(merged[-1], ContentDelta):
+            merged[-1] = ContentDelta(merged[-1].text + event.text)
+        else:
+            merged.append(event)
+    return merged

@@ -1,0 +1,81 @@
+"""What an HTTP request says beyond its body, read once at the edge: the JSON body itself (400 when
+it is not JSON), and a `ModelCall` for the request pipeline, its headers checked (a bad
+`x-relaybox-*` header is a 400 naming it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from quart import request
+from relaybox.protocol.caching import cache_policy
+from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.compression.pipeline import LEVELS
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.keys import client_of
+from relaybox.web.config import Settings
+from relaybox.web.pipeline import ModelCall
+
+
+async def read_json() -> Any:
+    """The request's body as JSON; its digest is kept for deduplication."""
+    raw = await request.get_data(cache=False)
+    request.body_digest = hashlib.blake2b(raw, digest_size=16).digest()  # type: ignore[attr-defined]
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+
+
+def as_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise RelayError(400, "the request body must be a JSON object", code="invalid_request")
+    return body
+
+
+def model_call(settings: Settings, chat: ChatRequest | ImageRequest, request_id: str) -> ModelCall:
+    """The call the request pipeline answers, from the parsed body and the request's headers."""
+    key = getattr(request, "api_key", None)
+    cache = None
+    if isinstance(chat, ChatRequest) and settings.cache_bytes > 0:
+        cache = cache_policy(chat, request.headers, settings.cache_ttl)
+    return ModelCall(
+        request=chat,
+        request_id=request_id,
+        client=_client(),
+        key=key,
+        route_header=request.headers.get("x-relaybox-route") or None,
+        dedup_key=_dedup_key(),
+        cache=cache,
+        compression=_compression_level(settings.compression),
+    )
+
+
+def _client() -> str | None:
+    """Who asked, for the log: the key's name when the request carried one, else its user agent."""
+    key = getattr(request, "api_key", None)
+    if key is not None:
+        return client_of(key.name)
+    return request.headers.get("user-agent", "")[:200] or None
+
+
+def _compression_level(default: str) -> str:
+    level = request.headers.get("x-relaybox-compression", default).strip().lower()
+    if level not in LEVELS:
+        raise RelayError(
+            400,
+            f"x-relaybox-compression must be one of {', '.join(LEVELS)}",
+            code="invalid_header",
+            param="x-relaybox-compression",
+        )
+    return level
+
+
+def _dedup_key() -> bytes | None:
+    """Identical requests: the same body bytes on the same endpoint and route header."""
+    digest = getattr(request, "body_digest", None)
+    if digest is None or request.headers.get("x-relaybox-dedup", "").lower() == "off":
+        return None  # e.g. best-of-n sampling: the client wants each answer of its own
+    scope = f"{request.path}\n{request.headers.get('x-relaybox-route', '')}\n".encode()
+    return scope + digest

@@ -1,0 +1,76 @@
+"""Every error leaves in the dialect of the endpoint that was called (OpenAI's error object, or
+Anthropic's on the Messages API), with the right status, and never as a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from relaybox.protocol.errors import RelayError
+from relaybox.protocol.wire import anthropic
+from relaybox.storage.contract import StorageError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("relaybox.web")
+
+
+def error_response(error: RelayError) -> Response:
+    messages_api = request.path.startswith("/v1/messages") and not getattr(request, "local_backend", False)
+    body = anthropic.error_body(error) if messages_api else error.body()
+    response = Response(json.dumps(body), status=error.status, mimetype="application/json")
+    if error.retry_after is not None:
+        response.headers["retry-after"] = str(max(1, round(error.retry_after)))
+    return response
+
+
+def register_error_handlers(app: QuartTrio, max_body_bytes: int) -> None:
+    @app.errorhandler(RelayError)
+    async def relay_error(error: RelayError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(StorageError)
+    async def storage_down(error: StorageError) -> Response:
+        # Only the management API waits on storage; the model endpoints never do.
+        return error_response(
+            RelayError(
+                503,
+                f"storage is unavailable ({error}); requests are still served and recorded once it is back",
+                "service_unavailable",
+                code="storage_unavailable",
+                retry_after=5,
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        return error_response(_http_error(error, max_body_bytes))
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(
+            RelayError(
+                500,
+                f"internal error ({type(error).__name__}); see relaybox's log",
+                "server_error",
+                code="internal_error",
+            )
+        )
+
+
+def _http_error(error: HTTPException, max_body_bytes: int) -> RelayError:
+    status = error.code or 500
+    messages = {
+        404: f"no route {request.method} {request.path}; see /v1/chat/completions, /v1/models, /health, /actors",
+        405: f"method {request.method} is not allowed on {request.path}",
+        413: f"request body exceeds the limit of {max_body_bytes} bytes",
+    }
+    kinds = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}
+    return RelayError(
+        status,
+        messages.get(status, error.description or error.name),
+        kinds.get(status, "invalid_request_error"),
+        code=error.name.lower().replace(" ", "_"),
+    )

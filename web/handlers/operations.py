@@ -1,0 +1,76 @@
+"""Operations: `GET /ping` (liveness), `/health` (readiness), `/actors` (the supervision tree) and
+`/metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from quart import Blueprint, Response
+from relaybox.actors.provider_statistics import Health
+from relaybox.web import metrics
+from relaybox.web.context import system
+from relaybox.web.snapshots import actor_tree
+
+blueprint = Blueprint("operations", __name__)
+
+USABLE = (Health.HEALTHY, Health.DEGRADED)
+
+
+@blueprint.get("/ping")
+async def ping() -> Response:
+    return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+
+@blueprint.get("/health")
+async def health() -> Response:
+    """Each provider's health and the recorder's storage; 503 when no provider can serve."""
+    running = system()
+    providers: dict[str, Any] = {}
+    usable = 0
+    for name, provider in running.providers.items():
+        snapshot = provider.statistics()
+        usable += snapshot.health in USABLE
+        providers[name] = {
+            "health": snapshot.health.value,
+            "actor": running.supervisor.state_of(name).value,
+            "breaker": snapshot.breaker.state.value,
+            "last_failure": snapshot.last_failure,
+        }
+    status = "ok" if usable and usable == len(providers) else "degraded" if usable else "down"
+    recorder = running.recorder.statistics()
+    if recorder.journal_failed or recorder.dropped:
+        status = "degraded" if status == "ok" else status  # records at risk: say so loudly
+    storage = {
+        "backend": recorder.storage,
+        "up": recorder.storage_up,
+        "buffered": recorder.buffered,
+        "journaled": recorder.journaled,
+        "dropped": recorder.dropped,
+        "journal_failed": recorder.journal_failed,
+        "last_error": recorder.last_error,
+    }
+    body = {
+        "status": status,
+        "router": running.supervisor.state_of(running.router.name).value,
+        "providers": providers,
+        "storage": storage,
+    }
+    return Response(json.dumps(body), status=200 if usable else 503, mimetype="application/json")
+
+
+@blueprint.get("/actors")
+async def actors() -> Response:
+    running = system()
+    tree = {
+        "pid": os.getpid(),
+        "worker": running.settings.worker,
+        "supervisor": actor_tree(running.supervisor.statistics()),
+    }
+    return Response(json.dumps(tree), mimetype="application/json")
+
+
+@blueprint.get("/metrics")
+async def prometheus() -> Response:
+    return Response(metrics.render(system()), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,175 @@
+"""The request pipeline: every model call relaybox answers goes through it, in this order.
+
+    1. keys and limits  the client key, and its requests and tokens a minute (`admit`: the app
+                        runs it before every handler, since the management API needs keys too)
+    2. cache            a finished answer to the same deterministic request is replayed
+    3. dedup            an identical request still in flight is joined
+    4. compression      the prompt's compression stages, for a request that goes upstream
+    5. dispatch         to the router, which walks the route to a provider (`web/dispatch.py`)
+    6. answer           a `Begun` for the handler to render, its response headers built here, once
+
+It owns what the requests of this process share: the response cache's memory and the answers in
+flight. Handlers turn the HTTP request into a `ModelCall` (`web/calls.py`) and render the answer
+(`web/streaming.py`, or collected whole).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import attrs
+from relaybox.actors.cancellation import CancelToken
+from relaybox.protocol.caching import CachePolicy, cache_key
+from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.compression.pipeline import compress
+from relaybox.protocol.events import Answering, Event
+from relaybox.storage.records import ApiKey, AttemptRecord, group_id
+from relaybox.web.answer import Begun, Origin
+from relaybox.web.answer_cache import AnswerCache, StoringSource, replay
+from relaybox.web.dedup import InFlightAnswers
+from relaybox.web.dispatch import dispatch
+from relaybox.web.feedback import FeedbackCommand, answer_feedback
+from relaybox.web.headers import answer_headers
+from relaybox.web.system import System
+
+
+@attrs.frozen
+class ModelCall:
+    """One model call, as the pipeline takes it: the parsed request and what came with it."""
+
+    request: ChatRequest | ImageRequest
+    request_id: str
+    client: str | None = None  # who asked, for the log: "key:NAME", else the user agent
+    key: ApiKey | None = None  # the client key it was made with
+    route_header: str | None = None  # x-relaybox-route
+    dedup_key: bytes | None = None  # identical requests have the same (None: never shared)
+    cache: CachePolicy | None = None  # what the request allows the cache (None: no part in it)
+    compression: str = "safe"  # "off", "safe" or "aggressive"
+
+
+class RequestPipeline:
+    def __init__(self, system: System) -> None:
+        settings = system.settings
+        self.system = system
+        writer = system.cache_writer
+        self.cache = AnswerCache(
+            settings.cache_bytes, shared=None if writer is None else system.storage, writer=writer
+        )
+        self.in_flight = InFlightAnswers(settings.dedup_seconds)
+        self._recorder = system.recorder if settings.record_requests else None
+
+    async def admit(
+        self, method: str, path: str, authorization: str | None, x_api_key: str | None
+    ) -> ApiKey | None:
+        """Stage 1: the key a request was made with (None when none is needed), counted against its
+        limits; raises the 401, 403 or 429 to send."""
+        keys = self.system.keys
+        if keys is None:
+            return None
+        key = keys.check(method, path, authorization, x_api_key)
+        await keys.within_limit(key, path, time.time())
+        return key
+
+    async def answer(self, call: ModelCall) -> Begun:
+        """Stages 2 to 6."""
+        key = self._cache_key(call)
+        begun = None
+        if key is not None and call.cache is not None and call.cache.lookup:
+            begun = await self._replayed(call, key)
+        if begun is None:
+            begun = await self._shared_or_own(call, key)
+        begun.headers = answer_headers(call.request_id, begun)
+        return begun
+
+    async def answer_feedback(self, request_id: str, command: FeedbackCommand) -> Begun:
+        """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5."""
+        begun = await answer_feedback(self.system.storage, command)
+        begun.headers = answer_headers(request_id, begun)
+        return begun
+
+    # --- stage 2: the cache ----------------------------------------------------------
+
+    def _cache_key(self, call: ModelCall) -> bytes | None:
+        """The normalised request, when the cache has a part in this one."""
+        if call.cache is None or not self.cache.enabled or not isinstance(call.request, ChatRequest):
+            return None
+        return cache_key(call.request, call.route_header)
+
+    async def _replayed(self, call: ModelCall, key: bytes) -> Begun | None:
+        entry = self.cache.get(key) or await self.cache.get_shared(key)
+        if entry is None:
+            return None
+        age = time.time() - entry.stored_at
+        reason = f"cache hit: the answer to {entry.request_id} from {age:.0f} s ago"
+        answering = attrs.evolve(entry.answering, reason=reason, fallback_used=False, upstream_ms=0.0)
+        # Its saving is the answer's cost: the baseline the dashboard's "saved" compares with.
+        self._record(answering, call, reason, cache_hit=True, baseline_cost_usd=entry.cost_usd())
+        origin = Origin(cache_hit=True, cached_from=entry.request_id)
+        return Begun(answering, replay(entry), CancelToken(), origin)
+
+    # --- stage 3: an identical request in flight ---------------------------------------
+
+    async def _shared_or_own(self, call: ModelCall, key: bytes | None) -> Begun:
+        if call.dedup_key is None or self.in_flight.window <= 0:
+            return await self._own(call, key)
+        joined = await self.in_flight.join(call.dedup_key)
+        if joined is not None:
+            reason = f"deduplicated: shared the upstream call of {joined.origin.deduplicated_from}"
+            self._record(joined.answering, call, reason, status="deduplicated")
+            return joined
+        lead = self.in_flight.lead(call.dedup_key, call.request_id)
+        try:
+            begun = await self._own(call, key)
+        except BaseException as error:
+            lead.abandon(error)
+            raise
+        return lead.begun(begun)
+
+    # --- stages 4 and 5: compression and dispatch ------------------------------------------
+
+    async def _own(self, call: ModelCall, key: bytes | None) -> Begun:
+        """The request's own upstream call; its answer is kept by the cache if it may be."""
+        sent, saved = call.request, None
+        if isinstance(sent, ChatRequest) and call.compression != "off":
+            compressed = compress(sent, call.compression)
+            sent, saved = compressed.request, compressed.saved
+        begun = await dispatch(
+            self.system,
+            sent,
+            call.request_id,
+            call.client,
+            call.route_header,
+            tokens_saved=saved,
+            compression_level=call.compression,
+            key_budget=None if call.key is None else call.key.budget(),
+        )
+        if key is None or call.cache is None or not call.cache.store:
+            return begun
+        ttl, request_id = call.cache.ttl, call.request_id
+
+        def keep(events: tuple[Event, ...]) -> None:
+            self.cache.put(key, events, request_id, ttl)
+
+        begun.receive = StoringSource(begun.receive, begun.answering, keep)
+        begun.origin = attrs.evolve(begun.origin, cache_hit=False)
+        return begun
+
+    def _record(self, answering: Answering, call: ModelCall, reason: str, **fields: Any) -> None:
+        """The log row of a request answered without an upstream call of its own (cost 0)."""
+        if self._recorder is None:
+            return
+        self._recorder.record(
+            AttemptRecord(
+                id=str(uuid.uuid4()),
+                created_at=time.time(),
+                request_group_id=group_id(call.request_id),
+                attempt=1,
+                provider=answering.provider,
+                model_selected=answering.model,
+                router_reason=reason,
+                client=call.client,
+                **fields,
+            )
+        )
