@@ -18,8 +18,12 @@ from typing import Any
 import attrs
 import trio
 from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics, ask
-from relaybox.actors.messages import BudgetMessage, Reserve, Settle
-from relaybox.protocol.keys import KeyBudget
+from relaybox.actors.messages import BudgetMessage, Job, Reserve, Settle
+from relaybox.protocol import tokens
+from relaybox.protocol.chat import ImageRequest
+from relaybox.protocol.errors import FailureKind, ProviderFailure
+from relaybox.protocol.events import Usage
+from relaybox.protocol.routing.pricing import Pricer
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.records import Budget, Reservation, Window
 
@@ -180,27 +184,49 @@ def _reply(message: Reserve, answer: Reservation) -> None:
 
 
 class BudgetHold:
-    """One attempt's reservation: its estimated cost held against the budgets before it runs, and
-    settled to its real cost after."""
+    """One attempt's reservation: its estimated cost held against the budgets before it runs (a
+    paid provider, and a budget on or the client key's own), and settled to its real cost after."""
 
-    def __init__(self, budget: BudgetActor) -> None:
+    def __init__(self, budget: BudgetActor, pricer: Pricer | None) -> None:
         self.budget = budget
+        self.pricer = pricer
         self.reservation_id: str | None = None
         self.estimate = 0.0
 
-    async def reserve(self, estimate: float, key_budget: KeyBudget | None) -> Reservation | None:
-        """The budget actor's answer; None when it gave none in time (the attempt goes ahead)."""
+    async def reserve(self, job: Job) -> None:
+        """Hold the attempt's estimate; raise OVER_BUDGET when it does not fit. A budget actor that
+        does not answer in time lets the attempt go ahead."""
+        key_budget = job.state.key_budget
+        if self.pricer is None or getattr(self.pricer, "free", False):
+            return
+        if not self.budget.enforcing and key_budget is None:
+            return
+        request = job.request
+        if isinstance(request, ImageRequest):
+            usage = Usage(0, 0, images=request.n)
+        else:
+            usage = Usage(tokens.lower_bound(request) * 2, request.max_tokens or 1024)
+        estimate = self.pricer(job.candidate.model, usage)
+        if not estimate:
+            return
         # Known before asking: if this task is cancelled mid-ask, the hold is still released.
         reservation_id = self.reservation_id = str(uuid.uuid4())
         self.estimate = estimate
+        answer = None
         with trio.move_on_after(self.budget.timeout * 2):
             try:
-                return await ask(
+                answer = await ask(
                     self.budget.mailbox, lambda reply: Reserve(reservation_id, estimate, reply, key_budget)
                 )
             except MailboxFull:
-                return None
-        return None
+                answer = None
+        if answer is not None and not answer.granted:
+            whose = "" if answer.key_name is None else f"key {answer.key_name!r}'s "
+            raise ProviderFailure(
+                FailureKind.OVER_BUDGET,
+                f"the {whose}{answer.period} budget of ${answer.limit_usd:.2f} is spent "
+                f"(${answer.spent_usd:.2f}); free providers still serve",
+            )
 
     def settle(self, cost: float) -> None:
         if self.reservation_id is not None:

@@ -14,6 +14,7 @@ import math
 import attrs
 import trio
 from relaybox.actors.messages import Job
+from relaybox.protocol.chat import ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import (
     Answering,
@@ -27,6 +28,7 @@ from relaybox.protocol.events import (
 )
 from relaybox.protocol.routing.heuristics import score_answer
 from relaybox.protocol.routing.pricing import Pricer
+from relaybox.storage.records import AttemptRecord, attempt_record
 
 # The idle timeout is exact to within this many seconds (see `Forwarder._renew_idle_deadline`).
 IDLE_RENEWAL_STEP = 1.0
@@ -105,6 +107,36 @@ class Forwarder:
                 category=self.job.state.category,
             )
         return self._score
+
+    def record(
+        self,
+        provider: str,
+        outcome: str,
+        latency_ms: float,
+        *,
+        error: str | None = None,
+        baseline_pricer: Pricer | None = None,
+    ) -> AttemptRecord:
+        """The attempt's record. `outcome`: "success", "cancelled", or the failure kind; an answer
+        (a poor one too) is scored, a successful one priced on the baseline for "cost saved"."""
+        job = self.job
+        scored = outcome in ("success", FailureKind.POOR_ANSWER.value)
+        baseline = None
+        if baseline_pricer is not None and outcome == "success":
+            baseline = baseline_pricer(job.request.model, self.usage or Usage(0, 0))
+        return attempt_record(
+            provider,
+            job.candidate.model,
+            job.request,
+            job.state,
+            status=outcome,
+            usage=self.usage,
+            latency_ms=latency_ms,
+            ttft_ms=self.ttft_ms(),
+            heuristic_score=self.score() if scored and not isinstance(job.request, ImageRequest) else None,
+            baseline_cost_usd=baseline,
+            error=error,
+        )
 
     def ttft_ms(self) -> float | None:
         """Milliseconds from the attempt's start to its first output, if there was any."""

@@ -20,6 +20,7 @@ from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
 from relaybox.protocol.routing.catalog import Candidate
 from relaybox.protocol.routing.classifier import Classification, TierThresholds
 from relaybox.protocol.routing.llm_classifier import classification_request, read_classification
+from relaybox.protocol.routing.plan import RoutingContext, cheapest_capable
 
 log = logging.getLogger("relaybox.router")
 
@@ -30,16 +31,20 @@ async def classify_then_dispatch(
     router: Mailbox[RouterMessage],
     dispatch: Dispatch,
     builtin: Classification,
-    ask: Candidate | None,
+    context: RoutingContext,
     *,
     thresholds: TierThresholds,
     verdict_within: float,
 ) -> None:
-    """Ask `ask` (the cheapest economy model; None: nothing to ask) to classify the request, then
-    hand the request back to the router with the verdict."""
+    """Ask the cheapest economy model to classify the request, then hand the request back to the
+    router with its verdict (the built-in one when it gives none in time)."""
     handed_on = False
     try:
         classification = None
+        try:
+            ask = cheapest_capable(attrs.evolve(builtin, tier="economy"), "classifier", context).candidates[0]
+        except RelayError:  # nothing to ask (providers switched off meanwhile): the request will say so
+            ask = None
         if ask is not None:
             with trio.move_on_after(verdict_within):
                 classification = await _ask(router, dispatch, builtin, ask, thresholds)

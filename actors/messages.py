@@ -22,7 +22,7 @@ from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
 from relaybox.protocol.keys import KeyBudget
-from relaybox.protocol.routing.catalog import Candidate
+from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.classifier import Classification
 from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.progress import DispatchState
@@ -48,6 +48,23 @@ class Dispatch:
     compression_level: str = "safe"
     tokens_saved: int | None = None
     key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
+
+    def starting_state(
+        self, route: Route, category: str, complexity: int, ab: tuple[str, str] | None
+    ) -> DispatchState:
+        """Where this request stands before its first attempt, on the route chosen for it."""
+        return DispatchState(
+            request_id=self.request_id,
+            route=route,
+            client=self.client,
+            category=category,
+            complexity=complexity,
+            ab_test=ab[0] if ab else None,
+            ab_variant=ab[1] if ab else None,
+            compression_level=self.compression_level,
+            tokens_saved=self.tokens_saved,
+            key_budget=self.key_budget,
+        )
 
 
 class AttemptResult(enum.Enum):

@@ -21,12 +21,10 @@ from relaybox.actors.mailbox import Mailbox
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Job
 from relaybox.actors.provider_statistics import Health, ProviderStatistics, RunningTotals
 from relaybox.actors.transports.base import Transport
-from relaybox.protocol import tokens
-from relaybox.protocol.chat import ImageRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
-from relaybox.protocol.events import Event, Failed, Usage
+from relaybox.protocol.events import Event, Failed
 from relaybox.protocol.routing.pricing import Pricer
-from relaybox.storage.records import AttemptRecord, attempt_record
+from relaybox.storage.records import AttemptRecord
 
 
 @attrs.frozen
@@ -174,8 +172,17 @@ class ProviderActor:
         attempt_failure = None if failure is None else self._attempt_failure(job, failure)
         if attempt_failure is not None and forwarder.answered:
             _end_client_stream(job, attempt_failure)
-        self._count(job.candidate.model, forwarder, result, failure)
-        record = self._record(job, forwarder, result, failure, upstream_ms)
+        outcome = result.value if failure is None else failure.kind.value
+        self._totals.setdefault(job.candidate.model, RunningTotals()).add(
+            outcome, forwarder.usage, forwarder.ttft_ms()
+        )
+        record = forwarder.record(
+            self.name,
+            outcome,
+            upstream_ms,
+            error=None if failure is None else f"{failure.kind.value}: {failure.message}",
+            baseline_pricer=self.baseline_pricer,
+        )
         if self.recorder is not None:
             self.recorder.record(record)
         await self._report(
@@ -191,10 +198,10 @@ class ProviderActor:
     async def _attempt(self, job: Job, forwarder: Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
         with trio.CancelScope() as client_scope:
             job.cancel.attach(client_scope)
-            hold = None if self.budget is None else BudgetHold(self.budget)
+            hold = None if self.budget is None else BudgetHold(self.budget, self.pricer)
             try:
                 if hold is not None:
-                    await self._reserve(job, hold)
+                    await hold.reserve(job)
                 with forwarder.idle_scope:
                     finish_reason = await self.transport.run(job.request, job.candidate.model, forwarder.emit)
                     await forwarder.finish(finish_reason)
@@ -211,74 +218,6 @@ class ProviderActor:
                 if hold is not None:
                     hold.settle(forwarder.cost_for_budget(hold.estimate))
         return AttemptResult.CANCELLED, None
-
-    async def _reserve(self, job: Job, hold: BudgetHold) -> None:
-        """Hold the attempt's estimated cost against the budgets; raise OVER_BUDGET if it does not fit."""
-        assert self.budget is not None
-        key_budget = job.state.key_budget
-        free = self.pricer is None or getattr(self.pricer, "free", False)
-        if free or (not self.budget.enforcing and key_budget is None):
-            return
-        assert self.pricer is not None
-        request = job.request
-        if isinstance(request, ImageRequest):
-            usage = Usage(0, 0, images=request.n)
-        else:
-            usage = Usage(tokens.lower_bound(request) * 2, request.max_tokens or 1024)
-        estimate = self.pricer(job.candidate.model, usage)
-        if not estimate:
-            return
-        answer = await hold.reserve(estimate, key_budget)
-        if answer is not None and not answer.granted:
-            whose = "" if answer.key_name is None else f"key {answer.key_name!r}'s "
-            raise ProviderFailure(
-                FailureKind.OVER_BUDGET,
-                f"the {whose}{answer.period} budget of ${answer.limit_usd:.2f} is spent "
-                f"(${answer.spent_usd:.2f}); free providers still serve",
-            )
-
-    def _record(
-        self,
-        job: Job,
-        forwarder: Forwarder,
-        result: AttemptResult,
-        failure: ProviderFailure | None,
-        upstream_ms: float,
-    ) -> AttemptRecord:
-        status = result.value if failure is None else failure.kind.value
-        scored = status in ("success", FailureKind.POOR_ANSWER.value) and not isinstance(
-            job.request, ImageRequest
-        )
-        baseline = None
-        if self.baseline_pricer is not None and result is AttemptResult.SUCCESS:
-            baseline = self.baseline_pricer(job.request.model, forwarder.usage or Usage(0, 0))
-        return attempt_record(
-            self.name,
-            job.candidate.model,
-            job.request,
-            job.state,
-            status=status,
-            usage=forwarder.usage,
-            latency_ms=upstream_ms,
-            ttft_ms=forwarder.ttft_ms(),
-            heuristic_score=forwarder.score() if scored else None,
-            baseline_cost_usd=baseline,
-            error=None if failure is None else f"{failure.kind.value}: {failure.message}",
-        )
-
-    def _count(
-        self, model: str, forwarder: Forwarder, result: AttemptResult, failure: ProviderFailure | None
-    ) -> None:
-        totals = self._totals.setdefault(model, RunningTotals())
-        outcome = result.value if failure is None else failure.kind.value
-        totals.attempts[outcome] = totals.attempts.get(outcome, 0) + 1
-        if forwarder.usage is not None:
-            totals.tokens_in += forwarder.usage.prompt_tokens
-            totals.tokens_out += forwarder.usage.completion_tokens
-            totals.cost_usd += forwarder.usage.cost_usd or 0.0
-        if (ttft := forwarder.ttft_ms()) is not None:
-            totals.ttft_seconds += ttft / 1000
-            totals.ttft_count += 1
 
     def _learn(self, result: AttemptResult, failure: ProviderFailure | None) -> None:
         now = trio.current_time()

@@ -25,7 +25,6 @@ from relaybox.actors.llm_classification import classify_then_dispatch
 from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import (
     AttemptEnded,
-    AttemptResult,
     Dispatch,
     EvidenceLoaded,
     Job,
@@ -34,13 +33,14 @@ from relaybox.actors.messages import (
     SetProviderEnabled,
 )
 from relaybox.actors.provider import ProviderActor
-from relaybox.actors.router_statistics import OutcomeCounts, OverheadHistogram, RouterStatistics
+from relaybox.actors.router_statistics import Outcomes, OverheadHistogram, RouterStatistics
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import (
     AttemptFailure,
     FailureKind,
     RelayError,
     final_error,
+    router_down,
     worth_retrying_elsewhere,
 )
 from relaybox.protocol.events import Answering, Event, Failed
@@ -52,7 +52,6 @@ from relaybox.protocol.routing.fit import missing_capability, trimmed_to_fit
 from relaybox.protocol.routing.plan import (
     RoutingContext,
     RoutingSettings,
-    cheapest_capable,
     finish_route,
     plan_route,
     routable_catalog,
@@ -96,7 +95,7 @@ class RouterActor:
         self.storage = storage
         self.budget = budget
         self.mailbox: Mailbox[RouterMessage] = Mailbox(mailbox)
-        self._counts: dict[tuple[str, str], OutcomeCounts] = {}
+        self._outcomes = Outcomes()
         self._overhead = OverheadHistogram()
         # Configuration, not working state (it survives restarts): providers switched off through
         # the settings API, and priorities set there.
@@ -113,7 +112,7 @@ class RouterActor:
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(
             mailbox=self.mailbox.statistics(),
-            outcomes={f"{p}/{m}": c.statistics() for (p, m), c in sorted(self._counts.items())},
+            outcomes=self._outcomes.statistics(),
             mode=self.settings.mode,
             evidence_loaded_at=self._evidence_loaded_at,
             evidence=self._evidence.snapshot(trio.current_time()),
@@ -122,7 +121,7 @@ class RouterActor:
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self._counts = {}
+        self._outcomes = Outcomes()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.storage is not None:
@@ -177,13 +176,7 @@ class RouterActor:
 
     def on_give_up(self) -> None:
         """Nobody will read the mailbox again: answer everything in it instead of leaving it waiting."""
-        error = RelayError(
-            503,
-            "relaybox's router is down; see /actors",
-            "service_unavailable",
-            code="router_down",
-            retry_after=5,
-        )
+        error = router_down()
         for message in self.mailbox.drain():
             if isinstance(message, Dispatch):
                 _reply_failed(message.reply, error)
@@ -222,41 +215,27 @@ class RouterActor:
         except RelayError as error:
             _reply_failed(dispatch.reply, error)
             return
-        state = DispatchState(
-            request_id=dispatch.request_id,
-            route=route,
-            client=dispatch.client,
-            category=category,
-            complexity=classification.complexity if classification else 0,
-            ab_test=ab[0] if ab else None,
-            ab_variant=ab[1] if ab else None,
-            compression_level=dispatch.compression_level,
-            tokens_saved=dispatch.tokens_saved,
-            key_budget=dispatch.key_budget,
+        state = dispatch.starting_state(
+            route, category, classification.complexity if classification else 0, ab
         )
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 
     def _classify_by_model(
         self, dispatch: Dispatch, builtin: Classification, context: RoutingContext
     ) -> None:
-        try:
-            economy = attrs.evolve(builtin, tier="economy")
-            ask = cheapest_capable(economy, "classifier", context).candidates[0]
-        except RelayError:  # nothing to ask (providers switched off meanwhile): the request will say so
-            ask = None
         assert self._nursery is not None
         classify_by_model = functools.partial(
             classify_then_dispatch,
             thresholds=self.settings.thresholds,
             verdict_within=self.settings.classifier_timeout,
         )
-        self._nursery.start_soon(classify_by_model, self.mailbox, dispatch, builtin, ask)
+        self._nursery.start_soon(classify_by_model, self.mailbox, dispatch, builtin, context)
 
     # --- walking the route -------------------------------------------------------------
 
     def _attempt_ended(self, ended: AttemptEnded) -> None:
         job = ended.job
-        counts = self._counts.setdefault((job.candidate.provider, job.candidate.model), OutcomeCounts())
+        self._outcomes.count(ended)
         observation = attempt_observation(
             job.state.category,
             job.candidate.provider,
@@ -267,27 +246,14 @@ class RouterActor:
         )
         if observation is not None:
             self._evidence.observe(observation)
-        if ended.result is AttemptResult.SUCCESS:
-            counts.successes += 1
-            if job.state.failures:
-                counts.served_as_fallback += 1
+        if ended.failure is None:
             return
-        if ended.result is AttemptResult.CANCELLED:
-            counts.cancelled += 1
-            return
-        assert ended.failure is not None
-        counts.failures[ended.failure.kind.value] += 1
         if ended.answered or job.cancel.cancelled:
             return  # the provider already ended the client's stream, or nobody is listening
         if not worth_retrying_elsewhere(ended.failure):
             _reply_failed(job.reply, final_error([*job.state.failures, ended.failure]))
             return
-        state = attrs.evolve(
-            job.state,
-            failures=(*job.state.failures, ended.failure),
-            failed_upstream_ms=job.state.failed_upstream_ms + ended.upstream_ms,
-            held_answer=ended.held_answer or job.state.held_answer,
-        )
+        state = job.state.after_failure(ended.failure, ended.upstream_ms, ended.held_answer)
         if ended.failure.kind is FailureKind.POOR_ANSWER:
             climb = first_stronger(self.catalog, state.route.candidates, job.state.next_index - 1)
             state = attrs.evolve(state, next_index=climb)

@@ -6,6 +6,7 @@ from collections import Counter
 
 import attrs
 from relaybox.actors.mailbox import MailboxStatistics
+from relaybox.actors.messages import AttemptEnded, AttemptResult
 from relaybox.protocol.routing.evidence import EvidenceRow
 
 # Histogram bucket bounds for relaybox's own overhead, in milliseconds.
@@ -23,14 +24,38 @@ class OutcomeStatistics:
 
 
 @attrs.define
-class OutcomeCounts:
+class _Counts:
     successes: int = 0
     failures: Counter[str] = attrs.field(factory=Counter)
     cancelled: int = 0
     served_as_fallback: int = 0
 
-    def statistics(self) -> OutcomeStatistics:
-        return OutcomeStatistics(self.successes, dict(self.failures), self.cancelled, self.served_as_fallback)
+
+class Outcomes:
+    """How each model's attempts ended, as the router heard of them (working state: a restarted
+    router starts counting again)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], _Counts] = {}
+
+    def count(self, ended: AttemptEnded) -> None:
+        job = ended.job
+        counts = self._counts.setdefault((job.candidate.provider, job.candidate.model), _Counts())
+        if ended.result is AttemptResult.SUCCESS:
+            counts.successes += 1
+            counts.served_as_fallback += bool(job.state.failures)
+        elif ended.result is AttemptResult.CANCELLED:
+            counts.cancelled += 1
+        elif ended.failure is not None:
+            counts.failures[ended.failure.kind.value] += 1
+
+    def statistics(self) -> dict[str, OutcomeStatistics]:
+        return {
+            f"{provider}/{model}": OutcomeStatistics(
+                c.successes, dict(c.failures), c.cancelled, c.served_as_fallback
+            )
+            for (provider, model), c in sorted(self._counts.items())
+        }
 
 
 @attrs.frozen

@@ -67,6 +67,16 @@ class RelayError(Exception):
         }
 
 
+def router_down() -> RelayError:
+    return RelayError(
+        503,
+        "relaybox's router is down; see /actors",
+        "service_unavailable",
+        code="router_down",
+        retry_after=5,
+    )
+
+
 @attrs.frozen
 class AttemptFailure:
     """One failed attempt of a request, as the router remembers it."""

@@ -10,7 +10,7 @@ from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch, OverheadObserved
 from relaybox.protocol.chat import ChatRequest, ImageRequest
-from relaybox.protocol.errors import RelayError
+from relaybox.protocol.errors import RelayError, router_down
 from relaybox.protocol.events import Answering, Event, Failed
 from relaybox.protocol.keys import KeyBudget
 from relaybox.web.answer import REPLY_BUFFER, Begun, Origin, next_event, unexpected
@@ -31,13 +31,7 @@ async def dispatch(
     """`tokens_saved`: what prompt compression saved on `chat` (None: it did not run)."""
     started = trio.current_time()
     if not system.router_running():
-        raise RelayError(
-            503,
-            "relaybox's router is down; see /actors",
-            "service_unavailable",
-            code="router_down",
-            retry_after=5,
-        )
+        raise router_down()
     send, receive = trio.open_memory_channel[Event](REPLY_BUFFER)
     token = CancelToken()
     message = Dispatch(

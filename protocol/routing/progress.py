@@ -32,3 +32,15 @@ class DispatchState:
     compression_level: str = "safe"
     tokens_saved: int | None = None
     key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
+
+    def after_failure(
+        self, failure: AttemptFailure, upstream_ms: float, held_answer: tuple[Event, ...] = ()
+    ) -> DispatchState:
+        """Where the request stands once its last attempt failed (and took `upstream_ms`); a poor
+        answer the cascade held back is kept for the end."""
+        return attrs.evolve(
+            self,
+            failures=(*self.failures, failure),
+            failed_upstream_ms=self.failed_upstream_ms + upstream_ms,
+            held_answer=held_answer or self.held_answer,
+        )
