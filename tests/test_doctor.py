@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from relaybox.web.config import ModelEntry, ProviderConfig, ProviderLimits
+from relaybox.actors.provider import ProviderLimits
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.web.config import ProviderConfig
 from relaybox.web.doctor import check_provider
 from relaybox.web.system import running_system
 

@@ -48,7 +48,7 @@ INSECURE_WARNING = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaybox", description="A self-hosted LLM gateway.")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the gateway")
@@ -101,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A worker started by `--workers N`: the listening socket it inherits, and its index.
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = command_line().parse_args(argv)
     if args.command is None:
         print(NEXT_STEPS, end="")
         return 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from relaybox.actors.breaker import BreakerState
+from relaybox.actors.key_ring import KeyRingStatistics
+from relaybox.actors.provider_statistics import ProviderStatistics
+from relaybox.actors.recorder import RecorderStatistics
+from relaybox.actors.router_statistics import OverheadStatistics, RouterStatistics
 from relaybox.web.system import System
 
 BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -27,6 +31,30 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
 def render(system: System) -> str:
     providers = {name: actor.statistics() for name, actor in system.providers.items()}
     router = system.router.statistics()
+    recorder = system.recorder.statistics()
+    mailboxes = [(p, s.mailbox) for p, s in providers.items()]
+    mailboxes += [(system.router.name, router.mailbox), (system.recorder.name, recorder.mailbox)]
+    lines = _attempts(providers, router) + _overhead(router.overhead) + _providers(providers)
+    lines += _family(
+        "relaybox_mailbox_depth",
+        "gauge",
+        "Messages waiting in an actor's mailbox.",
+        ((_labels(actor=n), s.depth) for n, s in mailboxes),
+    )
+    lines += _family(
+        "relaybox_actor_restarts_total",
+        "counter",
+        "Supervisor restarts.",
+        ((_labels(actor=c.name), c.restarts) for c in system.supervisor.statistics().children),
+    )
+    if system.keys is not None:
+        lines += _key_checks(system.keys.statistics())
+    lines += _recorder(recorder)
+    return "\n".join(lines) + "\n"
+
+
+def _attempts(providers: dict[str, ProviderStatistics], router: RouterStatistics) -> list[str]:
+    """Per provider and model: attempts, fallbacks, tokens, cost, time to first token."""
     totals = [(p, m, t) for p, snapshot in providers.items() for m, t in snapshot.totals.items()]
     lines: list[str] = []
     lines += _family(
@@ -69,19 +97,25 @@ def render(system: System) -> str:
         "Attempts with a first output.",
         ((_labels(provider=p, model=m), t.ttft_count) for p, m, t in totals),
     )
-    overhead = router.overhead
+    return lines
+
+
+def _overhead(overhead: OverheadStatistics) -> list[str]:
     cumulative, samples = 0, []
     for bound, count in zip((*overhead.bounds_ms, float("inf")), overhead.counts, strict=True):
         cumulative += count
         le = "+Inf" if bound == float("inf") else f"{bound / 1000:g}"
         samples.append(("_bucket" + _labels(le=le), cumulative))
-    lines += _family(
+    return _family(
         "relaybox_overhead_seconds",
         "histogram",
         "Time relaybox itself added to a request (excluding upstream time).",
         [*samples, ("_sum", overhead.sum_ms / 1000), ("_count", cumulative)],
     )
-    lines += _family(
+
+
+def _providers(providers: dict[str, ProviderStatistics]) -> list[str]:
+    lines = _family(
         "relaybox_in_flight",
         "gauge",
         "Jobs running in a provider actor.",
@@ -99,34 +133,25 @@ def render(system: System) -> str:
         "1 when the provider can take work.",
         ((_labels(provider=p), 1 if s.accepting else 0) for p, s in providers.items()),
     )
-    recorder = system.recorder.statistics()
-    mailboxes = [(p, s.mailbox) for p, s in providers.items()]
-    mailboxes += [(system.router.name, router.mailbox), (system.recorder.name, recorder.mailbox)]
-    lines += _family(
-        "relaybox_mailbox_depth",
-        "gauge",
-        "Messages waiting in an actor's mailbox.",
-        ((_labels(actor=n), s.depth) for n, s in mailboxes),
-    )
-    lines += _family(
-        "relaybox_actor_restarts_total",
+    return lines
+
+
+def _key_checks(keys: KeyRingStatistics) -> list[str]:
+    return _family(
+        "relaybox_key_checks_total",
         "counter",
-        "Supervisor restarts.",
-        ((_labels(actor=c.name), c.restarts) for c in system.supervisor.statistics().children),
+        "Client-key outcomes: refused (401/403/503), limited (429 over a key's limit), "
+        "uncounted (let through: the database did not count it within 100 ms).",
+        [
+            (_labels(outcome="refused"), keys.refused),
+            (_labels(outcome="limited"), keys.limited),
+            (_labels(outcome="uncounted"), keys.uncounted),
+        ],
     )
-    if system.keys is not None:
-        keys = system.keys.statistics()
-        lines += _family(
-            "relaybox_key_checks_total",
-            "counter",
-            "Client-key outcomes: refused (401/403/503), limited (429 over a key's limit), "
-            "uncounted (let through: the database did not count it within 100 ms).",
-            [
-                (_labels(outcome="refused"), keys.refused),
-                (_labels(outcome="limited"), keys.limited),
-                (_labels(outcome="uncounted"), keys.uncounted),
-            ],
-        )
+
+
+def _recorder(recorder: RecorderStatistics) -> list[str]:
+    lines: list[str] = []
     lines += _family(
         "relaybox_recorder_records",
         "gauge",
@@ -148,4 +173,4 @@ def render(system: System) -> str:
         "1 when the last write to storage succeeded.",
         [("", 1 if recorder.storage_up else 0)],
     )
-    return "\n".join(lines) + "\n"
+    return lines

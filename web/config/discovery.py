@@ -1,0 +1,257 @@
+"""Which providers are active: those configured (an API key in the environment, a TOML section, a
+`CUSTOM_PROVIDERS` entry) or present (a CLI on PATH, Ollama answering on localhost). Each decision
+is noted; a provider named explicitly that cannot be activated is also listed as unavailable,
+which `relaybox doctor` reports as a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from relaybox.actors.provider import ProviderLimits
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
+from relaybox.protocol.wire.ollama import model_names
+from relaybox.web.config import values
+from relaybox.web.config.catalogue import BUILTIN_APIS, BUILTIN_CLIS, BuiltinApi, BuiltinCli
+from relaybox.web.config.settings import ConfigError, ProviderConfig
+
+
+def discover_providers(
+    file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
+) -> list[ProviderConfig]:
+    sections = values.table(file, "providers")
+    providers: list[ProviderConfig] = []
+
+    for cli in BUILTIN_CLIS:
+        provider = _cli_provider(cli, dict(sections.pop(cli.name, {})), env, notes, unavailable)
+        if provider is not None:
+            providers.append(provider)
+
+    for builtin in BUILTIN_APIS:
+        provider = _builtin_api(builtin, dict(sections.pop(builtin.name, {})), env, notes)
+        if provider is not None:
+            providers.append(provider)
+
+    ollama = _ollama(dict(sections.pop("ollama", {})), env, notes, unavailable)
+    if ollama is not None:
+        providers.append(ollama)
+
+    custom: list[dict[str, Any]] = []
+    if env.get("CUSTOM_PROVIDERS"):
+        try:
+            parsed = json.loads(env["CUSTOM_PROVIDERS"])
+        except ValueError as error:
+            raise ConfigError(f"CUSTOM_PROVIDERS is not valid JSON: {error}") from None
+        if not isinstance(parsed, list):
+            raise ConfigError("CUSTOM_PROVIDERS must be a JSON list of providers")
+        custom.extend(parsed)
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"[providers.{name}] must be a table")
+        kind = section.get("kind", "openai-compatible")
+        if kind != "openai-compatible":
+            raise ConfigError(
+                f"[providers.{name}]: kind {kind!r} is not supported yet "
+                "(openai-compatible, or the built-in [providers.claude-cli] and [providers.openai])"
+            )
+        custom.append({"id": name, **section})
+    timeout_local = values.number(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
+    for i, item in enumerate(custom):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise ConfigError(f"custom provider #{i + 1} needs an 'id'")
+        where = f"custom provider {item['id']}"
+        base_url = item.get("baseUrl", item.get("base_url"))
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: 'baseUrl' must be an http(s) URL")
+        if item.get("enabled", True) is False:
+            notes.append(f"{item['id']}: disabled in the configuration")
+            continue
+        host_type = item.get("hostType", item.get("host_type", "openai"))
+        if host_type not in ("openai", "openwebui"):
+            raise ConfigError(f"{where}: host_type must be 'openai' or 'openwebui'")
+        api_key = item.get("apiKey", item.get("api_key"))
+        if item.get("api_key_env"):
+            api_key = env.get(str(item["api_key_env"]))
+        models = values.models(item.get("models"), where)
+        providers.append(
+            ProviderConfig(
+                name=item["id"],
+                kind="openai-compatible",
+                display_name=str(item.get("displayName", item.get("display_name", item["id"]))),
+                models=models,
+                default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
+                limits=values.limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
+                priority=values.integer(item.get("priority", 0), "priority"),
+                local_setting=values.local_flag(item),
+                base_url=base_url,
+                api_key=api_key,
+                host_type=host_type,
+                image_models=values.models(item["image_models"], where) if item.get("image_models") else (),
+                image_api=str(item.get("image_api", "images")),
+            )
+        )
+        notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
+    return providers
+
+
+def _builtin_api(
+    builtin: BuiltinApi, section: dict[str, Any], env: Mapping[str, str], notes: list[str]
+) -> ProviderConfig | None:
+    api_key = env.get(builtin.key_env) or section.get("api_key")
+    if section.get("enabled", True) is False:
+        notes.append(f"{builtin.name}: disabled in the configuration")
+        return None
+    if not api_key:
+        notes.append(f"{builtin.name}: inactive (set {builtin.key_env} to enable)")
+        return None
+    where = f"[providers.{builtin.name}]"
+    notes.append(f"{builtin.name}: active ({builtin.key_env} is set)")
+    return ProviderConfig(
+        name=builtin.name,
+        kind=builtin.kind,
+        display_name=builtin.display_name,
+        models=values.models(section["models"], where) if "models" in section else builtin.models,
+        default_model=str(section.get("default_model", builtin.default_model)),
+        limits=values.limits(section, slots=256, mailbox=256, idle_timeout=120),
+        priority=values.integer(section.get("priority", 0), "priority"),
+        local_setting=values.local_flag(section),
+        accepts_prefixes=builtin.prefixes,
+        base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
+        api_key=api_key,
+        image_models=values.models(section["image_models"], where)
+        if "image_models" in section
+        else builtin.image_models,
+        image_api=builtin.image_api,
+    )
+
+
+def probe_ollama(base_url: str, timeout: float = 0.5) -> list[str] | None:
+    """The models a running Ollama serves (`GET /api/tags`), or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/api/tags", timeout=timeout) as response:
+            return model_names(json.loads(response.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def _ollama(
+    section: dict[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
+) -> ProviderConfig | None:
+    if section.get("enabled", True) is False:
+        notes.append("ollama: disabled in the configuration")
+        return None
+    configured = env.get("OLLAMA_BASE_URL") or section.get("base_url")
+    base_url = str(configured or "http://localhost:11434")
+    found = probe_ollama(base_url)
+    if found is None:
+        if configured:
+            why = f"nothing answers at {base_url}; start it with `ollama serve`"
+            notes.append(f"ollama: inactive ({why})")
+            unavailable.append(("ollama", f"configured, but {why}"))
+        else:
+            notes.append(
+                "ollama: inactive (not running on localhost:11434; set OLLAMA_BASE_URL if elsewhere)"
+            )
+        return None
+    models = tuple(ModelEntry(name, "economy", 0.0, 0.0) for name in found)
+    if "models" in section:
+        models = values.models(section["models"], "[providers.ollama]")
+    if not models:
+        notes.append(f"ollama: inactive (running at {base_url} but has no models; `ollama pull llama3.2`)")
+        return None
+    notes.append(f"ollama: active ({base_url}, {len(models)} local models)")
+    return ProviderConfig(
+        name="ollama",
+        kind="ollama",
+        display_name="Ollama (local)",
+        models=models,
+        default_model=str(section.get("default_model", models[0].id)),
+        limits=values.limits(
+            section,
+            slots=4,
+            mailbox=32,
+            idle_timeout=values.number(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL"),
+        ),
+        priority=values.integer(section.get("priority", 0), "priority"),
+        local_setting=values.local_flag(section),
+        base_url=base_url,
+    )
+
+
+def _cli_executable(
+    name: str,
+    binary: str,
+    variable: str,
+    package: str,
+    section: dict[str, Any],
+    env: Mapping[str, str],
+    notes: list[str],
+    unavailable: list[tuple[str, str]],
+) -> str | None:
+    """Where a CLI provider's executable is (configured, or found on PATH), noting why if nowhere."""
+    if section.get("enabled", True) is False:
+        notes.append(f"{name}: disabled in the configuration")
+        return None
+    wanted = env.get(variable) or section.get("executable") or binary
+    executable = shutil.which(wanted, path=env.get("PATH", os.defpath))
+    if executable is None:
+        where = variable if env.get(variable) else "PATH"
+        why = f"{wanted!r} not found on {where}; install with `npm install -g {package}` or set {variable}"
+        notes.append(f"{name}: inactive ({why})")
+        if wanted != binary:  # named explicitly, not just looked for
+            unavailable.append((name, f"configured, but {why}"))
+    return executable
+
+
+def _child_env(section: dict[str, Any], name: str) -> dict[str, str]:
+    child_env = section.get("env", {})
+    if not isinstance(child_env, dict):
+        raise ConfigError(f"[providers.{name}] env must be a table of strings")
+    return {str(k): str(v) for k, v in child_env.items()}
+
+
+def _cli_provider(
+    cli: BuiltinCli,
+    section: dict[str, Any],
+    env: Mapping[str, str],
+    notes: list[str],
+    unavailable: list[tuple[str, str]],
+) -> ProviderConfig | None:
+    executable = _cli_executable(
+        cli.name, cli.binary, cli.path_env, cli.package, section, env, notes, unavailable
+    )
+    if executable is None:
+        return None
+    where = f"[providers.{cli.name}]"
+    system_prompt = SystemPromptStrategy.REPLACE
+    if cli.system_prompts:
+        try:
+            system_prompt = SystemPromptStrategy(section.get("system_prompt", "replace"))
+        except ValueError:
+            raise ConfigError(f"{where} system_prompt must be replace, append or inline") from None
+    timeout = values.number(env.get(cli.timeout_env, section.get("timeout", cli.timeout)), cli.timeout_env)
+    notes.append(f"{cli.name}: active ({executable})")
+    return ProviderConfig(
+        name=cli.name,
+        kind=cli.name,
+        display_name=cli.display_name,
+        models=values.models(section["models"], where) if "models" in section else cli.models,
+        default_model=str(section.get("default_model", cli.default_model)),
+        limits=ProviderLimits(
+            slots=values.integer(section.get("slots", cli.slots), "slots"),
+            mailbox=values.integer(section.get("mailbox", cli.mailbox), "mailbox"),
+            idle_timeout=timeout,
+        ),
+        priority=values.integer(section.get("priority", 0), "priority"),
+        local_setting=values.local_flag(section),
+        accepts_prefixes=cli.prefixes,
+        executable=executable,
+        system_prompt=system_prompt,
+        child_env=_child_env(section, cli.name),
+        warm=0 if cli.warm is None else values.integer(section.get("warm", cli.warm), f"{where} warm"),
+    )

@@ -1,0 +1,109 @@
+"""What relaybox runs with: `Settings` and each provider's `ProviderConfig`, as loaded from the
+embedded defaults, the TOML file and the environment (`web/config/loading.py`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.provider import ProviderLimits
+from relaybox.actors.supervisor import RestartPolicy
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+@attrs.frozen
+class ProviderConfig:
+    name: str
+    kind: str  # "openai-compatible" | "claude-cli"
+    display_name: str
+    models: tuple[ModelEntry, ...]
+    default_model: str
+    limits: ProviderLimits
+    priority: int = 0
+    accepts_prefixes: tuple[str, ...] = ()
+    # openai-compatible
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    host_type: str = "openai"
+    image_models: tuple[ModelEntry, ...] = ()
+    image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
+    # claude-cli
+    executable: str | None = None
+    system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
+    child_env: dict[str, str] = attrs.field(factory=dict, repr=False)
+    warm: int = 0  # claude-cli: processes started ahead of time, waiting on stdin (the warm pool)
+    # `local = true/false` in the provider's section; unset: decided by `local`.
+    local_setting: bool | None = None
+
+    @property
+    def local(self) -> bool:
+        """On the user's own machine or subscription: what provider_mode = "local" keeps."""
+        if self.local_setting is not None:
+            return self.local_setting
+        if self.kind in ("claude-cli", "gemini-cli", "ollama"):
+            return True
+        # An OpenAI-compatible server on this machine or the LAN (seed 000's local backend).
+        host = urllib.parse.urlsplit(self.base_url or "").hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_private
+        except ValueError:
+            return False
+
+
+@attrs.frozen
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    providers: tuple[ProviderConfig, ...] = ()
+    default_provider: str | None = None
+    aliases: dict[str, str] = attrs.field(factory=dict)
+    max_body_bytes: int = 32 * 1024 * 1024
+    breaker: BreakerPolicy = attrs.field(factory=BreakerPolicy)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    data_dir: str = ""
+    database_url: str | None = attrs.field(default=None, repr=False)
+    record_requests: bool = True  # RELAYBOX_RECORD=0 turns the request log off (for comparisons)
+    routing: RoutingSettings = attrs.field(factory=RoutingSettings)
+    # Identical requests within this many seconds of one in flight share its upstream call (0: off).
+    dedup_seconds: float = 5.0
+    # The response cache (web/answer_cache.py): its bound in bytes (0: off) and how long an answer is kept.
+    cache_bytes: int = 64 * 1024 * 1024
+    cache_ttl: float = 3600.0
+    # Prompt compression (protocol/compression/): "off", "safe" (lossless stages) or "aggressive".
+    compression: str = "safe"
+    # `relaybox serve --insecure-no-auth`: serve beyond loopback with no client keys (warned at every start).
+    insecure_no_auth: bool = False
+    lan: bool = False  # `relaybox serve --lan`: every interface, and the addresses to use printed
+    # `relaybox serve --workers N`: this process's index among N processes sharing the port.
+    worker: int = 0
+    workers: int = 1
+    notes: tuple[str, ...] = ()
+    # Providers configured explicitly (an executable or a base URL named) that could not be
+    # activated: a note at start-up, a failure for `relaybox doctor`.
+    unavailable: tuple[tuple[str, str], ...] = ()  # (provider, why)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def default_data_dir(env: Mapping[str, str]) -> str:
+    if env.get("RELAYBOX_DATA_DIR"):
+        return env["RELAYBOX_DATA_DIR"]
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", ".")) / ".local" / "share")
+    return str(Path(base) / "relaybox")
