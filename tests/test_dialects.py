@@ -8,11 +8,8 @@ import pytest
 from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolChoice, ToolSpec
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
-from relaybox.protocol.wire.anthropic import (
-    AnthropicStreamDecoder,
-    MessagesStreamRenderer,
-    parse_messages_request,
-)
+from relaybox.protocol.wire.anthropic import MessagesStreamRenderer, parse_messages_request
+from relaybox.protocol.wire.anthropic_upstream import AnthropicStreamDecoder
 from relaybox.protocol.wire.gemini import GeminiDialect, from_gemini_schema, generate_body, to_gemini_schema
 from relaybox.protocol.wire.ollama import OllamaStreamDecoder
 

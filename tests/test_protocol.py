@@ -17,12 +17,8 @@ from relaybox.protocol.wire.claude_cli import (
     build_prompt,
     classify_error,
 )
-from relaybox.protocol.wire.openai import (
-    decode_upstream_chunk,
-    merge_tool_calls,
-    parse_chat_request,
-    upstream_request_body,
-)
+from relaybox.protocol.wire.openai import merge_tool_calls, parse_chat_request
+from relaybox.protocol.wire.openai_upstream import decode_upstream_chunk, upstream_request_body
 from relaybox.protocol.wire.sse import SSEDecoder, SSEvent
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -36,11 +36,11 @@ from relaybox.actors.transports.http_api import HttpApiTransport
 from relaybox.protocol.events import Usage
 from relaybox.protocol.routing.catalog import Candidate, Catalog, ProviderModels
 from relaybox.protocol.routing.pricing import BaselinePricing, ProviderPricing, costliest_paid_model
-from relaybox.protocol.wire.anthropic import AnthropicDialect
+from relaybox.protocol.wire.anthropic_upstream import AnthropicDialect
 from relaybox.protocol.wire.dialect import Dialect
 from relaybox.protocol.wire.gemini import GeminiDialect
 from relaybox.protocol.wire.ollama import OllamaDialect
-from relaybox.protocol.wire.openai import OpenAIDialect
+from relaybox.protocol.wire.openai_upstream import OpenAIDialect
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version

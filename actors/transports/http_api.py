@@ -118,12 +118,12 @@ class HttpApiTransport:
     async def _generate_images(
         self, client: httpx.AsyncClient, request: ImageRequest, model: str, emit: Emit
     ) -> str:
-        image_call = getattr(self.dialect, "image_call", None)
-        if image_call is None:
+        images = self.dialect.image_call(request, model, self._api_key)
+        if images is None:
             raise ProviderFailure(
                 FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
             )
-        call = image_call(request, model, self._api_key)
+        call = images.call
         with _as_provider_failures(self._api_key):
             response = await client.post(self.base_url + call.path, json=call.body, headers=call.headers)
         if response.status_code != 200:
@@ -132,7 +132,7 @@ class HttpApiTransport:
                 redacted(self.dialect.error_message(response.content), self._api_key),
                 response.headers,
             )
-        for event in self.dialect.decode_images(response.content):  # type: ignore[attr-defined]
+        for event in images.decode(response.content):
             await emit(event)
         return "stop"
 

@@ -1,17 +1,18 @@
 """What an HTTP provider's wire format must provide, so one transport can serve them all.
 
-A dialect is pure: it builds the upstream call from a `ChatRequest` and decodes the upstream's
-bytes into events. The transport (actors/transports/http_api.py) does the I/O and maps HTTP
-statuses to failure kinds.
+A dialect is pure: it builds the upstream call from a `ChatRequest` (or an `ImageRequest`, for the
+formats that generate images) and decodes the upstream's bytes into events. The transport
+(actors/transports/http_api.py) does the I/O and maps HTTP statuses to failure kinds.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import TransportEvent
 from relaybox.protocol.wire.sse import SSEDecoder, SSEvent
@@ -36,6 +37,14 @@ class StreamDecoder(Protocol):
         ...
 
 
+@attrs.frozen
+class ImageCall:
+    """How a dialect generates images: the call to make, and how to read its answer."""
+
+    call: HttpCall
+    decode: Callable[[bytes], list[TransportEvent]]
+
+
 class Dialect(Protocol):
     name: str
 
@@ -46,6 +55,10 @@ class Dialect(Protocol):
     def decode_body(self, body: bytes) -> tuple[list[TransportEvent], str]: ...
 
     def error_message(self, body: bytes) -> str: ...
+
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> ImageCall | None:
+        """None: this wire format generates no images."""
+        ...
 
 
 def malformed(detail: str) -> ProviderFailure:

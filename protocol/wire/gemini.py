@@ -16,6 +16,7 @@ from relaybox.protocol.chat import (
     ChatMessage,
     ChatRequest,
     ImagePart,
+    ImageRequest,
     TextPart,
     arguments_object,
     inline_image,
@@ -297,3 +298,6 @@ class GeminiDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> None:
+        return None  # Gemini's API (here) generates no images

@@ -10,7 +10,14 @@ import json
 from typing import Any
 
 import attrs
-from relaybox.protocol.chat import ChatRequest, ImagePart, TextPart, arguments_object, inline_image
+from relaybox.protocol.chat import (
+    ChatRequest,
+    ImagePart,
+    ImageRequest,
+    TextPart,
+    arguments_object,
+    inline_image,
+)
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
 from relaybox.protocol.wire.dialect import HttpCall, NDJSONStreamDecoder, error_message, load_json, malformed
@@ -135,6 +142,9 @@ class OllamaDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> None:
+        return None  # Ollama generates no images
 
 
 def model_names(tags: object) -> list[str]:
