@@ -1,1 +1,2 @@
-"""Pure data and pure functions: messages, wire formats, translations, errors. No I/O here."""
+"""Pure data and pure functions, no I/O: the neutral request, events and errors here, and the wire
+formats (`wire/`), routing policy (`routing/`) and prompt compression (`compression/`) below."""

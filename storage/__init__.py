@@ -1,1 +1,2 @@
-"""Persistence behind one contract: SQLite (embedded default) and PostgreSQL (asyncpg under trio-asyncio)."""
+"""Persistence behind one contract: SQLite (the embedded default) and PostgreSQL (asyncpg under
+trio-asyncio), their schema migrations, the dashboard's queries and the records they keep."""

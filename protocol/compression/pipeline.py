@@ -1,7 +1,14 @@
-"""The compression levels, and the stages each runs (seed 001's five, code blocks before repeats).
+"""The compression levels, and the stages each runs (code blocks before repeats).
+
+`safe` (the default) only rewrites what cannot change what the model reads (whitespace outside code
+and tool output, code blocks in languages where whitespace carries no meaning, and content pasted
+again, which stays in full where it last appears); `aggressive` also collapses spacing in tool
+output, abbreviates long repeated phrases with a legend, minifies JSON and drops comment lines in
+code, and trims the oldest turns to fit the chosen model's context window. Every stage leaves the
+last user message exactly as it was and keeps tool calls paired with their results.
 
 Trimming (stage 5) needs the model's context window, so it runs later, once a candidate is
-chosen (`actors/router.py`); the other stages run before dispatch, on the request as the client
+chosen (`protocol/routing/fit.py`, asked by the router); the other stages run before dispatch, on the request as the client
 sent it.
 """
 
