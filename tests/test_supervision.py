@@ -44,6 +44,28 @@ async def test_crash_restarts_the_actor_and_the_next_request_succeeds(tmp_path: 
     assert after.json()["choices"][0]["message"]["content"] == "after restart"
 
 
+async def test_actors_shows_each_childs_facts_and_its_statistics_side_by_side(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with (
+        serve(settings, scripted_factory({"solo": ScriptedTransport()})) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        await client.post("/v1/chat/completions", json=HELLO)
+        tree = (await client.get("/actors")).json()
+    solo, router = actor(tree, "solo"), actor(tree, "router")
+    assert set(solo) == {
+        *("name", "kind", "state", "restarts", "last_crash"),  # the supervisor's facts
+        *("health", "accepting", "mailbox", "in_flight", "concurrency_limit", "idle_timeout_s"),
+        *("breaker", "completed", "failed", "last_failure", "transport", "totals"),
+    }
+    assert solo["breaker"]["state"] == "closed" and solo["breaker"]["open_for_s"] is None
+    assert set(solo["mailbox"]) == {"depth", "capacity", "peak"} and solo["mailbox"]["capacity"] == 8
+    assert solo["transport"] == {"calls": 1, "kind": "scripted"}
+    assert solo["totals"]["m"]["attempts"] == {"success": 1}
+    assert router["outcomes"]["solo/m"]["successes"] == 1 and router["disabled"] == []
+    assert sum(router["overhead"]["counts"]) == 1
+
+
 async def test_crashed_job_falls_back_to_the_next_candidate(tmp_path: Path) -> None:
     transports = {
         "first": ScriptedTransport(Crash()),

@@ -27,4 +27,5 @@ def actor_tree(tree: SupervisorStatistics) -> dict[str, Any]:
 
 def child_json(child: ChildStatistics) -> dict[str, Any]:
     facts = to_json(child)
-    return {**facts, **(facts.pop("actor") or {})}
+    actor = facts.pop("actor") or {}
+    return {**facts, **actor}
