@@ -5,6 +5,7 @@ that process's memory only."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -37,13 +38,11 @@ class CacheWriter:
         self._writes = 0
         self._errors = 0
 
-    def write(self, message: CacheWrite) -> bool:
-        """For the request path: hand over an answer without waiting; False when the queue is full."""
-        try:
+    def write(self, message: CacheWrite) -> None:
+        """For the request path: hand over an answer without waiting. A full queue means the
+        database is behind: the answer stays in this process's memory only."""
+        with contextlib.suppress(MailboxFull):
             self.mailbox.tell(message)
-        except MailboxFull:
-            return False
-        return True
 
     def statistics(self) -> CacheWriterStatistics:
         return CacheWriterStatistics(self.mailbox.statistics(), self._writes, self._errors)

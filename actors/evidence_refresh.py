@@ -27,6 +27,8 @@ class EvidenceSource(Protocol):
 async def refresh_evidence(
     storage: EvidenceSource, router: Mailbox[RouterMessage], *, window_days: float, every: float
 ) -> None:
+    """Read the last `window_days` of evidence now and every `every` seconds, for as long as the
+    router runs (it is a task in the router's nursery)."""
     while True:
         at, started = time.time(), trio.current_time()
         rows = None

@@ -132,17 +132,17 @@ class Forwarder:
             status=outcome,
             usage=self.usage,
             latency_ms=latency_ms,
-            ttft_ms=self.ttft_ms(),
+            ttft_ms=None if (ttft := self.time_to_first_output()) is None else ttft * 1000,
             heuristic_score=self.score() if scored and not isinstance(job.request, ImageRequest) else None,
             baseline_cost_usd=baseline,
             error=error,
         )
 
-    def ttft_ms(self) -> float | None:
-        """Milliseconds from the attempt's start to its first output, if there was any."""
+    def time_to_first_output(self) -> float | None:
+        """Seconds from the attempt's start to its first output, if there was any."""
         if self.first_output_at is None:
             return None
-        return (self.first_output_at - self.attempt_started) * 1000
+        return self.first_output_at - self.attempt_started
 
     def cost_for_budget(self, estimate: float) -> float:
         """What the attempt's budget reservation settles to: its real cost; for an answer that began

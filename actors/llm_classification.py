@@ -43,7 +43,7 @@ async def classify_then_dispatch(
         classification = None
         try:
             ask = cheapest_capable(attrs.evolve(builtin, tier="economy"), "classifier", context).candidates[0]
-        except RelayError:  # nothing to ask (providers switched off meanwhile): the request will say so
+        except RelayError:  # no economy model is enabled: the request itself will say what is missing
             ask = None
         if ask is not None:
             with trio.move_on_after(verdict_within):

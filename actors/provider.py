@@ -174,7 +174,7 @@ class ProviderActor:
             _end_client_stream(job, attempt_failure)
         outcome = result.value if failure is None else failure.kind.value
         self._totals.setdefault(job.candidate.model, RunningTotals()).add(
-            outcome, forwarder.usage, forwarder.ttft_ms()
+            outcome, forwarder.usage, forwarder.time_to_first_output()
         )
         record = forwarder.record(
             self.name,

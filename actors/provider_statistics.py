@@ -40,15 +40,15 @@ class RunningTotals:
     ttft_seconds: float = 0.0
     ttft_count: int = 0
 
-    def add(self, outcome: str, usage: Usage | None, ttft_ms: float | None) -> None:
-        """One attempt: `outcome` is "success", "cancelled" or the failure kind."""
+    def add(self, outcome: str, usage: Usage | None, ttft: float | None) -> None:
+        """One attempt: `outcome` is "success", "cancelled" or the failure kind; `ttft` in seconds."""
         self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
         if usage is not None:
             self.tokens_in += usage.prompt_tokens
             self.tokens_out += usage.completion_tokens
             self.cost_usd += usage.cost_usd or 0.0
-        if ttft_ms is not None:
-            self.ttft_seconds += ttft_ms / 1000
+        if ttft is not None:
+            self.ttft_seconds += ttft
             self.ttft_count += 1
 
     def statistics(self) -> ModelTotals:

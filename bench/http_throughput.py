@@ -141,7 +141,10 @@ def start_answering_nginx(work: Path, port: int, latency_ms: float) -> subproces
     return start_nginx(work, port, location, content_type="application/json")
 
 
-def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_relaybox(
+    work: Path, port: int, upstream: str, workers: int = 1, python: str = sys.executable
+) -> subprocess.Popen[bytes]:
+    """`relaybox serve` run by `python` (another checkout's environment, for `bench.commits`)."""
     providers = [
         {
             "id": "bench",
@@ -153,14 +156,14 @@ def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> su
         }
     ]
     env = {
-        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "PATH": os.path.dirname(python) + ":/usr/bin:/bin",
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         "CUSTOM_PROVIDERS": json.dumps(providers),
         "DEDUP_SECONDS": "0",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [python, "-m", "relaybox.web.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

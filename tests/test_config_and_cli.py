@@ -108,6 +108,7 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ("[routes]\nx = []", {}, "non-empty list"),
         ("[[ab_tests]]\nbaseline = 'a:m'\nchallenger = 'b:m'", {}, "names provider 'a', which is not active"),
         ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
+        ("[providers.'a/b']\nbase_url = 'http://h'\nmodels = ['m']", {}, "may not contain '/' or ':'"),
         (
             "[routing]\nsavings_baseline = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
             {},

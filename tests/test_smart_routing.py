@@ -341,6 +341,31 @@ async def test_the_optional_llm_classifier_asks_the_cheapest_model_and_its_call_
     assert len(classifier_rows) == 2 and all(r["cost_usd"] > 0 for r in classifier_rows)
 
 
+async def test_an_llm_classifier_that_gives_no_verdict_in_time_leaves_the_built_in_one(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    cheap = ScriptedTransport(
+        Answer('{"category": "debug", "complexity": 90}', delay=60), default=Answer("cheap")
+    )
+    strong = ScriptedTransport(default=Answer("strong"))
+    settings = settings_for(
+        tmp_path,
+        provider("cheap", "http://unused", "small", "economy", 0.1),
+        provider("strong", "http://unused", "big", "standard", 3.0),
+        routing=RoutingSettings(llm_classifier=True, classifier_timeout=10),
+    )
+    transports = {"cheap": cheap, "strong": strong}
+    async with running_system(settings, lambda config, _: transports[config.name]) as system:
+        started = trio.current_time()
+        events = await complete(system, chat("auto"))
+        waited = trio.current_time() - started
+    assert isinstance(events[-1], Finished), events
+    assert events[0].provider == "cheap"  # type: ignore[union-attr]
+    assert events[0].reason.startswith("auto: other")  # type: ignore[union-attr]
+    assert 10 <= waited < 60, "the answer waited for the classifier's timeout, not for its verdict"
+    assert cheap.calls == 2 and strong.calls == 0
+
+
 async def test_consecutive_failures_exclude_a_model_for_a_while_then_a_probe_decides(
     autojump_clock: trio.abc.Clock, tmp_path: Path
 ) -> None:

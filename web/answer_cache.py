@@ -49,21 +49,16 @@ class AnswerCacheStatistics:
 
 
 class AnswerCache:
-    """An LRU of finished answers, bounded in bytes, over the database's shared tier when
-    `shared` (the storage to read) and `writer` (the actor that writes there) are given."""
+    """An LRU of finished answers, bounded in bytes, over the database's shared tier when there is
+    a `writer` (the actor that writes there; lookups read its storage)."""
 
     def __init__(
-        self,
-        max_bytes: int,
-        clock: Callable[[], float] = time.time,
-        *,
-        shared: Storage | None = None,
-        writer: CacheWriter | None = None,
+        self, max_bytes: int, clock: Callable[[], float] = time.time, *, writer: CacheWriter | None = None
     ) -> None:
         self.max_bytes = max_bytes
         self.clock = clock
-        self.shared = shared
         self.writer = writer
+        self.shared: Storage | None = None if writer is None else writer.storage
         self.bytes = 0
         self._hits = self._misses = self._stores = self._evictions = 0
         self._shared_hits = self._lookup_errors = 0
@@ -116,7 +111,7 @@ class AnswerCache:
         entry = CachedAnswer(events, request_id, now, now + ttl, size)
         self._keep(key, entry)
         self._stores += 1
-        if self.writer is not None:  # a full queue: the database is behind, memory only
+        if self.writer is not None:
             self.writer.write(
                 CacheWrite(key.hex(), CachedRow(encode_events(events), request_id, now, now + ttl, size))
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from quart import request
 from quart_trio import QuartTrio
-from relaybox.web.context import PIPELINE, pipeline
+from relaybox.web.context import PIPELINE, current_pipeline
 from relaybox.web.errors import register_error_handlers
 from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations
 from relaybox.web.pipeline import RequestPipeline
@@ -37,6 +37,6 @@ def create_app(system: System) -> QuartTrio:
 
 async def admit() -> None:
     """The request pipeline's first stage, before every handler: the client key and its limits."""
-    request.api_key = await pipeline().admit(  # type: ignore[attr-defined]
+    request.api_key = await current_pipeline().admit(  # type: ignore[attr-defined]
         request.method, request.path, request.headers.get("authorization"), request.headers.get("x-api-key")
     )

@@ -1,6 +1,6 @@
-"""What an HTTP request says beyond its body, read once at the edge: the JSON body itself (400 when
-it is not JSON), and a `ModelCall` for the request pipeline, its headers checked (a bad
-`x-relaybox-*` header is a 400 naming it)."""
+"""An HTTP request read once, at the edge: its body as JSON (400 when it is not), and everything else
+the request pipeline needs as a `ModelCall` (who asked, the route, dedup and cache headers, the
+compression level; a bad `x-relaybox-*` header is a 400 naming it)."""
 
 from __future__ import annotations
 

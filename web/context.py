@@ -9,9 +9,9 @@ from relaybox.web.system import System
 PIPELINE = "relaybox.pipeline"
 
 
-def pipeline() -> RequestPipeline:
+def current_pipeline() -> RequestPipeline:
     return current_app.extensions[PIPELINE]
 
 
-def system() -> System:
-    return pipeline().system
+def current_system() -> System:
+    return current_pipeline().system

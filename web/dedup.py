@@ -9,7 +9,9 @@ request (the leader) dispatches as usual; a follower waits for the same answer t
 reads the same events, from the first one, at its own pace. Whoever reads first pulls the next
 event from the provider, so a slow or departed leader never holds followers back, and the upstream
 call is cancelled only when the last reader has gone. The request pipeline logs a follower as its
-own request (status `deduplicated`, no cost) pointing at the leader's task id.
+own request (status `deduplicated`, no cost) pointing at the leader's task id. When the leader's
+request may be cached, its answer is kept whichever reader reads it to the end, under the leader's
+cache policy.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ class InFlightAnswers:
         self.window = window  # seconds after its start during which an answer can be joined
         self._answers: dict[bytes, _SharedAnswer] = {}
 
-    def __len__(self) -> int:
-        return len(self._answers)
-
     async def join(self, key: bytes) -> Begun | None:
         """A reader of the identical request's answer still in flight, from its first event; None
         when there is none to join (the request then leads its own, see `lead`). Raises the
@@ -57,19 +56,21 @@ class InFlightAnswers:
 
 
 class Lead:
-    """The leader's side of an answer others may join: it either begins (`begun`) or not (`abandon`)."""
+    """The leader's side of an answer others may join: its answer begins (`started`), or its request
+    fails first (`failed`)."""
 
     def __init__(self, shared: _SharedAnswer) -> None:
         self._shared = shared
 
-    def begun(self, begun: Begun) -> Begun:
+    def started(self, begun: Begun) -> Begun:
         """The leader's own reader of its answer, which followers now read too."""
         return self._shared.lead(begun)
 
-    def abandon(self, error: BaseException) -> None:
-        """The leader's dispatch failed (or was cancelled): followers waiting to join hear of it."""
+    def failed(self, error: BaseException) -> None:
+        """Followers waiting to join get the same error when the request was refused (the same
+        request would be); when it was cancelled or broke otherwise, each goes alone."""
         self._shared.failed(error if isinstance(error, RelayError) else None)
-        self._shared.forget()
+        self._shared.withdraw()
 
 
 class _SharedAnswer:
@@ -120,7 +121,8 @@ class _SharedAnswer:
         origin = attrs.evolve(self._begun.origin, deduplicated_from=self.leader_id)
         return self._reader(origin, follower=True)
 
-    def forget(self) -> None:
+    def withdraw(self) -> None:
+        """No longer joinable: a request arriving now leads an answer of its own."""
         self._forget(self)
 
     def _reader(self, origin: Origin, *, follower: bool = False) -> Begun:

@@ -32,7 +32,7 @@ def register_error_handlers(app: QuartTrio, max_body_bytes: int) -> None:
 
     @app.errorhandler(StorageError)
     async def storage_down(error: StorageError) -> Response:
-        # Only the management API waits on storage; the model endpoints never do.
+        # Only the management API lets a storage failure through; the model endpoints catch theirs.
         return error_response(
             RelayError(
                 503,

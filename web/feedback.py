@@ -31,7 +31,7 @@ def feedback_command(chat: ChatRequest) -> FeedbackCommand | None:
     return None if match is None else FeedbackCommand(int(match[1]), match[2])
 
 
-async def answer_feedback(storage: Storage, command: FeedbackCommand) -> Begun:
+async def rate(storage: Storage, command: FeedbackCommand) -> Begun:
     """Rate the named answer (or the latest one), and reply as if a model had."""
     try:
         group = group_id(command.task_id) if command.task_id else None

@@ -30,7 +30,7 @@ from relaybox.web.answer import Begun, Origin
 from relaybox.web.answer_cache import AnswerCache, StoringSource, replay
 from relaybox.web.dedup import InFlightAnswers
 from relaybox.web.dispatch import dispatch
-from relaybox.web.feedback import FeedbackCommand, answer_feedback
+from relaybox.web.feedback import FeedbackCommand, rate
 from relaybox.web.headers import answer_headers
 from relaybox.web.system import System
 
@@ -53,10 +53,7 @@ class RequestPipeline:
     def __init__(self, system: System) -> None:
         settings = system.settings
         self.system = system
-        writer = system.cache_writer
-        self.cache = AnswerCache(
-            settings.cache_bytes, shared=None if writer is None else system.storage, writer=writer
-        )
+        self.cache = AnswerCache(settings.cache_bytes, writer=system.cache_writer)
         self.in_flight = InFlightAnswers(settings.dedup_seconds)
         self._recorder = system.recorder if settings.record_requests else None
 
@@ -85,7 +82,7 @@ class RequestPipeline:
 
     async def answer_feedback(self, request_id: str, command: FeedbackCommand) -> Begun:
         """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5."""
-        begun = await answer_feedback(self.system.storage, command)
+        begun = await rate(self.system.storage, command)
         begun.headers = answer_headers(request_id, begun)
         return begun
 
@@ -123,9 +120,9 @@ class RequestPipeline:
         try:
             begun = await self._own(call, key)
         except BaseException as error:
-            lead.abandon(error)
+            lead.failed(error)
             raise
-        return lead.begun(begun)
+        return lead.started(begun)
 
     # --- stages 4 and 5: compression and dispatch ------------------------------------------
 

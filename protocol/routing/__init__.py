@@ -1,2 +1,2 @@
-"""Routing policy, pure: model-name resolution, the catalog, classification, evidence, selection,
-named routes, the route plan for one request, pricing and the answer's heuristic score."""
+"""Routing policy, pure: the catalog, classification, evidence, selection and named routes; the plan
+for one request, what a candidate can take, the cascade; pricing and the answer's heuristic score."""

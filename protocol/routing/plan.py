@@ -51,7 +51,9 @@ class RoutingSettings:
 
 @attrs.frozen(eq=False)
 class RoutingContext:
-    """What a routing decision reads: the router's knowledge at the moment it decides."""
+    """What a routing decision reads, handed over by the router as it decides: the catalogs, the
+    time and the budget's pressure as they are then; the evidence, the random generator and the
+    priorities are the router's own (selection draws from the generator)."""
 
     catalog: Catalog  # every configured provider
     routable: Catalog  # what smart routing chooses from (see `routable_catalog`)

@@ -7,8 +7,6 @@ the configuration says otherwise (`models = [...]` in the provider's section).
 
 from __future__ import annotations
 
-import os
-
 import attrs
 from relaybox.protocol.routing.catalog import ModelEntry
 
@@ -130,7 +128,8 @@ CLAUDE_CLI_MODELS = (
 
 @attrs.frozen
 class BuiltinCli:
-    """A CLI provider: found on PATH (or at `path_env`), driven one process per request."""
+    """A CLI provider: found on PATH (or at `path_env`), one process per request. A CLI provider's
+    kind is its name."""
 
     name: str
     binary: str
@@ -140,11 +139,13 @@ class BuiltinCli:
     models: tuple[ModelEntry, ...]
     default_model: str
     prefixes: tuple[str, ...]
-    slots: int
+    slots: int  # 0: one per core, at least 2
     mailbox: int
     timeout_env: str
     timeout: float  # seconds without progress before an attempt is abandoned
-    warm: int | None = None  # processes started ahead of time (None: no warm pool for this CLI)
+    # Processes started ahead of time, by default (None: this CLI has no warm pool, and a `warm`
+    # setting in its section is not read).
+    warm: int | None = None
     system_prompts: bool = False  # `system_prompt = replace | append | inline` applies
 
 
@@ -160,7 +161,7 @@ BUILTIN_CLIS = (
         ("claude-",),
         # A request costs the CLI about 0.9 s of CPU (`python -m bench.cli_concurrency`): past one
         # process per core requests/s stop growing and time to first token doubles with each step.
-        slots=max(2, os.cpu_count() or 2),
+        slots=0,
         mailbox=16,
         timeout_env="TIMEOUT_CLAUDE",
         timeout=60,

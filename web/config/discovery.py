@@ -24,6 +24,7 @@ from relaybox.web.config.settings import ConfigError, ProviderConfig
 def discover_providers(
     file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
 ) -> list[ProviderConfig]:
+    """Every active provider: the CLIs, the built-in APIs, Ollama, then the custom ones, in that order."""
     sections = values.table(file, "providers")
     providers: list[ProviderConfig] = []
 
@@ -65,6 +66,9 @@ def discover_providers(
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
             raise ConfigError(f"custom provider #{i + 1} needs an 'id'")
         where = f"custom provider {item['id']}"
+        if "/" in item["id"] or ":" in item["id"]:
+            # It names the provider in `provider:model`, in URLs and in "provider/model" keys.
+            raise ConfigError(f"{where}: the id may not contain '/' or ':'")
         base_url = item.get("baseUrl", item.get("base_url"))
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: 'baseUrl' must be an http(s) URL")
@@ -234,24 +238,28 @@ def _cli_provider(
             system_prompt = SystemPromptStrategy(section.get("system_prompt", "replace"))
         except ValueError:
             raise ConfigError(f"{where} system_prompt must be replace, append or inline") from None
-    timeout = values.number(env.get(cli.timeout_env, section.get("timeout", cli.timeout)), cli.timeout_env)
+    child_env = _child_env(section, cli.name)
+    models = values.models(section["models"], where) if "models" in section else cli.models
+    limits = ProviderLimits(
+        slots=values.integer(section.get("slots", cli.slots or max(2, os.cpu_count() or 2)), "slots"),
+        mailbox=values.integer(section.get("mailbox", cli.mailbox), "mailbox"),
+        idle_timeout=values.number(
+            env.get(cli.timeout_env, section.get("timeout", cli.timeout)), cli.timeout_env
+        ),
+    )
     notes.append(f"{cli.name}: active ({executable})")
     return ProviderConfig(
         name=cli.name,
         kind=cli.name,
         display_name=cli.display_name,
-        models=values.models(section["models"], where) if "models" in section else cli.models,
+        models=models,
         default_model=str(section.get("default_model", cli.default_model)),
-        limits=ProviderLimits(
-            slots=values.integer(section.get("slots", cli.slots), "slots"),
-            mailbox=values.integer(section.get("mailbox", cli.mailbox), "mailbox"),
-            idle_timeout=timeout,
-        ),
+        limits=limits,
         priority=values.integer(section.get("priority", 0), "priority"),
         local_setting=values.local_flag(section),
         accepts_prefixes=cli.prefixes,
         executable=executable,
         system_prompt=system_prompt,
-        child_env=_child_env(section, cli.name),
+        child_env=child_env,
         warm=0 if cli.warm is None else values.integer(section.get("warm", cli.warm), f"{where} warm"),
     )

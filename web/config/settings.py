@@ -24,7 +24,7 @@ class ConfigError(Exception):
 @attrs.frozen
 class ProviderConfig:
     name: str
-    kind: str  # "openai-compatible" | "claude-cli"
+    kind: str  # "openai-compatible", "anthropic", "gemini", "ollama", "claude-cli" or "gemini-cli"
     display_name: str
     models: tuple[ModelEntry, ...]
     default_model: str
@@ -37,9 +37,9 @@ class ProviderConfig:
     host_type: str = "openai"
     image_models: tuple[ModelEntry, ...] = ()
     image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
-    # claude-cli
+    # the CLIs (claude-cli, gemini-cli)
     executable: str | None = None
-    system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE
+    system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE  # claude-cli
     child_env: dict[str, str] = attrs.field(factory=dict, repr=False)
     warm: int = 0  # claude-cli: processes started ahead of time, waiting on stdin (the warm pool)
     # `local = true/false` in the provider's section; unset: decided by `local`.

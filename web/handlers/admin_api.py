@@ -19,7 +19,7 @@ from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
 from relaybox.web.config import ProviderConfig
 from relaybox.web.connection_check import check_connection
-from relaybox.web.context import pipeline, system
+from relaybox.web.context import current_pipeline, current_system
 from relaybox.web.snapshots import to_json
 from relaybox.web.system import System
 
@@ -71,7 +71,7 @@ def _provider_config(running: System, provider_id: str) -> ProviderConfig:
 
 @blueprint.get("/api/stats")
 async def stats() -> Response:
-    running = system()
+    running = current_system()
     days = _int_arg("days", 7, 1, 3650)
     body = await running.storage.stats(days=days, now=time.time())
     totals = body["totals"][0] if body["totals"] else {}
@@ -92,7 +92,9 @@ async def stats() -> Response:
         running.settings.routing.ab_tests, await running.storage.ab_results(since=since)
     )
     body["recorder"] = to_json(running.recorder.statistics())
-    body["response_cache"] = to_json(pipeline().cache.statistics())  # this process's, since it started
+    body["response_cache"] = to_json(
+        current_pipeline().cache.statistics()
+    )  # this process's, since it started
     body["keys"] = await _key_report(running, body["keys"])
     return _json(body)
 
@@ -138,7 +140,7 @@ async def _key_report(running: System, usage: list[dict[str, Any]]) -> list[dict
 
 @blueprint.get("/api/requests")
 async def requests() -> Response:
-    records = await system().storage.recent(
+    records = await current_system().storage.recent(
         limit=_int_arg("limit", 50, 1, 1000),
         provider=request.args.get("provider"),
         model=request.args.get("model"),
@@ -159,7 +161,7 @@ async def feedback() -> Response:
         raise _bad("'rating' must be an integer from 1 to 5", "rating")
     # The record may still be on its way to storage: wait a moment for the recorder.
     for _ in range(20):
-        if await system().storage.set_rating(group_id(task_id), rating):
+        if await current_system().storage.set_rating(group_id(task_id), rating):
             return _json({"ok": True, "taskId": task_id, "rating": rating})
         await trio.sleep(0.1)
     raise RelayError(
@@ -169,7 +171,7 @@ async def feedback() -> Response:
 
 @blueprint.get("/api/budget")
 async def get_budget() -> Response:
-    storage = system().storage
+    storage = current_system().storage
     budgets = {b.period: b for b in await storage.budgets()}
     now = time.time()
     data = []
@@ -201,13 +203,13 @@ async def put_budget() -> Response:
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _bad("'enabled' must be a boolean", "enabled")
-    await system().storage.put_budget(Budget(period, float(limit), enabled))
+    await current_system().storage.put_budget(Budget(period, float(limit), enabled))
     return _json({"period": period, "limit_usd": float(limit), "enabled": enabled})
 
 
 @blueprint.get("/api/providers")
 async def providers() -> Response:
-    running = system()
+    running = current_system()
     disabled = running.router.statistics().disabled
     data = []
     for config in running.settings.providers:
@@ -235,7 +237,7 @@ async def providers() -> Response:
 @blueprint.post("/api/providers/<provider_id>/test")
 async def test_provider(provider_id: str) -> Response:
     """A live request through the provider (pinned, no fallback), with a diagnosis when it fails."""
-    running = system()
+    running = current_system()
     config = _provider_config(running, provider_id)
     result = await check_connection(running, config, "relaybox connection test", 90)
     body = {"ok": result.ok, "provider": provider_id, "diagnosis": result.diagnosis}
@@ -248,7 +250,7 @@ async def test_provider(provider_id: str) -> Response:
 
 @blueprint.put("/api/providers/<provider_id>")
 async def put_provider(provider_id: str) -> Response:
-    running = system()
+    running = current_system()
     config = _provider_config(running, provider_id)
     body = await _body()
     enabled = body.get("enabled", provider_id not in running.router.statistics().disabled)

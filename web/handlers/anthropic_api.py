@@ -11,7 +11,7 @@ from quart import Blueprint, Response, request
 from relaybox.protocol import tokens
 from relaybox.protocol.wire import anthropic, openai
 from relaybox.web.calls import as_object, model_call, read_json
-from relaybox.web.context import pipeline, system
+from relaybox.web.context import current_pipeline, current_system
 from relaybox.web.handlers.openai_api import openai_completion
 from relaybox.web.headers import with_cost
 from relaybox.web.streaming import anthropic_stream, event_stream
@@ -29,7 +29,7 @@ async def messages() -> Response:
         return await openai_completion(openai.parse_chat_request(body))
     chat = anthropic.parse_messages_request(body)
     message_id = f"msg_{uuid.uuid4().hex}"
-    begun = await pipeline().answer(model_call(system().settings, chat, message_id))
+    begun = await current_pipeline().answer(model_call(current_system().settings, chat, message_id))
     if chat.stream:
         renderer = anthropic.MessagesStreamRenderer(message_id, begun.answering.model)
         return event_stream(anthropic_stream(begun, renderer), begun)

@@ -13,7 +13,7 @@ from relaybox.protocol.routing.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS,
 from relaybox.protocol.routing.routes import ROUTE_PREFIX
 from relaybox.protocol.wire import openai
 from relaybox.web.calls import model_call, read_json
-from relaybox.web.context import pipeline, system
+from relaybox.web.context import current_pipeline, current_system
 from relaybox.web.feedback import feedback_command
 from relaybox.web.headers import with_cost
 from relaybox.web.streaming import event_stream, openai_stream
@@ -31,9 +31,9 @@ async def openai_completion(chat: ChatRequest) -> Response:
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     command = feedback_command(chat)
     if command is not None:
-        begun = await pipeline().answer_feedback(request_id, command)
+        begun = await current_pipeline().answer_feedback(request_id, command)
     else:
-        begun = await pipeline().answer(model_call(system().settings, chat, request_id))
+        begun = await current_pipeline().answer(model_call(current_system().settings, chat, request_id))
     created = int(time.time())
     if chat.stream:
         return event_stream(openai_stream(begun, request_id, created, chat.include_usage), begun)
@@ -54,7 +54,7 @@ async def openai_completion(chat: ChatRequest) -> Response:
 async def images_generations() -> Response:
     request_id = f"img-{uuid.uuid4().hex}"
     image_request = openai.parse_image_request(await read_json())
-    begun = await pipeline().answer(model_call(system().settings, image_request, request_id))
+    begun = await current_pipeline().answer(model_call(current_system().settings, image_request, request_id))
     answer = await begun.collect()
     body: dict[str, Any] = {"created": int(time.time()), "data": answer.images}
     if answer.usage is not None and (answer.usage.prompt_tokens or answer.usage.completion_tokens):
@@ -69,7 +69,7 @@ async def images_generations() -> Response:
 @blueprint.get("/v1/models")
 async def models() -> Response:
     """Every model of every active provider, then the other names relaybox answers to."""
-    running = system()
+    running = current_system()
     catalog = running.catalog
     data = [
         _listed(

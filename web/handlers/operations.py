@@ -10,7 +10,7 @@ from typing import Any
 from quart import Blueprint, Response
 from relaybox.actors.provider_statistics import Health
 from relaybox.web import metrics
-from relaybox.web.context import system
+from relaybox.web.context import current_system
 from relaybox.web.snapshots import actor_tree
 
 blueprint = Blueprint("operations", __name__)
@@ -26,7 +26,7 @@ async def ping() -> Response:
 @blueprint.get("/health")
 async def health() -> Response:
     """Each provider's health and the recorder's storage; 503 when no provider can serve."""
-    running = system()
+    running = current_system()
     providers: dict[str, Any] = {}
     usable = 0
     for name, provider in running.providers.items():
@@ -62,7 +62,7 @@ async def health() -> Response:
 
 @blueprint.get("/actors")
 async def actors() -> Response:
-    running = system()
+    running = current_system()
     tree = {
         "pid": os.getpid(),
         "worker": running.settings.worker,
@@ -73,4 +73,4 @@ async def actors() -> Response:
 
 @blueprint.get("/metrics")
 async def prometheus() -> Response:
-    return Response(metrics.render(system()), mimetype="text/plain; version=0.0.4")
+    return Response(metrics.render(current_system()), mimetype="text/plain; version=0.0.4")
