@@ -50,6 +50,9 @@ class ModelCall:
 
 
 class RequestPipeline:
+    """The stages above, over a running system; one per app, holding the cache's memory and the
+    answers in flight (`current_pipeline()` in a handler)."""
+
     def __init__(self, system: System) -> None:
         settings = system.settings
         self.system = system
