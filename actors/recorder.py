@@ -54,8 +54,11 @@ class RecorderActor:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         shutdown_grace: float = 10.0,
+        keep_prompts: bool = True,
     ) -> None:
         self.storage = storage
+        # `[log] prompts = "none"`: no prompt text is kept, in storage or in the journal.
+        self.keep_prompts = keep_prompts
         self.journal = Path(journal_path)
         self.mailbox: Mailbox[RecorderMessage] = Mailbox(mailbox)
         self.batch_size = batch_size
@@ -92,6 +95,8 @@ class RecorderActor:
 
     def record(self, record: AttemptRecord) -> None:
         """For the request path: hand over a record without waiting, whatever storage is doing."""
+        if not self.keep_prompts and record.prompt_summary is not None:
+            record = attrs.evolve(record, prompt_summary=None)
         try:
             self.mailbox.tell(record)
         except Exception:  # MailboxFull: the recorder is hopelessly behind

@@ -45,10 +45,14 @@ class Storage(Protocol):
         category: str | None = None,
         status: str | None = None,
         group: str | None = None,
-    ) -> list[AttemptRecord]: ...
+        client: str | None = None,
+    ) -> list[AttemptRecord]:
+        """The latest attempts, newest first, matching every filter given (`client`: one client's)."""
+        ...
 
-    async def set_rating(self, request_group_id: str, rating: int) -> bool:
-        """Rate the answer of a request (its last attempt); False if no such request."""
+    async def set_rating(self, request_group_id: str, rating: int, client: str | None = None) -> bool:
+        """Rate the answer of a request (its last attempt); False if no such request (with
+        `client`: no such request of that client's)."""
         ...
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]: ...

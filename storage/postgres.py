@@ -188,36 +188,23 @@ class PostgresStorage:
         category: str | None = None,
         status: str | None = None,
         group: str | None = None,
+        client: str | None = None,
     ) -> list[AttemptRecord]:
-        used = [
-            (c, v)
-            for c, v in (
-                ("provider", provider),
-                ("model_selected", model),
-                ("task_category", category),
-                ("status", status),
-                ("request_group_id", group),
-            )
-            if v is not None
-        ]
-        where = (
-            (
-                "WHERE "
-                + " AND ".join(
-                    f"{c}{'::text' if c == 'request_group_id' else ''} = ${i}"
-                    for i, (c, _) in enumerate(used, start=1)
-                )
-            )
-            if used
-            else ""
+        where, values = _filters(
+            provider=provider,
+            model_selected=model,
+            task_category=category,
+            status=status,
+            request_group_id=group,
+            client=client,
         )
         sql = (
             f"SELECT {', '.join(COLUMNS)} FROM task_logs {where} ORDER BY created_at DESC "
-            f"LIMIT ${len(used) + 1}"
+            f"LIMIT ${len(values) + 1}"
         )
 
         async def op(db: asyncpg.Connection) -> list[AttemptRecord]:
-            rows = await db.fetch(sql, *(v for _, v in used), limit)
+            rows = await db.fetch(sql, *values, limit)
             return [
                 AttemptRecord(
                     **{k: str(v) if k in ("id", "request_group_id") else _plain(v) for k, v in row.items()}
@@ -227,13 +214,15 @@ class PostgresStorage:
 
         return await self._run(op)
 
-    async def set_rating(self, request_group_id: str, rating: int) -> bool:
+    async def set_rating(self, request_group_id: str, rating: int, client: str | None = None) -> bool:
+        where, values = _filters(request_group_id=request_group_id, client=client)
+
         async def op(db: asyncpg.Connection) -> bool:
             async with db.transaction():
                 row = await db.fetchrow(
                     "SELECT id, created_at, provider, model_selected, task_category, status, user_rating "
-                    "FROM task_logs WHERE request_group_id::text = $1 ORDER BY attempt DESC LIMIT 1 FOR UPDATE",
-                    request_group_id,
+                    f"FROM task_logs {where} ORDER BY attempt DESC LIMIT 1 FOR UPDATE",
+                    *values,
                 )
                 if row is None:
                     return False
@@ -457,3 +446,16 @@ async def _ledger_sum(db: asyncpg.Connection, since: float, now: float, key_name
     if key_name is None:
         return float(await db.fetchval(_LEDGER_SUM, since_at, live_from))
     return float(await db.fetchval(_LEDGER_SUM + " AND key_name = $3", since_at, live_from, key_name))
+
+
+def _filters(**equal: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause of the columns given a value (placeholders $1, $2, ...), and the values."""
+    used = [(column, value) for column, value in equal.items() if value is not None]
+    if not used:
+        return "", ()
+    # request_group_id is a uuid column; the others are compared as given.
+    terms = [
+        f"{column}{'::text' if column == 'request_group_id' else ''} = ${i}"
+        for i, (column, _) in enumerate(used, start=1)
+    ]
+    return "WHERE " + " AND ".join(terms), tuple(value for _, value in used)

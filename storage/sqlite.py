@@ -134,6 +134,7 @@ class SQLiteStorage:
         category: str | None = None,
         status: str | None = None,
         group: str | None = None,
+        client: str | None = None,
     ) -> list[AttemptRecord]:
         filters, values = _filters(
             provider=provider,
@@ -141,6 +142,7 @@ class SQLiteStorage:
             task_category=category,
             status=status,
             request_group_id=group,
+            client=client,
         )
         sql = f"SELECT {', '.join(COLUMNS)} FROM task_logs {filters} ORDER BY created_at DESC LIMIT ?"
 
@@ -149,12 +151,14 @@ class SQLiteStorage:
 
         return await self._run(work)
 
-    async def set_rating(self, request_group_id: str, rating: int) -> bool:
+    async def set_rating(self, request_group_id: str, rating: int, client: str | None = None) -> bool:
+        filters, values = _filters(request_group_id=request_group_id, client=client)
+
         def work(db: sqlite3.Connection) -> bool:
             row = db.execute(
                 "SELECT id, created_at, provider, model_selected, task_category, status, user_rating FROM task_logs "
-                "WHERE request_group_id = ? ORDER BY attempt DESC LIMIT 1",
-                (request_group_id,),
+                f"{filters} ORDER BY attempt DESC LIMIT 1",
+                values,
             ).fetchone()
             if row is None:
                 return False

@@ -174,8 +174,8 @@ async def test_client_disconnect_kills_the_cli_within_a_second(
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         await sock.connect((host, int(port)))
         await sock.send(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (host.encode(), port.encode(), len(body), body)
         )
         received = b""
         with trio.fail_after(30):

@@ -17,8 +17,8 @@ async def open_stream(base_url: str, payload: bytes) -> trio.socket.SocketType:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     await sock.connect((host, int(port)))
     await sock.send(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: relaybox\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (host.encode(), port.encode(), len(payload), payload)
     )
     return sock
 

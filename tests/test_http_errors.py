@@ -88,7 +88,9 @@ async def test_malformed_json_is_400(tmp_path: Path, fake_openai: FakeOpenAI) ->
             content=b'{"model": "gpt-4o-mini", "messages": [',
             headers={"content-type": "application/json"},
         )
-        not_an_object = await client.post("/v1/chat/completions", content=b"[1, 2]")
+        not_an_object = await client.post(
+            "/v1/chat/completions", content=b"[1, 2]", headers={"content-type": "application/json"}
+        )
     error = assert_openai_error(response, 400)
     assert error["code"] == "invalid_json" and "not valid JSON" in error["message"]
     assert "must be a JSON object" in assert_openai_error(not_an_object, 400)["message"]

@@ -170,7 +170,7 @@ async def test_serving_beyond_loopback_needs_keys_or_an_explicit_warned_opt_out(
 
 
 async def test_lan_sharing_binds_every_interface_and_prints_the_addresses_to_use(tmp_path: Path) -> None:
-    from relaybox.web.cli import lan_addresses
+    from relaybox.web.addresses import lan_addresses
 
     refused = await trio.to_thread.run_sync(
         lambda: relaybox("serve", "--lan", "--port", str(free_port()), data_dir=tmp_path)

@@ -144,10 +144,10 @@ async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: 
         openai_provider("gone", dead),
     )
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
-        good = (await client.post("/api/providers/up/test")).json()
-        bad_key = (await client.post("/api/providers/openai/test")).json()
-        refused = (await client.post("/api/providers/gone/test")).json()
-        missing = await client.post("/api/providers/nope/test")
+        good = (await client.post("/api/providers/up/test", json={})).json()
+        bad_key = (await client.post("/api/providers/openai/test", json={})).json()
+        refused = (await client.post("/api/providers/gone/test", json={})).json()
+        missing = await client.post("/api/providers/nope/test", json={})
     assert good["ok"] and good["diagnosis"].startswith("✅ Connected!") and good["answer"] == "OK"
     assert not bad_key["ok"] and bad_key["diagnosis"] == "❌ The API key was refused. Check OPENAI_API_KEY."
     assert not refused["ok"] and refused["diagnosis"].startswith("❌ Connection refused at 127.0.0.1:")

@@ -66,7 +66,7 @@ async def test_no_secret_appears_anywhere(
             response = await client.get(path, headers=auth)
             assert response.status_code == 200, path
             bodies.append(response.text)
-        bodies.append((await client.post("/api/providers/up/test", headers=auth)).text)
+        bodies.append((await client.post("/api/providers/up/test", headers=auth, json={})).text)
     assert any("401" in b for b in bodies[:3]), "the failures did happen"
     stored = await trio.to_thread.run_sync(
         lambda: b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())

@@ -108,6 +108,23 @@ async def test_recent_filters_and_order(storage: Storage) -> None:
     assert len(await storage.recent(limit=1)) == 1
 
 
+async def test_one_clients_requests_and_ratings(storage: Storage) -> None:
+    alices, bobs = str(uuid.uuid4()), str(uuid.uuid4())
+    await storage.insert_records(
+        [
+            record(request_group_id=alices, client="key:alice", prompt_summary="alice's secret"),
+            record(request_group_id=bobs, client="key:bob", prompt_summary="bob's question"),
+        ]
+    )
+    assert [r.prompt_summary for r in await storage.recent(client="key:bob")] == ["bob's question"]
+    assert await storage.recent(client="key:bob", group=alices) == []
+    assert not await storage.set_rating(alices, 1, client="key:bob"), "not bob's to rate"
+    assert await storage.set_rating(bobs, 4, client="key:bob")
+    assert await storage.set_rating(alices, 5)  # no client named: anyone's (an admin, or no keys)
+    ratings = {r.client: r.user_rating for r in await storage.recent()}
+    assert ratings == {"key:alice": 5, "key:bob": 4}
+
+
 async def test_rating_lands_on_the_last_attempt(storage: Storage) -> None:
     group = str(uuid.uuid4())
     await storage.insert_records(

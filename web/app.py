@@ -1,19 +1,25 @@
 """The HTTP face of relaybox: a Quart app (trio flavour) over a running actor system.
 
-`create_app` only assembles: the request pipeline every model call goes through
-(`web/pipeline.py`), the client-key check before every handler, the handlers grouped by API
-(`web/handlers/`), and the error handlers that keep every error in the endpoint's own format.
+`create_app` only assembles: the guard that keeps strangers out (`web/guard.py`) and the client-key
+check, both before every handler; the request pipeline every model call goes through
+(`web/pipeline.py`); the handlers grouped by API (`web/handlers/`); and the error handlers that keep
+every error in the endpoint's own format.
 """
 
 from __future__ import annotations
 
-from quart import request
+import logging
+
+from quart import Response, request
 from quart_trio import QuartTrio
-from relaybox.web.context import PIPELINE, current_pipeline
+from relaybox.web.context import GUARD, PIPELINE, current_guard, current_pipeline
 from relaybox.web.errors import register_error_handlers
+from relaybox.web.guard import EXPOSED_HEADERS, Guard
 from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations
 from relaybox.web.pipeline import RequestPipeline
 from relaybox.web.system import System
+
+log = logging.getLogger("relaybox.web")
 
 BLUEPRINTS = (
     openai_api.blueprint,
@@ -28,11 +34,37 @@ def create_app(system: System) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
     app.extensions[PIPELINE] = RequestPipeline(system)
+    app.extensions[GUARD] = Guard.for_settings(system.settings)
     register_error_handlers(app, system.settings.max_body_bytes)
+    app.before_request(keep_strangers_out)
     app.before_request(admit)
+    app.after_request(share_with_allowed_origins)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app
+
+
+async def keep_strangers_out() -> Response | None:
+    """Before anything else: a foreign host, a foreign web page or a body that is not JSON is refused;
+    an allowed origin's preflight is answered here."""
+    origin = request.headers.get("origin")
+    refusal = current_guard().refusal(
+        request.method, request.headers.get("host"), origin, request.headers.get("content-type")
+    )
+    if refusal is not None:
+        log.warning("refused %s %s from %s: %s", request.method, request.path, origin or "-", refusal.code)
+        raise refusal
+    if request.method == "OPTIONS" and origin is not None and current_guard().allowed_origin(origin):
+        return Response(
+            "",
+            status=204,
+            headers={
+                "access-control-allow-methods": "GET, POST, PUT, DELETE, OPTIONS",
+                "access-control-allow-headers": request.headers.get("access-control-request-headers", ""),
+                "access-control-max-age": "600",
+            },
+        )
+    return None
 
 
 async def admit() -> None:
@@ -40,3 +72,13 @@ async def admit() -> None:
     request.api_key = await current_pipeline().admit(  # type: ignore[attr-defined]
         request.method, request.path, request.headers.get("authorization"), request.headers.get("x-api-key")
     )
+
+
+async def share_with_allowed_origins(response: Response) -> Response:
+    """CORS headers, for the web origins the operator allowed (and no others)."""
+    origin = request.headers.get("origin")
+    if origin is not None and current_guard().allowed_origin(origin):
+        response.headers["access-control-allow-origin"] = origin
+        response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
+        response.headers.add("vary", "Origin")
+    return response

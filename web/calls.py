@@ -14,6 +14,7 @@ from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
+from relaybox.storage.records import ApiKey
 from relaybox.web.config import Settings
 from relaybox.web.pipeline import ModelCall
 
@@ -36,7 +37,7 @@ def as_object(body: Any) -> dict[str, Any]:
 
 def model_call(settings: Settings, chat: ChatRequest | ImageRequest, request_id: str) -> ModelCall:
     """The call the request pipeline answers, from the parsed body and the request's headers."""
-    key = getattr(request, "api_key", None)
+    key = caller_key()
     cache = None
     if isinstance(chat, ChatRequest) and settings.cache_bytes > 0:
         cache = cache_policy(chat, request.headers, settings.cache_ttl)
@@ -52,9 +53,14 @@ def model_call(settings: Settings, chat: ChatRequest | ImageRequest, request_id:
     )
 
 
+def caller_key() -> ApiKey | None:
+    """The client key the request was made with (the app's key check puts it there)."""
+    return getattr(request, "api_key", None)
+
+
 def _client() -> str | None:
     """Who asked, for the log: the key's name when the request carried one, else its user agent."""
-    key = getattr(request, "api_key", None)
+    key = caller_key()
     if key is not None:
         return client_of(key.name)
     return request.headers.get("user-agent", "")[:200] or None

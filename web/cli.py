@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import signal
 import socket
@@ -21,6 +20,7 @@ from relaybox.protocol.keys import key_hash, new_key, parse_budget, shown_prefix
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import ApiKey
 from relaybox.web import doctor
+from relaybox.web.addresses import lan_addresses
 from relaybox.web.app import create_app
 from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
 from relaybox.web.system import System, open_storage, running_system
@@ -302,18 +302,6 @@ async def serve_forever(settings: Settings, listen_fd: int | None = None) -> int
                 if settings.lan:
                     print(lan_report(settings.port), flush=True)
     return 0
-
-
-def lan_addresses() -> list[str]:
-    """This machine's addresses other machines on its networks can reach (not loopback)."""
-    found: set[str] = set()
-    with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            found.add(str(info[4][0]))
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
-        found.add(probe.getsockname()[0])
-    return sorted(a for a in found if not a.startswith("127.") and a != "0.0.0.0")
 
 
 def lan_report(port: int) -> str:

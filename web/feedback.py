@@ -31,14 +31,15 @@ def feedback_command(chat: ChatRequest) -> FeedbackCommand | None:
     return None if match is None else FeedbackCommand(int(match[1]), match[2])
 
 
-async def rate(storage: Storage, command: FeedbackCommand) -> Begun:
-    """Rate the named answer (or the latest one), and reply as if a model had."""
+async def rate(storage: Storage, command: FeedbackCommand, client: str | None = None) -> Begun:
+    """Rate the named answer (or the latest one), and reply as if a model had. With `client` (a
+    request made with a key), only that client's answers: "the latest" is the latest it got."""
     try:
         group = group_id(command.task_id) if command.task_id else None
         if group is None:
-            latest = await storage.recent(limit=1)
+            latest = await storage.recent(limit=1, client=client)
             group = latest[0].request_group_id if latest else None
-        rated = group is not None and await storage.set_rating(group, command.rating)
+        rated = group is not None and await storage.set_rating(group, command.rating, client)
         text = (
             f"Thanks: rated {command.rating}/5."
             if rated

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from relaybox.actors.breaker import BreakerState
 from relaybox.actors.key_ring import KeyRingStatistics
@@ -28,7 +28,8 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return lines
 
 
-def render(system: System) -> str:
+def render(system: System, refused: Mapping[str, int]) -> str:
+    """`refused`: requests the guard refused, by reason (host, origin, content_type)."""
     providers = {name: actor.statistics() for name, actor in system.providers.items()}
     router = system.router.statistics()
     recorder = system.recorder.statistics()
@@ -49,6 +50,12 @@ def render(system: System) -> str:
     )
     if system.keys is not None:
         lines += _key_checks(system.keys.statistics())
+    lines += _family(
+        "relaybox_requests_refused_total",
+        "counter",
+        "Requests refused before any work: a foreign Host, a foreign web page's Origin, a body not sent as JSON.",
+        ((_labels(reason=r), refused.get(r, 0)) for r in ("host", "origin", "content_type")),
+    )
     lines += _recorder(recorder)
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ from relaybox.protocol.caching import CachePolicy, cache_key
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.events import Answering, Event
+from relaybox.protocol.keys import client_of
 from relaybox.storage.records import ApiKey, AttemptRecord, group_id
 from relaybox.web.answer import Begun, Origin
 from relaybox.web.answer_cache import AnswerCache, StoringSource, replay
@@ -83,9 +84,10 @@ class RequestPipeline:
         begun.headers = answer_headers(call.request_id, begun)
         return begun
 
-    async def answer_feedback(self, request_id: str, command: FeedbackCommand) -> Begun:
-        """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5."""
-        begun = await rate(self.system.storage, command)
+    async def answer_feedback(self, request_id: str, command: FeedbackCommand, key: ApiKey | None) -> Begun:
+        """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5; with
+        a key, it rates only that key's answers."""
+        begun = await rate(self.system.storage, command, None if key is None else client_of(key.name))
         begun.headers = answer_headers(request_id, begun)
         return begun
 

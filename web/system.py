@@ -229,7 +229,7 @@ async def running_system(
         journal = _journal_path(settings)
         if settings.worker == 0:
             await trio.to_thread.run_sync(_adopt_orphan_journals, journal.parent, settings.workers)
-        recorder = RecorderActor(storage, str(journal))
+        recorder = RecorderActor(storage, str(journal), keep_prompts=settings.log_prompts == "summary")
         await supervisor.start_child(recorder)
         budget = BudgetActor(storage)
         await supervisor.start_child(budget)

@@ -42,7 +42,17 @@ def discover_providers(
     if ollama is not None:
         providers.append(ollama)
 
-    custom: list[dict[str, Any]] = []
+    timeout_local = values.number(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
+    for i, item in enumerate(_custom_entries(sections, env)):
+        provider = _custom_provider(i, item, env, notes, timeout_local)
+        if provider is not None:
+            providers.append(provider)
+    return providers
+
+
+def _custom_entries(sections: dict[str, Any], env: Mapping[str, str]) -> list[Any]:
+    """CUSTOM_PROVIDERS' entries, then the file's other [providers.NAME] tables as entries."""
+    custom: list[Any] = []
     if env.get("CUSTOM_PROVIDERS"):
         try:
             parsed = json.loads(env["CUSTOM_PROVIDERS"])
@@ -61,46 +71,48 @@ def discover_providers(
                 "(openai-compatible, or the built-in [providers.claude-cli] and [providers.openai])"
             )
         custom.append({"id": name, **section})
-    timeout_local = values.number(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL")
-    for i, item in enumerate(custom):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-            raise ConfigError(f"custom provider #{i + 1} needs an 'id'")
-        where = f"custom provider {item['id']}"
-        if "/" in item["id"] or ":" in item["id"]:
-            # It names the provider in `provider:model`, in URLs and in "provider/model" keys.
-            raise ConfigError(f"{where}: the id may not contain '/' or ':'")
-        base_url = item.get("baseUrl", item.get("base_url"))
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: 'baseUrl' must be an http(s) URL")
-        if item.get("enabled", True) is False:
-            notes.append(f"{item['id']}: disabled in the configuration")
-            continue
-        host_type = item.get("hostType", item.get("host_type", "openai"))
-        if host_type not in ("openai", "openwebui"):
-            raise ConfigError(f"{where}: host_type must be 'openai' or 'openwebui'")
-        api_key = item.get("apiKey", item.get("api_key"))
-        if item.get("api_key_env"):
-            api_key = env.get(str(item["api_key_env"]))
-        models = values.models(item.get("models"), where)
-        providers.append(
-            ProviderConfig(
-                name=item["id"],
-                kind="openai-compatible",
-                display_name=str(item.get("displayName", item.get("display_name", item["id"]))),
-                models=models,
-                default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
-                limits=values.limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
-                priority=values.integer(item.get("priority", 0), "priority"),
-                local_setting=values.local_flag(item),
-                base_url=base_url,
-                api_key=api_key,
-                host_type=host_type,
-                image_models=values.models(item["image_models"], where) if item.get("image_models") else (),
-                image_api=str(item.get("image_api", "images")),
-            )
-        )
-        notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
-    return providers
+    return custom
+
+
+def _custom_provider(
+    i: int, item: Any, env: Mapping[str, str], notes: list[str], timeout_local: float
+) -> ProviderConfig | None:
+    """An OpenAI-compatible endpoint of the user's, in the CUSTOM_PROVIDERS shape or the file's."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+        raise ConfigError(f"custom provider #{i + 1} needs an 'id'")
+    where = f"custom provider {item['id']}"
+    if "/" in item["id"] or ":" in item["id"]:
+        # It names the provider in `provider:model`, in URLs and in "provider/model" keys.
+        raise ConfigError(f"{where}: the id may not contain '/' or ':'")
+    base_url = item.get("baseUrl", item.get("base_url"))
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: 'baseUrl' must be an http(s) URL")
+    if item.get("enabled", True) is False:
+        notes.append(f"{item['id']}: disabled in the configuration")
+        return None
+    host_type = item.get("hostType", item.get("host_type", "openai"))
+    if host_type not in ("openai", "openwebui"):
+        raise ConfigError(f"{where}: host_type must be 'openai' or 'openwebui'")
+    api_key = item.get("apiKey", item.get("api_key"))
+    if item.get("api_key_env"):
+        api_key = env.get(str(item["api_key_env"]))
+    models = values.models(item.get("models"), where)
+    notes.append(f"{item['id']}: active (custom OpenAI-compatible provider at {base_url})")
+    return ProviderConfig(
+        name=item["id"],
+        kind="openai-compatible",
+        display_name=str(item.get("displayName", item.get("display_name", item["id"]))),
+        models=models,
+        default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
+        limits=values.limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
+        priority=values.integer(item.get("priority", 0), "priority"),
+        local_setting=values.local_flag(item),
+        base_url=base_url,
+        api_key=api_key,
+        host_type=host_type,
+        image_models=values.models(item["image_models"], where) if item.get("image_models") else (),
+        image_api=str(item.get("image_api", "images")),
+    )
 
 
 def _builtin_api(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,42 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         cache_ttl=values.positive(
             env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
         ),
+        allowed_hosts=_listed(
+            env.get("RELAYBOX_ALLOWED_HOSTS"), server.get("allowed_hosts"), "allowed_hosts"
+        ),
+        allowed_origins=_origins(env.get("RELAYBOX_ALLOWED_ORIGINS"), server.get("allowed_origins")),
+        log_prompts=_log_prompts(env.get("LOG_PROMPTS", values.table(file, "log").get("prompts", "summary"))),
         notes=tuple(notes),
         unavailable=tuple(unavailable),
     )
+
+
+def _listed(variable: str | None, setting: object, name: str) -> tuple[str, ...]:
+    """A list from a comma-separated variable (which wins) or the file's list."""
+    if variable is not None:
+        return tuple(item.strip() for item in variable.split(",") if item.strip())
+    if setting is None:
+        return ()
+    if not isinstance(setting, list) or not all(isinstance(item, str) for item in setting):
+        raise ConfigError(f"[server] {name} must be a list of strings")
+    return tuple(setting)
+
+
+def _origins(variable: str | None, setting: object) -> tuple[str, ...]:
+    origins = _listed(variable, setting, "allowed_origins")
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(
+                f"allowed_origins: {origin!r} is not an origin like https://app.example.com or http://localhost:3000"
+            )
+    return tuple(origin.rstrip("/").lower() for origin in origins)
+
+
+def _log_prompts(value: object) -> str:
+    if value not in ("summary", "none"):
+        raise ConfigError(f"[log] prompts must be 'summary' or 'none', got {value!r}")
+    return str(value)
 
 
 def _routing(

@@ -86,6 +86,12 @@ class Settings:
     # `relaybox serve --insecure-no-auth`: serve beyond loopback with no client keys (warned at every start).
     insecure_no_auth: bool = False
     lan: bool = False  # `relaybox serve --lan`: every interface, and the addresses to use printed
+    # Names relaybox answers to beyond its own (`*`: any) and web origins whose pages may call it
+    # ([server] allowed_hosts / allowed_origins, RELAYBOX_ALLOWED_HOSTS / RELAYBOX_ALLOWED_ORIGINS).
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    # What the request log keeps of a prompt: "summary" (its last user message, 500 characters) or "none".
+    log_prompts: str = "summary"
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1

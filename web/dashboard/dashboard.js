@@ -269,7 +269,7 @@ async function testProvider(id, card) {
   box.className = "diagnosis";
   box.textContent = "Testing…";
   try {
-    const result = await api(`/api/providers/${encodeURIComponent(id)}/test`, { method: "POST" });
+    const result = await api(`/api/providers/${encodeURIComponent(id)}/test`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     box.className = `diagnosis ${result.ok ? "ok" : "bad"}`;
     box.textContent = result.ok ? result.diagnosis : `${result.diagnosis}\n${result.detail}`;
   } catch (error) {

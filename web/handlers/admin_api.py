@@ -15,6 +15,7 @@ from quart import Blueprint, Response, request
 from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.messages import SetProviderEnabled
 from relaybox.protocol.errors import RelayError
+from relaybox.protocol.keys import client_of
 from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
 from relaybox.web.config import ProviderConfig
@@ -138,8 +139,16 @@ async def _key_report(running: System, usage: list[dict[str, Any]]) -> list[dict
     return report
 
 
+def _own_client() -> str | None:
+    """Whose requests the caller may see and rate: a member key its own; an admin key (or anyone,
+    when no key is in force) everyone's (None)."""
+    key = getattr(request, "api_key", None)
+    return None if key is None or key.admin else client_of(key.name)
+
+
 @blueprint.get("/api/requests")
 async def requests() -> Response:
+    """The latest attempts (a request's detail: `group`), a member key's own only."""
     records = await current_system().storage.recent(
         limit=_int_arg("limit", 50, 1, 1000),
         provider=request.args.get("provider"),
@@ -147,6 +156,7 @@ async def requests() -> Response:
         category=request.args.get("category"),
         status=request.args.get("status"),
         group=request.args.get("group"),
+        client=_own_client(),
     )
     return _json({"data": [r.to_json() for r in records]})
 
@@ -161,7 +171,7 @@ async def feedback() -> Response:
         raise _bad("'rating' must be an integer from 1 to 5", "rating")
     # The record may still be on its way to storage: wait a moment for the recorder.
     for _ in range(20):
-        if await current_system().storage.set_rating(group_id(task_id), rating):
+        if await current_system().storage.set_rating(group_id(task_id), rating, _own_client()):
             return _json({"ok": True, "taskId": task_id, "rating": rating})
         await trio.sleep(0.1)
     raise RelayError(

@@ -12,7 +12,7 @@ from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.routing.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
 from relaybox.protocol.routing.routes import ROUTE_PREFIX
 from relaybox.protocol.wire import openai
-from relaybox.web.calls import model_call, read_json
+from relaybox.web.calls import caller_key, model_call, read_json
 from relaybox.web.context import current_pipeline, current_system
 from relaybox.web.feedback import feedback_command
 from relaybox.web.headers import with_cost
@@ -31,7 +31,7 @@ async def openai_completion(chat: ChatRequest) -> Response:
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     command = feedback_command(chat)
     if command is not None:
-        begun = await current_pipeline().answer_feedback(request_id, command)
+        begun = await current_pipeline().answer_feedback(request_id, command, caller_key())
     else:
         begun = await current_pipeline().answer(model_call(current_system().settings, chat, request_id))
     created = int(time.time())

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Blueprint, Response
 from relaybox.actors.provider_statistics import Health
 from relaybox.web import metrics
-from relaybox.web.context import current_system
+from relaybox.web.context import current_guard, current_system
 from relaybox.web.snapshots import actor_tree
 
 blueprint = Blueprint("operations", __name__)
@@ -73,4 +73,5 @@ async def actors() -> Response:
 
 @blueprint.get("/metrics")
 async def prometheus() -> Response:
-    return Response(metrics.render(current_system()), mimetype="text/plain; version=0.0.4")
+    body = metrics.render(current_system(), current_guard().refused)
+    return Response(body, mimetype="text/plain; version=0.0.4")
