@@ -95,8 +95,9 @@ class RecorderActor:
 
     def record(self, record: AttemptRecord) -> None:
         """For the request path: hand over a record without waiting, whatever storage is doing."""
-        if not self.keep_prompts and record.prompt_summary is not None:
-            record = attrs.evolve(record, prompt_summary=None)
+        if not self.keep_prompts:
+            # An upstream's error can quote the prompt: only the failure's kind (the status) is kept.
+            record = attrs.evolve(record, prompt_summary=None, error_message=None)
         try:
             self.mailbox.tell(record)
         except Exception:  # MailboxFull: the recorder is hopelessly behind

@@ -37,13 +37,15 @@ class CachePolicy:
     ttl: float
 
 
-def cache_key(chat: ChatRequest, route_header: str | None) -> bytes:
-    """The normalised request: everything that shapes the answer, nothing that only shapes its delivery."""
+def cache_key(chat: ChatRequest, route_header: str | None, owner: str | None = None) -> bytes:
+    """The normalised request: everything that shapes the answer, nothing that only shapes its
+    delivery; and whose it is (`owner`, a client key's name), so one key's answers are never
+    another's (which would tell one key what another asked)."""
     fields = attrs.asdict(chat, recurse=True)
     for delivery in ("stream", "include_usage"):
         fields.pop(delivery)
     fields["passthrough"] = {k: v for k, v in chat.passthrough.items() if k not in IGNORED_PASSTHROUGH}
-    canonical = json.dumps([fields, route_header], sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps([fields, route_header, owner], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode(), digest_size=20).digest()
 
 

@@ -6,7 +6,8 @@ what happened (JSON).
 The attacking page comes from another origin on this machine (a throwaway HTTP server on another
 port, as a local dev server or any page the user opened would be). It sends a simple cross-site
 request (no preflight, an opaque answer, but the call is made), a preflighted JSON request, and a
-form whose text/plain body parses as JSON. Then a page on a host name that resolves to 127.0.0.1
+form whose text/plain body parses as JSON, and frames the dashboard (where a click the user makes
+would be one on relaybox's own page). Then a page on a host name that resolves to 127.0.0.1
 (`rebound.test`, as a DNS rebinding attack would make it) tries to read relaybox directly.
 
 A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
@@ -31,6 +32,7 @@ REBOUND = "rebound.test"
 PAGE = """<!doctype html>
 <title>a page the user happened to open</title>
 <iframe name="sink" style="display:none"></iframe>
+<iframe name="framed" src="RELAY/dashboard#providers" style="opacity:0.01"></iframe>
 <form id="budget" method="POST" action="RELAY/api/budget" enctype="text/plain" target="sink">
   <input name='{"period": "daily", "limit_usd": 0.01, "enabled": true, "padding": "' value='"}'>
 </form>
@@ -39,7 +41,11 @@ const relay = "RELAY";
 const body = JSON.stringify({model: "gpt-4o-mini", messages: [{role: "user", content: "spend the subscription"}]});
 window.results = {};
 window.attack = async () => {
-  await fetch(relay + "/v1/chat/completions", {method: "POST", mode: "no-cors", headers: {"content-type": "text/plain"}, body});
+  try {
+    await fetch(relay + "/v1/chat/completions", {method: "POST", mode: "no-cors", headers: {"content-type": "text/plain"}, body});
+  } catch (error) {
+    // Sent all the same: the browser only keeps the (opaque) answer from the page.
+  }
   window.results.no_cors = "sent";
   try {
     const answer = await fetch(relay + "/v1/chat/completions", {method: "POST", headers: {"content-type": "application/json"}, body});
@@ -87,6 +93,11 @@ def attack(relay: str) -> dict[str, Any]:
             page.evaluate("window.attack()")
             page.wait_for_timeout(1500)  # the form's POST lands in the hidden frame
             seen["page"] = page.evaluate("window.results")
+            framed = page.frame(name="framed")
+            seen["framed"] = {
+                "url": framed.url if framed is not None else None,
+                "dashboard": framed is not None and framed.query_selector("#kpis") is not None,
+            }
             for path in ("/api/requests", "/actors", "/v1/models"):
                 answer = page.goto(f"http://{REBOUND}:{port}{path}")
                 seen[f"rebound {path}"] = {"status": answer.status, "body": page.content()}

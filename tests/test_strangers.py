@@ -15,9 +15,10 @@ from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.records import ApiKey
 from relaybox.web.app import create_app
 from relaybox.web.config import Settings
-from relaybox.web.guard import Guard, host_name
+from relaybox.web.guard import Asked, Guard, host_name
 
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
 from tests.harness import Running, eventually, openai_provider, serve, settings_for
 
 REPO = Path(__file__).parent.parent
@@ -33,46 +34,60 @@ def test_host_names_are_read_without_their_port() -> None:
     assert host_name("[::1]:8080") == "::1"
     assert host_name("Relay.Example.COM.:443") == "relay.example.com"
     assert host_name("localhost") == "localhost"
+    assert host_name("[::1]evil.example") == "[::1]evil.example", "not an address with a port"
+
+
+def asked(method: str = "POST", path: str = "/v1/chat/completions", **headers: object) -> Asked:
+    return Asked(
+        method, path, **{"hosts": ("127.0.0.1:8080",), "content_type": "application/json", **headers}
+    )  # type: ignore[arg-type]
 
 
 def test_the_guard_answers_loopback_its_own_addresses_and_what_the_operator_adds() -> None:
     local = Guard.for_settings(Settings())
     assert all(local.serves_host(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
     assert not local.serves_host("evil.example") and not local.serves_host("192.168.1.5")
-    added = Guard.for_settings(Settings(allowed_hosts=("Relay.Example.com",)))
+    added = Guard.for_settings(Settings(allowed_hosts=("Relay.Example.com:443",)))
     assert added.serves_host("relay.example.com")
     bound = Guard.for_settings(Settings(host="10.1.2.3"))
     assert bound.serves_host("10.1.2.3") and not bound.serves_host("10.1.2.4")
     anything = Guard.for_settings(Settings(allowed_hosts=("*",)))
-    assert anything.refusal("GET", "evil.example", None, None) is None
+    assert anything.refusal(asked(hosts=("evil.example",))) is None
+    assert anything.refusal(asked(hosts=())) is None
 
 
 def test_the_guard_refuses_in_order_host_origin_then_a_body_that_is_not_json() -> None:
     guard = Guard.for_settings(Settings(allowed_origins=("http://localhost:5173",)))
-    codes = [
-        getattr(guard.refusal(*args), "code", None)
-        for args in (
-            ("POST", "evil.example:8080", FOREIGN, "text/plain"),
-            ("POST", "127.0.0.1:8080", FOREIGN, "application/json"),
-            ("POST", "127.0.0.1:8080", None, "text/plain"),
-            ("POST", "127.0.0.1:8080", None, None),
-            ("POST", "127.0.0.1:8080", "http://127.0.0.1:8080", "application/json; charset=utf-8"),
-            ("POST", "127.0.0.1:8080", "http://localhost:5173", "application/json"),
-            ("GET", "127.0.0.1:8080", None, None),
-            ("POST", "127.0.0.1:8080", None, "application/vnd.api+json"),
-        )
-    ]
-    assert codes == [
-        "host_not_allowed",
-        "origin_not_allowed",
-        "unsupported_media_type",
-        "unsupported_media_type",
-        None,  # the dashboard: relaybox's own origin
-        None,  # an origin the operator allowed
-        None,
-        None,
-    ]
-    assert dict(guard.refused) == {"host": 1, "origin": 1, "content_type": 2}
+    own = "http://127.0.0.1:8080"
+    cases = {
+        "foreign host": (asked(hosts=("evil.example:8080",), origins=(FOREIGN,)), "host_not_allowed"),
+        "no host": (asked(hosts=()), "host_not_allowed"),
+        "two hosts": (asked(hosts=("127.0.0.1:8080", "evil.example")), "host_not_allowed"),
+        "foreign page": (asked(origins=(FOREIGN,)), "origin_not_allowed"),
+        "null origin": (asked(origins=("null",)), "origin_not_allowed"),
+        "two origins": (asked(origins=(own, FOREIGN)), "origin_not_allowed"),
+        "an image or frame of another site": (
+            asked("GET", "/api/requests", fetch_site="same-site", fetch_mode="no-cors"),
+            "origin_not_allowed",
+        ),
+        "allowed origin, management API": (
+            asked("PUT", "/api/budget", origins=("http://localhost:5173",)),
+            "origin_not_allowed",
+        ),
+        "text/plain": (asked(content_type="text/plain"), "unsupported_media_type"),
+        "no content type": (asked(content_type=None), "unsupported_media_type"),
+        "the dashboard": (asked(origins=(own,), content_type="application/json; charset=utf-8"), None),
+        "allowed origin, model API": (asked(origins=("http://localhost:5173",)), None),
+        "a link the user followed": (
+            asked("GET", "/dashboard", fetch_site="cross-site", fetch_mode="navigate"),
+            None,
+        ),
+        "a program": (asked("GET", "/v1/models", content_type=None), None),
+        "a JSON media type": (asked(content_type="application/vnd.api+json"), None),
+    }
+    codes = {case: getattr(guard.refusal(request), "code", None) for case, (request, _) in cases.items()}
+    assert codes == {case: code for case, (_, code) in cases.items()}
+    assert dict(guard.refused) == {"host": 3, "origin": 5, "content_type": 2}
 
 
 # --- over HTTP ---------------------------------------------------------------------------------
@@ -255,6 +270,46 @@ async def test_every_api_route_keeps_a_members_view_to_its_own_requests(
     assert alices_view[0]["prompt_summary"] == secret and alices_view[0]["user_rating"] is None
 
 
+async def test_what_a_member_sees_of_others_failures_and_answers(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    alice, bob, admin = new_key(), new_key(), new_key()
+    quoted = "alice-merger-plan-XYZZY"
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        for name, key, is_admin in (("alice", alice, False), ("bob", bob, False), ("ops", admin, True)):
+            await add_key(relay, name, key, admin=is_admin)
+        # An upstream that quotes the prompt in its error, as some OpenAI-compatible servers do.
+        fake_openai.replies.push(Reply(status=400, error_message=f"Invalid content: {quoted!r}"))
+        refused = await client.post(
+            "/v1/chat/completions",
+            json={**HELLO, "messages": [{"role": "user", "content": quoted}]},
+            headers={"x-api-key": alice},
+        )
+        deterministic = {**HELLO, "temperature": 0}
+        alices = await client.post("/v1/chat/completions", json=deterministic, headers={"x-api-key": alice})
+        bobs = await client.post("/v1/chat/completions", json=deterministic, headers={"x-api-key": bob})
+        seen_by = {
+            who: [
+                (await client.get(path, headers=headers)).text
+                for path in ("/actors", "/api/providers", "/health")
+            ]
+            for who, headers in (("bob", {"x-api-key": bob}), ("ops", {"x-api-key": admin}))
+        }
+        dashboard = await client.get("/dashboard")
+    assert refused.status_code == 400
+    assert all(quoted not in text for text in seen_by["bob"]), "a member sees the failure's kind only"
+    assert quoted in seen_by["ops"][0] and quoted in seen_by["ops"][1], "an admin sees its details"
+    assert quoted not in seen_by["ops"][2], "/health is open: never the details"
+    assert '"last_failure": "rejected"' in seen_by["bob"][1]
+    assert alices.headers["x-cache-hit"] == "false" and bobs.headers["x-cache-hit"] == "false"
+    assert "x-deduplicated-from" not in bobs.headers, "one key never shares another's answer"
+    assert dashboard.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in dashboard.headers["content-security-policy"]
+
+
 async def test_with_prompts_none_no_prompt_text_is_stored(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     secret = "the launch codes are 0000"
     settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url), log_prompts="none")
@@ -262,13 +317,18 @@ async def test_with_prompts_none_no_prompt_text_is_stored(tmp_path: Path, fake_o
         serve(settings) as relay,
         httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
     ):
+        fake_openai.replies.push(Reply(status=400, error_message=f"cannot take {secret!r}"))
+        refused = await client.post(
+            "/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": secret}]}
+        )
         answer = await client.post(
             "/v1/chat/completions", json={**HELLO, "messages": [{"role": "user", "content": secret}]}
         )
-        await eventually(lambda: relay.system.recorder.statistics().written >= 1, within=10)
+        await eventually(lambda: relay.system.recorder.statistics().written >= 2, within=10)
         rows = (await client.get("/api/requests")).json()["data"]
     assert answer.status_code == 200
     assert rows[0]["prompt_summary"] is None and rows[0]["status"] == "success"
+    assert refused.status_code == 400 and rows[1]["status"] == "rejected" and rows[1]["error_message"] is None
     stored = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert secret.encode() not in stored
 
@@ -297,6 +357,7 @@ async def test_a_hostile_page_in_a_real_browser_gets_nothing(tmp_path: Path, fak
     assert len(fake_openai.chat_requests()) == 1, "nothing the page sent reached the upstream"
     assert len(rows) == 1, "nor the request log"
     assert not any(b["enabled"] for b in budgets), "the form did not set a budget"
+    assert seen["framed"]["dashboard"] is False, f"the dashboard loaded in a frame: {seen['framed']}"
     for path in ("/api/requests", "/actors", "/v1/models"):
         assert seen[f"rebound {path}"]["status"] == 403
         assert secret not in seen[f"rebound {path}"]["body"]

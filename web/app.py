@@ -14,7 +14,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from relaybox.web.context import GUARD, PIPELINE, current_guard, current_pipeline
 from relaybox.web.errors import register_error_handlers
-from relaybox.web.guard import EXPOSED_HEADERS, Guard
+from relaybox.web.guard import EXPOSED_HEADERS, Asked, Guard
 from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations
 from relaybox.web.pipeline import RequestPipeline
 from relaybox.web.system import System
@@ -47,14 +47,23 @@ def create_app(system: System) -> QuartTrio:
 async def keep_strangers_out() -> Response | None:
     """Before anything else: a foreign host, a foreign web page or a body that is not JSON is refused;
     an allowed origin's preflight is answered here."""
-    origin = request.headers.get("origin")
-    refusal = current_guard().refusal(
-        request.method, request.headers.get("host"), origin, request.headers.get("content-type")
+    headers = request.headers
+    asked = Asked(
+        method=request.method,
+        path=request.path,
+        hosts=tuple(headers.getlist("host")),
+        origins=tuple(headers.getlist("origin")),
+        content_type=headers.get("content-type"),
+        fetch_site=headers.get("sec-fetch-site"),
+        fetch_mode=headers.get("sec-fetch-mode"),
     )
+    refusal = current_guard().refusal(asked)
     if refusal is not None:
-        log.warning("refused %s %s from %s: %s", request.method, request.path, origin or "-", refusal.code)
+        origin = ", ".join(asked.origins) or asked.fetch_site or "-"
+        log.warning("refused %s %s from %s: %s", request.method, request.path, origin, refusal.code)
         raise refusal
-    if request.method == "OPTIONS" and origin is not None and current_guard().allowed_origin(origin):
+    origin = headers.get("origin")
+    if request.method == "OPTIONS" and origin is not None and current_guard().may_use(origin, request.path):
         return Response(
             "",
             status=204,
@@ -75,9 +84,14 @@ async def admit() -> None:
 
 
 async def share_with_allowed_origins(response: Response) -> Response:
-    """CORS headers, for the web origins the operator allowed (and no others)."""
+    """CORS headers for the web origins the operator allowed (and no others); and no page of another
+    site may frame relaybox's pages (a click on the dashboard there would be the user's) or embed its
+    answers."""
+    response.headers["x-frame-options"] = "DENY"
+    response.headers["content-security-policy"] = "frame-ancestors 'none'"
+    response.headers["cross-origin-resource-policy"] = "same-origin"
     origin = request.headers.get("origin")
-    if origin is not None and current_guard().allowed_origin(origin):
+    if origin is not None and current_guard().may_use(origin, request.path):
         response.headers["access-control-allow-origin"] = origin
         response.headers["access-control-expose-headers"] = EXPOSED_HEADERS
         response.headers.add("vary", "Origin")

@@ -58,6 +58,13 @@ def caller_key() -> ApiKey | None:
     return getattr(request, "api_key", None)
 
 
+def caller_sees_everyone(keys_in_force: bool) -> bool:
+    """Whether the caller may see what other clients sent (a provider's last failure can quote a
+    prompt): an admin key, or anyone while no key is in force (then only this machine can ask)."""
+    key = caller_key()
+    return key.admin if key is not None else not keys_in_force
+
+
 def _client() -> str | None:
     """Who asked, for the log: the key's name when the request carried one, else its user agent."""
     key = caller_key()
@@ -79,9 +86,12 @@ def _compression_level(default: str) -> str:
 
 
 def _dedup_key() -> bytes | None:
-    """Identical requests: the same body bytes on the same endpoint and route header."""
+    """Identical requests: the same body bytes on the same endpoint and route header, with the same
+    client key (one key never joins another's answer)."""
     digest = getattr(request, "body_digest", None)
     if digest is None or request.headers.get("x-relaybox-dedup", "").lower() == "off":
         return None  # e.g. best-of-n sampling: the client wants each answer of its own
-    scope = f"{request.path}\n{request.headers.get('x-relaybox-route', '')}\n".encode()
+    key = caller_key()
+    owner = "" if key is None else key.name
+    scope = f"{request.path}\n{request.headers.get('x-relaybox-route', '')}\n{owner}\n".encode()
     return scope + digest

@@ -97,7 +97,7 @@ class RequestPipeline:
         """The normalised request, when the cache has a part in this one."""
         if call.cache is None or not self.cache.enabled or not isinstance(call.request, ChatRequest):
             return None
-        return cache_key(call.request, call.route_header)
+        return cache_key(call.request, call.route_header, None if call.key is None else call.key.name)
 
     async def _replayed(self, call: ModelCall, key: bytes) -> Begun | None:
         entry = self.cache.get(key) or await self.cache.get_shared(key)

@@ -235,7 +235,10 @@ async def running_system(
         await supervisor.start_child(budget)
         keys = KeyRing(storage, exposed=not is_loopback(settings.host))
         await supervisor.start_child(keys)
-        cache_writer = CacheWriter(storage) if settings.cache_bytes > 0 else None
+        # With `[log] prompts = "none"` nothing of a conversation is kept in the database: the
+        # response cache stays in memory.
+        shared_cache = settings.cache_bytes > 0 and settings.log_prompts == "summary"
+        cache_writer = CacheWriter(storage) if shared_cache else None
         if cache_writer is not None:
             await supervisor.start_child(cache_writer)
         pricings = {

@@ -18,10 +18,11 @@ from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
 from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
+from relaybox.web.calls import caller_sees_everyone
 from relaybox.web.config import ProviderConfig
 from relaybox.web.connection_check import check_connection
 from relaybox.web.context import current_pipeline, current_system
-from relaybox.web.snapshots import to_json
+from relaybox.web.snapshots import failure_kind, to_json
 from relaybox.web.system import System
 
 blueprint = Blueprint("admin", __name__)
@@ -221,6 +222,7 @@ async def put_budget() -> Response:
 async def providers() -> Response:
     running = current_system()
     disabled = running.router.statistics().disabled
+    details = caller_sees_everyone(running.keys is not None and running.keys.active)
     data = []
     for config in running.settings.providers:
         actor = running.providers[config.name].statistics()
@@ -238,7 +240,7 @@ async def providers() -> Response:
                 "model_count": len(config.models),
                 "models": [m.id for m in config.models],
                 "in_flight": actor.in_flight,
-                "last_failure": actor.last_failure,
+                "last_failure": actor.last_failure if details else failure_kind(actor.last_failure),
             }
         )
     return _json({"data": data})

@@ -10,8 +10,9 @@ from typing import Any
 from quart import Blueprint, Response
 from relaybox.actors.provider_statistics import Health
 from relaybox.web import metrics
+from relaybox.web.calls import caller_sees_everyone
 from relaybox.web.context import current_guard, current_system
-from relaybox.web.snapshots import actor_tree
+from relaybox.web.snapshots import actor_tree, failure_kind, without_failure_details
 
 blueprint = Blueprint("operations", __name__)
 
@@ -27,6 +28,7 @@ async def ping() -> Response:
 async def health() -> Response:
     """Each provider's health and the recorder's storage; 503 when no provider can serve."""
     running = current_system()
+    details = caller_sees_everyone(running.keys is not None and running.keys.active)
     providers: dict[str, Any] = {}
     usable = 0
     for name, provider in running.providers.items():
@@ -36,7 +38,8 @@ async def health() -> Response:
             "health": snapshot.health.value,
             "actor": running.supervisor.state_of(name).value,
             "breaker": snapshot.breaker.state.value,
-            "last_failure": snapshot.last_failure,
+            # An open path: with keys in force, no one is known here, so no details.
+            "last_failure": snapshot.last_failure if details else failure_kind(snapshot.last_failure),
         }
     status = "ok" if usable and usable == len(providers) else "degraded" if usable else "down"
     recorder = running.recorder.statistics()
@@ -68,6 +71,8 @@ async def actors() -> Response:
         "worker": running.settings.worker,
         "supervisor": actor_tree(running.supervisor.statistics()),
     }
+    if not caller_sees_everyone(running.keys is not None and running.keys.active):
+        tree["supervisor"] = without_failure_details(tree["supervisor"])
     return Response(json.dumps(tree), mimetype="application/json")
 
 
