@@ -94,7 +94,8 @@ class CircuitBreaker:
             self._trip(now)
 
     def record_neutral(self) -> None:
-        """An attempt that says nothing about health (refused request, cancelled by the client)."""
+        """An attempt that says nothing about health (refused request, cancelled by the client, or
+        lost with a crashed actor): a half-open breaker lets the next request probe."""
         if self.state is BreakerState.HALF_OPEN:
             self._probe_in_flight = False
 

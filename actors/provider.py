@@ -10,6 +10,7 @@ breaker and a report to the router.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import attrs
@@ -25,6 +26,8 @@ from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailur
 from relaybox.protocol.events import Event, Failed
 from relaybox.protocol.routing.pricing import Pricer
 from relaybox.storage.records import AttemptRecord
+
+log = logging.getLogger("relaybox.provider")
 
 
 @attrs.frozen
@@ -114,6 +117,7 @@ class ProviderActor:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._slots = trio.CapacityLimiter(self.limits.slots)
         self._inflight = {}
+        self._gave_up = False  # started again after an escalation
         async with self.transport.session(), trio.open_nursery() as nursery:
             self._running = True
             task_status.started()
@@ -143,6 +147,8 @@ class ProviderActor:
         self._last_failure = f"actor crashed: {type(error).__name__}: {error}"[:300]
         held = list(self._inflight.values())
         self._inflight = {}
+        # A probe lost with this incarnation must not hold the breaker half-open for good.
+        self.breaker.record_neutral()
         queued = [(job, None) for job in self.mailbox.drain()]
         for job, forwarder in [*held, *queued]:
             answered = forwarder.answered if forwarder is not None else False
@@ -213,6 +219,14 @@ class ProviderActor:
                 return AttemptResult.FAILURE, failure
             except ClientGone:
                 return AttemptResult.CANCELLED, None
+            except Exception as error:  # a bug met by this attempt: it fails, its siblings go on
+                log.exception(
+                    "%s: an attempt of %s failed on an internal error", self.name, job.state.request_id
+                )
+                return AttemptResult.FAILURE, ProviderFailure(
+                    FailureKind.CRASH,
+                    f"relaybox failed on this attempt: {type(error).__name__}: {error}"[:300],
+                )
             finally:
                 job.cancel.detach(client_scope)
                 if hold is not None:

@@ -3,19 +3,25 @@
 Each child runs in its own task under the supervisor's nursery. When a child's `run` raises,
 the child is told (`on_crash`, to fail its in-flight work cleanly) and restarted with fresh
 state after a backoff, as long as it has crashed fewer than `max_restarts` times within
-`period` seconds. Past that the child is marked failed and left down (`on_give_up`) instead
-of crash-looping. Cancellation is never a crash: it is how the tree shuts down.
+`period` seconds. Past that the fault is escalated, as OTP escalates it to a supervisor's
+supervisor: the child is marked failed (`on_give_up`: it answers whatever waits for it) and left
+down for a long backoff (`escalation_initial`, doubling up to `escalation_max`), then started
+afresh. Never down for the life of the process, never crash-looping. Every crash is logged with
+its reason and place. Cancellation is never a crash: it is how the tree shuts down.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import traceback
 from collections import deque
 from typing import Any, Protocol
 
 import attrs
 import trio
+
+log = logging.getLogger("relaybox.supervisor")
 
 
 class ChildState(enum.Enum):
@@ -32,9 +38,15 @@ class RestartPolicy:
     period: float = 60.0
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
+    # Past the restart intensity: left down this long, doubling with each escalation in a row.
+    escalation_initial: float = 60.0
+    escalation_max: float = 900.0
 
     def backoff(self, recent_crashes: int) -> float:
         return min(self.backoff_initial * 2 ** max(0, recent_crashes - 1), self.backoff_max)
+
+    def escalation(self, escalations: int) -> float:
+        return min(self.escalation_initial * 2 ** max(0, escalations - 1), self.escalation_max)
 
 
 class Supervised(Protocol):
@@ -73,6 +85,8 @@ class ChildStatistics:
     state: ChildState
     restarts: int
     last_crash: CrashReport | None
+    escalations: int  # times it crashed too often and was left down, in a row
+    down_for_s: float | None  # escalated: seconds until it starts again
     actor: Any  # the child's own snapshot (its `statistics()`)
 
 
@@ -91,6 +105,9 @@ class ChildRecord:
     restarts: int = 0
     last_crash: Crash | None = None
     recent_crashes: deque[float] = attrs.field(factory=deque)
+    escalations: int = 0  # in a row: the child has not run a whole `period` since the last one
+    started_at: float = 0.0
+    down_until: float | None = None  # escalated: when it starts again
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
 
@@ -104,6 +121,8 @@ class ChildRecord:
             last_crash=None
             if crash is None
             else CrashReport(round(now - crash.at, 3), crash.reason, crash.where),
+            escalations=self.escalations,
+            down_for_s=None if self.down_until is None else round(max(0.0, self.down_until - now), 3),
             actor=self.child.statistics(),
         )
 
@@ -176,27 +195,50 @@ class Supervisor:
         child = record.child
         while True:
             record.state = ChildState.RUNNING
+            record.started_at = trio.current_time()
             try:
                 await child.run(task_status=started)
             except Exception as error:
                 now = trio.current_time()
+                if now - record.started_at > self.policy.period:
+                    record.escalations = 0  # it ran well for a while: the next escalation starts short
                 record.last_crash = Crash(now, _describe(error), _where(error))
                 record.recent_crashes.append(now)
                 while record.recent_crashes and record.recent_crashes[0] < now - self.policy.period:
                     record.recent_crashes.popleft()
+                log.error(
+                    "%s crashed (%s at %s); restarts so far: %d",
+                    child.name,
+                    record.last_crash.reason,
+                    record.last_crash.where,
+                    record.restarts,
+                    exc_info=error,
+                )
                 record.state = ChildState.RESTARTING
                 await child.on_crash(error)
                 if len(record.recent_crashes) > self.policy.max_restarts:
-                    record.state = ChildState.FAILED
-                    child.on_give_up()
-                    started.started()
-                    return
-                await trio.sleep(self.policy.backoff(len(record.recent_crashes)))
+                    await self._escalate(record, started)
+                else:
+                    await trio.sleep(self.policy.backoff(len(record.recent_crashes)))
                 record.restarts += 1
             else:
                 record.state = ChildState.STOPPED
                 started.started()
                 return
+
+    async def _escalate(self, record: ChildRecord, started: _StartedOnce) -> None:
+        """Too many crashes too fast: down for a long backoff, then a fresh start."""
+        child = record.child
+        record.escalations += 1
+        wait = self.policy.escalation(record.escalations)
+        record.state = ChildState.FAILED
+        record.down_until = trio.current_time() + wait
+        log.error("%s crashed too often; left down for %g s, then started again", child.name, wait)
+        child.on_give_up()
+        started.started()
+        await trio.sleep(wait)
+        record.recent_crashes.clear()
+        record.down_until = None
 
 
 def _describe(error: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -23,25 +25,26 @@ def actor(tree: dict, name: str) -> dict:
     return next(child for child in tree["supervisor"]["children"] if child["name"] == name)
 
 
-async def test_crash_restarts_the_actor_and_the_next_request_succeeds(tmp_path: Path) -> None:
-    transports = {"solo": ScriptedTransport(Crash(), default=Answer("after restart"))}
+async def test_a_crash_in_a_job_fails_that_attempt_only_and_is_recorded(tmp_path: Path) -> None:
+    transports = {"solo": ScriptedTransport(Crash(), default=Answer("after the crash"))}
     settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
     async with (
         serve(settings, scripted_factory(transports)) as relay,
         httpx.AsyncClient(base_url=relay.base_url) as client,
     ):
         crashed = await client.post("/v1/chat/completions", json=HELLO)
-        await trio.sleep(0.2)  # restart backoff is 10 ms in the test policy
-        tree = (await client.get("/actors")).json()
         after = await client.post("/v1/chat/completions", json=HELLO)
+        tree = (await client.get("/actors")).json()
+        await eventually(lambda: relay.system.recorder.statistics().written >= 2, within=10)
+        rows = (await client.get("/api/requests")).json()["data"]
     assert crashed.status_code == 503
     assert "crash" in crashed.json()["error"]["message"]
     solo = actor(tree, "solo")
-    assert solo["state"] == "running" and solo["restarts"] == 1
-    assert solo["last_crash"]["reason"] == "RuntimeError: injected crash"
-    assert "scripted.py" in solo["last_crash"]["where"]
+    assert solo["state"] == "running" and solo["restarts"] == 0, "the actor itself did not crash"
     assert after.status_code == 200
-    assert after.json()["choices"][0]["message"]["content"] == "after restart"
+    assert after.json()["choices"][0]["message"]["content"] == "after the crash"
+    assert sorted(r["status"] for r in rows) == ["crash", "success"], "the crashed attempt is in the log"
+    assert "RuntimeError: injected crash" in next(r for r in rows if r["status"] == "crash")["error_message"]
 
 
 async def test_actors_shows_each_childs_facts_and_its_statistics_side_by_side(tmp_path: Path) -> None:
@@ -54,7 +57,7 @@ async def test_actors_shows_each_childs_facts_and_its_statistics_side_by_side(tm
         tree = (await client.get("/actors")).json()
     solo, router = actor(tree, "solo"), actor(tree, "router")
     assert set(solo) == {
-        *("name", "kind", "state", "restarts", "last_crash"),  # the supervisor's facts
+        *("name", "kind", "state", "restarts", "last_crash", "escalations", "down_for_s"),  # the supervisor's
         *("health", "accepting", "mailbox", "in_flight", "concurrency_limit", "idle_timeout_s"),
         *("breaker", "completed", "failed", "last_failure", "transport", "totals"),
     }
@@ -87,27 +90,50 @@ async def test_crashed_job_falls_back_to_the_next_candidate(tmp_path: Path) -> N
     assert "failed (crash)" in response.headers["x-router-reason"]
 
 
-async def test_past_the_restart_intensity_the_provider_is_down(tmp_path: Path) -> None:
-    # max_restarts=3 within 30 s in the test policy: the fourth crash gives up.
-    transports = {"solo": ScriptedTransport(default=Crash())}
-    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+class CrashingSession(ScriptedTransport):
+    """A provider whose upstream session cannot be opened `times` times: the actor itself crashes."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__(default=Answer("served again"))
+        self.times = times
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        if self.times > 0:
+            self.times -= 1
+            raise RuntimeError("cannot open the session")
+        yield
+
+
+async def test_past_the_restart_intensity_a_provider_is_down_then_started_again(tmp_path: Path) -> None:
+    # max_restarts=3 within 30 s in the test policy: the fourth crash escalates, for 1 s here.
+    transports = {"solo": CrashingSession(times=4)}
+    settings = settings_for(
+        tmp_path,
+        openai_provider("solo", "http://unused", models=("m",)),
+        restart=RestartPolicy(
+            max_restarts=3, period=30.0, backoff_initial=0.01, backoff_max=0.1, escalation_initial=1.0
+        ),
+    )
     async with (
         serve(settings, scripted_factory(transports)) as relay,
         httpx.AsyncClient(base_url=relay.base_url) as client,
     ):
-        for _ in range(4):
-            response = await client.post("/v1/chat/completions", json=HELLO)
-            assert response.status_code == 503
-            await trio.sleep(0.2)
+        await eventually(lambda: relay.system.supervisor.state_of("solo").value == "failed", within=5)
         tree = (await client.get("/actors")).json()
         health = await client.get("/health")
-        calls = transports["solo"].calls
         refused = await client.post("/v1/chat/completions", json=HELLO)
+        await eventually(lambda: relay.system.supervisor.state_of("solo").value == "running", within=5)
+        served = await client.post("/v1/chat/completions", json=HELLO)
+        metrics = (await client.get("/metrics")).text
     solo = actor(tree, "solo")
-    assert solo["state"] == "failed" and solo["health"] == "down" and solo["restarts"] == 3
+    assert solo["state"] == "failed" and solo["health"] == "down" and solo["escalations"] == 1
+    assert 0 < solo["down_for_s"] <= 1.0
+    assert "cannot open the session" in solo["last_crash"]["reason"]
     assert health.status_code == 503 and health.json()["providers"]["solo"]["health"] == "down"
     assert refused.status_code == 503 and "provider is down" in refused.json()["error"]["message"]
-    assert transports["solo"].calls == calls == 4, "a failed actor is not crash-looped"
+    assert served.status_code == 200, "not down for the life of the process"
+    assert 'relaybox_actor_up{actor="solo"} 1' in metrics
 
 
 async def test_crash_mid_stream_ends_the_client_stream_with_an_error(tmp_path: Path) -> None:
@@ -152,17 +178,22 @@ async def test_restart_backoff_grows_and_intensity_window_slides(autojump_clock:
             return {}
 
     flaky = Flaky()
-    policy = RestartPolicy(max_restarts=3, period=10.0, backoff_initial=1.0, backoff_max=3.0)
+    policy = RestartPolicy(
+        max_restarts=3, period=10.0, backoff_initial=1.0, backoff_max=3.0, escalation_initial=50.0
+    )
     async with trio.open_nursery() as nursery:
         supervisor = await nursery.start(Supervisor("root", policy).run)
         await supervisor.start_child(flaky)
         await trio.sleep(100)
+        down = supervisor.record("flaky").state.value
         nursery.cancel_scope.cancel()
     start = flaky.starts[0]
-    # Backoff 1, 2, 3 (capped) seconds between starts; the fourth crash within 10 s gives up.
-    assert [round(t - start, 6) for t in flaky.starts] == [0, 1, 3, 6]
-    assert flaky.gave_up_at == start + 6
-    assert supervisor.record("flaky").state.value == "failed"
+    # Backoff 1, 2, 3 (capped) seconds between starts; the fourth crash within 10 s escalates:
+    # down for 50 s, then started afresh (and, crashing again at once, escalated for 100 s).
+    assert [round(t - start, 6) for t in flaky.starts][:5] == [0, 1, 3, 6, 56]
+    assert flaky.gave_up_at == start + 56 + 6, "the second escalation"
+    assert down == "failed"
+    assert supervisor.record("flaky").escalations == 2
 
 
 class ExplodingCatalog:

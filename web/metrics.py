@@ -9,6 +9,7 @@ from relaybox.actors.key_ring import KeyRingStatistics
 from relaybox.actors.provider_statistics import ProviderStatistics
 from relaybox.actors.recorder import RecorderStatistics
 from relaybox.actors.router_statistics import OverheadStatistics, RouterStatistics
+from relaybox.actors.supervisor import ChildState
 from relaybox.web.system import System
 
 BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -42,11 +43,18 @@ def render(system: System, refused: Mapping[str, int]) -> str:
         "Messages waiting in an actor's mailbox.",
         ((_labels(actor=n), s.depth) for n, s in mailboxes),
     )
+    children = system.supervisor.statistics().children
     lines += _family(
         "relaybox_actor_restarts_total",
         "counter",
         "Supervisor restarts.",
-        ((_labels(actor=c.name), c.restarts) for c in system.supervisor.statistics().children),
+        ((_labels(actor=c.name), c.restarts) for c in children),
+    )
+    lines += _family(
+        "relaybox_actor_up",
+        "gauge",
+        "1 while the actor runs; 0 while it restarts, or is left down after crashing too often.",
+        ((_labels(actor=c.name), 1 if c.state is ChildState.RUNNING else 0) for c in children),
     )
     if system.keys is not None:
         lines += _key_checks(system.keys.statistics())

@@ -18,8 +18,10 @@ import httpx
 from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.wire.dialect import Dialect
+from relaybox.protocol.wire.dialect import Dialect, malformed
 
+# The longest pause an upstream's Retry-After may impose on its provider.
+RETRY_AFTER_LIMIT = 300.0
 # Connection pools per transport, and how many connections make a pool worth splitting off.
 CLIENT_SHARDS = 16
 CONNECTIONS_PER_SHARD = 64
@@ -103,15 +105,21 @@ class HttpApiTransport:
                         response.headers,
                     )
                 if not request.stream:
-                    events, finish_reason = self.dialect.decode_body(await response.aread())
+                    body = await response.aread()
+                    with _decoding():
+                        events, finish_reason = self.dialect.decode_body(body)
                     for event in events:
                         await emit(event)
                     return finish_reason
                 decoder = self.dialect.stream_decoder()
                 async for data in response.aiter_bytes():
-                    for event in decoder.feed(data):
+                    with _decoding():
+                        events = decoder.feed(data)
+                    for event in events:
                         await emit(event)
-                for event in decoder.close():
+                with _decoding():
+                    events = decoder.close()
+                for event in events:
                     await emit(event)
                 return decoder.finish_reason or "stop"
 
@@ -132,7 +140,9 @@ class HttpApiTransport:
                 redacted(self.dialect.error_message(response.content), self._api_key),
                 response.headers,
             )
-        for event in images.decode(response.content):
+        with _decoding():
+            events = images.decode(response.content)
+        for event in events:
             await emit(event)
         return "stop"
 
@@ -157,19 +167,31 @@ def _as_provider_failures(secret: str | None) -> Iterator[None]:
         ) from None
 
 
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """An upstream answer of a shape the dialect does not expect (a string where an object should
+    be, a missing field) is a malformed stream: this attempt's failure, never a crash of the
+    provider and its other streams."""
+    try:
+        yield
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as error:
+        raise malformed(f"{type(error).__name__}: {error}") from None
+
+
 def _retry_after(headers: httpx.Headers) -> float | None:
+    """The upstream's Retry-After in seconds, at most `RETRY_AFTER_LIMIT` (an upstream that asks
+    for a day would otherwise take the provider out for a day)."""
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(RETRY_AFTER_LIMIT, max(0.0, seconds))
 
 
 def _status_failure(status: int, detail: str, headers: httpx.Headers) -> ProviderFailure:

@@ -121,7 +121,8 @@ class FakeOpenAI:
 
         await out.write(chunk({"role": "assistant", "content": ""}))
         for i, piece in enumerate(split_text(reply.text, reply.pieces)):
-            if not await before_piece(reply, i, out, b"data: {this is not json\n\n"):
+            wrong_shape = b'data: {"choices": [{"index": 0, "delta": "x"}]}\n\n'
+            if not await before_piece(reply, i, out, b"data: {this is not json\n\n", wrong_shape):
                 return
             await out.write(chunk({"content": piece}))
         finish = "stop"

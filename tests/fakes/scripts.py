@@ -27,6 +27,9 @@ class Reply:
     # After this many pieces: reset the connection / send garbage / stop sending but keep open.
     reset_after: int | None = None
     garbage_after: int | None = None
+    # After this many pieces: a well-formed frame whose JSON has the wrong shape (a string for an
+    # object), then the stream goes on.
+    wrong_shape_after: int | None = None
     stall_after: int | None = None
     prompt_tokens: int = 11
     completion_tokens: int = 7
@@ -61,7 +64,9 @@ class ReplyQueue:
         return self._queue.pop(0) if self._queue else self.default
 
 
-async def before_piece(reply: Reply, index: int, out: ResponseWriter, garbage: bytes) -> bool:
+async def before_piece(
+    reply: Reply, index: int, out: ResponseWriter, garbage: bytes, wrong_shape: bytes = b""
+) -> bool:
     """Misbehave before streaming piece `index` if the script says so, else pace the stream.
 
     Returns False when the stream must stop here (garbage was sent)."""
@@ -70,6 +75,8 @@ async def before_piece(reply: Reply, index: int, out: ResponseWriter, garbage: b
     if reply.garbage_after is not None and index == reply.garbage_after:
         await out.write(garbage)
         return False
+    if reply.wrong_shape_after is not None and index == reply.wrong_shape_after:
+        await out.write(wrong_shape)
     if reply.stall_after is not None and index == reply.stall_after:
         await trio.sleep_forever()
     if index:

@@ -8,15 +8,12 @@ import os
 from typing import Any
 
 from quart import Blueprint, Response
-from relaybox.actors.provider_statistics import Health
 from relaybox.web import metrics
 from relaybox.web.calls import caller_sees_everyone
 from relaybox.web.context import current_guard, current_system
 from relaybox.web.snapshots import actor_tree, failure_kind, without_failure_details
 
 blueprint = Blueprint("operations", __name__)
-
-USABLE = (Health.HEALTHY, Health.DEGRADED)
 
 
 @blueprint.get("/ping")
@@ -33,7 +30,7 @@ async def health() -> Response:
     usable = 0
     for name, provider in running.providers.items():
         snapshot = provider.statistics()
-        usable += snapshot.health in USABLE
+        usable += snapshot.accepting  # would take a job now: running, breaker letting it through
         providers[name] = {
             "health": snapshot.health.value,
             "actor": running.supervisor.state_of(name).value,
