@@ -50,7 +50,9 @@ class CircuitBreaker:
         self.trips = 0  # consecutive trips without a successful probe: grows the cooldown
         self._open_until = 0.0
         self._probe_in_flight = False
+        # The window's outcomes and their counts, kept as they come and go (not counted again).
         self._outcomes: deque[tuple[float, bool]] = deque()
+        self._window_failures = 0
 
     def allow(self, now: float) -> bool:
         """May a request go through now? In half-open, the one caller told yes is the probe."""
@@ -87,7 +89,7 @@ class CircuitBreaker:
         if self.state is BreakerState.HALF_OPEN:
             self._trip(now)
             return
-        failures, total = self._window_counts()
+        failures, total = self._window_failures, len(self._outcomes)
         if self.consecutive_failures >= self.policy.consecutive_failures or (
             total >= self.policy.minimum_volume and failures / total >= self.policy.failure_rate
         ):
@@ -111,12 +113,12 @@ class CircuitBreaker:
         return None
 
     def statistics(self, now: float) -> BreakerStatistics:
-        failures, total = self._window_counts(now)
+        self._prune(now)
         return BreakerStatistics(
             state=self.state,
             consecutive_failures=self.consecutive_failures,
-            window_failures=failures,
-            window_total=total,
+            window_failures=self._window_failures,
+            window_total=len(self._outcomes),
             trips=self.trips,
             open_for_s=None if (wait := self.retry_after(now)) is None else round(wait, 3),
         )
@@ -130,14 +132,11 @@ class CircuitBreaker:
 
     def _note(self, now: float, *, ok: bool) -> None:
         self._outcomes.append((now, ok))
+        self._window_failures += not ok
         self._prune(now)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.policy.window
         while self._outcomes and self._outcomes[0][0] < horizon:
-            self._outcomes.popleft()
-
-    def _window_counts(self, now: float | None = None) -> tuple[int, int]:
-        horizon = float("-inf") if now is None else now - self.policy.window
-        recent = [ok for at, ok in self._outcomes if at >= horizon]
-        return sum(1 for ok in recent if not ok), len(recent)
+            _, ok = self._outcomes.popleft()
+            self._window_failures -= not ok

@@ -25,23 +25,43 @@ class MailboxStatistics:
     depth: int
     capacity: int
     peak: int
+    purged: int = 0  # messages dropped unread because their sender had given up on them
 
 
 class Mailbox(Generic[M]):
-    def __init__(self, capacity: int) -> None:
+    """A bounded mailbox. With `is_stale`, a full mailbox first drops the messages nobody waits
+    for any more (a job whose client hung up), so they never take the place of a live one."""
+
+    def __init__(self, capacity: int, *, is_stale: Callable[[M], bool] | None = None) -> None:
         if capacity < 1:
             raise ValueError("a mailbox holds at least one message")
         self._send, self.receive = trio.open_memory_channel[M](capacity)
         self.capacity = capacity
+        self._is_stale = is_stale
         self._peak = 0
+        self._purged = 0
 
     def tell(self, message: M) -> None:
         """Deliver without waiting; raise `MailboxFull` when there is no room."""
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
-            raise MailboxFull from None
+            if not self._purge_stale():
+                raise MailboxFull from None
+            self._send.send_nowait(message)
         self._note_depth()
+
+    def _purge_stale(self) -> bool:
+        """Drop stale messages, keeping the others in order; True when that made room. (Synchronous:
+        nothing else runs while the queue is taken out and put back.)"""
+        if self._is_stale is None:
+            return False
+        waiting = self.drain()
+        live = [m for m in waiting if not self._is_stale(m)]
+        for message in live:
+            self._send.send_nowait(message)
+        self._purged += len(waiting) - len(live)
+        return len(live) < len(waiting)
 
     async def send(self, message: M) -> None:
         """Deliver, waiting for room: for messages that must not be lost (outcome reports)."""
@@ -62,7 +82,10 @@ class Mailbox(Generic[M]):
 
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(
-            depth=self._send.statistics().current_buffer_used, capacity=self.capacity, peak=self._peak
+            depth=self._send.statistics().current_buffer_used,
+            capacity=self.capacity,
+            peak=self._peak,
+            purged=self._purged,
         )
 
 

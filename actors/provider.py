@@ -24,6 +24,7 @@ from relaybox.actors.provider_statistics import Health, ProviderStatistics, Runn
 from relaybox.actors.transports.base import Transport
 from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
 from relaybox.protocol.events import Event, Failed
+from relaybox.protocol.routing.catalog import OTHER_MODEL
 from relaybox.protocol.routing.pricing import Pricer
 from relaybox.storage.records import AttemptRecord
 
@@ -56,15 +57,19 @@ class ProviderActor:
         recorder: RecordSink | None = None,
         budget: BudgetActor | None = None,
         baseline_pricer: Pricer | None = None,
+        listed_models: frozenset[str] | None = None,
     ) -> None:
         self.name = name
+        # Totals are kept per listed model; any other name a client sends counts as OTHER_MODEL.
+        self.listed_models = listed_models
         self.pricer = pricer
         self.recorder = recorder
         self.budget = budget
         self.baseline_pricer = baseline_pricer
         self.transport = transport
         self.limits = limits
-        self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox)
+        # A job whose client hung up while it waited for a slot gives its place to a live one.
+        self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox, is_stale=lambda job: job.cancel.cancelled)
         # Health knowledge about the upstream survives restarts of the actor; working state does not.
         self.breaker = CircuitBreaker(breaker_policy)
         self._needs_login = False
@@ -179,7 +184,10 @@ class ProviderActor:
         if attempt_failure is not None and forwarder.answered:
             _end_client_stream(job, attempt_failure)
         outcome = result.value if failure is None else failure.kind.value
-        self._totals.setdefault(job.candidate.model, RunningTotals()).add(
+        model = job.candidate.model
+        if self.listed_models is not None and model not in self.listed_models:
+            model = OTHER_MODEL
+        self._totals.setdefault(model, RunningTotals()).add(
             outcome, forwarder.usage, forwarder.time_to_first_output()
         )
         record = forwarder.record(

@@ -235,14 +235,10 @@ class RouterActor:
 
     def _attempt_ended(self, ended: AttemptEnded) -> None:
         job = ended.job
-        self._outcomes.count(ended)
+        key = self.catalog.statistics_key(job.candidate)
+        self._outcomes.count(ended, key)
         observation = attempt_observation(
-            job.state.category,
-            job.candidate.provider,
-            job.candidate.model,
-            trio.current_time(),
-            outcome=ended.outcome,
-            score=ended.score,
+            job.state.category, *key, trio.current_time(), outcome=ended.outcome, score=ended.score
         )
         if observation is not None:
             self._evidence.observe(observation)
@@ -321,7 +317,7 @@ class RouterActor:
             provider.mailbox.tell(job)
         except MailboxFull:
             return _refused(candidate, FailureKind.SATURATED, "all slots busy and the queue is full", 1.0)
-        self._evidence.dispatched(state.category, candidate.provider, candidate.model, now)
+        self._evidence.dispatched(state.category, *self.catalog.statistics_key(candidate), now)
         return None
 
     def _available(self, candidate: Candidate) -> bool:

@@ -38,9 +38,10 @@ class Outcomes:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], _Counts] = {}
 
-    def count(self, ended: AttemptEnded) -> None:
+    def count(self, ended: AttemptEnded, key: tuple[str, str]) -> None:
+        """One attempt, under `key` (see `Catalog.statistics_key`)."""
         job = ended.job
-        counts = self._counts.setdefault((job.candidate.provider, job.candidate.model), _Counts())
+        counts = self._counts.setdefault(key, _Counts())
         if ended.result is AttemptResult.SUCCESS:
             counts.successes += 1
             counts.served_as_fallback += bool(job.state.failures)

@@ -4,18 +4,24 @@ other streams, or loses a record. Each test here failed before the fix it checks
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
+import attrs
 import httpx
 import trio
 from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.messages import Dispatch
+from relaybox.actors.provider import ProviderLimits
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import Failed, Finished
+from relaybox.protocol.events import Event, Failed, Finished
 from relaybox.web.system import running_system
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import eventually, openai_provider, serve, settings_for
+from tests.harness import claude_executable, claude_provider, eventually, openai_provider, serve, settings_for
 from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
 
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -86,3 +92,105 @@ async def test_one_malformed_chunk_fails_its_own_stream_only(tmp_path: Path, fak
     assert up["state"] == "running" and up["restarts"] == 0
     assert after.status_code == 200
     assert sorted(r["status"] for r in rows).count("transport") == 6, "each failed attempt is in the log"
+
+
+async def test_requests_whose_clients_hung_up_give_their_mailbox_places_to_live_ones(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    busy = ScriptedTransport(default=Answer("finally", delay=100))
+    provider = attrs.evolve(
+        openai_provider("cli", "http://unused", models=("m",)),
+        limits=ProviderLimits(slots=2, mailbox=16, idle_timeout=300),
+    )
+    async with (
+        running_system(settings_for(tmp_path, provider), lambda config, _: busy) as system,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(2):  # both slots taken for 100 s
+            nursery.start_soon(complete, system, chat())
+        await trio.sleep(1)
+        abandoned = []
+        for _ in range(16):  # each waits in the mailbox, then its client hangs up
+            send, receive = trio.open_memory_channel[Event](8)
+            token = CancelToken()
+            system.router.mailbox.tell(Dispatch(f"chatcmpl-{uuid.uuid4().hex}", chat(), send, token))
+            abandoned.append((token, receive))
+        await trio.sleep(0.3)
+        for token, receive in abandoned:
+            token.cancel()
+            receive.close()
+        live = await complete(system, chat())
+        mailbox = system.providers["cli"].statistics().mailbox
+    assert isinstance(live[-1], Finished), live
+    assert mailbox.purged == 16
+
+
+async def test_a_huge_system_prompt_reaches_the_claude_cli_and_trips_no_one_elses_breaker(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    claude = claude_executable()
+    huge = "You follow the house style guide below.\n" + "Rule: keep it short. " * 7000  # ~150 KB
+    body = {
+        "model": "sonnet",
+        "messages": [{"role": "system", "content": huge}, {"role": "user", "content": "hi"}],
+    }
+    async with (
+        serve(settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=60) as client,
+    ):
+        answers = [await client.post("/v1/chat/completions", json=body) for _ in range(4)]
+        breaker = relay.system.providers["claude-cli"].statistics().breaker
+    assert [a.status_code for a in answers] == [200] * 4, answers[0].text
+    assert breaker.state.value == "closed" and breaker.consecutive_failures == 0
+    sent = fake_anthropic.message_requests()[-1].body.decode()
+    assert "keep it short" in sent, "the system prompt reached the upstream (inline, by stdin)"
+
+
+async def test_the_warm_pool_starts_nothing_for_one_off_system_prompts(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    claude = claude_executable()
+    settings = settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url, warm=1))
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=60) as client,
+    ):
+        transport = relay.system.providers["claude-cli"].transport
+        pool = transport.pool  # type: ignore[attr-defined]
+        await eventually(lambda: pool.statistics().idle == 1, within=30)  # the pre-warmed process
+        for i in range(5):
+            body = {
+                "model": "sonnet",
+                "messages": [
+                    {"role": "system", "content": f"persona {i}"},
+                    {"role": "user", "content": "hi"},
+                ],
+            }
+            assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+        await trio.sleep(1)
+        statistics = pool.statistics()
+        spawned = transport.statistics().spawned
+        keys = len(pool._idle)  # the command lines it keeps processes for
+    assert spawned == 6, "the pre-warmed process and one per request: no speculative ones"
+    assert statistics.misses == 5 and statistics.idle == 1 and keys == 1
+
+
+async def test_names_clients_make_up_do_not_grow_relayboxs_statistics(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        for i in range(40):
+            answer = await client.post("/v1/chat/completions", json={**HELLO, "model": f"up:made-up-{i}"})
+            assert answer.status_code == 200
+        await client.post("/v1/chat/completions", json=HELLO)
+        tree = (await client.get("/actors")).json()
+        metrics = (await client.get("/metrics")).text
+    children = {c["name"]: c for c in tree["supervisor"]["children"]}
+    assert sorted(children["router"]["outcomes"]) == ["up/(other)", "up/gpt-4o-mini"]
+    assert sorted(children["up"]["totals"]) == ["(other)", "gpt-4o-mini"]
+    assert {row["model"] for row in children["router"]["evidence"]} <= {"(other)", "gpt-4o-mini"}
+    series = [line for line in metrics.splitlines() if line.startswith("relaybox_attempts_total{")]
+    assert len(series) == 2 and 'model="(other)",outcome="success"} 40' in metrics

@@ -62,7 +62,9 @@ async def test_actors_shows_each_childs_facts_and_its_statistics_side_by_side(tm
         *("breaker", "completed", "failed", "last_failure", "transport", "totals"),
     }
     assert solo["breaker"]["state"] == "closed" and solo["breaker"]["open_for_s"] is None
-    assert set(solo["mailbox"]) == {"depth", "capacity", "peak"} and solo["mailbox"]["capacity"] == 8
+    assert (
+        set(solo["mailbox"]) == {"depth", "capacity", "peak", "purged"} and solo["mailbox"]["capacity"] == 8
+    )
     assert solo["transport"] == {"calls": 1, "kind": "scripted"}
     assert solo["totals"]["m"]["attempts"] == {"success": 1}
     assert router["outcomes"]["solo/m"]["successes"] == 1 and router["disabled"] == []

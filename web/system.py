@@ -218,6 +218,28 @@ def _adopt_orphan_journals(directory: Path, workers: int) -> None:
         path.unlink()
 
 
+def provider_actor(
+    config: ProviderConfig,
+    settings: Settings,
+    transport_factory: TransportFactory,
+    pricing: ProviderPricing,
+    baseline: BaselinePricing,
+    recorder: RecorderActor,
+    budget: BudgetActor,
+) -> ProviderActor:
+    return ProviderActor(
+        config.name,
+        transport_factory(config, settings),
+        limits=config.limits,
+        breaker_policy=settings.breaker,
+        pricer=pricing,
+        baseline_pricer=baseline,
+        recorder=recorder if settings.record_requests else None,
+        budget=budget,
+        listed_models=frozenset(m.id for m in config.models + config.image_models),
+    )
+
+
 @asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
@@ -249,15 +271,8 @@ async def running_system(
         reference = savings_reference(settings, catalog)
         baseline = BaselinePricing(catalog, pricings, reference)
         providers = {
-            config.name: ProviderActor(
-                config.name,
-                transport_factory(config, settings),
-                limits=config.limits,
-                breaker_policy=settings.breaker,
-                pricer=pricings[config.name],
-                baseline_pricer=baseline,
-                recorder=recorder if settings.record_requests else None,
-                budget=budget,
+            config.name: provider_actor(
+                config, settings, transport_factory, pricings[config.name], baseline, recorder, budget
             )
             for config in settings.providers
         }

@@ -56,6 +56,10 @@ class ClaudeCliStatistics:
     warm_pool: WarmPoolStatistics | None
 
 
+# Linux refuses a single command-line argument over 128 KiB (MAX_ARG_STRLEN), whatever ARG_MAX is.
+ARGUMENT_LIMIT = 100 * 1024
+
+
 class ClaudeCliTransport:
     def __init__(
         self,
@@ -99,8 +103,8 @@ class ClaudeCliTransport:
             finally:
                 nursery.cancel_scope.cancel()
 
-    def _key(self, model: str, system_text: str) -> Key:
-        argv = build_argv(self.executable, model, system_text, self.system_prompt)
+    def _key(self, model: str, system_text: str, strategy: SystemPromptStrategy | None = None) -> Key:
+        argv = build_argv(self.executable, model, system_text, strategy or self.system_prompt)
         return (*argv, "--input-format", "stream-json")
 
     async def _open(self, key: Key) -> trio.Process:
@@ -112,18 +116,22 @@ class ClaudeCliTransport:
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI does not generate images")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI provider does not take images yet")
-        key = self._key(
-            model, request.system_text() if self.system_prompt is not SystemPromptStrategy.INLINE else ""
-        )
+        # A system prompt too long for one command-line argument travels inline, on stdin.
+        system_text = request.system_text()
+        strategy = self.system_prompt
+        if len(system_text.encode()) > ARGUMENT_LIMIT:
+            strategy = SystemPromptStrategy.INLINE
+        key = self._key(model, system_text if strategy is not SystemPromptStrategy.INLINE else "", strategy)
         message = {
             "type": "user",
-            "message": {"role": "user", "content": build_prompt(request, self.system_prompt)},
+            "message": {"role": "user", "content": build_prompt(request, strategy)},
         }
         process = self.pool.take(key) if self.pool is not None else None
+        replace = self.pool is not None and self.pool.worth_replacing(key, hit=process is not None)
         if process is None:
             process = await self._open(key)
         # The next request with this model and system prompt should find one ready.
-        replenish_later = self.pool is not None and not self.pool.replenish_if_quiet(key)
+        replenish_later = replace and self.pool is not None and not self.pool.replenish_if_quiet(key)
         decoder = ClaudeStreamDecoder(now=time.time())
         tool_aware = ToolAwareEmit(emit, bool(request.tools))
         try:

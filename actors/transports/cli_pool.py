@@ -3,15 +3,18 @@
 A Claude CLI start costs most of a second before the first token (node start-up, loading the
 CLI, reading the login); a process started earlier and waiting on stdin answers as soon as the
 upstream does (`python -m bench.cli_warm_pool`). A process serves one request and exits; a
-replacement for the same command line starts in the background at once, so an agent calling
-with the same model and system prompt again finds one ready. The command line is the key: the
-model and the system prompt are on it. The pool is bounded (the oldest idle process of another
-key makes room), idle processes are retired after a while, and all of them are stopped with the
-provider.
+replacement for the same command line starts in the background, so an agent calling with the
+same model and system prompt again finds one ready. The command line is the key: the model and
+the system prompt are on it. Only a command line that comes back is worth a replacement (one
+that was served from the pool, the pre-warmed one, or one seen recently): a one-off system prompt
+starts no speculative process. The pool is bounded (the oldest idle process of another key makes
+room), so are the command lines it remembers, idle processes are retired after a while, and all
+of them are stopped with the provider.
 """
 
 from __future__ import annotations
 
+import collections
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,6 +55,8 @@ class WarmPool:
         self.idle_seconds = idle_seconds
         self._spawn_process = spawn
         self._idle: dict[Key, list[_Idle]] = {}
+        self._seen: collections.OrderedDict[Key, None] = collections.OrderedDict()  # recent misses
+        self._prewarm: Key | None = None
         self._starting = 0
         self._nursery: trio.Nursery | None = None
         self.hits = 0  # requests served by a waiting process
@@ -75,6 +80,7 @@ class WarmPool:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._prewarm = prewarm
                 if prewarm is not None:
                     self.replenish(prewarm)
                 task_status.started()
@@ -95,10 +101,22 @@ class WarmPool:
             idle = waiting.pop()
             if idle.process.poll() is None:
                 self.hits += 1
+                self._forget_if_empty(key)
                 return idle.process
             self.retired += 1
+        self._forget_if_empty(key)
         self.misses += 1
         return None
+
+    def worth_replacing(self, key: Key, hit: bool) -> bool:
+        """Whether to start a process for this command line ahead of its next request: after a hit,
+        for the pre-warmed command line, or when it was seen recently (it comes back)."""
+        seen = key in self._seen
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > max(8, 4 * self.size):
+            self._seen.popitem(last=False)
+        return hit or seen or key == self._prewarm
 
     def replenish_if_quiet(self, key: Key) -> bool:
         """Start a replacement now unless others are starting: on a small machine a burst of
@@ -134,13 +152,19 @@ class WarmPool:
             key=lambda ki: self._idle[ki[0]][ki[1]].born,
         )
         self._retire(self._idle[key].pop(index))
+        self._forget_if_empty(key)
 
     def _retire_old(self) -> None:
         now = trio.current_time()
-        for waiting in self._idle.values():
+        for key, waiting in list(self._idle.items()):
             for idle in [i for i in waiting if now - i.born > self.idle_seconds]:
                 waiting.remove(idle)
                 self._retire(idle)
+            self._forget_if_empty(key)
+
+    def _forget_if_empty(self, key: Key) -> None:
+        if not self._idle.get(key, True):
+            del self._idle[key]
 
     def _retire(self, idle: _Idle) -> None:
         self.retired += 1

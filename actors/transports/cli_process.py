@@ -8,6 +8,7 @@ SIGTERM, then SIGKILL after a grace period, so no CLI process outlives its reque
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -100,6 +101,12 @@ async def open_cli(argv: list[str], *, env: Mapping[str, str], cwd: str, name: s
             start_new_session=True,
         )
     except OSError as spawn_error:
+        if spawn_error.errno == errno.E2BIG:
+            # The request's own size (a huge system prompt on the command line): its fault, not the
+            # CLI's health, so it must not open the breaker every other client shares.
+            raise ProviderFailure(
+                FailureKind.REJECTED, f"the request is too large for the {name}'s command line"
+            ) from None
         raise ProviderFailure(FailureKind.TRANSPORT, f"cannot start the {name}: {spawn_error}") from None
 
 

@@ -16,6 +16,8 @@ TIERS = ("economy", "standard", "premium")
 # `default` takes the default provider's default model; `auto` (and, unless configured otherwise,
 # any name nothing serves) goes to smart routing, which the router does with `selection`.
 DEFAULT_ROUTE_NAMES = frozenset({"default"})
+# Statistics of models the configuration does not list are kept together under this name.
+OTHER_MODEL = "(other)"
 SMART_ROUTE_NAMES = frozenset({"auto"})
 # OpenAI's legacy names, kept working by mapping them to a tier (seed 001).
 LEGACY_TIERS = {
@@ -83,6 +85,16 @@ class Catalog:
     def provider(self, name: str) -> ProviderModels | None:
         # Seed 002 spells provider ids with underscores (claude_cli); both spellings work.
         return next((p for p in self.providers if p.provider in (name, name.replace("_", "-"))), None)
+
+    def statistics_key(self, candidate: Candidate) -> tuple[str, str]:
+        """The (provider, model) statistics are kept under: a model the configuration lists, or
+        `OTHER_MODEL` for any name a client made up (`provider:anything`, a prefix's pass-through),
+        so no client can grow relaybox's statistics without bound."""
+        models = self.provider(candidate.provider)
+        listed = models is not None and (
+            models.offers(candidate.model) or any(m.id == candidate.model for m in models.image_models)
+        )
+        return (candidate.provider, candidate.model if listed else OTHER_MODEL)
 
     def tier_of(self, candidate: Candidate) -> str | None:
         models = self.provider(candidate.provider)
