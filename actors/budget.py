@@ -29,6 +29,8 @@ from relaybox.storage.records import Budget, Reservation, Window
 
 log = logging.getLogger("relaybox.budget")
 
+# How long an attempt waits, at most, for room to settle its budget hold.
+SETTLE_WAIT = 2.0
 PERIOD_SECONDS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
 
 
@@ -46,7 +48,13 @@ class BudgetActor:
     name = "budget"
 
     def __init__(
-        self, storage: Storage, *, refresh: float = 2.0, timeout: float = 2.0, mailbox: int = 4096
+        self,
+        storage: Storage,
+        *,
+        refresh: float = 2.0,
+        timeout: float = 2.0,
+        mailbox: int = 4096,
+        fail_open: bool = True,
     ) -> None:
         self.storage = storage
         self.refresh = refresh
@@ -56,7 +64,9 @@ class BudgetActor:
         self.pressure: float | None = (
             None  # the highest share of any enabled budget spent (0.8: prefer cheap)
         )
-        self.unchecked = 0  # attempts let through because storage could not be asked
+        # Storage that cannot be asked in time: let the attempt go ahead (True), or refuse it.
+        self.fail_open = fail_open
+        self.unchecked = 0  # attempts that went ahead, or were refused, unchecked
         self.refused = 0
         self._reading_failed = False
         self._held: set[str] = set()  # reservations placed and not yet settled
@@ -93,7 +103,7 @@ class BudgetActor:
                     if isinstance(message, Settle):
                         await self._settle(message)
                     else:
-                        _reply(message, Reservation(True))
+                        _reply(message, self._unchecked_answer())
 
     async def on_crash(self, error: BaseException) -> None:
         self._grant_queued()
@@ -107,7 +117,7 @@ class BudgetActor:
         for message in self.mailbox.drain():
             if isinstance(message, Reserve):
                 self.unchecked += 1
-                _reply(message, Reservation(True))
+                _reply(message, self._unchecked_answer())
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -149,17 +159,22 @@ class BudgetActor:
                         if answer.granted:
                             self._held.add(message.reservation_id)
                     except StorageError as error:
-                        self._unchecked(error)
+                        answer = self._unchecked(error)
                 if scope.cancelled_caught:
-                    self._unchecked("timed out")
+                    answer = self._unchecked("timed out")
                 if not answer.granted:
                     self.refused += 1
         finally:
             _reply(message, answer)  # even when cancelled: the asker must not wait forever
 
-    def _unchecked(self, why: object) -> None:
+    def _unchecked(self, why: object) -> Reservation:
         self.unchecked += 1
-        log.warning("budget not checked (storage unavailable: %s); the attempt goes ahead", why)
+        outcome = "the attempt goes ahead" if self.fail_open else "the attempt is refused"
+        log.warning("budget not checked (storage unavailable: %s); %s", why, outcome)
+        return self._unchecked_answer()
+
+    def _unchecked_answer(self) -> Reservation:
+        return Reservation(True) if self.fail_open else Reservation(False, unchecked=True)
 
     async def _settle(self, message: Settle) -> None:
         # Only holds this actor placed (most attempts never reserve: no budget, a free provider),
@@ -220,6 +235,14 @@ class BudgetHold:
                 )
             except MailboxFull:
                 answer = None
+        if answer is None and not self.budget.fail_open:
+            answer = Reservation(False, unchecked=True)
+        if answer is not None and answer.unchecked:
+            raise ProviderFailure(
+                FailureKind.OVER_BUDGET,
+                "the budget could not be checked in time (the database is slow or down), and "
+                "[budget] when_storage_slow = deny; free providers still serve",
+            )
         if answer is not None and not answer.granted:
             whose = "" if answer.key_name is None else f"key {answer.key_name!r}'s "
             raise ProviderFailure(
@@ -228,7 +251,14 @@ class BudgetHold:
                 f"(${answer.spent_usd:.2f}); free providers still serve",
             )
 
-    def settle(self, cost: float) -> None:
-        if self.reservation_id is not None:
-            with contextlib.suppress(MailboxFull):
-                self.budget.mailbox.tell(Settle(self.reservation_id, cost))
+    async def settle(self, cost: float) -> None:
+        """Delivered even to a busy budget actor (waiting a moment for room, shielded: this runs
+        as the attempt ends, cancelled or not); an unsettled hold would count until it expires."""
+        if self.reservation_id is None:
+            return
+        settle = Settle(self.reservation_id, cost)
+        try:
+            self.budget.mailbox.tell(settle)
+        except MailboxFull:
+            with trio.move_on_after(SETTLE_WAIT, shield=True):
+                await self.budget.mailbox.send(settle)

@@ -52,10 +52,18 @@ class KeyRing:
     name = "keys"
 
     def __init__(
-        self, storage: Storage, *, exposed: bool = False, refresh: float = 2.0, timeout: float = 2.0
+        self,
+        storage: Storage,
+        *,
+        exposed: bool = False,
+        refresh: float = 2.0,
+        timeout: float = 2.0,
+        fail_open: bool = True,
     ) -> None:
         self.storage = storage
         self.exposed = exposed  # serving beyond loopback
+        # A database that does not count a request in time: let it through (True), or refuse it.
+        self.fail_open = fail_open
         self.refresh = refresh
         self.timeout = timeout
         self.loaded = False
@@ -128,7 +136,15 @@ class KeyRing:
                 minute = await self.minutes.count(self._nursery, key.name, window)
         if minute is None:
             self.uncounted += 1
-            return
+            if self.fail_open:
+                return
+            raise RelayError(
+                503,
+                f"the key {key.name!r}'s limits could not be counted in time (the database is slow); retry",
+                "service_unavailable",
+                code="limits_unchecked",
+                retry_after=1,
+            )
         # OpenAI's own 429 names the limit reached in its `type`: "requests" or "tokens".
         if key.rpm is not None and minute.requests > key.rpm:
             limit, used_up = "requests", f"may make {key.rpm} requests a minute"

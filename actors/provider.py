@@ -238,7 +238,7 @@ class ProviderActor:
             finally:
                 job.cancel.detach(client_scope)
                 if hold is not None:
-                    hold.settle(forwarder.cost_for_budget(hold.estimate))
+                    await hold.settle(forwarder.cost_for_budget(hold.estimate))
         return AttemptResult.CANCELLED, None
 
     def _learn(self, result: AttemptResult, failure: ProviderFailure | None) -> None:

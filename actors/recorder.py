@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import trio
@@ -222,22 +222,21 @@ class RecorderActor:
             if not self._replaying.exists() and self.journal.exists():
                 self.journal.rename(self._replaying)
 
-        def read() -> list[AttemptRecord]:
-            if not self._replaying.exists():
-                return []
-            with self._replaying.open(encoding="utf-8") as file:
-                return [AttemptRecord.from_json(json.loads(line)) for line in file if line.strip()]
-
         async with self._journal_lock:
             await trio.to_thread.run_sync(take)
-        records = await trio.to_thread.run_sync(read)
-        for start in range(0, len(records), self.batch_size):
-            await self.storage.insert_records(records[start : start + self.batch_size])
+        if not await trio.to_thread.run_sync(self._replaying.exists):
+            return
+        replayed = 0
+        # A batch at a time: a journal of a long outage need not fit in memory.
+        with await trio.to_thread.run_sync(lambda: self._replaying.open(encoding="utf-8")) as file:
+            while batch := await trio.to_thread.run_sync(_read_records, file, self.batch_size):
+                await self.storage.insert_records(batch)
+                replayed += len(batch)
         await trio.to_thread.run_sync(lambda: self._replaying.unlink(missing_ok=True))
-        self.written += len(records)
-        self.journaled = max(0, self.journaled - len(records))
-        if records:
-            log.info("replayed %d journaled records", len(records))
+        self.written += replayed
+        self.journaled = max(0, self.journaled - replayed)
+        if replayed:
+            log.info("replayed %d journaled records", replayed)
 
     async def _drain(self) -> None:
         """Shutdown: everything still held goes to storage within the grace period, the rest to
@@ -250,3 +249,20 @@ class RecorderActor:
                 self.last_error = str(error)[:300]
         if self._buffer:
             await self._spill()
+
+
+def _read_records(file: TextIO, count: int) -> list[AttemptRecord]:
+    """Up to `count` records from a journal, from where the last read stopped. A line that is not
+    a record (the last one, torn by a kill mid-write) is skipped and logged."""
+    records: list[AttemptRecord] = []
+    for line in file:
+        if not line.strip():
+            continue
+        try:
+            records.append(AttemptRecord.from_json(json.loads(line)))
+        except (ValueError, TypeError) as error:
+            log.warning("skipped a journal line that is not a record (%s): %.80r", error, line)
+            continue
+        if len(records) == count:
+            break
+    return records

@@ -171,6 +171,7 @@ class Reservation:
     limit_usd: float = 0.0
     spent_usd: float = 0.0
     key_name: str | None = None  # set when it was a client key's own budget
+    unchecked: bool = False  # refused because storage could not be asked (when_storage_slow = "deny")
 
 
 # A reservation never settled (its relaybox died mid-request) stops counting after this long.

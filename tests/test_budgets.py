@@ -72,3 +72,29 @@ async def test_over_budget_paid_falls_back_to_a_free_provider(
     assert response.status_code == 200 and response.headers["x-provider"] == "local"
     assert "over_budget" in response.headers["x-router-reason"]
     assert fake_openai.chat_requests() == [] and len(fake_ollama.chat_requests()) == 1
+
+
+async def test_when_storage_is_slow_budgets_let_traffic_through_or_refuse_it_as_configured(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    served: dict[str, list[int]] = {}
+    for choice in ("allow", "deny"):
+        paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",), slots=64, mailbox=64)
+        settings = settings_for(tmp_path / choice, paid, when_storage_slow=choice)
+        async with (
+            serve(settings) as relay,
+            httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+        ):
+            await relay.system.storage.put_budget(Budget("daily", LIMIT, True))
+            await eventually(lambda: relay.system.budget.windows(0), within=5)
+
+            async def slow_reserve(*args: object, **kwargs: object) -> None:
+                await trio.sleep(60)  # the database does not answer in time
+
+            relay.system.budget.timeout = 0.2
+            relay.system.storage.reserve = slow_reserve  # type: ignore[method-assign]
+            served[choice] = sorted(r.status_code for r in await concurrent(client, 5))
+            refused = (await client.post("/v1/chat/completions", json=BODY)).json()
+    assert served["allow"] == [200] * 5, "allow: traffic goes on (the budget may be overshot)"
+    assert served["deny"] == [429] * 5
+    assert "could not be checked in time" in refused["error"]["message"]

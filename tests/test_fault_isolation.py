@@ -11,11 +11,18 @@ import attrs
 import httpx
 import trio
 from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.budget import BudgetActor, BudgetHold
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.messages import Dispatch
+from relaybox.actors.messages import Dispatch, Settle
 from relaybox.actors.provider import ProviderLimits
+from relaybox.actors.recorder import RecorderActor
+from relaybox.actors.supervisor import RestartPolicy, Supervisor
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import Event, Failed, Finished
+from relaybox.protocol.events import Answering, ContentDelta, Event, Failed, Finished
+from relaybox.storage.records import AttemptRecord
+from relaybox.storage.sqlite import SQLiteStorage
+from relaybox.web.answer import Begun
+from relaybox.web.dedup import HELD_EVENTS_LIMIT, InFlightAnswers
 from relaybox.web.system import running_system
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -23,6 +30,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
 from tests.harness import claude_executable, claude_provider, eventually, openai_provider, serve, settings_for
 from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
+from tests.test_recorder_faults import a_record
 
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -194,3 +202,94 @@ async def test_names_clients_make_up_do_not_grow_relayboxs_statistics(
     assert {row["model"] for row in children["router"]["evidence"]} <= {"(other)", "gpt-4o-mini"}
     series = [line for line in metrics.splitlines() if line.startswith("relaybox_attempts_total{")]
     assert len(series) == 2 and 'model="(other)",outcome="success"} 40' in metrics
+
+
+# --- smaller defects -----------------------------------------------------------------------
+
+
+async def test_a_body_nested_too_deep_is_a_400_not_a_500(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    deep = '{"model": "gpt-4o-mini", "messages": ' + "[" * 5000 + "]" * 5000 + "}"
+    tools = {**HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
+    params: dict = tools["tools"][0]["function"]["parameters"]
+    for _ in range(200):  # deep, but json.loads takes it: what comes after must not choke
+        params["properties"] = {"x": {"type": "object"}}
+        params = params["properties"]["x"]
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        json_headers = {"content-type": "application/json"}
+        too_deep = await client.post("/v1/chat/completions", content=deep, headers=json_headers)
+        still_deep = await client.post("/v1/chat/completions", json=tools)
+        admin = await client.put(
+            "/api/budget", content=deep.replace("messages", "period"), headers=json_headers
+        )
+    for answer in (too_deep, still_deep, admin):
+        assert answer.status_code == 400, answer.text
+        assert "nests deeper than" in answer.json()["error"]["message"]
+
+
+def test_an_upstreams_retry_after_is_capped() -> None:
+    from relaybox.actors.transports.http_api import RETRY_AFTER_LIMIT, _retry_after
+
+    assert _retry_after(httpx.Headers({"retry-after": "86400"})) == RETRY_AFTER_LIMIT
+    assert _retry_after(httpx.Headers({"retry-after": "Fri, 31 Dec 2100 23:59:59 GMT"})) == RETRY_AFTER_LIMIT
+    assert _retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+
+
+async def test_a_journal_is_replayed_a_batch_at_a_time_past_a_torn_last_line(tmp_path: Path) -> None:
+    class CountingStorage(SQLiteStorage):
+        batches: list[int] = []
+
+        async def insert_records(self, records: list[AttemptRecord]) -> int:
+            self.batches.append(len(records))
+            return await super().insert_records(records)
+
+    journal = tmp_path / "journal" / "records.jsonl"
+    journal.parent.mkdir()
+    lines = "".join(json.dumps(a_record(i).to_json()) + "\n" for i in range(1200))
+    journal.write_text(lines + '{"id": "torn by a kill mid-wri')
+    storage = CountingStorage(str(tmp_path / "relaybox.db"))
+    recorder = RecorderActor(storage, str(journal), batch_size=500)
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("root", RestartPolicy()).run)
+        await supervisor.start_child(recorder)
+        await eventually(lambda: recorder.statistics().written == 1200, within=10)
+        nursery.cancel_scope.cancel()
+    assert CountingStorage.batches == [500, 500, 200] and await storage.record_count() == 1200
+    await storage.aclose()
+
+
+async def test_a_budget_hold_is_settled_even_when_the_budget_actor_is_busy(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    storage = SQLiteStorage(str(tmp_path / "relaybox.db"))
+    budget = BudgetActor(storage, mailbox=1)
+    hold = BudgetHold(budget, pricer=None)
+    hold.reservation_id = "r1"
+    budget.mailbox.tell(Settle("r0", 0.0))  # the mailbox is full
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold.settle, 0.5)
+        await trio.sleep(0.5)
+        first = await budget.mailbox.receive.receive()  # the actor gets round to its mailbox
+        second = await budget.mailbox.receive.receive()
+    assert (first.reservation_id, second.reservation_id) == ("r0", "r1"), "the settle waited, not dropped"
+    await storage.aclose()
+
+
+async def test_a_reader_too_far_behind_a_shared_answer_is_left_behind_not_held_for() -> None:
+    send, receive = trio.open_memory_channel[Event](20_000)
+    for i in range(HELD_EVENTS_LIMIT + 500):
+        send.send_nowait(ContentDelta(str(i)))
+    send.send_nowait(Finished("stop", 1.0))
+    answering = Answering("p", "m", "reason", 1, False, 0.0)
+    in_flight = InFlightAnswers(5.0)
+    leader = in_flight.lead(b"key", "r1").started(Begun(answering, receive, CancelToken()))
+    follower = await in_flight.join(b"key")
+    assert follower is not None
+    read = [await leader.receive.receive() for _ in range(HELD_EVENTS_LIMIT + 500)]
+    assert isinstance(read[-1], ContentDelta)
+    assert isinstance(await leader.receive.receive(), Finished)
+    behind = await follower.receive.receive()
+    assert isinstance(behind, Failed) and behind.error.code == "fell_behind"
+    assert await in_flight.join(b"key") is None

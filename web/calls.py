@@ -18,15 +18,44 @@ from relaybox.storage.records import ApiKey
 from relaybox.web.config import Settings
 from relaybox.web.pipeline import ModelCall
 
+# Deeper JSON than any API here needs; deeper would reach Python's recursion limit further on.
+NESTING_LIMIT = 64
+
 
 async def read_json() -> Any:
     """The request's body as JSON; its digest is kept for deduplication."""
     raw = await request.get_data(cache=False)
     request.body_digest = hashlib.blake2b(raw, digest_size=16).digest()  # type: ignore[attr-defined]
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON, or the 400 that says why not (not JSON, or nested too deep to handle safely)."""
+    too_deep = RelayError(
+        400, f"the request body nests deeper than {NESTING_LIMIT} levels", code="invalid_json"
+    )
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    except RecursionError:
+        raise too_deep from None
+    if _nesting(body) > NESTING_LIMIT:
+        raise too_deep
+    return body
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in a parsed JSON value (counted without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > NESTING_LIMIT:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def as_object(body: Any) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class Lead:
         self._shared.withdraw()
 
 
+# Events a shared answer holds for its readers at most: a reader that falls this far behind the
+# others is left behind (its stream ends with an error) rather than the answer held for it.
+HELD_EVENTS_LIMIT = 4096
+
+
 class _SharedAnswer:
     """One answer being read by one or more clients."""
 
@@ -96,6 +101,7 @@ class _SharedAnswer:
         self._settled = trio.Event()  # the leader's dispatch has an answer or an error
         self._events: list[Event] = []
         self._offset = 0  # index of _events[0] in the whole answer (consumed events are dropped)
+        self._joinable = True  # new readers may still start from the answer's first event
         self._readers: set[_Reader] = set()
         self._pulling = False
         self._exhausted = False
@@ -116,7 +122,7 @@ class _SharedAnswer:
         await self._settled.wait()
         if self._error is not None:
             raise self._error
-        if self._begun is None or self.ended or self.closed or self._offset > 0:
+        if self._begun is None or self.ended or self.closed or self._offset > 0 or not self._joinable:
             return None  # gone, finished, released, or its start dropped: this request goes alone
         origin = attrs.evolve(self._begun.origin, deduplicated_from=self.leader_id)
         return self._reader(origin, follower=True)
@@ -160,6 +166,16 @@ class _SharedAnswer:
     def ready_for(self, reader: _Reader) -> Event:
         """The reader's next event if it has already arrived; raises `trio.WouldBlock` if not."""
         assert self._begun is not None
+        if reader.left_behind:
+            reader.close()
+            return Failed(
+                RelayError(
+                    502,
+                    "this client fell too far behind the answer it shared with an identical request",
+                    "upstream_error",
+                    code="fell_behind",
+                )
+            )
         index = reader.position - self._offset
         if index >= len(self._events) and not (self._pulling or self._exhausted):
             try:
@@ -183,12 +199,27 @@ class _SharedAnswer:
         if event is None or isinstance(event, Finished | Failed):
             self.ended = True
             self._forget(self)
+        if len(self._events) > HELD_EVENTS_LIMIT:
+            self._leave_the_slowest_behind()
+
+    def _leave_the_slowest_behind(self) -> None:
+        """Too many events held: the reader furthest behind is cut loose, and no one new may join
+        (a joiner would start from the first event, which may have to go)."""
+        self._joinable = False
+        self._forget(self)
+        positions = [r.position for r in self._readers if not r.left_behind]
+        if positions and min(positions) < max(positions):
+            for reader in self._readers:
+                if reader.position == min(positions):
+                    reader.left_behind = True
+        self._trim()
 
     def _trim(self) -> None:
         """Drop events every reader has passed, once no new reader can join at the start."""
-        if not self.ended and trio.current_time() - self.opened_at <= self.window:
+        if self._joinable and not self.ended and trio.current_time() - self.opened_at <= self.window:
             return
-        lowest = min((r.position for r in self._readers), default=self._offset + len(self._events))
+        positions = [r.position for r in self._readers if not r.left_behind]
+        lowest = min(positions, default=self._offset + len(self._events))
         drop = lowest - self._offset
         if drop > 0:
             del self._events[:drop]
@@ -211,6 +242,7 @@ class _Reader:
         self.position = position
         self.follower = follower
         self.closed = False
+        self.left_behind = False  # too slow for the others: its next event is an error
 
     async def receive(self) -> Event:
         if self.closed:

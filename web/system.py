@@ -253,9 +253,10 @@ async def running_system(
             await trio.to_thread.run_sync(_adopt_orphan_journals, journal.parent, settings.workers)
         recorder = RecorderActor(storage, str(journal), keep_prompts=settings.log_prompts == "summary")
         await supervisor.start_child(recorder)
-        budget = BudgetActor(storage)
+        fail_open = settings.when_storage_slow == "allow"
+        budget = BudgetActor(storage, fail_open=fail_open)
         await supervisor.start_child(budget)
-        keys = KeyRing(storage, exposed=not is_loopback(settings.host))
+        keys = KeyRing(storage, exposed=not is_loopback(settings.host), fail_open=fail_open)
         await supervisor.start_child(keys)
         # With `[log] prompts = "none"` nothing of a conversation is kept in the database: the
         # response cache stays in memory.

@@ -94,14 +94,26 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         cache_ttl=values.positive(
             env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
         ),
-        allowed_hosts=_listed(
-            env.get("RELAYBOX_ALLOWED_HOSTS"), server.get("allowed_hosts"), "allowed_hosts"
-        ),
-        allowed_origins=_origins(env.get("RELAYBOX_ALLOWED_ORIGINS"), server.get("allowed_origins")),
-        log_prompts=_log_prompts(env.get("LOG_PROMPTS", values.table(file, "log").get("prompts", "summary"))),
+        **_exposure_and_retention(file, env),
         notes=tuple(notes),
         unavailable=tuple(unavailable),
     )
+
+
+def _exposure_and_retention(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Who may reach relaybox, what its log keeps, and what limits do when storage is slow."""
+    server = values.table(file, "server")
+    budget = values.table(file, "budget").get("when_storage_slow", "allow")
+    return {
+        "allowed_hosts": _listed(
+            env.get("RELAYBOX_ALLOWED_HOSTS"), server.get("allowed_hosts"), "allowed_hosts"
+        ),
+        "allowed_origins": _origins(env.get("RELAYBOX_ALLOWED_ORIGINS"), server.get("allowed_origins")),
+        "log_prompts": _log_prompts(
+            env.get("LOG_PROMPTS", values.table(file, "log").get("prompts", "summary"))
+        ),
+        "when_storage_slow": _when_storage_slow(env.get("BUDGET_WHEN_STORAGE_SLOW", budget)),
+    }
 
 
 def _listed(variable: str | None, setting: object, name: str) -> tuple[str, ...]:
@@ -124,6 +136,12 @@ def _origins(variable: str | None, setting: object) -> tuple[str, ...]:
                 f"allowed_origins: {origin!r} is not an origin like https://app.example.com or http://localhost:3000"
             )
     return tuple(origin.rstrip("/").lower() for origin in origins)
+
+
+def _when_storage_slow(value: object) -> str:
+    if value not in ("allow", "deny"):
+        raise ConfigError(f"[budget] when_storage_slow must be 'allow' or 'deny', got {value!r}")
+    return str(value)
 
 
 def _log_prompts(value: object) -> str:

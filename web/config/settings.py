@@ -92,6 +92,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     # What the request log keeps of a prompt: "summary" (its last user message, 500 characters) or "none".
     log_prompts: str = "summary"
+    # Budgets and key limits when the database does not answer in time: "allow" the request
+    # (traffic never stops for a database hiccup; a budget can be overshot) or "deny" it.
+    when_storage_slow: str = "allow"
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1

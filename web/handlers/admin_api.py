@@ -18,7 +18,7 @@ from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
 from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
-from relaybox.web.calls import caller_sees_everyone
+from relaybox.web.calls import caller_sees_everyone, parse_json
 from relaybox.web.config import ProviderConfig
 from relaybox.web.connection_check import check_connection
 from relaybox.web.context import current_pipeline, current_system
@@ -37,10 +37,7 @@ def _bad(message: str, param: str | None = None) -> RelayError:
 
 
 async def _body() -> dict[str, Any]:
-    try:
-        body = json.loads(await request.get_data(cache=False) or b"{}")
-    except ValueError as error:
-        raise _bad(f"the request body is not valid JSON: {error}") from None
+    body = parse_json(await request.get_data(cache=False) or b"{}")
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     return body
