@@ -19,6 +19,8 @@ log = logging.getLogger("relaybox.cache")
 
 # Answers waiting to be written to the shared tier; past this, new ones stay in memory only.
 SHARED_QUEUE = 1024
+# On stop, how long the answers still queued may take to be written.
+DRAIN_TIMEOUT = 5.0
 
 
 @attrs.frozen
@@ -49,13 +51,22 @@ class CacheWriter:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async for message in self.mailbox.receive:
-            try:
-                await self.storage.put_cached_answer(message.row, message.key)
-                self._writes += 1
-            except StorageError as error:
-                self._errors += 1
-                log.warning("cannot write a cached answer to the database: %s", error)
+        try:
+            async for message in self.mailbox.receive:
+                await self._write(message)
+        finally:
+            # Stopping: the answers still queued are written, if the database takes them in time.
+            with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):
+                for message in self.mailbox.drain():
+                    await self._write(message)
+
+    async def _write(self, message: CacheWrite) -> None:
+        try:
+            await self.storage.put_cached_answer(message.row, message.key)
+            self._writes += 1
+        except StorageError as error:
+            self._errors += 1
+            log.warning("cannot write a cached answer to the database: %s", error)
 
     async def on_crash(self, error: BaseException) -> None:
         return None

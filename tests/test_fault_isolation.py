@@ -4,6 +4,10 @@ other streams, or loses a record. Each test here failed before the fix it checks
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -28,7 +32,16 @@ from relaybox.web.system import running_system
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import claude_executable, claude_provider, eventually, openai_provider, serve, settings_for
+from tests.harness import (
+    claude_executable,
+    claude_provider,
+    eventually,
+    openai_provider,
+    serve,
+    serve_environment,
+    settings_for,
+    wait_until_serving,
+)
 from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
 from tests.test_recorder_faults import a_record
 
@@ -293,3 +306,81 @@ async def test_a_reader_too_far_behind_a_shared_answer_is_left_behind_not_held_f
     behind = await follower.receive.receive()
     assert isinstance(behind, Failed) and behind.error.code == "fell_behind"
     assert await in_flight.join(b"key") is None
+
+
+# --- a graceful stop --------------------------------------------------------------------------
+
+
+async def serving_child(fake: FakeOpenAI, data: Path, *args: str) -> tuple[trio.Process, str]:
+    """`relaybox serve` as a child process over `fake`, and its base URL once it answers."""
+    port = 21000 + os.getpid() % 20000
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), *args],
+        env=serve_environment(fake.base_url, data),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        await wait_until_serving(client)
+    return process, base_url
+
+
+async def test_on_sigterm_answers_in_flight_finish_or_end_with_an_error_frame(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    process, base_url = await serving_child(fake_openai, tmp_path / "data", "--grace", "3")
+    streamed = {**HELLO, "stream": True}
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            answers: dict[str, str] = {}
+
+            async def stream(name: str, reply: Reply) -> None:
+                fake_openai.replies.push(reply)
+                body = {**streamed, "messages": [{"role": "user", "content": name}]}
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    answers[name] = (await response.aread()).decode()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream, "short", Reply(text="abc", pieces=3, chunk_delay=0.4))
+                await trio.sleep(0.3)
+                nursery.start_soon(stream, "long", Reply(text="x" * 40, pieces=40, chunk_delay=0.5))
+                await trio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                stopped_at = trio.current_time()
+            with trio.fail_after(15):
+                code = await process.wait()
+            took = trio.current_time() - stopped_at
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert code == 0 and took < 5, "it stopped within the grace period (3 s)"
+    assert answers["short"].rstrip().endswith("data: [DONE]"), "it finished within the grace period"
+    assert "shutting down" in answers["long"] and "[DONE]" not in answers["long"], answers["long"][-300:]
+
+
+async def test_while_draining_new_requests_are_refused_and_health_says_so(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(Reply(delay=10))
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        answers: list[httpx.Response] = []
+
+        async def slow() -> None:
+            answers.append(await client.post("/v1/chat/completions", json=HELLO))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow)
+            await trio.sleep(0.5)
+            relay.pipeline.drain.begin(grace=2.0)
+            refused = await client.post("/v1/chat/completions", json={**HELLO, "model": "up:other"})
+            health = await client.get("/health")
+            alive = await client.get("/ping")
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    assert refused.json()["error"]["code"] == "shutting_down"
+    assert health.status_code == 503 and health.json()["status"] == "draining" and alive.status_code == 200
+    assert answers[0].status_code == 503, "the answer that would outlast the grace period ends with a 503"
+    assert answers[0].json()["error"]["code"] == "shutting_down"

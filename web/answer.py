@@ -24,6 +24,7 @@ from relaybox.protocol.events import (
     ToolCallDelta,
     Usage,
 )
+from relaybox.web.drain import Drain, shutting_down
 
 # Events buffered between a provider and a slow client before the provider waits.
 REPLY_BUFFER = 64
@@ -66,6 +67,7 @@ class Begun:
     token: CancelToken
     origin: Origin = attrs.field(factory=Origin)
     headers: dict[str, str] = attrs.field(factory=dict)  # set once, by the request pipeline
+    drain: Drain | None = None  # the server's graceful stop, which ends a wait that would outlast it
 
     def close(self) -> None:
         """Synchronous on purpose: it runs where a cancelled task may not await."""
@@ -73,9 +75,14 @@ class Begun:
         self.receive.close()
 
     async def collect(self) -> Collected:
-        """The whole answer (for non-streaming replies), releasing the exchange either way."""
+        """The whole answer (for non-streaming replies), releasing the exchange either way; a 503
+        when the server's grace period ends first."""
         try:
-            return await collect(self.receive)
+            if self.drain is None:
+                return await collect(self.receive)
+            with self.drain.bounded():
+                return await collect(self.receive)
+            raise shutting_down()
         finally:
             self.close()
 

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -23,6 +24,7 @@ from relaybox.web import doctor
 from relaybox.web.addresses import lan_addresses
 from relaybox.web.app import create_app
 from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
+from relaybox.web.context import PIPELINE
 from relaybox.web.system import System, open_storage, running_system
 
 NEXT_STEPS = """\
@@ -67,6 +69,11 @@ def command_line() -> argparse.ArgumentParser:
         "--lan",
         action="store_true",
         help="serve on every interface and print the addresses other machines should use (needs keys)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        help="seconds answers in flight get to finish on SIGTERM or Ctrl-C (default 30)",
     )
     doctor_command = commands.add_parser(
         "doctor", help="check the port, the database and every provider, and say what to fix"
@@ -127,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # a first run may start here
         return trio.run(manage_keys, settings, args)
     settings = attrs.evolve(settings, insecure_no_auth=args.insecure_no_auth, lan=args.lan)
+    if args.grace is not None:
+        settings = attrs.evolve(settings, grace=args.grace)
     if args.lan:
         settings = attrs.evolve(settings, host="0.0.0.0")
     if args.host:
@@ -294,9 +303,11 @@ async def serve_forever(settings: Settings, listen_fd: int | None = None) -> int
         config.backlog = LISTEN_BACKLOG
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
+        config.graceful_timeout = settings.grace
         app = create_app(system)
+        drain = app.extensions[PIPELINE].drain
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(_serve, app, config)
+            binds = await nursery.start(_serve, app, config, partial(drain.begin, settings.grace))
             if settings.worker == 0:
                 print(startup_report(system, binds), flush=True)
                 if settings.lan:
@@ -338,6 +349,7 @@ def run_workers(settings: Settings, config_file: str | None) -> int:
         command.append("--insecure-no-auth")
     if settings.lan:
         command.append("--lan")
+    command += ["--grace", str(settings.grace)]
     if config_file:
         command += ["--config", config_file]
     workers = [
@@ -361,13 +373,23 @@ def run_workers(settings: Settings, config_file: str | None) -> int:
     return max(codes, key=abs)
 
 
-async def _serve(app: object, config: HypercornConfig, *, task_status: trio.TaskStatus[list[str]]) -> None:
-    await hypercorn.trio.serve(app, config, shutdown_trigger=_shutdown_signal, task_status=task_status)  # type: ignore[arg-type]
+async def _serve(
+    app: object,
+    config: HypercornConfig,
+    on_signal: Callable[[], None],
+    *,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    trigger = partial(_shutdown_signal, on_signal)
+    await hypercorn.trio.serve(app, config, shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]
 
 
-async def _shutdown_signal() -> None:
+async def _shutdown_signal(on_signal: Callable[[], None]) -> None:
+    """Until SIGINT or SIGTERM; then relaybox drains (`on_signal`) while hypercorn stops taking
+    connections and gives the open ones the grace period."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
+            on_signal()
             return
 
 

@@ -31,9 +31,13 @@ from relaybox.web.answer import Begun, Origin
 from relaybox.web.answer_cache import AnswerCache, StoringSource, replay
 from relaybox.web.dedup import InFlightAnswers
 from relaybox.web.dispatch import dispatch
+from relaybox.web.drain import Drain, shutting_down
 from relaybox.web.feedback import FeedbackCommand, rate
 from relaybox.web.headers import answer_headers
 from relaybox.web.system import System
+
+# What is still answered while relaybox drains: liveness, and readiness (which says it drains).
+DURING_DRAIN = frozenset({"/ping", "/health"})
 
 
 @attrs.frozen
@@ -59,6 +63,7 @@ class RequestPipeline:
         self.system = system
         self.cache = AnswerCache(settings.cache_bytes, writer=system.cache_writer)
         self.in_flight = InFlightAnswers(settings.dedup_seconds)
+        self.drain = Drain()  # the server's graceful stop
         self._recorder = system.recorder if settings.record_requests else None
 
     async def admit(
@@ -66,6 +71,8 @@ class RequestPipeline:
     ) -> ApiKey | None:
         """Stage 1: the key a request was made with (None when none is needed), counted against its
         limits; raises the 401, 403 or 429 to send."""
+        if self.drain.draining and path not in DURING_DRAIN:
+            raise shutting_down()
         keys = self.system.keys
         if keys is None:
             return None
@@ -82,6 +89,7 @@ class RequestPipeline:
         if begun is None:
             begun = await self._shared_or_own(call, key)
         begun.headers = answer_headers(call.request_id, begun)
+        begun.drain = self.drain
         return begun
 
     async def answer_feedback(self, request_id: str, command: FeedbackCommand, key: ApiKey | None) -> Begun:
@@ -89,6 +97,7 @@ class RequestPipeline:
         a key, it rates only that key's answers."""
         begun = await rate(self.system.storage, command, None if key is None else client_of(key.name))
         begun.headers = answer_headers(request_id, begun)
+        begun.drain = self.drain
         return begun
 
     # --- stage 2: the cache ----------------------------------------------------------
@@ -137,16 +146,24 @@ class RequestPipeline:
         if isinstance(sent, ChatRequest) and call.compression != "off":
             compressed = compress(sent, call.compression)
             sent, saved = compressed.request, compressed.saved
-        begun = await dispatch(
-            self.system,
-            sent,
-            call.request_id,
-            call.client,
-            call.route_header,
-            tokens_saved=saved,
-            compression_level=call.compression,
-            key_budget=None if call.key is None else call.key.budget(),
-        )
+        with self.drain.bounded():  # no provider began in the grace period: the stop ends the wait
+            return self._kept(
+                call,
+                key,
+                await dispatch(
+                    self.system,
+                    sent,
+                    call.request_id,
+                    call.client,
+                    call.route_header,
+                    tokens_saved=saved,
+                    compression_level=call.compression,
+                    key_budget=None if call.key is None else call.key.budget(),
+                ),
+            )
+        raise shutting_down()
+
+    def _kept(self, call: ModelCall, key: bytes | None, begun: Begun) -> Begun:
         if key is None or call.cache is None or not call.cache.store:
             return begun
         ttl, request_id = call.cache.ttl, call.request_id

@@ -26,6 +26,7 @@ from relaybox.web.answer import (
     gateway_timeout,
     unexpected,
 )
+from relaybox.web.drain import Drain, shutting_down
 from relaybox.web.headers import stream_headers
 
 # Renders one event (None: a keep-alive is due) as the bytes to send, and says whether it ended the stream.
@@ -101,10 +102,12 @@ def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -
 
 
 class _Silence:
-    """Keep-alives for a quiet stream, and a last-resort end when it has been quiet far too long."""
+    """Keep-alives for a quiet stream, a last-resort end when it has been quiet far too long, and
+    an end with an error frame when the server's grace period runs out."""
 
-    def __init__(self) -> None:
+    def __init__(self, drain: Drain | None) -> None:
         self.since = trio.current_time()
+        self.drain = drain or Drain()
 
     def ready(self, receive: EventSource) -> Event:
         """The next event if it is already waiting; raises `trio.WouldBlock` if not."""
@@ -115,13 +118,15 @@ class _Silence:
     async def next(self, receive: EventSource) -> Event | None:
         """The next event; None means: send a keep-alive. (One timeout, not `next_event`'s two:
         this runs for most chunks of a stream, and the idle limit is checked here.)"""
-        with trio.move_on_after(KEEPALIVE_AFTER):
+        with self.drain.bounded() as stopping, trio.move_on_after(KEEPALIVE_AFTER):
             try:
                 event = await receive.receive()
             except trio.EndOfChannel:
                 event = Failed(unexpected(None))
             self.since = trio.current_time()
             return event
+        if stopping.cancelled_caught:
+            return Failed(shutting_down())
         if trio.current_time() - self.since >= REPLY_IDLE_LIMIT:
             return Failed(gateway_timeout())
         return None
@@ -133,7 +138,7 @@ async def _rendered(begun: Begun, opening: bytes, render: Render) -> AsyncIterat
     nothing may be awaited there."""
     try:
         pending = [opening]
-        silence = _Silence()
+        silence = _Silence(begun.drain)
         while True:
             try:
                 event: Event | None = silence.ready(begun.receive)

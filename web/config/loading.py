@@ -62,6 +62,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
     return Settings(
         host=str(server.get("host", "127.0.0.1")),
         port=values.integer(server.get("port", 8080), "[server] port"),
+        grace=values.number(server.get("grace_seconds", 30), "[server] grace_seconds"),
         providers=tuple(providers),
         default_provider=default_provider,
         aliases=aliases,

@@ -86,6 +86,7 @@ class Settings:
     # `relaybox serve --insecure-no-auth`: serve beyond loopback with no client keys (warned at every start).
     insecure_no_auth: bool = False
     lan: bool = False  # `relaybox serve --lan`: every interface, and the addresses to use printed
+    grace: float = 30.0  # seconds answers in flight get on SIGTERM ([server] grace_seconds, --grace)
     # Names relaybox answers to beyond its own (`*`: any) and web origins whose pages may call it
     # ([server] allowed_hosts / allowed_origins, RELAYBOX_ALLOWED_HOSTS / RELAYBOX_ALLOWED_ORIGINS).
     allowed_hosts: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Blueprint, Response
 from relaybox.web import metrics
 from relaybox.web.calls import caller_sees_everyone
-from relaybox.web.context import current_guard, current_system
+from relaybox.web.context import current_guard, current_pipeline, current_system
 from relaybox.web.snapshots import actor_tree, failure_kind, without_failure_details
 
 blueprint = Blueprint("operations", __name__)
@@ -39,6 +39,9 @@ async def health() -> Response:
             "last_failure": snapshot.last_failure if details else failure_kind(snapshot.last_failure),
         }
     status = "ok" if usable and usable == len(providers) else "degraded" if usable else "down"
+    draining = current_pipeline().drain.draining
+    if draining:
+        status, usable = "draining", 0  # a load balancer moves on before this one stops
     recorder = running.recorder.statistics()
     if recorder.journal_failed or recorder.dropped:
         status = "degraded" if status == "ok" else status  # records at risk: say so loudly
