@@ -57,6 +57,7 @@ class Forwarder:
         self.tool_calls = 0
         self.first_output_at: float | None = None
         self.finish_reason: str | None = None
+        self.finished: Finished | None = None  # held back until the attempt's record is journaled
         self.rejected_answer: tuple[Event, ...] = ()
         self._score: int | None = None
         self._held: list[TransportEvent] = []
@@ -205,7 +206,13 @@ class Forwarder:
             for event in _coalesce(self._held):
                 await self._send(event)
             self._held.clear()
-        await self._send(Finished(finish_reason, upstream_ms))
+        self.finished = Finished(finish_reason, upstream_ms)
+
+    async def conclude(self) -> None:
+        """The answer's end, sent once its record is safe (the provider actor's call): everything
+        else of the answer went out with `finish`."""
+        if self.finished is not None:
+            await self._send(self.finished)
 
 
 def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:

@@ -5,7 +5,8 @@ router          RouterMessage    Dispatch (from the request pipeline), AttemptEn
                                  EvidenceLoaded (from its own refresh), OverheadObserved
 provider        Job              one attempt of one request, from the router
 budget          BudgetMessage    Reserve (asks; the reply is a `Reservation`), Settle
-recorder        AttemptRecord    the record itself (storage's type: it is what gets written)
+recorder        RecorderMessage  a record (storage's type: it is what gets written), or Durable: one
+                                 whose sender waits until the journal holds it
 response-cache  CacheWrite       an answer to write to the cache's shared tier
 keys            (none)           it reads storage on its own schedule
 """
@@ -167,7 +168,17 @@ BudgetMessage = Reserve | Settle
 
 # --- the recorder and the response cache's writer -------------------------------------------
 
-RecorderMessage = AttemptRecord
+
+@attrs.frozen(eq=False)
+class Durable:
+    """A record whose sender waits until the journal holds it: an answer's last byte waits on it,
+    so an answered request's record outlives a kill of relaybox."""
+
+    record: AttemptRecord
+    journaled: trio.Event = attrs.field(factory=trio.Event)
+
+
+RecorderMessage = AttemptRecord | Durable
 
 
 @attrs.frozen

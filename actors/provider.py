@@ -10,6 +10,7 @@ breaker and a report to the router.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -40,7 +41,7 @@ class ProviderLimits:
 
 
 class RecordSink(Protocol):
-    def record(self, record: AttemptRecord) -> None: ...
+    async def recorded(self, record: AttemptRecord) -> None: ...
 
 
 class ProviderActor:
@@ -176,13 +177,9 @@ class ProviderActor:
             result, failure = await self._attempt(job, forwarder)
         finally:
             self._slots.release_on_behalf_of(slot)
-        # Reached only when the attempt ended by itself; a crash leaves the job to on_crash.
-        del self._inflight[id(job)]
         upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000
         self._learn(result, failure)
         attempt_failure = None if failure is None else self._attempt_failure(job, failure)
-        if attempt_failure is not None and forwarder.answered:
-            _end_client_stream(job, attempt_failure)
         outcome = result.value if failure is None else failure.kind.value
         model = job.candidate.model
         if self.listed_models is not None and model not in self.listed_models:
@@ -198,7 +195,14 @@ class ProviderActor:
             baseline_pricer=self.baseline_pricer,
         )
         if self.recorder is not None:
-            self.recorder.record(record)
+            # Before the answer ends: an answered request's record must outlive a kill of relaybox.
+            await self.recorder.recorded(record)
+        if attempt_failure is not None and forwarder.answered:
+            _end_client_stream(job, attempt_failure)
+        with contextlib.suppress(ClientGone):
+            await forwarder.conclude()
+        # Reached only when the attempt ended by itself: a crash leaves the job to on_crash.
+        del self._inflight[id(job)]
         await self._report(
             job,
             result,

@@ -142,9 +142,15 @@ def start_answering_nginx(work: Path, port: int, latency_ms: float) -> subproces
 
 
 def start_relaybox(
-    work: Path, port: int, upstream: str, workers: int = 1, python: str = sys.executable
+    work: Path,
+    port: int,
+    upstream: str,
+    workers: int = 1,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`relaybox serve` run by `python` (another checkout's environment, for `bench.commits`)."""
+    """`relaybox serve` run by `python` (another checkout's environment, for `bench.commits`),
+    with `env` added to its environment."""
     providers = [
         {
             "id": "bench",
@@ -155,16 +161,17 @@ def start_relaybox(
             ],
         }
     ]
-    env = {
+    environment = {
         "PATH": os.path.dirname(python) + ":/usr/bin:/bin",
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         "CUSTOM_PROVIDERS": json.dumps(providers),
         "DEDUP_SECONDS": "0",
+        **(env or {}),
     }
     process = subprocess.Popen(
         [python, "-m", "relaybox.web.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -59,7 +59,7 @@ def a_record(i: int) -> AttemptRecord:
 
 async def insert_rate(storage: SQLiteStorage | PostgresStorage, count: int) -> float:
     await storage.migrate()
-    recorder = RecorderActor(storage, tempfile.mktemp(suffix=".jsonl"), buffer_limit=count + 1)
+    recorder = RecorderActor(storage, tempfile.mkdtemp(), buffer_limit=count + 1)
     async with trio.open_nursery() as nursery:
         supervisor = await nursery.start(Supervisor("bench", RestartPolicy()).run)
         await supervisor.start_child(recorder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -190,6 +191,24 @@ async def wait_until_serving(client: httpx.AsyncClient, within: float = 20.0) ->
             except httpx.HTTPError:
                 pass
             await trio.sleep(0.1)
+
+
+async def serving_child(
+    fake: Any, data: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+) -> tuple[trio.Process, str]:
+    """`relaybox serve` as a child process over the fake upstream `fake`, and its base URL once
+    it answers; `env`: variables to add."""
+    port = port or 21000 + os.getpid() % 20000
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), *args],
+        env={**serve_environment(fake.base_url, data), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        await wait_until_serving(client)
+    return process, base_url
 
 
 async def eventually(condition: Callable[[], object], *, within: float, poll: float = 0.02) -> float:

@@ -4,10 +4,7 @@ other streams, or loses a record. Each test here failed before the fix it checks
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -38,9 +35,8 @@ from tests.harness import (
     eventually,
     openai_provider,
     serve,
-    serve_environment,
+    serving_child,
     settings_for,
-    wait_until_serving,
 )
 from tests.scripted import Answer, Crash, ScriptedTransport, chat, complete
 from tests.test_recorder_faults import a_record
@@ -258,10 +254,10 @@ async def test_a_journal_is_replayed_a_batch_at_a_time_past_a_torn_last_line(tmp
             self.batches.append(len(records))
             return await super().insert_records(records)
 
-    journal = tmp_path / "journal" / "records.jsonl"
-    journal.parent.mkdir()
+    journal = tmp_path / "journal"
+    journal.mkdir()
     lines = "".join(json.dumps(a_record(i).to_json()) + "\n" for i in range(1200))
-    journal.write_text(lines + '{"id": "torn by a kill mid-wri')
+    (journal / "000000000007.jsonl").write_text(lines + '{"id": "torn by a kill mid-wri')
     storage = CountingStorage(str(tmp_path / "relaybox.db"))
     recorder = RecorderActor(storage, str(journal), batch_size=500)
     async with trio.open_nursery() as nursery:
@@ -309,21 +305,6 @@ async def test_a_reader_too_far_behind_a_shared_answer_is_left_behind_not_held_f
 
 
 # --- a graceful stop --------------------------------------------------------------------------
-
-
-async def serving_child(fake: FakeOpenAI, data: Path, *args: str) -> tuple[trio.Process, str]:
-    """`relaybox serve` as a child process over `fake`, and its base URL once it answers."""
-    port = 21000 + os.getpid() % 20000
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), *args],
-        env=serve_environment(fake.base_url, data),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        await wait_until_serving(client)
-    return process, base_url
 
 
 async def test_on_sigterm_answers_in_flight_finish_or_end_with_an_error_frame(

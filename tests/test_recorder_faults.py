@@ -62,10 +62,16 @@ def a_record(i: int) -> AttemptRecord:
     )
 
 
-async def test_buffer_spills_to_the_journal_and_replays(tmp_path: Path) -> None:
+def journal_lines(directory: Path) -> list[str]:
+    return [
+        line for segment in sorted(directory.glob("*.jsonl")) for line in segment.read_text().splitlines()
+    ]
+
+
+async def test_a_full_buffer_is_left_to_the_journal_and_replayed(tmp_path: Path) -> None:
     storage = SwitchableStorage(str(tmp_path / "db.sqlite"))
     storage.down = True
-    journal = tmp_path / "journal.jsonl"
+    journal = tmp_path / "journal"
     recorder = RecorderActor(
         storage,
         str(journal),
@@ -84,20 +90,22 @@ async def test_buffer_spills_to_the_journal_and_replays(tmp_path: Path) -> None:
                 await trio.lowlevel.checkpoint()
         await eventually(lambda: recorder.journaled >= 900, within=5)
         assert recorder.storage_up is False and recorder.dropped == 0
-        lines = journal.read_text().splitlines()
-        assert AttemptRecord.from_json(json.loads(lines[0])).provider == "p"
+        assert recorder.statistics().buffered < 100, "what the journal holds need not stay in memory"
+        lines = journal_lines(journal)
+        assert len(lines) == 1000 and AttemptRecord.from_json(json.loads(lines[0])).provider == "p"
         storage.down = False
         await eventually(lambda: recorder.written == 1000, within=10)
-        assert recorder.journaled == 0 and not journal.exists()
-        assert await storage.record_count() == 1000
+        assert recorder.journaled == 0 and await storage.record_count() == 1000
+        await supervisor.stop("recorder")
         nursery.cancel_scope.cancel()
+    assert journal_lines(journal) == [], "a stop deletes the segments storage holds"
     await storage.aclose()
 
 
-async def test_shutdown_with_storage_down_journals_then_a_restart_replays(tmp_path: Path) -> None:
+async def test_shutdown_with_storage_down_keeps_the_journal_and_a_restart_replays(tmp_path: Path) -> None:
     storage = SwitchableStorage(str(tmp_path / "db.sqlite"))
     storage.down = True
-    journal = tmp_path / "journal.jsonl"
+    journal = tmp_path / "journal"
     recorder = RecorderActor(
         storage, str(journal), flush_interval=0.01, backoff_initial=0.01, shutdown_grace=0.2
     )
@@ -108,7 +116,7 @@ async def test_shutdown_with_storage_down_journals_then_a_restart_replays(tmp_pa
             recorder.record(a_record(i))
         await supervisor.stop("recorder")
         nursery.cancel_scope.cancel()
-    assert len(journal.read_text().splitlines()) == 250
+    assert len(journal_lines(journal)) == 250
     storage.down = False
     again = RecorderActor(storage, str(journal), flush_interval=0.01)
     async with trio.open_nursery() as nursery:
@@ -227,7 +235,7 @@ async def test_spills_and_replays_racing_slow_inserts_lose_nothing(tmp_path: Pat
     storage.down = True
     recorder = RecorderActor(
         storage,
-        str(tmp_path / "journal.jsonl"),
+        str(tmp_path / "journal"),
         buffer_limit=40,
         batch_size=25,
         flush_interval=0.01,

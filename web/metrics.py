@@ -183,6 +183,12 @@ def _recorder(recorder: RecorderStatistics) -> list[str]:
         [("", recorder.dropped)],
     )
     lines += _family(
+        "relaybox_journal_ok",
+        "gauge",
+        "1 when the record journal takes records quickly (0: failing, or answers no longer wait for it).",
+        [("", 0 if recorder.journal_failed or recorder.journal_slow else 1)],
+    )
+    lines += _family(
         "relaybox_storage_up",
         "gauge",
         "1 when the last write to storage succeeded.",

@@ -116,7 +116,7 @@ class RequestPipeline:
         reason = f"cache hit: the answer to {entry.request_id} from {age:.0f} s ago"
         answering = attrs.evolve(entry.answering, reason=reason, fallback_used=False, upstream_ms=0.0)
         # Its saving is the answer's cost: the baseline the dashboard's "saved" compares with.
-        self._record(answering, call, reason, cache_hit=True, baseline_cost_usd=entry.cost_usd())
+        await self._recorded(answering, call, reason, cache_hit=True, baseline_cost_usd=entry.cost_usd())
         origin = Origin(cache_hit=True, cached_from=entry.request_id)
         return Begun(answering, replay(entry), CancelToken(), origin)
 
@@ -128,7 +128,7 @@ class RequestPipeline:
         joined = await self.in_flight.join(call.dedup_key)
         if joined is not None:
             reason = f"deduplicated: shared the upstream call of {joined.origin.deduplicated_from}"
-            self._record(joined.answering, call, reason, status="deduplicated")
+            await self._recorded(joined.answering, call, reason, status="deduplicated")
             return joined
         lead = self.in_flight.lead(call.dedup_key, call.request_id)
         try:
@@ -175,11 +175,12 @@ class RequestPipeline:
         begun.origin = attrs.evolve(begun.origin, cache_hit=False)
         return begun
 
-    def _record(self, answering: Answering, call: ModelCall, reason: str, **fields: Any) -> None:
-        """The log row of a request answered without an upstream call of its own (cost 0)."""
+    async def _recorded(self, answering: Answering, call: ModelCall, reason: str, **fields: Any) -> None:
+        """The log row of a request answered without an upstream call of its own (cost 0), safe in
+        the journal before the answer begins."""
         if self._recorder is None:
             return
-        self._recorder.record(
+        await self._recorder.recorded(
             AttemptRecord(
                 id=str(uuid.uuid4()),
                 created_at=time.time(),

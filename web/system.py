@@ -42,6 +42,7 @@ from relaybox.protocol.wire.gemini import GeminiDialect
 from relaybox.protocol.wire.ollama import OllamaDialect
 from relaybox.protocol.wire.openai_upstream import OpenAIDialect
 from relaybox.storage.contract import Storage, StorageError
+from relaybox.storage.journal import adopt
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version
 from relaybox.storage.sqlite import SQLiteStorage
@@ -197,25 +198,32 @@ async def _apply_saved_provider_settings(storage: Storage, router: RouterActor) 
             router.mailbox.tell(SetProviderEnabled(setting.provider_id, setting.enabled, setting.priority))
 
 
-def _journal_path(settings: Settings) -> Path:
-    """Each worker process keeps its own journal (the recorder's spill file)."""
-    name = "records.jsonl" if settings.worker == 0 else f"records-w{settings.worker}.jsonl"
-    return Path(settings.data_dir) / "journal" / name
+def _journal_directory(root: Path, worker: int) -> Path:
+    """Each worker process keeps its own journal."""
+    return root / f"w{worker}"
 
 
-def _adopt_orphan_journals(directory: Path, workers: int) -> None:
-    """Journals of workers that no longer run (an earlier start with more of them) join worker
-    0's before its recorder starts, so their records are replayed too (ids make it idempotent)."""
-    if not directory.is_dir():
+def _adopt_journals(root: Path, worker: int, workers: int) -> None:
+    """Journals no running worker will replay join this worker's, before its recorder starts:
+    worker 0 takes those of workers that no longer run (an earlier start with more of them), and
+    each worker its own single-file journal from an older relaybox (ids make replays harmless)."""
+    if not root.is_dir():
         return
-    mine = directory / "records.jsonl"
-    for path in sorted(directory.glob("records-w*.jsonl*")):
-        index = path.name.removeprefix("records-w").split(".", 1)[0]
-        if not index.isdigit() or int(index) < workers:
+    mine = _journal_directory(root, worker)
+    for path in sorted(root.glob("records*.jsonl*")):  # an older relaybox's single journal files
+        stem = path.name.split(".", 1)[0]
+        index = int(stem.removeprefix("records-w")) if stem.startswith("records-w") else 0
+        if index == worker or (worker == 0 and index >= workers):
+            adopt(path, mine, f"adopted-{path.name.replace('.', '-')}")
+    if worker != 0:
+        return
+    for directory in sorted(root.glob("w*")):
+        index = directory.name[1:]
+        if not directory.is_dir() or not index.isdigit() or int(index) < workers:
             continue
-        with path.open("rb") as orphan, mine.open("ab") as target:
-            target.write(orphan.read())
-        path.unlink()
+        for segment in sorted(directory.iterdir()):
+            adopt(segment, mine, f"adopted-w{index}-{segment.stem}")
+        directory.rmdir()
 
 
 def provider_actor(
@@ -248,10 +256,14 @@ async def running_system(
         await _migrate(storage)
         supervisor = Supervisor("root", settings.restart)
         await nursery.start(supervisor.run)
-        journal = _journal_path(settings)
-        if settings.worker == 0:
-            await trio.to_thread.run_sync(_adopt_orphan_journals, journal.parent, settings.workers)
-        recorder = RecorderActor(storage, str(journal), keep_prompts=settings.log_prompts == "summary")
+        journals = Path(settings.data_dir) / "journal"
+        await trio.to_thread.run_sync(_adopt_journals, journals, settings.worker, settings.workers)
+        recorder = RecorderActor(
+            storage,
+            str(_journal_directory(journals, settings.worker)),
+            journal=settings.journal,
+            keep_prompts=settings.log_prompts == "summary",
+        )
         await supervisor.start_child(recorder)
         fail_open = settings.when_storage_slow == "allow"
         budget = BudgetActor(storage, fail_open=fail_open)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from relaybox.actors.breaker import BreakerPolicy
+from relaybox.actors.recorder import JOURNAL_MODES
 from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.routing.catalog import Candidate
 from relaybox.protocol.routing.classifier import TierThresholds
@@ -102,7 +103,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
 
 
 def _exposure_and_retention(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Who may reach relaybox, what its log keeps, and what limits do when storage is slow."""
+    """Who may reach relaybox, what its log keeps and how safely, and what limits do when storage
+    is slow."""
     server = values.table(file, "server")
     budget = values.table(file, "budget").get("when_storage_slow", "allow")
     return {
@@ -114,6 +116,7 @@ def _exposure_and_retention(file: Mapping[str, Any], env: Mapping[str, str]) -> 
             env.get("LOG_PROMPTS", values.table(file, "log").get("prompts", "summary"))
         ),
         "when_storage_slow": _when_storage_slow(env.get("BUDGET_WHEN_STORAGE_SLOW", budget)),
+        "journal": _journal(env.get("RELAYBOX_JOURNAL", values.table(file, "storage").get("journal", "os"))),
     }
 
 
@@ -142,6 +145,12 @@ def _origins(variable: str | None, setting: object) -> tuple[str, ...]:
 def _when_storage_slow(value: object) -> str:
     if value not in ("allow", "deny"):
         raise ConfigError(f"[budget] when_storage_slow must be 'allow' or 'deny', got {value!r}")
+    return str(value)
+
+
+def _journal(value: object) -> str:
+    if value not in JOURNAL_MODES:
+        raise ConfigError(f"[storage] journal must be 'os', 'fsync' or 'off', got {value!r}")
     return str(value)
 
 

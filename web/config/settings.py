@@ -96,6 +96,10 @@ class Settings:
     # Budgets and key limits when the database does not answer in time: "allow" the request
     # (traffic never stops for a database hiccup; a budget can be overshot) or "deny" it.
     when_storage_slow: str = "allow"
+    # When an answered request's record is safe ([storage] journal, RELAYBOX_JOURNAL): "os" (in the
+    # journal before the answer ends: it survives a kill of relaybox), "fsync" (a machine crash
+    # too) or "off" (answers do not wait; a kill can lose the last records).
+    journal: str = "os"
     # `relaybox serve --workers N`: this process's index among N processes sharing the port.
     worker: int = 0
     workers: int = 1

@@ -43,7 +43,7 @@ async def health() -> Response:
     if draining:
         status, usable = "draining", 0  # a load balancer moves on before this one stops
     recorder = running.recorder.statistics()
-    if recorder.journal_failed or recorder.dropped:
+    if recorder.journal_failed or recorder.dropped or recorder.journal_slow:
         status = "degraded" if status == "ok" else status  # records at risk: say so loudly
     storage = {
         "backend": recorder.storage,
@@ -51,6 +51,8 @@ async def health() -> Response:
         "buffered": recorder.buffered,
         "journaled": recorder.journaled,
         "dropped": recorder.dropped,
+        "journal": recorder.journal,
+        "journal_slow": recorder.journal_slow,
         "journal_failed": recorder.journal_failed,
         "last_error": recorder.last_error,
     }
