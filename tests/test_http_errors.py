@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from relaybox.protocol.routing.plan import RoutingSettings
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -127,6 +128,27 @@ async def test_body_over_the_limit_is_413(tmp_path: Path, fake_openai: FakeOpenA
     error = assert_openai_error(response, 413)
     assert "2048 bytes" in error["message"]
     assert small.status_code == 200
+
+
+async def test_a_refused_body_does_not_poison_the_kept_alive_connection(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # The body is refused before it is read; had the connection stayed open, the next request on
+    # it would have been read as the rest of that body, and hung.
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url), max_body_bytes=1024 * 1024)
+    big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 3_000_000}]}
+    one_connection = httpx.Limits(max_connections=1)
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, limits=one_connection, timeout=10) as client,
+    ):
+        statuses = []
+        for body in (big, HELLO, big, HELLO):
+            with trio.fail_after(10):
+                statuses.append((await client.post("/v1/chat/completions", json=body)).status_code)
+        refused = await client.post("/v1/chat/completions", json=big)
+    assert statuses == [413, 200, 413, 200]
+    assert refused.headers["connection"] == "close"
 
 
 async def test_every_candidate_down_is_503_with_retry_after(tmp_path: Path, fake_openai: FakeOpenAI) -> None:

@@ -22,7 +22,20 @@ def error_response(error: RelayError) -> Response:
     response = Response(json.dumps(body), status=error.status, mimetype="application/json")
     if error.retry_after is not None:
         response.headers["retry-after"] = str(max(1, round(error.retry_after)))
+    if error.status == 413 or _body_left_unread():
+        # The rest of the body is still on its way: on a kept-alive connection the next request
+        # would be read as more of it and hang, so this connection ends with the answer.
+        response.headers["connection"] = "close"
     return response
+
+
+def _body_left_unread() -> bool:
+    """Was the request's body refused or not read (an error raised before the handler read it)?
+    Quart keeps no public flag for it; its body's completion event is the one thing that knows."""
+    if not (request.content_length or "chunked" in request.headers.get("transfer-encoding", "")):
+        return False
+    complete = getattr(getattr(request, "body", None), "_complete", None)
+    return complete is not None and not complete.is_set()
 
 
 def register_error_handlers(app: QuartTrio, max_body_bytes: int) -> None:

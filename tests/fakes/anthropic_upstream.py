@@ -38,7 +38,7 @@ class FakeAnthropic:
             return
         reply = self.replies.next()
         if reply.stall:
-            await trio.sleep_forever()
+            await out.hang()
         await trio.sleep(reply.delay)
         if reply.status != 200:
             kind = {

@@ -43,7 +43,7 @@ class FakeGemini:
             return
         reply = self.replies.next()
         if reply.stall:
-            await trio.sleep_forever()
+            await out.hang()
         await trio.sleep(reply.delay)
         if reply.status != 200:
             status = {

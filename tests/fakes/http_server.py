@@ -8,6 +8,7 @@ that never comes. Keep-alive and chunked encoding are supported because real cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -85,6 +86,14 @@ class ResponseWriter:
         await self.send(
             status, json.dumps(obj).encode(), {"content-type": "application/json", **(headers or {})}
         )
+
+    async def hang(self) -> None:
+        """Say nothing more until the client gives up and closes the connection, as a stuck
+        upstream does (and then end: a stalled fake holds no socket after its client left)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            while await self._stream.receive_some(65536):
+                pass
+        raise ConnectionReset
 
     def reset(self) -> None:
         """Abort the connection with a TCP RST, as a crashed upstream or proxy would."""

@@ -56,7 +56,7 @@ class FakeOllama:
             return
         reply = self.replies.next()
         if reply.stall:
-            await trio.sleep_forever()
+            await out.hang()
         await trio.sleep(reply.delay)
         body = request.json()
         model = body.get("model")

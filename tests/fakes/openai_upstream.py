@@ -54,7 +54,7 @@ class FakeOpenAI:
             return
         reply = self.replies.next()
         if reply.stall:
-            await trio.sleep_forever()
+            await out.hang()
         await trio.sleep(reply.delay)
         if reply.status != 200:
             await out.send_json(
@@ -75,7 +75,7 @@ class FakeOpenAI:
         if body.get("stream"):
             await self._stream(body, model, reply, out)
         else:
-            await out.send_json(200, _completion(model, reply), reply.headers)
+            await _complete(model, reply, out)
 
     async def _image(self, request: FakeRequest, out: ResponseWriter) -> None:
         reply = self.replies.next()
@@ -162,6 +162,22 @@ def _usage(reply: Reply) -> dict:
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.prompt_tokens + reply.completion_tokens,
     }
+
+
+async def _complete(model: str, reply: Reply, out: ResponseWriter) -> None:
+    """A non-streamed answer, or what the script makes of it: a reset, a body cut short, an
+    object of the wrong shape."""
+    if reply.reset_after is not None or reply.stall_after is not None:
+        if reply.stall_after is not None:
+            await out.hang()
+        out.reset()
+    if reply.garbage_after is not None or reply.end_after is not None:
+        body = json.dumps(_completion(model, reply)).encode()
+        await out.send(200, body[: len(body) // 2], {"content-type": "application/json"})
+    elif reply.wrong_shape_after is not None:
+        await out.send_json(200, {"id": "chatcmpl-fake", "choices": "x"})
+    else:
+        await out.send_json(200, _completion(model, reply), reply.headers)
 
 
 def _completion(model: str, reply: Reply) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -31,6 +33,8 @@ class Reply:
     # object), then the stream goes on.
     wrong_shape_after: int | None = None
     stall_after: int | None = None
+    # After this many pieces: the response ends cleanly, without its closing frames (truncated).
+    end_after: int | None = None
     prompt_tokens: int = 11
     completion_tokens: int = 7
     tool_call: tuple[str, str] | None = None  # (name, json arguments)
@@ -64,12 +68,37 @@ class ReplyQueue:
         return self._queue.pop(0) if self._queue else self.default
 
 
+# A fault menu: (weight, how to draw that reply from the generator).
+FaultMenu = Sequence[tuple[float, Callable[[random.Random], Reply]]]
+
+
+class SeededFaults(ReplyQueue):
+    """Replies drawn at random from a menu, by a seeded generator, until `calm()` (then the
+    default reply); a pushed script still goes first."""
+
+    def __init__(self, menu: FaultMenu, seed: int) -> None:
+        super().__init__()
+        self._rng = random.Random(seed)
+        self._draws = [draw for _, draw in menu]
+        self._weights = [weight for weight, _ in menu]
+        self.stormy = True
+
+    def calm(self) -> None:
+        self.stormy = False
+
+    def next(self) -> Reply:
+        if self._queue or not self.stormy:
+            return super().next()
+        (draw,) = self._rng.choices(self._draws, self._weights)
+        return draw(self._rng)
+
+
 async def before_piece(
     reply: Reply, index: int, out: ResponseWriter, garbage: bytes, wrong_shape: bytes = b""
 ) -> bool:
     """Misbehave before streaming piece `index` if the script says so, else pace the stream.
 
-    Returns False when the stream must stop here (garbage was sent)."""
+    Returns False when the stream must stop here (garbage was sent, or it is cut short)."""
     if reply.reset_after is not None and index == reply.reset_after:
         out.reset()
     if reply.garbage_after is not None and index == reply.garbage_after:
@@ -78,7 +107,9 @@ async def before_piece(
     if reply.wrong_shape_after is not None and index == reply.wrong_shape_after:
         await out.write(wrong_shape)
     if reply.stall_after is not None and index == reply.stall_after:
-        await trio.sleep_forever()
+        await out.hang()
+    if reply.end_after is not None and index == reply.end_after:
+        return False
     if index:
         await trio.sleep(reply.chunk_delay)
     return True
