@@ -152,8 +152,10 @@ class RouterActor:
             self._routable = routable_catalog(self.catalog, self._disabled, self.settings.mode)
         elif isinstance(message, EvidenceLoaded):
             now = trio.current_time()
+            # Under the keys live outcomes count under: names clients made up collapse into one.
+            rows = [attrs.evolve(r, model=self.catalog.statistics_key(r.candidate)[1]) for r in message.rows]
             self._evidence.load(
-                message.rows, wall_clock=message.at, now=now, keep_since=message.started - RECORDING_LAG
+                rows, wall_clock=message.at, now=now, keep_since=message.started - RECORDING_LAG
             )
             self._evidence_loaded_at = message.at
 

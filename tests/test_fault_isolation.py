@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import trio
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.budget import BudgetActor, BudgetHold
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.messages import Dispatch, Settle
+from relaybox.actors.messages import Dispatch, EvidenceLoaded, Settle
 from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.supervisor import RestartPolicy, Supervisor
@@ -203,8 +204,14 @@ async def test_names_clients_make_up_do_not_grow_relayboxs_statistics(
             answer = await client.post("/v1/chat/completions", json={**HELLO, "model": f"up:made-up-{i}"})
             assert answer.status_code == 200
         await client.post("/v1/chat/completions", json=HELLO)
+        # The router's refresh of what storage knows (every minute), done now: the log keeps the
+        # names as asked, the router's evidence must not.
+        await eventually(lambda: relay.system.recorder.statistics().written >= 41, within=10)
+        rows = await relay.system.storage.routing_evidence(since=0)
+        relay.system.router.mailbox.tell(EvidenceLoaded(tuple(rows), time.time(), trio.current_time()))
         tree = (await client.get("/actors")).json()
         metrics = (await client.get("/metrics")).text
+    assert len({row.model for row in rows}) == 41
     children = {c["name"]: c for c in tree["supervisor"]["children"]}
     assert sorted(children["router"]["outcomes"]) == ["up/(other)", "up/gpt-4o-mini"]
     assert sorted(children["up"]["totals"]) == ["(other)", "gpt-4o-mini"]

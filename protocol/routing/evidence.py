@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 
 import attrs
+from relaybox.protocol.routing.catalog import Candidate
 
 DAY = 86_400.0
 # An answer scored below this counts as a failure toward the consecutive-failure streak.
@@ -129,6 +130,10 @@ class RollupRow:
     heuristic_count: int = 0
     rating_sum: float = 0.0
     rating_count: int = 0
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.provider, self.model)
 
 
 def rating_goodness(rating: int) -> float:
