@@ -32,12 +32,16 @@ async def soak(seed: int, requests: int, cli_requests: int) -> tuple[Report, flo
     storm = Storm(seed=seed, requests=requests, cli_requests=cli_requests)
     started = time.perf_counter()
     async with trio_asyncio.open_loop(), fresh_postgres_database() as dsn:
-        report = await run_storm(storm, Path(tempfile.mkdtemp(prefix="chaos-soak-")), claude_executable(), dsn)
+        report = await run_storm(
+            storm, Path(tempfile.mkdtemp(prefix="chaos-soak-")), claude_executable(), dsn
+        )
     return report, time.perf_counter() - started
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--cli-requests", type=int, default=200)

@@ -390,7 +390,9 @@ async def _check_bounded(client: httpx.AsyncClient, report: Report) -> None:
         text = (await client.get(page)).text
         if "made-up" in text:
             at = text.index("made-up")
-            report.problems.append(f"{page} keeps statistics of model names clients made up: {text[at - 300 : at + 100]}")
+            report.problems.append(
+                f"{page} keeps statistics of model names clients made up: {text[at - 300 : at + 100]}"
+            )
     first, second = report.objects_after
     if second - first > first // 10:
         report.problems.append(f"gc-tracked objects grew from {first} to {second} over the second half")
