@@ -220,7 +220,7 @@ class BudgetHold:
         if isinstance(request, ImageRequest):
             usage = Usage(0, 0, images=request.n)
         else:
-            usage = Usage(tokens.lower_bound(request) * 2, request.max_tokens or 1024)
+            usage = Usage(tokens.high_estimate(request), request.max_tokens or 1024)
         estimate = self.pricer(job.candidate.model, usage)
         if not estimate:
             return

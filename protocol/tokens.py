@@ -43,3 +43,11 @@ def lower_bound(request: ChatRequest) -> int:
     chars = sum(len(m.text()) for m in request.messages)
     chars += sum(len(c.arguments) for m in request.messages for c in m.tool_calls)
     return chars // 4
+
+
+def high_estimate(request: ChatRequest) -> int:
+    """A cheap estimate of the prompt's tokens on the high side: twice the lower bound, plus the
+    framing each message costs and its last, partial token (most of a short message's tokens).
+    What a budget holds before the upstream says; text in scripts of about a token a character
+    can still exceed it."""
+    return 2 * lower_bound(request) + 3 + (_PER_MESSAGE + 1) * len(request.messages)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -50,6 +51,7 @@ from relaybox.storage.records import (
 )
 from relaybox.storage.schema import POSTGRES_MIGRATIONS
 
+log = logging.getLogger("relaybox.storage")
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x72656C6179  # "relay": one instance migrates at a time
 _BUDGET_LOCK = 0x6275646765  # "budge"
@@ -114,7 +116,12 @@ class PostgresStorage:
     @classmethod
     @asynccontextmanager
     async def open(cls, dsn: str, **options: Any) -> AsyncIterator[PostgresStorage]:
-        async with trio_asyncio.open_loop():
+        async with trio_asyncio.open_loop() as loop:
+            # trio-asyncio's default raises any error asyncio did not hand to anyone into this
+            # loop's nursery, ending relaybox: asyncpg leaves such errors behind when a query
+            # it was cancelled in (a timeout of ours) meets the connection's loss. Logged instead:
+            # the pool reconnects for the next query.
+            loop.set_exception_handler(_log_stray_error)
             storage = cls(dsn, **options)
             try:
                 yield storage
@@ -459,3 +466,7 @@ def _filters(**equal: str | None) -> tuple[str, tuple[Any, ...]]:
         for i, (column, _) in enumerate(used, start=1)
     ]
     return "WHERE " + " AND ".join(terms), tuple(value for _, value in used)
+
+
+def _log_stray_error(loop: object, context: dict[str, Any]) -> None:
+    log.warning("postgres: %s", context.get("exception") or context.get("message"))

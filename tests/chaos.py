@@ -148,6 +148,7 @@ class Report:
     upstream_calls: Counter[str] = attrs.field(factory=Counter)
     objects_after: list[int] = attrs.field(factory=list)  # gc-tracked objects after each half
     log_rows: int = 0
+    healed_after: float = 0.0  # seconds the storm's end waited for every breaker's cooldown
 
     def statuses(self) -> Counter[int | None]:
         return Counter(o.status for o in self.outcomes if not o.hung_up)
@@ -163,7 +164,8 @@ class Report:
             f"seed {self.storm.seed}: {len(self.outcomes)} requests, {answered} answered, "
             f"{hung_up} hung up, statuses {dict(sorted(self.statuses().items(), key=str))}; "
             f"upstream calls {dict(self.upstream_calls)}, {self.cli_kills} CLI processes killed, "
-            f"{self.log_rows} attempts logged; gc objects after each half {self.objects_after}"
+            f"{self.log_rows} attempts logged; gc objects after each half {self.objects_after}; "
+            f"serving again {self.healed_after:.1f} s after the storm"
         )
 
 
@@ -214,7 +216,7 @@ async def run_storm(storm: Storm, tmp_path: Path, claude: str, database_url: str
             proxy.restore()
             for replies in (alpha.replies, beta.replies, anthropic.replies):
                 replies.calm()
-            await _check_healing(client, report)
+            await _check_healing(client, relay, report)
             await _check_log(relay, report)
             await _check_bounded(client, report)
         with trio.move_on_after(10):
@@ -337,9 +339,12 @@ async def _kill_cli_processes(storm: Storm, report: Report, scope: trio.CancelSc
                     report.cli_kills += 1
 
 
-async def _check_healing(client: httpx.AsyncClient, report: Report) -> None:
-    """Once the upstreams are healthy, every provider serves again within its cooldown."""
-    await trio.sleep(COOLDOWN + 0.1)
+async def _check_healing(client: httpx.AsyncClient, relay: Running, report: Report) -> None:
+    """Once the upstreams are healthy, every provider serves again within its cooldown (the
+    breaker's current one: it doubles with each failed probe)."""
+    cooldowns = [actor.statistics().breaker.open_for_s or 0.0 for actor in relay.system.providers.values()]
+    report.healed_after = max(cooldowns) + 0.1
+    await trio.sleep(report.healed_after)
     for pinned in ("alpha:gpt-4o-mini", "beta:gpt-4o-mini", "claude-cli:haiku"):
         body = {"model": pinned, "messages": [{"role": "user", "content": f"after the storm {pinned}"}]}
         response = await client.post("/v1/chat/completions", json=body, timeout=REQUEST_DEADLINE)

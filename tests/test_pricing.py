@@ -7,6 +7,8 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
+from relaybox.protocol import tokens
+from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.events import Usage
 from relaybox.protocol.routing.catalog import ModelEntry
 from relaybox.protocol.routing.pricing import ProviderPricing, table_cost
@@ -113,3 +115,23 @@ def test_requests_naming_no_model_are_priced_on_the_savings_reference() -> None:
     assert baseline("sonnet", million_in) is None
     free_only = Catalog((catalog.providers[1],), costs={("claude-cli", "sonnet"): 0.0})
     assert costliest_paid_model(free_only) is None
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("hi",),
+        ("0-12 hello",),
+        ("You are terse.", "Say hello in one short sentence."),
+        ("def f(x):\n    return {k: v for k, v in x.items() if v}\n",),
+        ("Summarise the following log.", "ERROR 2026-11-30 12:00:01 worker 3: timeout after 30 s\n" * 20),
+    ],
+    ids=["one word", "short", "system and user", "code", "log"],
+)
+def test_a_budgets_prompt_estimate_is_not_below_the_real_count(texts: tuple[str, ...]) -> None:
+    # Short messages are mostly framing: an estimate without it let budgets be overshot.
+    roles = ["system", "user"] if len(texts) == 2 else ["user"]
+    request = ChatRequest(
+        "m", tuple(ChatMessage(role, text) for role, text in zip(roles, texts, strict=True))
+    )
+    assert tokens.high_estimate(request) >= tokens.count_request(request)

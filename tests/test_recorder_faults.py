@@ -18,7 +18,7 @@ import trio_asyncio
 from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.supervisor import RestartPolicy, Supervisor
 from relaybox.storage.contract import StorageError
-from relaybox.storage.records import AttemptRecord
+from relaybox.storage.records import AttemptRecord, Budget
 from relaybox.storage.sqlite import SQLiteStorage
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -173,6 +173,37 @@ async def test_postgres_cut_under_load_loses_nothing(tmp_path: Path) -> None:
         and health["storage"]["buffered"] + health["storage"]["journaled"] > 0
     )
     assert stats_while_down.status_code == 503
+
+
+async def test_a_database_too_slow_to_answer_never_takes_relaybox_down(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # Budget checks time out against it; asyncpg then leaves errors on futures nobody awaits, which
+    # trio-asyncio used to raise into relaybox's nursery: the whole server went down.
+    async with trio_asyncio.open_loop(), fresh_postgres_database() as dsn, trio.open_nursery() as nursery:
+        proxy = await CuttableProxy("127.0.0.1", 5432).start(nursery)
+        paid = openai_provider("paid", fake_openai.base_url, slots=64, mailbox=64)
+        slowed = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        statuses: list[int] = []
+        async with (
+            serve(settings_for(tmp_path, paid, database_url=slowed)) as relay,
+            httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+        ):
+            await relay.system.storage.put_budget(Budget("daily", 100.0, True))
+            await eventually(lambda: relay.system.budget.windows(0), within=5)
+            proxy.delay = 1.5  # a round trip of 3 s: longer than the budget check waits
+
+            async def ask(text: str) -> None:
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+                statuses.append((await client.post("/v1/chat/completions", json=body)).status_code)
+
+            for wave in range(2):
+                async with trio.open_nursery() as requests:
+                    for i in range(32):
+                        requests.start_soon(ask, f"{wave}-{i}")
+            proxy.delay = 0.0
+        nursery.cancel_scope.cancel()
+    assert statuses == [200] * 64
 
 
 async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: FakeOpenAI) -> None:

@@ -1,4 +1,5 @@
-"""A TCP proxy that can be cut: the database 'goes down' for whoever connects through it."""
+"""A TCP proxy that can be cut (the database 'goes down' for whoever connects through it) or slowed
+(every message held `delay` seconds: a database that answers, too late)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ class CuttableProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.cut_off = False
+        self.delay = 0.0
         self._connections: set[trio.CancelScope] = set()
 
     async def start(self, nursery: trio.Nursery) -> CuttableProxy:
@@ -49,6 +51,7 @@ class CuttableProxy:
     ) -> None:
         try:
             while data := await source.receive_some(65536):
+                await trio.sleep(self.delay)
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
