@@ -102,23 +102,35 @@ def wait_until_up(url: str, headers: dict[str, str] | None = None, within: float
     raise RuntimeError(f"{url} did not come up in {within:.0f} s")
 
 
-def start_nginx(work: Path, port: int, location: str, *, content_type: str) -> subprocess.Popen[bytes]:
-    """nginx answering every request with `location`'s echo directives (its echo module)."""
+def run_nginx(work: Path, name: str, servers: str, ready_url: str) -> subprocess.Popen[bytes]:
+    """nginx with `servers` (its `upstream` and `server` blocks) as the http block, files under
+    `work` named after `name`; returned once `ready_url` answers."""
     user = "user root;\n" if os.geteuid() == 0 else ""
+    temp_paths = "\n".join(
+        f"  {kind}_temp_path {work}/{name}-{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     config = f"""{user}load_module {ECHO_MODULE};
 worker_processes 1;
 daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
 events {{ worker_connections 16384; }}
 http {{
   access_log off;
-  client_body_temp_path {work}/body;
-  proxy_temp_path {work}/proxy;
-  fastcgi_temp_path {work}/fastcgi;
-  uwsgi_temp_path {work}/uwsgi;
-  scgi_temp_path {work}/scgi;
-  keepalive_requests 1000000;
+{temp_paths}
+{servers}
+}}
+"""
+    (work / f"{name}.conf").write_text(config)
+    process = subprocess.Popen(["nginx", "-c", str(work / f"{name}.conf"), "-p", str(work)])
+    wait_until_up(ready_url)
+    return process
+
+
+def start_nginx(work: Path, port: int, location: str, *, content_type: str) -> subprocess.Popen[bytes]:
+    """nginx answering every request with `location`'s echo directives (its echo module)."""
+    servers = f"""  keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
@@ -126,13 +138,8 @@ http {{
       default_type {content_type};
 {location}
     }}
-  }}
-}}
-"""
-    (work / "nginx.conf").write_text(config)
-    process = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
-    wait_until_up(f"http://127.0.0.1:{port}/ready")
-    return process
+  }}"""
+    return run_nginx(work, f"nginx-{port}", servers, f"http://127.0.0.1:{port}/ready")
 
 
 def start_answering_nginx(work: Path, port: int, latency_ms: float) -> subprocess.Popen[bytes]:

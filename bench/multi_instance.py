@@ -45,13 +45,12 @@ from relaybox.storage.records import group_id
 
 from bench.durable_log import psql
 from bench.http_throughput import (
-    ECHO_MODULE,
     ensure_tools,
     free_port,
+    run_nginx,
     start_answering_nginx,
     start_relaybox,
     stop,
-    wait_until_up,
 )
 from bench.machine import write
 from tests.fakes.tcp_proxy import CuttableProxy
@@ -89,20 +88,9 @@ def start_instance(
 
 def start_balancer(work: Path, port: int, instances: list[int]) -> subprocess.Popen[bytes]:
     """nginx in front of the instances, configured as the README says."""
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in instances)
-    temp = "\n".join(f"  {kind}_temp_path {work}/lb-{kind};" for kind in ("client_body", "proxy"))
-    config = f"""{user}load_module {ECHO_MODULE};
-worker_processes 1;
-daemon off;
-pid {work}/lb.pid;
-error_log {work}/lb-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-{temp}
-  upstream relaybox {{
-{servers}
+    members = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in instances)
+    servers = f"""  upstream relaybox {{
+{members}
     keepalive 64;
   }}
   server {{
@@ -117,13 +105,8 @@ http {{
       proxy_next_upstream error timeout http_503 non_idempotent;
       proxy_next_upstream_tries 2;
     }}
-  }}
-}}
-"""
-    (work / "lb.conf").write_text(config)
-    process = subprocess.Popen(["nginx", "-c", str(work / "lb.conf")], stderr=subprocess.DEVNULL)
-    wait_until_up(f"http://127.0.0.1:{port}/ping")
-    return process
+  }}"""
+    return run_nginx(work, f"balancer-{port}", servers, f"http://127.0.0.1:{port}/ping")
 
 
 async def clients(
