@@ -1,6 +1,10 @@
 """Offline replay of recorded weak/strong outcomes through the real router code, in process.
 
-    python -m bench.routing_replay [--data /work/shared/data/routing] [--seeds 5]
+    python -m bench.routing_replay [--data DIR] [--seeds 3] [--bootstrap 200] [--json OUT]
+
+`--data` is read for whichever of `gsm8k.jsonl.gz`, `mmlu.jsonl.gz`, `mt_bench.jsonl.gz` it holds
+(`/work/shared/data/routing/README.md` describes the format); with more than one, a `mixed` stream
+of all their prompts is scored too (an MT-Bench answer judged 8 or more counts as good).
 
 Each prompt of GSM8K, MMLU and MT-Bench (`/work/shared/data/routing/README.md`; contaminated rows
 left out) is classified (`protocol.classifier.classify`) and routed (`protocol.selection.smart_route`
@@ -25,6 +29,16 @@ weak model's answer text, for the cascade's scorer) and the scoring of a finishe
 
 MT-Bench's second turn is replayed as [user: turn 1, assistant: "" (a placeholder: the two
 models answered turn 1 differently and the data keeps neither answer), user: turn 2].
+
+After the modes' tables, every method as a curve with 95% bootstrap intervals (prompts resampled;
+`bench/routing_metrics.py`), drawn to `bench/results/routing_replay.png` and, with `--json`, written
+as `{set: {method: {apgr, apgr_ci, cpt50, cpt50_ci, cpt80, cost95, default_share, default_pgr}}}`
+(shares and costs as fractions of 1, `null` where a level is never reached): `router_alone` (the
+classifier's tier, ranked by complexity), `longest_first` (a baseline: the longest prompts go to
+the strong model first), `shipped` (what relaybox does by default: the classifier's tier,
+per-category learning from each attempt's outcome replayed prequentially over shuffled orders, and
+the cascade where the data has the weak answer's text), `topic_oracle` (whole domains sent by their
+true weak-to-strong gain: the best any topic-aware router can do) and `oracle` (per prompt).
 
 Metrics (RouteLLM's): strong share (share of prompts that called the strong model), quality,
 PGR = (q - q_weak) / (q_strong - q_weak), CPT(x) = the smallest strong share whose PGR reaches x
@@ -54,7 +68,8 @@ from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE, Evidence, Evid
 from relaybox.protocol.routing.heuristics import score_answer
 from relaybox.protocol.routing.selection import smart_route
 
-from bench.machine import write
+from bench import routing_metrics
+from bench.machine import RESULTS, describe, ensure_installed, write
 
 DATA = Path("/work/shared/data/routing")
 WEAK = ("mixtral", "mixtral-8x7b-instruct")
@@ -111,8 +126,14 @@ class Outcomes:
     def weak_text(self, prompt_id: str) -> str | None:
         return self._by_id[prompt_id].weak_text
 
+    def outcome(self, prompt_id: str) -> Outcome:
+        return self._by_id[prompt_id]
+
     def has_text(self) -> bool:
         return all(o.weak_text is not None for o in self._by_id.values())
+
+    def text_for(self, prompt_id: str) -> bool:
+        return self._by_id[prompt_id].weak_text is not None
 
     def quality(self, prompt_id: str, strong: bool) -> float:
         outcome = self._by_id[prompt_id]
@@ -128,34 +149,72 @@ class Dataset:
     prompts: tuple[Prompt, ...]
     outcomes: Outcomes
     unit: str  # how quality reads
+    domains: tuple[str, ...] = ()  # per prompt, for reporting and the topic oracle only
+
+    def qualities(self) -> routing_metrics.Outcomes:
+        o = self.outcomes
+        ids = [p.id for p in self.prompts]
+        return routing_metrics.Outcomes(
+            tuple(o.quality(i, False) for i in ids), tuple(o.quality(i, True) for i in ids)
+        )
+
+
+FILES = (("GSM8K", "gsm8k"), ("MMLU", "mmlu"), ("MT-Bench", "mt_bench"))
+GOOD_JUDGE_SCORE = 8  # in the mixed stream, an MT-Bench answer scored 8 or more counts as good
 
 
 def load(data: Path) -> list[Dataset]:
-    def rows(name: str) -> list[dict]:  # type: ignore[type-arg]
-        with gzip.open(data / f"{name}.jsonl.gz", "rt") as file:
-            return [row for row in map(json.loads, file) if row.get("contaminated") is not True]
+    """Whichever of the three files `data` holds, and, when it holds more than one, the mixed stream
+    (every prompt of them, MT-Bench's judged good at 8 or more)."""
+
+    def rows(file: str) -> list[dict]:  # type: ignore[type-arg]
+        with gzip.open(data / f"{file}.jsonl.gz", "rt") as handle:
+            return [row for row in map(json.loads, handle) if row.get("contaminated") is not True]
 
     sets = []
-    for name, file in (("GSM8K", "gsm8k"), ("MMLU", "mmlu")):
-        prompts, outcomes = [], {}
+    for name, file in FILES:
+        if not (data / f"{file}.jsonl.gz").exists():
+            continue
+        prompts, outcomes, domains = [], {}, []
         for row in rows(file):
-            prompts.append(Prompt(row["id"], (ChatMessage("user", row["prompt"]),)))
-            outcomes[row["id"]] = Outcome(
-                float(row["weak_correct"]), float(row["strong_correct"]), row.get("weak_response")
-            )
-        sets.append(Dataset(name, tuple(prompts), Outcomes(1.0, outcomes), "share correct"))
-    prompts, outcomes = [], {}
-    for row in rows("mt_bench"):
-        turns = row["turns"][: row["turn"]]
-        messages: list[ChatMessage] = []
-        for i, turn in enumerate(turns):
-            if i:
-                messages.append(ChatMessage("assistant", ""))
-            messages.append(ChatMessage("user", turn))
-        prompts.append(Prompt(row["id"], tuple(messages)))
-        outcomes[row["id"]] = Outcome(float(row["weak_score"]), float(row["strong_score"]))
-    sets.append(Dataset("MT-Bench", tuple(prompts), Outcomes(10.0, outcomes), "mean judge score 1-10"))
+            if name == "MT-Bench":
+                messages: list[ChatMessage] = []
+                for i, turn in enumerate(row["turns"][: row["turn"]]):
+                    if i:
+                        messages.append(ChatMessage("assistant", ""))
+                    messages.append(ChatMessage("user", turn))
+                prompts.append(Prompt(row["id"], tuple(messages)))
+                outcomes[row["id"]] = Outcome(float(row["weak_score"]), float(row["strong_score"]))
+            else:
+                prompts.append(Prompt(row["id"], (ChatMessage("user", row["prompt"]),)))
+                outcomes[row["id"]] = Outcome(
+                    float(row["weak_correct"]), float(row["strong_correct"]), row.get("weak_response")
+                )
+            domains.append(f"{name}/{row.get('domain', '')}")
+        scale, unit = (10.0, "mean judge score 1-10") if name == "MT-Bench" else (1.0, "share correct")
+        sets.append(Dataset(name, tuple(prompts), Outcomes(scale, outcomes), unit, tuple(domains)))
+    if len(sets) > 1:
+        sets.append(mixed(sets))
     return sets
+
+
+def mixed(sets: list[Dataset]) -> Dataset:
+    outcomes: dict[str, Outcome] = {}
+    for dataset in sets:
+        for prompt in dataset.prompts:
+            o = dataset.outcomes.outcome(prompt.id)
+            if dataset.outcomes.scale != 1.0:
+                o = Outcome(
+                    float(o.weak >= GOOD_JUDGE_SCORE), float(o.strong >= GOOD_JUDGE_SCORE), o.weak_text
+                )
+            outcomes[prompt.id] = o
+    return Dataset(
+        "mixed",
+        tuple(p for d in sets for p in d.prompts),
+        Outcomes(1.0, outcomes),
+        "share good (MT-Bench: judged 8 or more)",
+        tuple(x for d in sets for x in d.domains),
+    )
 
 
 # --- deciding: sees a Prompt (and, in the cascade, the weak answer's text), never an outcome ---------
@@ -252,6 +311,191 @@ def score(dataset: Dataset, picks: dict[str, bool]) -> Point:
     quality = sum(dataset.outcomes.quality(i, s) for i, s in picks.items()) / len(picks)
     share = sum(picks.values()) / len(picks)
     return Point(share, quality, share * COST[STRONG] + (1 - share) * COST[WEAK])
+
+
+def shipped(
+    dataset: Dataset, economy_max: int, seeds: int, reject_below: int = POOR_ANSWER_SCORE
+) -> tuple[float, ...]:
+    """relaybox's default smart routing replayed prequentially: the classifier's tier, per-category
+    learning from each attempt's outcome, and the cascade on the weak answer where the data has its
+    text. Each prompt's chance of reaching the strong model over `seeds` shuffled orders, in the
+    dataset's order."""
+    thresholds = TierThresholds(economy_max=economy_max, standard_max=100)
+    reached = dict.fromkeys((p.id for p in dataset.prompts), 0)
+
+    def observe(evidence: Evidence, category: str, prompt_id: str, strong: bool, now: float) -> None:
+        good = dataset.outcomes.feedback(prompt_id, strong)
+        provider, model = STRONG if strong else WEAK
+        failed = good * 100 < POOR_ANSWER_SCORE
+        evidence.observe(Observation(category, provider, model, good, now, failed=failed))
+
+    for seed in range(seeds):
+        order = list(dataset.prompts)
+        random.Random(seed).shuffle(order)
+        evidence, rng = Evidence(), random.Random(seed)
+        for i, prompt in enumerate(order):
+            now = START + i * SPACING
+            strong, classification = pick_strong(prompt, thresholds, evidence, now, rng)
+            text = dataset.outcomes.weak_text(prompt.id)
+            if not strong and text is not None:  # the cascade: the weak answer is scored, maybe escalated
+                observe(evidence, classification.category, prompt.id, False, now)
+                strong = cascade_escalates(text, classification, reject_below)
+                if strong:
+                    observe(evidence, classification.category, prompt.id, True, now)
+            else:
+                observe(evidence, classification.category, prompt.id, strong, now)
+            reached[prompt.id] += strong
+    return tuple(reached[p.id] / seeds for p in dataset.prompts)
+
+
+# --- the table with intervals: every method as a curve --------------------------------------------
+
+
+@attrs.frozen
+class Method:
+    label: str
+    curve: Callable[[routing_metrics.Outcomes, Sequence[int]], list[routing_metrics.Point]]
+    default: tuple[float, float] | None = None  # (strong share, PGR) at the shipped setting
+
+
+def ranking(scores: Sequence[float]) -> Callable[[routing_metrics.Outcomes, Sequence[int]], list]:  # type: ignore[type-arg]
+    return lambda outcomes, indices: routing_metrics.ranking_curve(outcomes, [scores[i] for i in indices])
+
+
+def settings(
+    probabilities: Sequence[Sequence[float]], *, weak_first: bool
+) -> Callable[[routing_metrics.Outcomes, Sequence[int]], list]:  # type: ignore[type-arg]
+    return lambda outcomes, indices: routing_metrics.settings_curve(
+        outcomes, [[setting[i] for i in indices] for setting in probabilities], weak_first=weak_first
+    )
+
+
+def methods(dataset: Dataset, seeds: int) -> dict[str, Method]:
+    """Every method of the table. Only the oracles read outcomes to decide (they are the bounds)."""
+    q = dataset.qualities()
+    everyone = list(range(len(dataset.prompts)))
+    default = TierThresholds().economy_max
+    lengths = [float(sum(len(m.text()) for m in p.messages)) for p in dataset.prompts]
+    complexity = [float(classified(p, TierThresholds()).complexity) for p in dataset.prompts]
+    found: dict[str, Method] = {}
+    share = sum(c > default for c in complexity) / len(complexity)
+    alone = ranking(complexity)
+    found["router_alone"] = Method(
+        f"router alone (classifier tier), economy_max {default} | sweep",
+        alone,
+        (share, _pgr_at(alone(q, everyone), share)),
+    )
+    found["longest_first"] = Method("longest prompts to the strong model first", ranking(lengths))
+    levels = sorted({-1, *(int(c) for c in complexity)})
+    levels = sorted({*levels[:: max(1, len(levels) // 10)], default, levels[-1]})
+    probabilities = {e: shipped(dataset, e, seeds) for e in levels}
+    weak_first = dataset.outcomes.has_text()
+    curve = settings(list(probabilities.values()), weak_first=weak_first)
+    at_default = probabilities[default]
+    quality = sum(w + p * (s - w) for w, s, p in zip(q.weak, q.strong, at_default, strict=True)) / len(
+        everyone
+    )
+    found["shipped"] = Method(
+        f"shipped: router + learning{' + cascade' if weak_first else ''}, e_max {default} | sweep",
+        curve,
+        (sum(at_default) / len(everyone), q.pgr(quality)),
+    )
+    domains = set(dataset.domains)
+    if len(domains) > 1:
+        gain: dict[str, list[float]] = {}
+        for domain, weak, strong in zip(dataset.domains, q.weak, q.strong, strict=True):
+            gain.setdefault(domain, []).append(strong - weak)
+        by_domain = {d: sum(g) / len(g) for d, g in gain.items()}
+        found["topic_oracle"] = Method(
+            "topic oracle (whole domains, by their true gain)",
+            ranking([by_domain[d] for d in dataset.domains]),
+        )
+    found["oracle"] = Method(
+        "oracle (per prompt, by its true gain)",
+        ranking([s - w for w, s in zip(q.weak, q.strong, strict=True)]),
+    )
+    return found
+
+
+def _pgr_at(points: Sequence[routing_metrics.Point], share: float) -> float:
+    for a, b in itertools.pairwise(points):
+        if a.share <= share <= b.share:
+            return (
+                a.pgr
+                if b.share == a.share
+                else a.pgr + (share - a.share) / (b.share - a.share) * (b.pgr - a.pgr)
+            )
+    return points[-1].pgr
+
+
+def interval_report(dataset: Dataset, seeds: int, resamples: int) -> tuple[list[str], dict, dict]:  # type: ignore[type-arg]
+    """The table with bootstrap intervals, its JSON, and the curves for the plot."""
+    q = dataset.qualities()
+    everyone = list(range(len(dataset.prompts)))
+    lines = [
+        f"{dataset.name}: {len(everyone):,} prompts, {len(set(dataset.domains))} domains; "
+        f"95% intervals from {resamples} bootstrap resamples of the prompts",
+        f"{'':<58}{'APGR':>6}{'[95% CI]':>15}{'CPT50':>8}{'[95% CI]':>15}{'CPT80':>7}{'cost@95%':>9}"
+        f"{'default':>9}{'PGR':>6}",
+        f"{'random (expected)':<58}{0.5:>6.3f}{'':>15}{0.5:>8.1%}{'':>15}{0.8:>7.1%}",
+    ]
+    figures, curves = {"random": {"apgr": 0.5, "cpt50": 0.5, "cpt80": 0.8}}, {}
+    for name, method in methods(dataset, seeds).items():
+        points = method.curve(q, everyone)
+        curves[name] = points
+        summary = routing_metrics.summarise(points, q)
+        ci = routing_metrics.bootstrap(q, method.curve, resamples=resamples)
+        figures[name] = {
+            "apgr": summary.apgr,
+            "apgr_ci": [ci["apgr"].low, ci["apgr"].high],
+            "cpt50": summary.cpt50,
+            "cpt50_ci": [ci["cpt50"].low, ci["cpt50"].high],
+            "cpt80": summary.cpt80,
+            "cost95": summary.cost95,
+            "default_share": None if method.default is None else method.default[0],
+            "default_pgr": None if method.default is None else method.default[1],
+        }
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1%}"
+
+        apgr_ci = f"[{ci['apgr'].low:.3f}, {ci['apgr'].high:.3f}]"
+        cpt_ci = f"[{pct(ci['cpt50'].low)}, {pct(ci['cpt50'].high)}]"
+        at_default = "" if method.default is None else f"{method.default[0]:>9.1%}{method.default[1]:>6.2f}"
+        lines.append(
+            f"{method.label:<58}{summary.apgr:>6.3f}{apgr_ci:>15}{pct(summary.cpt50):>8}{cpt_ci:>15}"
+            f"{pct(summary.cpt80):>7}{pct(summary.cost95):>9}{at_default}"
+        )
+    return lines, figures, curves
+
+
+METHOD_ORDER = ("router_alone", "longest_first", "shipped", "topic_oracle", "oracle")
+
+
+def plot(curves_by_set: dict[str, dict[str, list[routing_metrics.Point]]]) -> Path:
+    ensure_installed("matplotlib", "the plots")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(curves_by_set), figsize=(4.2 * len(curves_by_set), 4), squeeze=False)
+    for axis, (name, curves) in zip(axes[0], curves_by_set.items(), strict=True):
+        axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="random")
+        for method, points in curves.items():
+            colour = f"C{METHOD_ORDER.index(method)}"  # one colour per method in every panel
+            axis.plot([p.share for p in points], [p.pgr for p in points], label=method, color=colour)
+        axis.set_title(name, fontsize="medium")
+        axis.set_xlabel("strong share")
+        axis.set_ylabel("PGR")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="x-small")
+    figure.text(0.01, 0.005, describe(), fontsize="x-small", color="gray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    path = RESULTS / "routing_replay.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -401,7 +645,9 @@ def report(dataset: Dataset, seeds: int, log: Callable[[str], None]) -> list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--seeds", type=int, default=3, help="shuffled orders averaged in mode 2")
+    parser.add_argument("--seeds", type=int, default=3, help="shuffled orders averaged in the learning modes")
+    parser.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% intervals")
+    parser.add_argument("--json", type=Path, help="write every figure of the interval tables here")
     args = parser.parse_args()
     started = time.perf_counter()
     lines = [
@@ -412,12 +658,30 @@ def main() -> None:
         "cost@95% = cost, relative to always-strong, of the cheapest point reaching 95% of the strong "
         f"model's quality. Mode 2: mean of {args.seeds} shuffled orders.",
     ]
-    for dataset in load(args.data):
-        lines += ["", *report(dataset, args.seeds, print)]
+    datasets = load(args.data)
+    for dataset in datasets:
+        if dataset.name != "mixed":
+            lines += ["", *report(dataset, args.seeds, print)]
+    lines += [
+        "",
+        "Every method as a curve, with intervals (shipped: learning replayed prequentially, "
+        f"mean of {args.seeds} shuffled orders; the cascade counts a weak call for every prompt):",
+    ]
+    figures, curves = {}, {}
+    for dataset in datasets:
+        table, figures[dataset.name], curves[dataset.name] = interval_report(
+            dataset, args.seeds, args.bootstrap
+        )
+        lines += ["", *table]
+        print("\n".join(table), flush=True)
     lines += ["", f"replayed in {time.perf_counter() - started:.0f} s"]
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('routing_replay', table)}")
+    print(f"drawn to {plot(curves)}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1))
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":
