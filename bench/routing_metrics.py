@@ -82,17 +82,23 @@ def ranking_curve(outcomes: Outcomes, scores: Sequence[float]) -> list[Point]:
 
 
 def settings_curve(
-    outcomes: Outcomes, probabilities: Sequence[Sequence[float]], *, weak_first: bool = False
+    outcomes: Outcomes,
+    probabilities: Sequence[Sequence[float]],
+    *,
+    weak_first: bool = False,
+    extra_weak_calls: Sequence[float] = (),
 ) -> list[Point]:
-    """One point per setting; `weak_first`: every prompt also called the weak model (a cascade)."""
+    """One point per setting; `weak_first`: every prompt also called the weak model (a cascade);
+    `extra_weak_calls`: per setting, further weak-priced calls per prompt (shadow answers, a judge)."""
     n = len(outcomes.weak)
     points = [Point(0.0, 0.0, _cost(0.0)), Point(1.0, 1.0, _cost(1.0))]
-    for setting in probabilities:
+    for index, setting in enumerate(probabilities):
         share = sum(setting) / n
         quality = (
             sum(w + p * (s - w) for w, s, p in zip(outcomes.weak, outcomes.strong, setting, strict=True)) / n
         )
-        points.append(Point(share, outcomes.pgr(quality), _cost(share, share if weak_first else 0.0)))
+        extra = (share if weak_first else 0.0) + (extra_weak_calls[index] if extra_weak_calls else 0.0)
+        points.append(Point(share, outcomes.pgr(quality), _cost(share, extra)))
     return sorted(points, key=lambda p: (p.share, p.pgr))
 
 

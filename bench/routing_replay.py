@@ -57,11 +57,13 @@ import itertools
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
 from relaybox.protocol.chat import ChatMessage, ChatRequest
+from relaybox.protocol.routing import learned
 from relaybox.protocol.routing.catalog import Catalog, ModelEntry, ProviderModels
 from relaybox.protocol.routing.classifier import Classification, TierThresholds, classify
 from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE, Evidence, EvidencePolicy, Observation
@@ -348,6 +350,70 @@ def shipped(
     return tuple(reached[p.id] / seeds for p in dataset.prompts)
 
 
+# --- the learned per-prompt router ------------------------------------------------------------------
+
+LEARNED_THRESHOLDS = (0.2, 0.35, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+LEARNED_DEFAULT = 0.7  # the strong model when p(the weak answer is good) is below this
+JUDGE_WRONG = 0.15  # share of labels the judge gets wrong
+SHADOW_DOWN = 0.3  # share of strong-routed prompts also answered by the weak model, and judged
+FOLDS = 5
+
+
+def user_features(prompt: Prompt) -> learned.Features:
+    return learned.features([m.text() for m in prompt.messages if m.role == "user"])
+
+
+def folds(dataset: Dataset) -> list[list[int]]:
+    """Test folds: whole domains for a set of many (the prior never saw the domains it is scored
+    on), else, and for the mixed stream, conversations (cross-fitted: no prompt, nor another turn of
+    its conversation, in its own prior)."""
+    n = len(dataset.prompts)
+    domains = sorted(set(dataset.domains))
+    if len(domains) >= 2 * FOLDS and dataset.name != "mixed":
+        random.Random(0).shuffle(domains)
+        groups = [set(domains[k::FOLDS]) for k in range(FOLDS)]
+        return [[i for i in range(n) if dataset.domains[i] in group] for group in groups]
+    conversation = [zlib.crc32(p.messages[0].text().encode()) % FOLDS for p in dataset.prompts]
+    return [[i for i in range(n) if conversation[i] == k] for k in range(FOLDS)]
+
+
+def learned_router(dataset: Dataset, seeds: int) -> tuple[dict[float, tuple[float, ...]], dict[float, float]]:
+    """Each threshold's chance per prompt of reaching the strong model, and its extra weak-priced
+    calls per prompt (shadow answers and their judging). Prequential: for each test fold, a prior
+    trained on the other folds' recorded outcomes, then the fold's prompts in shuffled orders; the
+    learner sees only what a live relaybox would: the picked weak model's answer as a judge that is
+    wrong JUDGE_WRONG of the time labels it, and SHADOW_DOWN of the strong-routed prompts shadowed."""
+    x = [user_features(p) for p in dataset.prompts]
+    weak_good = [
+        float(dataset.outcomes.feedback(p.id, False) * 100 >= POOR_ANSWER_SCORE) for p in dataset.prompts
+    ]
+    n = len(x)
+    reached = {t: [0.0] * n for t in LEARNED_THRESHOLDS}
+    shadows = dict.fromkeys(LEARNED_THRESHOLDS, 0.0)
+    for test in folds(dataset):
+        held_out = set(test)
+        prior = learned.GoodAnswerModel()
+        training = [i for i in range(n) if i not in held_out]
+        random.Random(0).shuffle(training)
+        for i in training:
+            prior.learn(x[i], weak_good[i])
+        for threshold in LEARNED_THRESHOLDS:
+            for seed in range(seeds):
+                model = prior.copy()
+                rng = random.Random(seed)
+                order = list(test)
+                rng.shuffle(order)
+                for i in order:
+                    strong = model.predict(x[i]) < threshold
+                    shadowed = strong and rng.random() < SHADOW_DOWN
+                    if not strong or shadowed:
+                        label = weak_good[i] if rng.random() >= JUDGE_WRONG else 1.0 - weak_good[i]
+                        model.learn(x[i], label)
+                    reached[threshold][i] += strong / seeds
+                    shadows[threshold] += 2 * shadowed / seeds  # the weak answer, and the judge's call
+    return {t: tuple(r) for t, r in reached.items()}, {t: calls / n for t, calls in shadows.items()}
+
+
 # --- the table with intervals: every method as a curve --------------------------------------------
 
 
@@ -398,6 +464,25 @@ def methods(dataset: Dataset, seeds: int) -> dict[str, Method]:
     found["shipped"] = Method(
         f"shipped: router + learning{' + cascade' if weak_first else ''}, e_max {default} | sweep",
         curve,
+        (sum(at_default) / len(everyone), q.pgr(quality)),
+    )
+    reached, shadow_calls = learned_router(dataset, seeds)
+    chances = list(reached.values())
+    extra = [shadow_calls[t] for t in reached]
+
+    def learned_curve(
+        outcomes: routing_metrics.Outcomes, indices: Sequence[int]
+    ) -> list[routing_metrics.Point]:
+        picked = [[setting[i] for i in indices] for setting in chances]
+        return routing_metrics.settings_curve(outcomes, picked, extra_weak_calls=extra)
+
+    at_default = reached[LEARNED_DEFAULT]
+    quality = sum(w + p * (s - w) for w, s, p in zip(q.weak, q.strong, at_default, strict=True)) / len(
+        everyone
+    )
+    found["learned"] = Method(
+        f"learned: p(weak good) < {LEARNED_DEFAULT} to strong, shadow {SHADOW_DOWN:.0%} | sweep",
+        learned_curve,
         (sum(at_default) / len(everyone), q.pgr(quality)),
     )
     domains = set(dataset.domains)
@@ -469,7 +554,7 @@ def interval_report(dataset: Dataset, seeds: int, resamples: int) -> tuple[list[
     return lines, figures, curves
 
 
-METHOD_ORDER = ("router_alone", "longest_first", "shipped", "topic_oracle", "oracle")
+METHOD_ORDER = ("router_alone", "longest_first", "shipped", "topic_oracle", "oracle", "learned")
 
 
 def plot(curves_by_set: dict[str, dict[str, list[routing_metrics.Point]]]) -> Path:

@@ -1,0 +1,80 @@
+"""Per-prompt predictions of whether a model's answer will be good, learned from outcomes.
+
+A prompt becomes a sparse vector of hashed word features (unigrams and bigrams of its user text,
+the head and tail of a long one: cheap on the CPU, no network, the same on every instance); each
+model has an online logistic regression over those features, trained with AdaGrad on every label
+relaybox gets for it (an attempt's outcome, the cascade's verdict, a rating, a shadow comparison).
+Pure state and arithmetic: the router actor owns the instances and feeds them.
+
+Bounded: a model's weights live in a table of 2**FEATURE_BITS slots (hash collisions share one),
+so its memory does not grow with traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from array import array
+from collections.abc import Sequence
+
+import attrs
+
+FEATURE_BITS = 18
+_MASK = (1 << FEATURE_BITS) - 1
+# Of a long prompt, its head and tail: where the task is usually stated, and a bound on the time.
+HEAD_CHARS = 2000
+TAIL_CHARS = 2000
+_WORD = re.compile(r"[a-z0-9]+")
+
+Features = tuple[tuple[int, float], ...]  # (slot, value), L2-normalised
+
+
+def features(user_texts: Sequence[str]) -> Features:
+    """The hashed features of a prompt's user text (the messages' texts, oldest first)."""
+    text = "\n".join(user_texts)
+    if len(text) > HEAD_CHARS + TAIL_CHARS:
+        text = text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
+    words = _WORD.findall(text.lower())
+    counts: dict[int, float] = {}
+    previous = ""
+    for word in words:
+        for token in (word, f"{previous} {word}") if previous else (word,):
+            slot = zlib.crc32(token.encode()) & _MASK
+            counts[slot] = counts.get(slot, 0.0) + 1.0
+        previous = word
+    if not counts:
+        return ()
+    values = {slot: math.log1p(count) for slot, count in counts.items()}
+    norm = math.sqrt(sum(v * v for v in values.values()))
+    return tuple(sorted((slot, v / norm) for slot, v in values.items()))
+
+
+@attrs.define
+class GoodAnswerModel:
+    """p(good answer | prompt) for one model: online logistic regression with AdaGrad steps."""
+
+    learning_rate: float = 0.1
+    weights: array = attrs.field(factory=lambda: array("d", bytes(8 << FEATURE_BITS)))
+    squares: array = attrs.field(factory=lambda: array("d", bytes(8 << FEATURE_BITS)))
+    bias: float = 0.0
+    bias_square: float = 0.0
+    seen: int = 0
+
+    def copy(self) -> GoodAnswerModel:
+        return attrs.evolve(self, weights=array("d", self.weights), squares=array("d", self.squares))
+
+    def predict(self, x: Features) -> float:
+        z = self.bias + sum(self.weights[slot] * value for slot, value in x)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def learn(self, x: Features, good: float, weight: float = 1.0) -> None:
+        """One label: `good` in 0..1 (a judge's or scorer's verdict), `weight` how much it counts."""
+        gradient = (self.predict(x) - good) * weight
+        self.bias_square += gradient * gradient
+        self.bias -= self.learning_rate * gradient / math.sqrt(self.bias_square + 1e-9)
+        for slot, value in x:
+            g = gradient * value
+            self.squares[slot] += g * g
+            self.weights[slot] -= self.learning_rate * g / math.sqrt(self.squares[slot] + 1e-9)
+        self.seen += 1

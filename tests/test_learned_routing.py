@@ -1,0 +1,55 @@
+"""The learned per-prompt router's pure core: prompt features and the per-model good-answer model."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from relaybox.protocol.routing.learned import FEATURE_BITS, GoodAnswerModel, features
+
+
+def test_features_are_the_same_everywhere_and_normalised() -> None:
+    x = features(["What is the derivative of x squared?"])
+    assert x == features(["What is the derivative of x squared?"])  # no per-process hash salt
+    assert x != features(["What is the capital of France?"])
+    assert all(0 <= slot < 2**FEATURE_BITS for slot, _ in x)
+    assert math.isclose(sum(v * v for _, v in x), 1.0)
+    assert features([""]) == ()
+
+
+def test_a_long_prompt_is_read_by_its_head_and_tail() -> None:
+    def slots(text: str) -> set[int]:
+        return {slot for slot, _ in features([text])}
+
+    middle = " ".join(f"word{i}" for i in range(20_000))
+    long = slots("Prove the theorem. " + middle + " Answer in Lean.")
+    assert slots("Prove the theorem.") <= long and slots("Answer in Lean.") <= long
+    assert not slots("word10000") <= long, "the middle of a long prompt is not read"
+
+
+def test_the_model_learns_which_kind_of_prompt_the_cheap_model_fails() -> None:
+    rng = random.Random(0)
+    hard = [
+        "Integrate {} over the unit sphere in spherical coordinates",
+        "Solve the differential equation {}",
+    ]
+    easy = ["Say hello to {} in one sentence", "Translate {} into French"]
+    model = GoodAnswerModel()
+    for i in range(600):
+        kind = rng.random() < 0.5
+        template = rng.choice(hard if kind else easy)
+        good = 0.0 if kind else 1.0
+        if rng.random() < 0.15:  # a judge that is sometimes wrong
+            good = 1.0 - good
+        model.learn(features([template.format(f"item {i}")]), good)
+    assert model.predict(features(["Solve the differential equation y' = y"])) < 0.3
+    assert model.predict(features(["Say hello to my neighbour in one sentence"])) > 0.7
+
+
+def test_a_copy_learns_on_its_own() -> None:
+    prior = GoodAnswerModel()
+    prior.learn(features(["a question"]), 1.0)
+    copy = prior.copy()
+    for _ in range(20):
+        copy.learn(features(["a question"]), 0.0)
+    assert prior.predict(features(["a question"])) > 0.5 > copy.predict(features(["a question"]))
