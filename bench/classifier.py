@@ -1,5 +1,6 @@
-"""How long classify() takes per call: a short question, a 2k-token prompt, a 10k-token multi-turn
-conversation and a 10k-token pasted log.
+"""How long classify() takes per call, and the whole decision with the learned router's prediction
+(classify, the prompt's hashed features, p(good answer) from a model of 2^18 slots): a short
+question, a 2k-token prompt, a 10k-token multi-turn conversation and a 10k-token pasted log.
 
     python -m bench.classifier [--runs 20000]
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.routing.classifier import classify
+from relaybox.protocol.routing.learned import GoodAnswerModel, features
 
 from bench.machine import write
 
@@ -72,27 +75,53 @@ def percentile(sorted_values: list[int], share: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, int(share * len(sorted_values)))]
 
 
+def cells(times: list[int]) -> str:
+    return (
+        f"{percentile(times, 0.5) / 1000:>8.1f}{percentile(times, 0.99) / 1000:>8.1f}{times[-1] / 1000:>9.1f}"
+    )
+
+
+def timed(call: Callable[[], object], runs: int) -> list[int]:
+    for _ in range(200):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - started)
+    return sorted(times)
+
+
+def trained_model() -> GoodAnswerModel:
+    """A model with every slot set, so a prediction costs what it would after much traffic."""
+    model, rng = GoodAnswerModel(), random.Random(2)
+    for slot in range(len(model.weights)):
+        model.weights[slot] = rng.uniform(-1, 1)
+    return model
+
+
 def main(runs: int) -> None:
+    header = f"{'input':<42}{'chars':>8}{'p50':>8}{'p99':>8}{'max':>9}"
     lines = [
-        f"classify() per call, microseconds; {runs:,} timed calls per input after 200 warm-up calls",
-        f"{'input':<42}{'chars':>8}{'p50':>8}{'p99':>8}{'max':>9}  category, complexity",
+        f"microseconds per call; {runs:,} timed calls per input after 200 warm-up calls",
+        "",
+        "classify()",
+        f"{header}  category, complexity",
     ]
+    decisions = ["", "the whole decision: classify() + the learned router's features and prediction", header]
+    model = trained_model()
     for label, request in inputs():
-        for _ in range(200):
-            classify(request)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter_ns()
-            classify(request)
-            times.append(time.perf_counter_ns() - started)
-        times.sort()
-        result = classify(request)
         chars = sum(len(m.text()) for m in request.messages)
-        lines.append(
-            f"{label:<42}{chars:>8,}{percentile(times, 0.5) / 1000:>8.1f}{percentile(times, 0.99) / 1000:>8.1f}"
-            f"{times[-1] / 1000:>9.1f}  {result.category}, {result.complexity}"
-        )
-    table = "\n".join(lines)
+        times = timed(lambda request=request: classify(request), runs)
+        result = classify(request)
+        lines.append(f"{label:<42}{chars:>8,}{cells(times)}  {result.category}, {result.complexity}")
+
+        def decide(request: ChatRequest = request) -> float:
+            classify(request)
+            return model.predict(features([m.text() for m in request.messages if m.role == "user"]))
+
+        decisions.append(f"{label:<42}{chars:>8,}{cells(timed(decide, runs))}")
+    table = "\n".join(lines + decisions)
     print(table)
     print(f"written to {write('classifier', table)}")
 

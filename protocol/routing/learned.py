@@ -12,6 +12,7 @@ so its memory does not grow with traffic.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import zlib
@@ -35,19 +36,28 @@ def features(user_texts: Sequence[str]) -> Features:
     text = "\n".join(user_texts)
     if len(text) > HEAD_CHARS + TAIL_CHARS:
         text = text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
-    words = _WORD.findall(text.lower())
     counts: dict[int, float] = {}
-    previous = ""
-    for word in words:
-        for token in (word, f"{previous} {word}") if previous else (word,):
-            slot = zlib.crc32(token.encode()) & _MASK
-            counts[slot] = counts.get(slot, 0.0) + 1.0
-        previous = word
+    previous = None
+    for word in _WORD.findall(text.lower()):
+        word_hash = _hash(word)
+        counts[word_hash & _MASK] = counts.get(word_hash & _MASK, 0.0) + 1.0
+        if previous is not None:  # the bigram, from its words' hashes (no string built per pair)
+            pair = ((previous * _PAIR_MULTIPLIER) ^ word_hash) & _MASK
+            counts[pair] = counts.get(pair, 0.0) + 1.0
+        previous = word_hash
     if not counts:
         return ()
     values = {slot: math.log1p(count) for slot, count in counts.items()}
     norm = math.sqrt(sum(v * v for v in values.values()))
     return tuple(sorted((slot, v / norm) for slot, v in values.items()))
+
+
+_PAIR_MULTIPLIER = 0x9E3779B1
+
+
+@functools.lru_cache(maxsize=1 << 16)  # most words recur; the cache is bounded whatever clients send
+def _hash(word: str) -> int:
+    return zlib.crc32(word.encode())
 
 
 @attrs.define
