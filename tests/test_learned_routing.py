@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 
-from relaybox.protocol.routing.learned import FEATURE_BITS, GoodAnswerModel, features
+import pytest
+from relaybox.protocol.routing.learned import FEATURE_BITS, GoodAnswerModel, cheap_model_prior, features
 
 
 def test_features_are_the_same_everywhere_and_normalised() -> None:
@@ -53,3 +54,26 @@ def test_a_copy_learns_on_its_own() -> None:
     for _ in range(20):
         copy.learn(features(["a question"]), 0.0)
     assert prior.predict(features(["a question"])) > 0.5 > copy.predict(features(["a question"]))
+
+
+def test_a_model_survives_its_bytes() -> None:
+    model = GoodAnswerModel()
+    for i in range(50):
+        model.learn(features([f"question {i} about {'maths' if i % 2 else 'poems'}"]), float(i % 2 == 0))
+    again = GoodAnswerModel.from_bytes(model.to_bytes())
+    for text in ("a question about maths", "a question about poems", "something else"):
+        assert math.isclose(again.predict(features([text])), model.predict(features([text])), abs_tol=1e-5)
+    assert again.seen == model.seen == 50
+
+
+def test_the_shipped_prior_is_the_one_its_build_makes() -> None:
+    from bench.routing_prior import build
+    from bench.routing_replay import DATA
+
+    if not DATA.exists():
+        pytest.skip(f"the recorded outcomes the prior is built from are not at {DATA}")
+    built, count = build(DATA, epochs=1)
+    shipped = cheap_model_prior()
+    assert shipped.seen == built.seen == count
+    for text in ("Natalia sold clips to 48 of her friends in April", "Write a haiku about autumn"):
+        assert math.isclose(shipped.predict(features([text])), built.predict(features([text])), abs_tol=1e-4)

@@ -18,6 +18,7 @@ import re
 import zlib
 from array import array
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 
@@ -88,3 +89,38 @@ class GoodAnswerModel:
             self.squares[slot] += g * g
             self.weights[slot] -= self.learning_rate * g / math.sqrt(self.squares[slot] + 1e-9)
         self.seen += 1
+
+    def to_bytes(self) -> bytes:
+        """The weights compactly (the slots in use, as 32-bit floats; compressed): for a prior
+        shipped in the package, or state kept in storage."""
+        used = [slot for slot, weight in enumerate(self.weights) if weight]
+        header = array("d", (self.bias, float(self.seen), float(len(used))))
+        slots = array("I", used)
+        weights = array("f", (self.weights[slot] for slot in used))
+        squares = array("f", (self.squares[slot] for slot in used))
+        return zlib.compress(header.tobytes() + slots.tobytes() + weights.tobytes() + squares.tobytes(), 9)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, learning_rate: float = 0.1) -> GoodAnswerModel:
+        raw = zlib.decompress(data)
+        header = array("d", raw[:24])
+        bias, seen, count = header[0], int(header[1]), int(header[2])
+        offset = 24
+        slots = array("I", raw[offset : offset + 4 * count])
+        offset += 4 * count
+        weights = array("f", raw[offset : offset + 4 * count])
+        squares = array("f", raw[offset + 4 * count : offset + 8 * count])
+        model = cls(learning_rate=learning_rate, bias=bias, seen=seen)
+        for slot, weight, square in zip(slots, weights, squares, strict=True):
+            model.weights[slot] = weight
+            model.squares[slot] = square
+        return model
+
+
+PRIOR = Path(__file__).with_name("cheap_model_prior.bin")
+
+
+def cheap_model_prior() -> GoodAnswerModel:
+    """What relaybox knows on day one of whether a cheap model answers a prompt well: trained on
+    public recorded outcomes (see `bench/routing_prior.py`), then taken over by live labels."""
+    return GoodAnswerModel.from_bytes(PRIOR.read_bytes())
