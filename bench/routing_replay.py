@@ -33,11 +33,17 @@ models answered turn 1 differently and the data keeps neither answer), user: tur
 After the modes' tables, every method as a curve with 95% bootstrap intervals (prompts resampled;
 `bench/routing_metrics.py`), drawn to `bench/results/routing_replay.png` and, with `--json`, written
 as `{set: {method: {apgr, apgr_ci, cpt50, cpt50_ci, cpt80, cost95, default_share, default_pgr}}}`
-(shares and costs as fractions of 1, `null` where a level is never reached): `router_alone` (the
+(sets by the file's stem, `mixed`, and `mmlu_wo_top`: MMLU without the domain carrying the most
+total weak-to-strong gain; shares and costs as fractions of 1, `null` where a level is never
+reached). Methods: `router_alone` (the
 classifier's tier, ranked by complexity), `longest_first` (a baseline: the longest prompts go to
 the strong model first), `shipped` (what relaybox does by default: the classifier's tier,
 per-category learning from each attempt's outcome replayed prequentially over shuffled orders, and
-the cascade where the data has the weak answer's text), `topic_oracle` (whole domains sent by their
+the cascade where the data has the weak answer's text), `learned` (the learned per-prompt router of
+`protocol/routing/learned.py`, replayed prequentially: for each fold of domains, or of conversations
+in the mix, a prior trained on the other folds, then labels as a live relaybox would get them: the
+cheap model's answer judged by a judge wrong 15% of the time, 30% of strong-routed prompts shadowed
+by the cheap model, the shadow and judge calls in the cost), `topic_oracle` (whole domains sent by their
 true weak-to-strong gain: the best any topic-aware router can do) and `oracle` (per prompt).
 
 Metrics (RouteLLM's): strong share (share of prompts that called the strong model), quality,
@@ -152,6 +158,7 @@ class Dataset:
     outcomes: Outcomes
     unit: str  # how quality reads
     domains: tuple[str, ...] = ()  # per prompt, for reporting and the topic oracle only
+    key: str = ""  # its name in the JSON: the file's stem, "mixed", "mmlu_wo_top"
 
     def qualities(self) -> routing_metrics.Outcomes:
         o = self.outcomes
@@ -194,10 +201,29 @@ def load(data: Path) -> list[Dataset]:
                 )
             domains.append(f"{name}/{row.get('domain', '')}")
         scale, unit = (10.0, "mean judge score 1-10") if name == "MT-Bench" else (1.0, "share correct")
-        sets.append(Dataset(name, tuple(prompts), Outcomes(scale, outcomes), unit, tuple(domains)))
+        sets.append(Dataset(name, tuple(prompts), Outcomes(scale, outcomes), unit, tuple(domains), file))
     if len(sets) > 1:
         sets.append(mixed(sets))
+    sets += [without_top_domain(d) for d in sets if d.key == "mmlu" and len(set(d.domains)) > 1]
     return sets
+
+
+def without_top_domain(dataset: Dataset) -> Dataset:
+    """The set without the domain whose prompts carry the most total weak-to-strong gain: a router
+    whose lead comes from one domain's quirk loses it here."""
+    q = dataset.qualities()
+    gain: dict[str, float] = {}
+    for domain, weak, strong in zip(dataset.domains, q.weak, q.strong, strict=True):
+        gain[domain] = gain.get(domain, 0.0) + strong - weak
+    top = max(gain, key=lambda d: gain[d])
+    kept = [i for i, domain in enumerate(dataset.domains) if domain != top]
+    return attrs.evolve(
+        dataset,
+        name=f"{dataset.name} without {top.split('/', 1)[1]}",
+        prompts=tuple(dataset.prompts[i] for i in kept),
+        domains=tuple(dataset.domains[i] for i in kept),
+        key=f"{dataset.key}_wo_top",
+    )
 
 
 def mixed(sets: list[Dataset]) -> Dataset:
@@ -216,6 +242,7 @@ def mixed(sets: list[Dataset]) -> Dataset:
         Outcomes(1.0, outcomes),
         "share good (MT-Bench: judged 8 or more)",
         tuple(x for d in sets for x in d.domains),
+        "mixed",
     )
 
 
@@ -745,7 +772,7 @@ def main() -> None:
     ]
     datasets = load(args.data)
     for dataset in datasets:
-        if dataset.name != "mixed":
+        if dataset.key in dict(FILES).values():
             lines += ["", *report(dataset, args.seeds, print)]
     lines += [
         "",
@@ -754,7 +781,7 @@ def main() -> None:
     ]
     figures, curves = {}, {}
     for dataset in datasets:
-        table, figures[dataset.name], curves[dataset.name] = interval_report(
+        table, figures[dataset.key], curves[dataset.name] = interval_report(
             dataset, args.seeds, args.bootstrap
         )
         lines += ["", *table]
