@@ -90,16 +90,21 @@ def settings_curve(
 ) -> list[Point]:
     """One point per setting; `weak_first`: every prompt also called the weak model (a cascade);
     `extra_weak_calls`: per setting, further weak-priced calls per prompt (shadow answers, a judge)."""
-    n = len(outcomes.weak)
     points = [Point(0.0, 0.0, _cost(0.0)), Point(1.0, 1.0, _cost(1.0))]
     for index, setting in enumerate(probabilities):
-        share = sum(setting) / n
-        quality = (
-            sum(w + p * (s - w) for w, s, p in zip(outcomes.weak, outcomes.strong, setting, strict=True)) / n
-        )
+        share, pgr = operating_point(outcomes, setting)
         extra = (share if weak_first else 0.0) + (extra_weak_calls[index] if extra_weak_calls else 0.0)
-        points.append(Point(share, outcomes.pgr(quality), _cost(share, extra)))
+        points.append(Point(share, pgr, _cost(share, extra)))
     return sorted(points, key=lambda p: (p.share, p.pgr))
+
+
+def operating_point(outcomes: Outcomes, setting: Sequence[float]) -> tuple[float, float]:
+    """(strong share, PGR) of one setting: each prompt's chance of reaching the strong model."""
+    n = len(setting)
+    quality = (
+        sum(w + p * (s - w) for w, s, p in zip(outcomes.weak, outcomes.strong, setting, strict=True)) / n
+    )
+    return sum(setting) / n, outcomes.pgr(quality)
 
 
 def summarise(points: Sequence[Point], outcomes: Outcomes) -> Summary:

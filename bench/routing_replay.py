@@ -456,10 +456,16 @@ def ranking(scores: Sequence[float]) -> Callable[[routing_metrics.Outcomes, Sequ
 
 
 def settings(
-    probabilities: Sequence[Sequence[float]], *, weak_first: bool
+    probabilities: Sequence[Sequence[float]],
+    *,
+    weak_first: bool = False,
+    extra_weak_calls: Sequence[float] = (),
 ) -> Callable[[routing_metrics.Outcomes, Sequence[int]], list]:  # type: ignore[type-arg]
     return lambda outcomes, indices: routing_metrics.settings_curve(
-        outcomes, [[setting[i] for i in indices] for setting in probabilities], weak_first=weak_first
+        outcomes,
+        [[setting[i] for i in indices] for setting in probabilities],
+        weak_first=weak_first,
+        extra_weak_calls=extra_weak_calls,
     )
 
 
@@ -484,33 +490,16 @@ def methods(dataset: Dataset, seeds: int) -> dict[str, Method]:
     probabilities = {e: shipped(dataset, e, seeds) for e in levels}
     weak_first = dataset.outcomes.has_text()
     curve = settings(list(probabilities.values()), weak_first=weak_first)
-    at_default = probabilities[default]
-    quality = sum(w + p * (s - w) for w, s, p in zip(q.weak, q.strong, at_default, strict=True)) / len(
-        everyone
-    )
     found["shipped"] = Method(
         f"shipped: router + learning{' + cascade' if weak_first else ''}, e_max {default} | sweep",
         curve,
-        (sum(at_default) / len(everyone), q.pgr(quality)),
+        routing_metrics.operating_point(q, probabilities[default]),
     )
     reached, shadow_calls = learned_router(dataset, seeds)
-    chances = list(reached.values())
-    extra = [shadow_calls[t] for t in reached]
-
-    def learned_curve(
-        outcomes: routing_metrics.Outcomes, indices: Sequence[int]
-    ) -> list[routing_metrics.Point]:
-        picked = [[setting[i] for i in indices] for setting in chances]
-        return routing_metrics.settings_curve(outcomes, picked, extra_weak_calls=extra)
-
-    at_default = reached[LEARNED_DEFAULT]
-    quality = sum(w + p * (s - w) for w, s, p in zip(q.weak, q.strong, at_default, strict=True)) / len(
-        everyone
-    )
     found["learned"] = Method(
         f"learned: p(weak good) < {LEARNED_DEFAULT} to strong, shadow {SHADOW_DOWN:.0%} | sweep",
-        learned_curve,
-        (sum(at_default) / len(everyone), q.pgr(quality)),
+        settings(list(reached.values()), extra_weak_calls=[shadow_calls[t] for t in reached]),
+        routing_metrics.operating_point(q, reached[LEARNED_DEFAULT]),
     )
     domains = set(dataset.domains)
     if len(domains) > 1:
