@@ -426,7 +426,7 @@ def learned_router(dataset: Dataset, seeds: int) -> tuple[dict[float, tuple[floa
             prior.learn(x[i], weak_good[i])
         for threshold in LEARNED_THRESHOLDS:
             for seed in range(seeds):
-                model = prior.copy()
+                model = learned.CorrectedModel(prior)  # as relaybox would hold it: bounded
                 rng = random.Random(seed)
                 order = list(test)
                 rng.shuffle(order)

@@ -6,7 +6,13 @@ import math
 import random
 
 import pytest
-from relaybox.protocol.routing.learned import FEATURE_BITS, GoodAnswerModel, cheap_model_prior, features
+from relaybox.protocol.routing.learned import (
+    FEATURE_BITS,
+    CorrectedModel,
+    GoodAnswerModel,
+    cheap_model_prior,
+    features,
+)
 
 
 def test_features_are_the_same_everywhere_and_normalised() -> None:
@@ -77,3 +83,34 @@ def test_the_shipped_prior_is_the_one_its_build_makes() -> None:
     assert shipped.seen == built.seen == count
     for text in ("Natalia sold clips to 48 of her friends in April", "Write a haiku about autumn"):
         assert math.isclose(shipped.predict(features([text])), built.predict(features([text])), abs_tol=1e-4)
+
+
+def trained_prior() -> GoodAnswerModel:
+    prior = GoodAnswerModel()
+    for i in range(200):
+        prior.learn(features([f"prior question {i} on topic {i % 7}"]), float(i % 3 == 0))
+    return prior
+
+
+def test_a_corrected_model_learns_as_a_copy_of_its_prior_would() -> None:
+    prior = trained_prior()
+    before = prior.to_bytes()
+    copy, corrected = prior.copy(), CorrectedModel(prior)
+    rng = random.Random(1)
+    for _ in range(300):
+        x = features([f"live question {rng.randrange(50)} on topic {rng.randrange(9)}"])
+        good = float(rng.random() < 0.4)
+        copy.learn(x, good)
+        corrected.learn(x, good)
+    for text in ("live question 3 on topic 4", "prior question 5 on topic 5", "unrelated words"):
+        assert math.isclose(corrected.predict(features([text])), copy.predict(features([text])), rel_tol=1e-9)
+    assert prior.to_bytes() == before, "the shared prior is read, never written"
+
+
+def test_a_corrected_models_table_is_bounded() -> None:
+    corrected = CorrectedModel(trained_prior(), max_slots=500)
+    for i in range(400):
+        corrected.learn(features([f"distinct{i} words{i} here{i}"]), 1.0)
+    assert len(corrected.corrections) == 500
+    latest = {slot for slot, _ in features(["distinct399 words399 here399"])}
+    assert latest <= set(corrected.corrections), "the least recently touched slots go first"

@@ -17,6 +17,7 @@ import math
 import re
 import zlib
 from array import array
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,6 +116,48 @@ class GoodAnswerModel:
             model.weights[slot] = weight
             model.squares[slot] = square
         return model
+
+
+@attrs.define
+class CorrectedModel:
+    """One model's own learning on top of a shared prior, which it reads and never writes: its
+    corrections live in a table of at most `max_slots` slots (the least recently touched dropped
+    first), so a catalog of many models costs little beyond the one prior. Until that bound is
+    reached it predicts exactly what a copy of the prior trained on the same labels would."""
+
+    prior: GoodAnswerModel
+    max_slots: int = 20_000  # about 2.5 MB at most (a slot: its key and two floats in a dict)
+    corrections: OrderedDict[int, tuple[float, float]] = attrs.field(factory=OrderedDict)  # (weight, squares)
+    bias: float = attrs.field(default=attrs.Factory(lambda self: self.prior.bias, takes_self=True))
+    bias_square: float = attrs.field(
+        default=attrs.Factory(lambda self: self.prior.bias_square, takes_self=True)
+    )
+    seen: int = 0
+
+    def predict(self, x: Features) -> float:
+        weights, corrections = self.prior.weights, self.corrections
+        z = self.bias
+        for slot, value in x:
+            corrected = corrections.get(slot)
+            z += (weights[slot] if corrected is None else corrected[0]) * value
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def learn(self, x: Features, good: float, weight: float = 1.0) -> None:
+        rate = self.prior.learning_rate
+        gradient = (self.predict(x) - good) * weight
+        self.bias_square += gradient * gradient
+        self.bias -= rate * gradient / math.sqrt(self.bias_square + 1e-9)
+        for slot, value in x:
+            g = gradient * value
+            w, square = self.corrections.pop(slot, None) or (
+                self.prior.weights[slot],
+                self.prior.squares[slot],
+            )
+            square += g * g
+            self.corrections[slot] = (w - rate * g / math.sqrt(square + 1e-9), square)
+        while len(self.corrections) > self.max_slots:
+            self.corrections.popitem(last=False)
+        self.seen += 1
 
 
 PRIOR = Path(__file__).with_name("cheap_model_prior.bin")
