@@ -39,11 +39,14 @@ reached). Methods: `router_alone` (the
 classifier's tier, ranked by complexity), `longest_first` (a baseline: the longest prompts go to
 the strong model first), `shipped` (what relaybox does by default: the classifier's tier,
 per-category learning from each attempt's outcome replayed prequentially over shuffled orders, and
-the cascade where the data has the weak answer's text), `learned` (the learned per-prompt router of
-`protocol/routing/learned.py`, replayed prequentially: for each fold of domains, or of conversations
-in the mix, a prior trained on the other folds, then labels as a live relaybox would get them: the
-cheap model's answer judged by a judge wrong 15% of the time, 30% of strong-routed prompts shadowed
-by the cheap model, the shadow and judge calls in the cost), `topic_oracle` (whole domains sent by their
+the cascade where the data has the weak answer's text), `learned` and `learned_gain` (the learned
+per-prompt router of `protocol/routing/learned.py`, sending a prompt up when the weak model's
+predicted p(good) is under a threshold, or when the predicted gain p(strong good) - p(weak good) is
+over a cutoff; replayed prequentially: for each fold of domains, or of conversations in the mix and
+in sets of few domains, priors trained on the other folds, then labels as a live relaybox would get
+them: the picked model's answer judged by a judge wrong 15% of the time, 30% of strong-routed
+prompts shadowed by the weak model, the shadow and judge calls in the cost), `topic_oracle` (whole
+domains sent by their
 true weak-to-strong gain: the best any topic-aware router can do) and `oracle` (per prompt).
 
 Metrics (RouteLLM's): strong share (share of prompts that called the strong model), quality,
@@ -383,6 +386,8 @@ LEARNED_THRESHOLDS = (0.2, 0.35, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 LEARNED_DEFAULT = 0.7  # the strong model when p(the weak answer is good) is below this
 JUDGE_WRONG = 0.15  # share of labels the judge gets wrong
 SHADOW_DOWN = 0.3  # share of strong-routed prompts also answered by the weak model, and judged
+GAIN_CUTOFFS = (0.3, 0.2, 0.1, 0.05, 0.0, -0.05, -0.1, -0.2, -0.3, -0.45)
+GAIN_DEFAULT = 0.0  # the strong model when it is predicted to do any better
 FOLDS = 5
 
 
@@ -404,40 +409,57 @@ def folds(dataset: Dataset) -> list[list[int]]:
     return [[i for i in range(n) if conversation[i] == k] for k in range(FOLDS)]
 
 
-def learned_router(dataset: Dataset, seeds: int) -> tuple[dict[float, tuple[float, ...]], dict[float, float]]:
-    """Each threshold's chance per prompt of reaching the strong model, and its extra weak-priced
-    calls per prompt (shadow answers and their judging). Prequential: for each test fold, a prior
+def learned_router(
+    dataset: Dataset, seeds: int, *, by_gain: bool = False
+) -> tuple[dict[float, tuple[float, ...]], dict[float, float]]:
+    """Each setting's chance per prompt of reaching the strong model, and its extra weak-priced
+    calls per prompt (shadow answers and their judging). Prequential: for each test fold, priors
     trained on the other folds' recorded outcomes, then the fold's prompts in shuffled orders; the
-    learner sees only what a live relaybox would: the picked weak model's answer as a judge that is
-    wrong JUDGE_WRONG of the time labels it, and SHADOW_DOWN of the strong-routed prompts shadowed."""
+    learner sees only what a live relaybox would: the picked model's answer as a judge that is wrong
+    JUDGE_WRONG of the time labels it, and SHADOW_DOWN of the strong-routed prompts shadowed by the
+    weak model. Settings: the weak model's p(good) under a threshold sends a prompt up; `by_gain`:
+    the predicted gain p(strong good) - p(weak good) over a cutoff does (a model for each)."""
     x = [user_features(p) for p in dataset.prompts]
-    weak_good = [
-        float(dataset.outcomes.feedback(p.id, False) * 100 >= POOR_ANSWER_SCORE) for p in dataset.prompts
-    ]
+    good = {
+        strong: [
+            float(dataset.outcomes.feedback(p.id, strong) * 100 >= POOR_ANSWER_SCORE) for p in dataset.prompts
+        ]
+        for strong in (False, True)
+    }
+    settings = GAIN_CUTOFFS if by_gain else LEARNED_THRESHOLDS
     n = len(x)
-    reached = {t: [0.0] * n for t in LEARNED_THRESHOLDS}
-    shadows = dict.fromkeys(LEARNED_THRESHOLDS, 0.0)
+    reached = {t: [0.0] * n for t in settings}
+    shadows = dict.fromkeys(settings, 0.0)
     for test in folds(dataset):
         held_out = set(test)
-        prior = learned.GoodAnswerModel()
         training = [i for i in range(n) if i not in held_out]
         random.Random(0).shuffle(training)
+        priors = {strong: learned.GoodAnswerModel() for strong in (False, True)}
         for i in training:
-            prior.learn(x[i], weak_good[i])
-        for threshold in LEARNED_THRESHOLDS:
+            for strong, prior in priors.items():
+                if by_gain or not strong:
+                    prior.learn(x[i], good[strong][i])
+        for setting in settings:
             for seed in range(seeds):
-                model = learned.CorrectedModel(prior)  # as relaybox would hold it: bounded
+                models = {strong: learned.CorrectedModel(prior) for strong, prior in priors.items()}
                 rng = random.Random(seed)
                 order = list(test)
                 rng.shuffle(order)
                 for i in order:
-                    strong = model.predict(x[i]) < threshold
+                    weak_good = models[False].predict(x[i])
+                    if by_gain:
+                        strong = models[True].predict(x[i]) - weak_good > setting
+                    else:
+                        strong = weak_good < setting
                     shadowed = strong and rng.random() < SHADOW_DOWN
-                    if not strong or shadowed:
-                        label = weak_good[i] if rng.random() >= JUDGE_WRONG else 1.0 - weak_good[i]
-                        model.learn(x[i], label)
-                    reached[threshold][i] += strong / seeds
-                    shadows[threshold] += 2 * shadowed / seeds  # the weak answer, and the judge's call
+                    for model_is_strong in (False, True):
+                        labelled = (by_gain and strong) if model_is_strong else (not strong or shadowed)
+                        if labelled:
+                            truth = good[model_is_strong][i]
+                            label = truth if rng.random() >= JUDGE_WRONG else 1.0 - truth
+                            models[model_is_strong].learn(x[i], label)
+                    reached[setting][i] += strong / seeds
+                    shadows[setting] += 2 * shadowed / seeds  # the weak answer, and the judge's call
     return {t: tuple(r) for t, r in reached.items()}, {t: calls / n for t, calls in shadows.items()}
 
 
@@ -497,9 +519,15 @@ def methods(dataset: Dataset, seeds: int) -> dict[str, Method]:
     )
     reached, shadow_calls = learned_router(dataset, seeds)
     found["learned"] = Method(
-        f"learned: p(weak good) < {LEARNED_DEFAULT} to strong, shadow {SHADOW_DOWN:.0%} | sweep",
+        f"learned, by p(weak good) < {LEARNED_DEFAULT} | sweep",
         settings(list(reached.values()), extra_weak_calls=[shadow_calls[t] for t in reached]),
         routing_metrics.operating_point(q, reached[LEARNED_DEFAULT]),
+    )
+    reached, shadow_calls = learned_router(dataset, seeds, by_gain=True)
+    found["learned_gain"] = Method(
+        f"learned, by predicted gain > {GAIN_DEFAULT:g} | sweep",
+        settings(list(reached.values()), extra_weak_calls=[shadow_calls[t] for t in reached]),
+        routing_metrics.operating_point(q, reached[GAIN_DEFAULT]),
     )
     domains = set(dataset.domains)
     if len(domains) > 1:
@@ -570,7 +598,15 @@ def interval_report(dataset: Dataset, seeds: int, resamples: int) -> tuple[list[
     return lines, figures, curves
 
 
-METHOD_ORDER = ("router_alone", "longest_first", "shipped", "topic_oracle", "oracle", "learned")
+METHOD_ORDER = (
+    "router_alone",
+    "longest_first",
+    "shipped",
+    "topic_oracle",
+    "oracle",
+    "learned",
+    "learned_gain",
+)
 
 
 def plot(curves_by_set: dict[str, dict[str, list[routing_metrics.Point]]]) -> Path:
