@@ -122,15 +122,18 @@ class Forwarder:
         (a poor one too) is scored, a successful one priced on the baseline for "cost saved"."""
         job = self.job
         scored = outcome in ("success", FailureKind.POOR_ANSWER.value)
+        status = outcome
+        if job.state.purpose is not None:  # relaybox's own call, for learning: never the client's
+            status = job.state.purpose if outcome == "success" else f"{job.state.purpose}_failed"
         baseline = None
-        if baseline_pricer is not None and outcome == "success":
+        if baseline_pricer is not None and outcome == "success" and job.state.purpose is None:
             baseline = baseline_pricer(job.request.model, self.usage or Usage(0, 0))
         return attempt_record(
             provider,
             job.candidate.model,
             job.request,
             job.state,
-            status=outcome,
+            status=status,
             usage=self.usage,
             latency_ms=latency_ms,
             ttft_ms=None if (ttft := self.time_to_first_output()) is None else ttft * 1000,

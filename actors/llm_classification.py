@@ -32,9 +32,6 @@ async def classify_then_dispatch(
     dispatch: Dispatch,
     builtin: Classification,
     context: RoutingContext,
-    *,
-    thresholds: TierThresholds,
-    verdict_within: float,
 ) -> None:
     """Ask the cheapest economy model to classify the request, then hand the request back to the
     router with its verdict (the built-in one when it gives none in time)."""
@@ -46,8 +43,8 @@ async def classify_then_dispatch(
         except RelayError:  # no economy model is enabled: the request itself will say what is missing
             ask = None
         if ask is not None:
-            with trio.move_on_after(verdict_within):
-                classification = await _ask(router, dispatch, builtin, ask, thresholds)
+            with trio.move_on_after(context.settings.classifier_timeout):
+                classification = await _ask(router, dispatch, builtin, ask, context.settings.thresholds)
         if classification is None:
             classification = attrs.evolve(builtin, signals=(*builtin.signals, "llm classifier: no verdict"))
         if not dispatch.cancel.cancelled:

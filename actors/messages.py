@@ -2,8 +2,12 @@
 
 router          RouterMessage    Dispatch (from the request pipeline), AttemptEnded (from a
                                  provider), SetProviderEnabled (from the settings API),
-                                 EvidenceLoaded (from its own refresh), OverheadObserved
-provider        Job              one attempt of one request, from the router
+                                 EvidenceLoaded (from its own refresh), OverheadObserved,
+                                 Learned (labels, from the learning actor), Rated (a user's
+                                 rating, from the feedback endpoints)
+provider        Job              one attempt of one request, from the router (or the learning actor)
+learning        LearningMessage  Compare (a follow-up to judge, from the router), Labelled (labels
+                                 to share through storage, from the router)
 budget          BudgetMessage    Reserve (asks; the reply is a `Reservation`), Settle
 recorder        RecorderMessage  a record (storage's type: it is what gets written), or Durable: one
                                  whose sender waits until the journal holds it
@@ -14,11 +18,11 @@ keys            (none)           it reads storage on its own schedule
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.mailbox import Mailbox
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
@@ -26,6 +30,8 @@ from relaybox.protocol.keys import KeyBudget
 from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.classifier import Classification
 from relaybox.protocol.routing.evidence import RollupRow
+from relaybox.protocol.routing.judging import FollowUp
+from relaybox.protocol.routing.learned import Label
 from relaybox.protocol.routing.progress import DispatchState
 from relaybox.storage.records import AttemptRecord, CachedRow, Reservation
 
@@ -89,6 +95,8 @@ class AttemptEnded:
     failure: AttemptFailure | None = None
     score: int | None = None  # the answer's heuristic score (0-100), when there was an answer
     held_answer: tuple[Event, ...] = ()  # a poor answer held back (POOR_ANSWER), in full
+    # The answer's text, for an attempt the learned router chose (a judge may grade it).
+    answer: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -121,7 +129,31 @@ class OverheadObserved:
     milliseconds: float
 
 
-RouterMessage = Dispatch | AttemptEnded | SetProviderEnabled | EvidenceLoaded | OverheadObserved
+@attrs.frozen
+class Learned:
+    """From the learning actor: labels to learn from (a judge's verdicts, or other instances')."""
+
+    labels: tuple[Label, ...]
+
+
+@attrs.frozen
+class Rated:
+    """From the feedback endpoints: a user rated the answer of request group `group` (1-5)."""
+
+    group: str
+    rating: int
+
+
+RouterMessage = (
+    Dispatch | AttemptEnded | SetProviderEnabled | EvidenceLoaded | OverheadObserved | Learned | Rated
+)
+
+
+class AttemptReports(Protocol):
+    """Where a provider reports an attempt's end: the router's mailbox, or the learning actor's
+    sink for attempts it made itself."""
+
+    async def send(self, message: AttemptEnded) -> None: ...
 
 
 # --- a provider ---------------------------------------------------------------------------
@@ -136,7 +168,7 @@ class Job:
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
     state: DispatchState
-    report_to: Mailbox[RouterMessage]
+    report_to: AttemptReports
     # Cascade: a held (non-streaming) answer scoring below this is not sent; a stronger
     # candidate behind this one answers instead. None: the answer goes out whatever it scores.
     escalate_below: int | None = None
@@ -179,6 +211,33 @@ class Durable:
 
 
 RecorderMessage = AttemptRecord | Durable
+
+
+# --- the learning actor ---------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class Compare:
+    """From the router, after a learned-routed answer went out: grade it (`FollowUp.JUDGE`), or
+    first ask `other` the same and grade both. `judge`: the model that grades."""
+
+    kind: FollowUp
+    request: ChatRequest
+    state: DispatchState  # the served attempt's (its request id, route and features)
+    served: Candidate
+    answer: str
+    judge: Candidate
+    other: Candidate | None = None
+
+
+@attrs.frozen
+class Labelled:
+    """From the router: labels it learned from on its own (the scorer's), to share via storage."""
+
+    labels: tuple[Label, ...]
+
+
+LearningMessage = Compare | Labelled
 
 
 @attrs.frozen

@@ -211,6 +211,7 @@ class ProviderActor:
             failure=attempt_failure,
             score=record.heuristic_score,
             held_answer=forwarder.rejected_answer,
+            answer="".join(forwarder.text) if job.state.features is not None and failure is None else None,
         )
 
     async def _attempt(self, job: Job, forwarder: Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
@@ -286,9 +287,10 @@ class ProviderActor:
         failure: AttemptFailure | None = None,
         score: int | None = None,
         held_answer: tuple[Event, ...] = (),
+        answer: str | None = None,
     ) -> None:
         await job.report_to.send(
-            AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer)
+            AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer, answer)
         )
 
 

@@ -7,7 +7,8 @@ answer climbs to a stronger one (the cascade); when none is left the client gets
 what each candidate answered. A provider whose breaker is open, whose actor is down, or whose
 mailbox is full is skipped at once, without waiting. Each outcome feeds the evidence; storage's copy
 of it (shared by every instance) is reloaded at start and every `refresh_seconds`
-(`actors/evidence_refresh.py`).
+(`actors/evidence_refresh.py`). An attempt of a request the learned router chose also teaches its
+quality models (`actors/learned_routing.py`), now or after a judge's verdict.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.evidence_refresh import EvidenceSource, refresh_evidence
+from relaybox.actors.learned_routing import LearnedRouting
 from relaybox.actors.llm_classification import classify_then_dispatch
 from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import (
@@ -28,7 +30,10 @@ from relaybox.actors.messages import (
     Dispatch,
     EvidenceLoaded,
     Job,
+    Learned,
+    LearningMessage,
     OverheadObserved,
+    Rated,
     RouterMessage,
     SetProviderEnabled,
 )
@@ -87,6 +92,7 @@ class RouterActor:
         settings: RoutingSettings | None = None,
         storage: EvidenceSource | None = None,
         budget: PressureGauge | None = None,
+        learning: Mailbox[LearningMessage] | None = None,
         mailbox: int = 1024,
     ) -> None:
         self.catalog = catalog
@@ -105,6 +111,7 @@ class RouterActor:
         self._evidence = Evidence(self.settings.evidence)
         self._evidence_loaded_at: float | None = None
         self._rng = random.Random(self.settings.seed)
+        self._learned = LearnedRouting(catalog, self.settings.learned, self._rng, learning)
         self._routable = routable_catalog(catalog, self._disabled, self.settings.mode)
         self._current: RouterMessage | None = None
         self._nursery: trio.Nursery | None = None
@@ -118,6 +125,7 @@ class RouterActor:
             evidence=self._evidence.snapshot(trio.current_time()),
             disabled=tuple(sorted(self._disabled)),
             overhead=self._overhead.statistics(),
+            learned=self._learned.statistics(),
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -145,6 +153,8 @@ class RouterActor:
             self._attempt_ended(message)
         elif isinstance(message, OverheadObserved):
             self._overhead.observe(message.milliseconds)
+        elif isinstance(message, Learned | Rated):
+            self._learned.receive(message)
         elif isinstance(message, SetProviderEnabled):
             (self._disabled.discard if message.enabled else self._disabled.add)(message.provider)
             if message.priority is not None:
@@ -187,7 +197,7 @@ class RouterActor:
 
     # --- choosing the route -----------------------------------------------------------
 
-    def _context(self) -> RoutingContext:
+    def _context(self, request: ChatRequest | ImageRequest) -> RoutingContext:
         return RoutingContext(
             catalog=self.catalog,
             routable=self._routable,
@@ -195,13 +205,18 @@ class RouterActor:
             evidence=self._evidence,
             now=trio.current_time(),
             rng=self._rng,
-            pressure=(self.budget.pressure or 0.0) if self.budget is not None else 0.0,
+            pressure=self._pressure(),
             priorities=self._priorities,
+            quality=self._learned.models,
+            prompt=self._learned.prompt(request),
         )
+
+    def _pressure(self) -> float:
+        return (self.budget.pressure or 0.0) if self.budget is not None else 0.0
 
     def _dispatch(self, dispatch: Dispatch) -> None:
         request = dispatch.request
-        context = self._context()
+        context = self._context(request)
         classification: Classification | None = None
         try:
             if isinstance(request, ImageRequest):
@@ -210,7 +225,9 @@ class RouterActor:
                 classification = dispatch.classification or classify(request, self.settings.thresholds)
                 route, smart = plan_route(request.model, dispatch.route_header, classification, context)
                 if smart and self.settings.llm_classifier and dispatch.classification is None:
-                    self._classify_by_model(dispatch, classification, context)
+                    assert self._nursery is not None
+                    ask = (self.mailbox, dispatch, classification, context)
+                    self._nursery.start_soon(classify_then_dispatch, *ask)
                     return
             category = classification.category if classification else "image"
             route, ab = finish_route(route, smart, category, context)
@@ -220,18 +237,9 @@ class RouterActor:
         state = dispatch.starting_state(
             route, category, classification.complexity if classification else 0, ab
         )
+        if context.prompt is not None and context.prompt.value is not None:
+            state = attrs.evolve(state, features=context.prompt.value)
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
-
-    def _classify_by_model(
-        self, dispatch: Dispatch, builtin: Classification, context: RoutingContext
-    ) -> None:
-        assert self._nursery is not None
-        classify_by_model = functools.partial(
-            classify_then_dispatch,
-            thresholds=self.settings.thresholds,
-            verdict_within=self.settings.classifier_timeout,
-        )
-        self._nursery.start_soon(classify_by_model, self.mailbox, dispatch, builtin, context)
 
     # --- walking the route -------------------------------------------------------------
 
@@ -244,6 +252,7 @@ class RouterActor:
         )
         if observation is not None:
             self._evidence.observe(observation)
+        self._learned.attempt_ended(ended, self._pressure())
         if ended.failure is None:
             return
         if ended.answered or job.cancel.cancelled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import attrs
+from relaybox.actors.learned_routing import LearnedRoutingStatistics
 from relaybox.actors.mailbox import MailboxStatistics
 from relaybox.actors.messages import AttemptEnded, AttemptResult
 from relaybox.protocol.routing.evidence import EvidenceRow
@@ -94,3 +95,4 @@ class RouterStatistics:
     evidence: tuple[EvidenceRow, ...]
     disabled: tuple[str, ...]  # providers switched off through the settings API
     overhead: OverheadStatistics
+    learned: LearnedRoutingStatistics

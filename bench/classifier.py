@@ -1,6 +1,8 @@
-"""How long classify() takes per call, and the whole decision with the learned router's prediction
-(classify, the prompt's hashed features, p(good answer) from a model of 2^18 slots): a short
-question, a 2k-token prompt, a 10k-token multi-turn conversation and a 10k-token pasted log.
+"""How long classify() takes per call, and the whole decision for `auto` as the router makes it
+(classify, then `plan_route` with the learned router: the prompt's hashed features, and p(good
+answer) of each of three models, one per tier, each with a full table of its own corrections, as
+after much traffic): a short question, a 2k-token prompt, a 10k-token multi-turn conversation and
+a 10k-token pasted log.
 
     python -m bench.classifier [--runs 20000]
 
@@ -16,9 +18,14 @@ import random
 import time
 from collections.abc import Callable
 
+import attrs
 from relaybox.protocol.chat import ChatMessage, ChatRequest
+from relaybox.protocol.routing.catalog import Catalog, ModelEntry, ProviderModels
 from relaybox.protocol.routing.classifier import classify
-from relaybox.protocol.routing.learned import GoodAnswerModel, features
+from relaybox.protocol.routing.evidence import Evidence
+from relaybox.protocol.routing.learned import FEATURE_BITS, QualityModels, features
+from relaybox.protocol.routing.learned_route import PromptFeatures
+from relaybox.protocol.routing.plan import RoutingContext, RoutingSettings, plan_route
 
 from bench.machine import write
 
@@ -92,12 +99,20 @@ def timed(call: Callable[[], object], runs: int) -> list[int]:
     return sorted(times)
 
 
-def trained_model() -> GoodAnswerModel:
-    """A model with every slot set, so a prediction costs what it would after much traffic."""
-    model, rng = GoodAnswerModel(), random.Random(2)
-    for slot in range(len(model.weights)):
-        model.weights[slot] = rng.uniform(-1, 1)
-    return model
+def routing_context() -> RoutingContext:
+    """Three models, one per tier, whose own learning has filled its table (the most work a
+    prediction can take)."""
+    entries = (ModelEntry("small", "economy"), ModelEntry("mid", "standard"), ModelEntry("big", "premium"))
+    catalog = Catalog(
+        (ProviderModels("p", entries, "small"),),
+        costs={("p", "small"): 1.0, ("p", "mid"): 5.0, ("p", "big"): 20.0},
+    )
+    quality, rng = QualityModels(), random.Random(2)
+    for entry in entries:
+        model = quality.model(("p", entry.id), entry.tier)
+        for slot in rng.sample(range(1 << FEATURE_BITS), model.max_slots):
+            model.corrections[slot] = (rng.uniform(-1, 1), 1.0)
+    return RoutingContext(catalog, catalog, RoutingSettings(), Evidence(), 0.0, rng, quality=quality)
 
 
 def main(runs: int) -> None:
@@ -108,17 +123,18 @@ def main(runs: int) -> None:
         "classify()",
         f"{header}  category, complexity",
     ]
-    decisions = ["", "the whole decision: classify() + the learned router's features and prediction", header]
-    model = trained_model()
+    decisions = ["", "the whole decision: classify() + plan_route('auto') by the learned router", header]
+    context = routing_context()
     for label, request in inputs():
         chars = sum(len(m.text()) for m in request.messages)
         times = timed(lambda request=request: classify(request), runs)
         result = classify(request)
         lines.append(f"{label:<42}{chars:>8,}{cells(times)}  {result.category}, {result.complexity}")
 
-        def decide(request: ChatRequest = request) -> float:
-            classify(request)
-            return model.predict(features([m.text() for m in request.messages if m.role == "user"]))
+        def decide(request: ChatRequest = request) -> object:
+            users = [m.text() for m in request.messages if m.role == "user"]
+            prompt = PromptFeatures(lambda: features(users))
+            return plan_route("auto", None, classify(request), attrs.evolve(context, prompt=prompt))
 
         decisions.append(f"{label:<42}{chars:>8,}{cells(timed(decide, runs))}")
     table = "\n".join(lines + decisions)

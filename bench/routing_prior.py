@@ -17,7 +17,8 @@ import argparse
 import random
 from pathlib import Path
 
-from relaybox.protocol.routing.learned import PRIOR, GoodAnswerModel
+from relaybox.protocol.routing.learned import CHEAP_PRIOR as PRIOR
+from relaybox.protocol.routing.learned import GoodAnswerModel
 
 from bench.routing_replay import DATA, load, user_features
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from relaybox.protocol.routing.evidence import RollupRow
+from relaybox.protocol.routing.learned import Label
 from relaybox.storage.records import (
     ApiKey,
     AttemptRecord,
@@ -59,6 +60,14 @@ class Storage(Protocol):
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         """The rollup's outcome counts per day, provider, model, category and status since `since`."""
+        ...
+
+    async def add_routing_labels(self, labels: list[Label], *, instance: str, now: float, keep: int) -> None:
+        """Store the learned router's labels, written by `instance`; keep only the newest `keep`."""
+        ...
+
+    async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
+        """Labels with an id above `after_id`, oldest first, at most `limit`: (id, instance, label)."""
         ...
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:

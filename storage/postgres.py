@@ -20,6 +20,7 @@ import asyncpg
 import attrs
 import trio_asyncio
 from relaybox.protocol.routing.evidence import RollupRow
+from relaybox.protocol.routing.learned import Label
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     POSTGRES,
@@ -48,6 +49,8 @@ from relaybox.storage.records import (
     ProviderSetting,
     Reservation,
     Window,
+    label_row,
+    stored_label,
 )
 from relaybox.storage.schema import POSTGRES_MIGRATIONS
 
@@ -255,6 +258,33 @@ class PostgresStorage:
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(POSTGRES), since_day(since)))
+
+    async def add_routing_labels(self, labels: list[Label], *, instance: str, now: float, keep: int) -> None:
+        rows = [label_row(label, instance, _timestamp(now)) for label in labels]
+
+        async def op(db: asyncpg.Connection) -> None:
+            async with db.transaction():
+                await db.executemany(
+                    "INSERT INTO routing_labels (created_at, instance, provider, model, tier, features, good, "
+                    "weight, source, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    rows,
+                )
+                await db.execute(
+                    "DELETE FROM routing_labels WHERE id <= (SELECT max(id) FROM routing_labels) - $1", keep
+                )
+
+        await self._run(op)
+
+    async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT id, instance, provider, model, tier, features, good, weight, source, request_id "
+                "FROM routing_labels WHERE id > $1 ORDER BY id LIMIT $2",
+                after_id,
+                limit,
+            )
+        )
+        return [stored_label(tuple(row)) for row in rows]
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
         return await self._dicts(ab_results_query(POSTGRES), since)

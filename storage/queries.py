@@ -40,8 +40,9 @@ POSTGRES = Flavor(
 def stats_queries(f: Flavor) -> dict[str, str]:
     """Each reads a daily rollup (task_stats, key_usage) from the first parameter's day on ('YYYY-MM-DD')."""
     since = f"day >= {f.param(1)}"
-    # A deduplicated request was answered (by another request's call).
-    ok = "CASE WHEN status IN ('success', 'deduplicated') THEN attempts ELSE 0 END"
+    # A deduplicated request was answered (by another request's call); a shadow answer and a
+    # judge's verdict are calls that succeeded.
+    ok = "CASE WHEN status IN ('success', 'deduplicated', 'shadow', 'judge') THEN attempts ELSE 0 END"
     return {
         "totals": f"""
             SELECT coalesce(sum(attempts), 0) AS attempts, coalesce(sum(requests), 0) AS requests,
@@ -76,6 +77,12 @@ def stats_queries(f: Flavor) -> dict[str, str]:
                    sum({ok}) AS successes,
                    (sum(tokens_in) + sum(tokens_out)) * 1.0 / nullif(sum(attempts), 0) AS avg_tokens
             FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
+        # What the learned router's own calls (shadow answers, a judge's verdicts) cost.
+        "learning_spend": f"""
+            SELECT status, provider, model_selected AS model, sum(attempts) AS attempts,
+                   sum(cost_usd) AS cost_usd
+            FROM task_stats WHERE {since} AND status IN ('shadow', 'shadow_failed', 'judge', 'judge_failed')
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
         # The per-key rollup (requests made with a client key), same days.
         "keys": f"""
             SELECT key_name AS key, sum(requests) AS requests, sum(attempts) AS attempts,

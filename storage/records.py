@@ -1,5 +1,6 @@
 """What storage keeps: one row per attempt (the request log, `task_logs`) and how one is made from an
-attempt, budgets and their reservations, provider settings, cached answers, client keys."""
+attempt, budgets and their reservations, provider settings, cached answers, client keys, the
+learned router's labels."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import attrs
 from relaybox.protocol.chat import ChatRequest, ImageRequest
 from relaybox.protocol.events import Usage
 from relaybox.protocol.keys import KeyBudget
+from relaybox.protocol.routing.learned import Label, features_from_bytes, features_to_bytes
 from relaybox.protocol.routing.progress import DispatchState
 
 
@@ -122,7 +124,7 @@ def attempt_record(
         streaming=request.stream,
         fallback_used=bool(state.failures),
         client=state.client,
-        cli_success=status == "success",
+        cli_success=status in ("success", "shadow", "judge"),
         heuristic_score=heuristic_score,
         error_message=None if error is None else error[:500],
         ab_test=state.ab_test,
@@ -222,3 +224,36 @@ class KeyMinute:
 
     requests: int
     tokens: int
+
+
+def label_row(label: Label, instance: str, created_at: Any) -> tuple[Any, ...]:
+    """A label as a `routing_labels` row (from `created_at` on: the id is the database's)."""
+    return (
+        created_at,
+        instance,
+        label.provider,
+        label.model,
+        label.tier,
+        features_to_bytes(label.features),
+        label.good,
+        label.weight,
+        label.source,
+        label.request_id,
+    )
+
+
+def stored_label(row: tuple[Any, ...]) -> tuple[int, str, Label]:
+    """(id, instance, label) from a `routing_labels` row read as
+    id, instance, provider, model, tier, features, good, weight, source, request_id."""
+    label_id, instance, provider, model, tier, data, good, weight, source, request_id = row
+    label = Label(
+        provider,
+        model,
+        tier,
+        features_from_bytes(bytes(data)),
+        float(good),
+        source,
+        float(weight),
+        request_id,
+    )
+    return int(label_id), instance, label

@@ -298,3 +298,25 @@ POSTGRES_MIGRATIONS.append(
         _key_usage_backfill("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", 5),
     ]
 )
+
+
+# Version 9: the learned router's labels (a verdict on one model's answer to one prompt, the prompt
+# as hashed features), shared by every instance using the database; the newest few thousand kept.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS routing_labels (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, instance TEXT NOT NULL,
+             provider TEXT NOT NULL, model TEXT NOT NULL, tier TEXT, features BLOB NOT NULL,
+             good REAL NOT NULL, weight REAL NOT NULL DEFAULT 1, source TEXT NOT NULL,
+             request_id TEXT)""",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS routing_labels (
+             id BIGSERIAL PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, instance VARCHAR(40) NOT NULL,
+             provider VARCHAR(50) NOT NULL, model VARCHAR(200) NOT NULL, tier VARCHAR(20),
+             features BYTEA NOT NULL, good REAL NOT NULL, weight REAL NOT NULL DEFAULT 1,
+             source VARCHAR(20) NOT NULL, request_id VARCHAR(100))""",
+    ]
+)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 from relaybox.protocol.routing.evidence import RollupRow
+from relaybox.protocol.routing.learned import Label
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     SQLITE,
@@ -44,6 +45,8 @@ from relaybox.storage.records import (
     ProviderSetting,
     Reservation,
     Window,
+    label_row,
+    stored_label,
 )
 from relaybox.storage.schema import SQLITE_MIGRATIONS
 
@@ -186,6 +189,31 @@ class SQLiteStorage:
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(SQLITE), (since_day(since),)))
+
+    async def add_routing_labels(self, labels: list[Label], *, instance: str, now: float, keep: int) -> None:
+        rows = [label_row(label, instance, now) for label in labels]
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO routing_labels (created_at, instance, provider, model, tier, features, good, "
+                "weight, source, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute(
+                "DELETE FROM routing_labels WHERE id <= (SELECT max(id) FROM routing_labels) - ?", (keep,)
+            )
+
+        await self._run(work)
+
+    async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
+        def work(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return db.execute(
+                "SELECT id, instance, provider, model, tier, features, good, weight, source, request_id "
+                "FROM routing_labels WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+
+        return [stored_label(row) for row in await self._run(work)]
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
         return await self._dicts(ab_results_query(SQLITE), (since,))

@@ -21,6 +21,8 @@ from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.routing.learned_route import LearnedPolicy
+from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
 from relaybox.web.app import create_app
 from relaybox.web.config import ProviderConfig, Settings
@@ -99,6 +101,12 @@ def serve_environment(openai_base_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
+# The learned router decides `auto` as it does by default, but starts no judge or shadow calls of
+# its own at random: they would add upstream calls to tests that count them. The tests of those
+# calls turn them on.
+QUIET_LEARNING = LearnedPolicy(judge_rate=0.0, shadow_rate=0.0, shadow_up_rate=0.0)
+
+
 def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> Settings:
     base = Settings(
         host="127.0.0.1",
@@ -107,6 +115,7 @@ def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> 
         data_dir=str(tmp_path / "data"),
         breaker=BreakerPolicy(consecutive_failures=3, cooldown=5.0),
         restart=RestartPolicy(max_restarts=3, period=30.0, backoff_initial=0.01, backoff_max=0.1),
+        routing=RoutingSettings(learned=QUIET_LEARNING),
     )
     return attrs.evolve(base, **changes)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.web.config import ConfigError, load_settings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "web" / "relaybox.example.toml"
@@ -113,6 +114,14 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
             "[routing]\nsavings_baseline = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
             {},
             "savings_baseline must be 'provider:model' of a configured model",
+        ),
+        ("[routing]\nquality_target = 1.5", {}, "quality_target must be between 0 and 1"),
+        ("[routing]\nshadow_rate = -0.1", {}, "shadow_rate must be between 0 and 1"),
+        ("[routing]\nlearned = 'yes'", {}, "learned must be true or false"),
+        (
+            "[routing]\njudge_model = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
+            {},
+            "judge_model must be 'provider:model' of a configured model",
         ),
     ],
 )
@@ -228,4 +237,5 @@ def test_routing_settings_from_the_file_and_the_environment(tmp_path: Path) -> N
     assert routing.routes["chat"].chain == ("claude_cli", "auto")  # seed 002's ROLE_CHAT first
     assert routing.routes["triage"].chain == ("haiku", "auto")  # a new role from the environment
     assert routing.routes["coder"].chain == ("standard", "auto")  # built in
+    assert routing.learned == LearnedPolicy()  # the example spells out the defaults
     assert {p.name: p.local for p in settings.providers}["claude-cli"]

@@ -18,6 +18,7 @@ from relaybox.actors.breaker import BreakerPolicy
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import ContentDelta, Finished
 from relaybox.protocol.routing.catalog import Candidate, ModelEntry
+from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.routing.routes import NamedRoute
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
@@ -45,6 +46,10 @@ def provider(name: str, base_url: str, model: str, tier: str, price: float, **ex
 
 
 def cheap_and_strong(tmp_path: Path, cheap: FakeOpenAI, strong: FakeOpenAI, **changes: Any) -> Settings:
+    """Two models, one economy and one standard, and the classifier's tiers deciding `auto` (the
+    learned router, which decides by default, has its own tests in test_learned_routing_live.py)."""
+    routing = changes.pop("routing", RoutingSettings())
+    changes["routing"] = attrs.evolve(routing, learned=attrs.evolve(routing.learned, enabled=False))
     return settings_for(
         tmp_path,
         provider("cheap", cheap.base_url, "small", "economy", 0.1, local_setting=True),
@@ -352,7 +357,9 @@ async def test_an_llm_classifier_that_gives_no_verdict_in_time_leaves_the_built_
         tmp_path,
         provider("cheap", "http://unused", "small", "economy", 0.1),
         provider("strong", "http://unused", "big", "standard", 3.0),
-        routing=RoutingSettings(llm_classifier=True, classifier_timeout=10),
+        routing=RoutingSettings(
+            llm_classifier=True, classifier_timeout=10, learned=LearnedPolicy(enabled=False)
+        ),
     )
     transports = {"cheap": cheap, "strong": strong}
     async with running_system(settings, lambda config, _: transports[config.name]) as system:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from relaybox.protocol.routing.learned import Label, features
 from relaybox.storage.contract import Storage
 from relaybox.storage.records import (
     COLUMNS,
@@ -441,3 +442,24 @@ async def test_the_per_key_rollup_is_backfilled_from_an_older_log(tmp_path: Path
     assert keys == [
         {"key": "legacy", "requests": 1, "attempts": 1, "tokens_in": 40, "tokens_out": 2, "cost_usd": 0.25}
     ]
+
+
+async def test_the_learned_routers_labels_are_shared_and_bounded(storage: Storage) -> None:
+    x = features(["In chess, can a bishop capture a rook on its diagonal?"])
+    labels = [
+        Label("cheap", "small", "economy", x, float(i % 2), "judge", 1.0, f"req-{i}") for i in range(12)
+    ]
+    await storage.add_routing_labels(labels[:5], instance="a", now=NOW, keep=8)
+    await storage.add_routing_labels(labels[5:], instance="b", now=NOW, keep=8)
+    rows = await storage.routing_labels(after_id=0, limit=100)
+    assert [label.request_id for _, _, label in rows] == [f"req-{i}" for i in range(4, 12)], "the newest 8"
+    ids = [i for i, _, _ in rows]
+    assert ids == sorted(ids)
+    _, instance, label = rows[0]
+    assert (
+        instance == "a" and label.provider == "cheap" and label.tier == "economy" and label.source == "judge"
+    )
+    assert [slot for slot, _ in label.features] == [slot for slot, _ in x]
+    assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(label.features, x, strict=True))
+    later = await storage.routing_labels(after_id=ids[3], limit=2)
+    assert [i for i, _, _ in later] == ids[4:6]

@@ -4,6 +4,7 @@ model; relaybox answers it itself, in the same shape as a model's answer."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -31,18 +32,26 @@ def feedback_command(chat: ChatRequest) -> FeedbackCommand | None:
     return None if match is None else FeedbackCommand(int(match[1]), match[2])
 
 
-async def rate(storage: Storage, command: FeedbackCommand, client: str | None = None) -> Begun:
+async def rate(
+    storage: Storage,
+    command: FeedbackCommand,
+    client: str | None = None,
+    rated: Callable[[str, int], None] | None = None,
+) -> Begun:
     """Rate the named answer (or the latest one), and reply as if a model had. With `client` (a
-    request made with a key), only that client's answers: "the latest" is the latest it got."""
+    request made with a key), only that client's answers: "the latest" is the latest it got.
+    `rated` hears of a rating that was saved (the learned router learns from it)."""
     try:
         group = group_id(command.task_id) if command.task_id else None
         if group is None:
             latest = await storage.recent(limit=1, client=client)
             group = latest[0].request_group_id if latest else None
-        rated = group is not None and await storage.set_rating(group, command.rating, client)
+        saved = group is not None and await storage.set_rating(group, command.rating, client)
+        if saved and group is not None and rated is not None:
+            rated(group, command.rating)
         text = (
             f"Thanks: rated {command.rating}/5."
-            if rated
+            if saved
             else "There is no answer to rate yet (or that task id is unknown)."
         )
     except StorageError:

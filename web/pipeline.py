@@ -95,7 +95,8 @@ class RequestPipeline:
     async def answer_feedback(self, request_id: str, command: FeedbackCommand, key: ApiKey | None) -> Begun:
         """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5; with
         a key, it rates only that key's answers."""
-        begun = await rate(self.system.storage, command, None if key is None else client_of(key.name))
+        client = None if key is None else client_of(key.name)
+        begun = await rate(self.system.storage, command, client, self.system.rated)
         begun.headers = answer_headers(request_id, begun)
         begun.drain = self.drain
         return begun

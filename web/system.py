@@ -14,6 +14,7 @@ never a nursery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +25,9 @@ import trio
 from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cache_writer import CacheWriter
 from relaybox.actors.key_ring import KeyRing
-from relaybox.actors.messages import SetProviderEnabled
+from relaybox.actors.learning import LearningActor
+from relaybox.actors.mailbox import MailboxFull
+from relaybox.actors.messages import Rated, SetProviderEnabled
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.router import RouterActor
@@ -151,6 +154,12 @@ class System:
     # Writes the response cache's answers to the database; None: the cache is off.
     cache_writer: CacheWriter | None = None
     keys: KeyRing | None = None  # client keys; None: no checks at all (tests that build a System by hand)
+    learning: LearningActor | None = None  # the learned router's judge and label sharing; None: off
+
+    def rated(self, group: str, rating: int) -> None:
+        """A user rated an answer: the learned router may learn from it (if it still knows it)."""
+        with contextlib.suppress(MailboxFull):
+            self.router.mailbox.tell(Rated(group, rating))
 
     def router_running(self) -> bool:
         return self.supervisor.state_of(self.router.name) in (ChildState.RUNNING, ChildState.RESTARTING)
@@ -248,6 +257,41 @@ def provider_actor(
     )
 
 
+async def _start_routing(
+    supervisor: Supervisor,
+    settings: Settings,
+    catalog: Catalog,
+    providers: dict[str, ProviderActor],
+    storage: Storage,
+    budget: BudgetActor,
+) -> tuple[RouterActor, LearningActor | None]:
+    """The router, and the learning actor the learned router makes its labels with (when it is on)."""
+    learning = None
+    if settings.routing.learned.enabled:
+        # Labels are hashed words of prompts: with `[log] prompts = "none"` they stay in memory.
+        learning = LearningActor(
+            catalog,
+            providers,
+            storage if settings.log_prompts == "summary" else None,
+            refresh_seconds=settings.routing.refresh_seconds,
+            seed=settings.routing.seed,
+        )
+    router = RouterActor(
+        catalog,
+        providers,
+        settings=settings.routing,
+        # Without the request log storage holds no outcomes: the router keeps its own.
+        storage=storage if settings.record_requests else None,
+        budget=budget,
+        learning=None if learning is None else learning.mailbox,
+    )
+    await supervisor.start_child(router)
+    if learning is not None:
+        learning.router = router.mailbox
+        await supervisor.start_child(learning)
+    return router, learning
+
+
 @asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
@@ -291,15 +335,7 @@ async def running_system(
         }
         for provider in providers.values():
             await supervisor.start_child(provider)
-        router = RouterActor(
-            catalog,
-            providers,
-            settings=settings.routing,
-            # Without the request log storage holds no outcomes: the router keeps its own.
-            storage=storage if settings.record_requests else None,
-            budget=budget,
-        )
-        await supervisor.start_child(router)
+        router, learning = await _start_routing(supervisor, settings, catalog, providers, storage, budget)
         await _apply_saved_provider_settings(storage, router)
         try:
             yield System(
@@ -314,12 +350,14 @@ async def running_system(
                 reference,
                 cache_writer,
                 keys,
+                learning,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
             # out (or journals) every record the others produced.
             with trio.CancelScope(shield=True):
-                for name in (router.name, *providers):
+                learning_names = [learning.name] if learning is not None else []
+                for name in (router.name, *learning_names, *providers):
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
                 await supervisor.stop(keys.name)

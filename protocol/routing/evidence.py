@@ -38,6 +38,12 @@ NOT_ABOUT_QUALITY = frozenset(
         "rejected",
         "auth",
         "deduplicated",  # another request's answer, already counted there
+        # relaybox's own calls for the learned router (a shadow answer, a judge's verdict): what
+        # they teach reaches it as labels, not through these counts
+        "shadow",
+        "shadow_failed",
+        "judge",
+        "judge_failed",
     }
 )
 

@@ -6,8 +6,9 @@ model has an online logistic regression over those features, trained with AdaGra
 relaybox gets for it (an attempt's outcome, the cascade's verdict, a rating, a shadow comparison).
 Pure state and arithmetic: the router actor owns the instances and feeds them.
 
-Bounded: a model's weights live in a table of 2**FEATURE_BITS slots (hash collisions share one),
-so its memory does not grow with traffic.
+Bounded: the priors are two tables of 2**FEATURE_BITS slots (hash collisions share one), read by
+every model; a model's own learning is at most `CorrectedModel.max_slots` slots on top; and models
+are kept per statistics key, which the catalog bounds. Memory does not grow with traffic.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+from relaybox.protocol.routing.catalog import TIERS
 
 FEATURE_BITS = 18
 _MASK = (1 << FEATURE_BITS) - 1
@@ -160,10 +162,93 @@ class CorrectedModel:
         self.seen += 1
 
 
-PRIOR = Path(__file__).with_name("cheap_model_prior.bin")
+CHEAP_PRIOR = Path(__file__).with_name("cheap_model_prior.bin")
+STRONG_PRIOR = Path(__file__).with_name("strong_model_prior.bin")
 
 
 def cheap_model_prior() -> GoodAnswerModel:
     """What relaybox knows on day one of whether a cheap model answers a prompt well: trained on
     public recorded outcomes (see `bench/routing_prior.py`), then taken over by live labels."""
-    return GoodAnswerModel.from_bytes(PRIOR.read_bytes())
+    return GoodAnswerModel.from_bytes(CHEAP_PRIOR.read_bytes())
+
+
+def strong_model_prior() -> GoodAnswerModel:
+    """The same for a strong model (what the cheap one is compared against)."""
+    return GoodAnswerModel.from_bytes(STRONG_PRIOR.read_bytes())
+
+
+def good_enough(p_good: float, p_strongest: float, *, target: float, gap: float) -> bool:
+    """Whether a cheaper model will do for a prompt: its predicted chance of a good answer clears the
+    target, or falls short of the strongest candidate's by no more than `gap` (the strong model
+    would not do much better). The live router and the replay both decide by this."""
+    return p_good >= target or p_strongest - p_good <= gap
+
+
+@attrs.frozen
+class Label:
+    """One verdict on one model's answer to one prompt: what the learner is fed, and what storage
+    shares with the other instances. `good` in 0..1; `source`: "scorer" (the answer's own score,
+    the cascade's verdict), "judge" (a judge model's, alone or against a shadow answer) or
+    "rating" (a user's)."""
+
+    provider: str
+    model: str
+    tier: str | None
+    features: Features
+    good: float
+    source: str
+    weight: float = 1.0
+    request_id: str | None = None
+
+
+def features_to_bytes(x: Features) -> bytes:
+    """A prompt's features compactly, for storage: slots as 32-bit integers, values as 32-bit
+    floats (about 8 bytes a feature, compressed)."""
+    slots = array("I", (slot for slot, _ in x))
+    values = array("f", (value for _, value in x))
+    return zlib.compress(slots.tobytes() + values.tobytes())
+
+
+def features_from_bytes(data: bytes) -> Features:
+    raw = zlib.decompress(data)
+    half = len(raw) // 2
+    slots, values = array("I", raw[:half]), array("f", raw[half:])
+    return tuple(zip(slots, values, strict=True))
+
+
+class QualityModels:
+    """Every model's p(good answer | prompt), each a `CorrectedModel` over the prior of its tier:
+    the cheapest tier starts from the cheap-model prior, the strongest from the strong-model prior,
+    the one between from the strong prior with its bias halfway to the cheap one's (public outcome
+    data has no middle model to learn it from). Kept per (provider, model) statistics key."""
+
+    def __init__(self) -> None:
+        self._priors: dict[str, GoodAnswerModel] = {}
+        self._models: dict[tuple[str, str], CorrectedModel] = {}
+        self.labels: dict[tuple[str, str], int] = {}
+
+    def _prior(self, tier: str | None) -> GoodAnswerModel:
+        tier = tier if tier in TIERS else TIERS[0]
+        if tier not in self._priors:
+            if tier == TIERS[0]:
+                self._priors[tier] = cheap_model_prior()
+            elif tier == TIERS[-1]:
+                self._priors[tier] = strong_model_prior()
+            else:
+                between = strong_model_prior()
+                between.bias = (between.bias + self._prior(TIERS[0]).bias) / 2
+                self._priors[tier] = between
+        return self._priors[tier]
+
+    def model(self, key: tuple[str, str], tier: str | None) -> CorrectedModel:
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = CorrectedModel(self._prior(tier))
+        return model
+
+    def p_good(self, key: tuple[str, str], tier: str | None, x: Features) -> float:
+        return self.model(key, tier).predict(x)
+
+    def learn(self, key: tuple[str, str], label: Label) -> None:
+        self.model(key, label.tier).learn(label.features, label.good, label.weight)
+        self.labels[key] = self.labels.get(key, 0) + 1

@@ -1,8 +1,9 @@
 """The route for one request: which models may serve it, in what order, and why.
 
 The model name picks the route: a named route or role (`route:NAME`, a bare route name, or the
-`x-relaybox-route` header), `auto` or a name nothing serves (smart routing: the cheapest eligible
-model of the tier the classification asks for, from the evidence), a tier or legacy OpenAI name
+`x-relaybox-route` header), `auto` or a name nothing serves (smart routing: the learned router's
+cheapest model predicted good enough for this prompt, `learned_route.py`; with it off, the cheapest
+eligible model of the tier the classification asks for, from the evidence), a tier or legacy OpenAI name
 (smart routing held to that tier), or an exact id, alias or `provider:model`. An A/B test may then
 put its challenger first, and the provider mode narrows the result. The reason travels with the
 route to the `x-router-reason` header and the log.
@@ -26,6 +27,8 @@ from relaybox.protocol.routing.catalog import (
 )
 from relaybox.protocol.routing.classifier import Classification, TierThresholds
 from relaybox.protocol.routing.evidence import Evidence, EvidencePolicy
+from relaybox.protocol.routing.learned import QualityModels
+from relaybox.protocol.routing.learned_route import LearnedPolicy, PromptFeatures, learned_route
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
 
@@ -47,6 +50,7 @@ class RoutingSettings:
     llm_classifier: bool = False  # LLM_CLASSIFIER: the cheapest model classifies smart-routed requests
     classifier_timeout: float = 10.0
     seed: int | None = None  # for the Thompson draws and A/B splits; None: from the OS
+    learned: LearnedPolicy = attrs.field(factory=LearnedPolicy)
 
 
 @attrs.frozen(eq=False)
@@ -63,6 +67,9 @@ class RoutingContext:
     rng: random.Random
     pressure: float = 0.0  # the budget's: the highest share of an enabled budget spent
     priorities: Mapping[str, int] = attrs.field(factory=dict)
+    # The learned router's models and this request's prompt (None: the tiers decide).
+    quality: QualityModels | None = None
+    prompt: PromptFeatures | None = None
 
 
 def routable_catalog(catalog: Catalog, disabled: frozenset[str] | set[str], mode: str) -> Catalog:
@@ -99,7 +106,7 @@ def resolve_name(
     name: str, classification: Classification, context: RoutingContext, *, unknown_to_smart: bool = True
 ) -> tuple[Route, bool]:
     if name in SMART_ROUTE_NAMES:
-        return cheapest_capable(classification, name, context), True
+        return smart_choice(classification, name, context), True
     tier = name if name in TIERS else LEGACY_TIERS.get(name)
     if tier is not None:
         label = f"tier {tier}" if name == tier else f"{name} -> tier {tier}"
@@ -109,7 +116,7 @@ def resolve_name(
     except UnknownModel:
         if not unknown_to_smart or context.settings.unknown_models == "reject":
             raise
-        return cheapest_capable(classification, f"unknown model {name!r} -> auto", context), True
+        return smart_choice(classification, f"unknown model {name!r} -> auto", context), True
 
 
 def cheapest_capable(classification: Classification, label: str, context: RoutingContext) -> Route:
@@ -124,6 +131,25 @@ def cheapest_capable(classification: Classification, label: str, context: Routin
         priorities=dict(context.priorities),
         policy=context.settings.selection,
         label=label,
+    )
+
+
+def smart_choice(classification: Classification, label: str, context: RoutingContext) -> Route:
+    """`auto`: the learned router's choice when it is on, else the classifier's tier's cheapest."""
+    policy = context.settings.learned
+    if not policy.enabled or context.quality is None or context.prompt is None:
+        return cheapest_capable(classification, label, context)
+    every_tier = cheapest_capable(attrs.evolve(classification, tier=TIERS[0]), label, context)
+    return learned_route(
+        context.routable,
+        every_tier,
+        classification,
+        context.prompt.get(),
+        context.quality,
+        policy,
+        label=label,
+        pressure=context.pressure,
+        budget_pressure=context.settings.selection.budget_pressure,
     )
 
 

@@ -8,6 +8,7 @@ from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
 from relaybox.protocol.keys import KeyBudget
 from relaybox.protocol.routing.catalog import Route
+from relaybox.protocol.routing.learned import Features
 
 
 @attrs.frozen
@@ -32,6 +33,10 @@ class DispatchState:
     compression_level: str = "safe"
     tokens_saved: int | None = None
     key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
+    # The prompt's features when the learned router chose the route: its outcomes become labels.
+    features: Features | None = None
+    # "shadow" or "judge": an attempt relaybox made for its own learning, not the client's.
+    purpose: str | None = None
 
     def after_failure(
         self, failure: AttemptFailure, upstream_ms: float, held_answer: tuple[Event, ...] = ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -16,6 +17,8 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/api/chat/completion
 class FakeOpenAI:
     def __init__(self, models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")) -> None:
         self.replies = ReplyQueue()
+        # A model's behaviour: the reply to a request, from its body (the queue's when None).
+        self.answer_with: Callable[[dict], Reply] | None = None
         self.models = models
         self.server = FakeHTTPServer(self._handle)
 
@@ -52,7 +55,7 @@ class FakeOpenAI:
         if request.method != "POST" or request.path not in CHAT_PATHS:
             await out.send_json(404, {"error": {"message": "no such route", "type": "not_found"}})
             return
-        reply = self.replies.next()
+        reply = self.replies.next() if self.answer_with is None else self.answer_with(request.json())
         if reply.stall:
             await out.hang()
         await trio.sleep(reply.delay)

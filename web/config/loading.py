@@ -17,6 +17,7 @@ from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.routing.catalog import Candidate
 from relaybox.protocol.routing.classifier import TierThresholds
 from relaybox.protocol.routing.evidence import EvidencePolicy
+from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
@@ -218,18 +219,44 @@ def _routing(
         llm_classifier=llm_classifier,
         cascade_below=values.integer(routing.get("cascade_below", 50), "[routing] cascade_below"),
         savings_baseline=_savings_baseline(routing.get("savings_baseline"), providers),
+        learned=_learned_policy(routing, providers),
+    )
+
+
+def _learned_policy(routing: Mapping[str, Any], providers: list[ProviderConfig]) -> LearnedPolicy:
+    """The learned router's settings: its quality bar and the labels it makes for itself."""
+    defaults = LearnedPolicy()
+
+    def share(key: str) -> float:
+        value = values.number(routing.get(key, getattr(defaults, key)), f"[routing] {key}")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"[routing] {key} must be between 0 and 1, got {value}")
+        return value
+
+    enabled = routing.get("learned", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"[routing] learned must be true or false, got {enabled!r}")
+    judge = routing.get("judge_model")
+    return LearnedPolicy(
+        enabled=enabled,
+        quality_target=share("quality_target"),
+        quality_gap=share("quality_gap"),
+        judge_rate=share("judge_rate"),
+        shadow_rate=share("shadow_rate"),
+        shadow_up_rate=share("shadow_up_rate"),
+        judge_model=None if judge is None else _configured_model(judge, providers, "judge_model"),
     )
 
 
 def _savings_baseline(value: object, providers: list[ProviderConfig]) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _configured_model(value, providers, "savings_baseline")
+
+
+def _configured_model(value: object, providers: list[ProviderConfig], key: str) -> str:
     provider, _, model = str(value).partition(":")
     config = next((p for p in providers if p.name == provider), None)
     if config is None or not any(m.id == model for m in config.models):
-        raise ConfigError(
-            f"[routing] savings_baseline must be 'provider:model' of a configured model, got {value!r}"
-        )
+        raise ConfigError(f"[routing] {key} must be 'provider:model' of a configured model, got {value!r}")
     return f"{provider}:{model}"
 
 

@@ -160,6 +160,28 @@ async function refreshOverview() {
   }));
   plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 25, r: 25, t: 30, b: 5 } });
   renderKeys(stats.keys || []);
+  renderLearning(stats.learned_routing, stats.learning_spend || [], s.cost_usd);
+}
+
+function renderLearning(learned, spend, totalCost) {
+  // Shadow answers and a judge's verdicts: what they cost over the period, and the labels they gave.
+  if (!learned || !learned.enabled) {
+    $("#learning").innerHTML = `<p class="muted">Off (<code>[routing] learned = false</code>): the classifier's tiers decide <code>auto</code>.</p>`;
+    return;
+  }
+  const cost = spend.reduce((sum, r) => sum + (Number(r.cost_usd) || 0), 0);
+  const calls = spend.reduce((sum, r) => sum + (Number(r.attempts) || 0), 0);
+  const models = [...new Set([...Object.keys(learned.labels), ...Object.keys(learned.verdicts)])].sort();
+  const rows = models.map((m) => {
+    const v = learned.verdicts[m] || { good: 0, bad: 0 };
+    return `<tr><td><code>${esc(m)}</code></td><td>${esc(num(learned.labels[m] || 0))}</td><td>${esc(num(v.good))}</td><td>${esc(num(v.bad))}</td></tr>`;
+  }).join("");
+  $("#learning").innerHTML = `<dl class="card">
+    <dt>Shadow answers and judging</dt><dd>${esc(num(calls))} calls, ${esc(usd(cost))}${totalCost ? ` (${esc(pct(cost / totalCost))} of all spending)` : ""}</dd></dl>
+    <table><thead><tr><th>model</th><th>labels learned</th><th>judged good</th><th>judged bad</th></tr></thead>
+    <tbody>${rows || `<tr><td colspan="4" class="muted">no labels yet</td></tr>`}</tbody></table>
+    <p class="muted">Labels learned count the model's own (a poor score, a judge's verdict) and those other
+    instances on this database learned, since this process started; verdicts are this process's.</p>`;
 }
 
 function renderKeys(keys) {

@@ -90,12 +90,27 @@ async def stats() -> Response:
     body["ab_tests"] = _ab_report(
         running.settings.routing.ab_tests, await running.storage.ab_results(since=since)
     )
+    body["learned_routing"] = _learning_report(running)
     body["recorder"] = to_json(running.recorder.statistics())
     body["response_cache"] = to_json(
         current_pipeline().cache.statistics()
     )  # this process's, since it started
     body["keys"] = await _key_report(running, body["keys"])
     return _json(body)
+
+
+def _learning_report(running: System) -> dict[str, Any]:
+    """What the learned router taught itself in this process (labels learned per model, its own
+    and other instances'; the judge's verdicts), beside `learning_spend`: what that cost."""
+    learned = running.router.statistics().learned
+    learning = None if running.learning is None else running.learning.statistics()
+    return {
+        "enabled": learned.enabled,
+        "labels": learned.labels,
+        "verdicts": {} if learning is None else learning.verdicts,
+        "comparisons": {} if learning is None else learning.comparisons,
+        "labels_loaded": 0 if learning is None else learning.labels_loaded,
+    }
 
 
 async def _key_report(running: System, usage: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,6 +185,7 @@ async def feedback() -> Response:
     # The record may still be on its way to storage: wait a moment for the recorder.
     for _ in range(20):
         if await current_system().storage.set_rating(group_id(task_id), rating, _own_client()):
+            current_system().rated(group_id(task_id), rating)
             return _json({"ok": True, "taskId": task_id, "rating": rating})
         await trio.sleep(0.1)
     raise RelayError(

@@ -1,0 +1,151 @@
+"""The router's part in learned routing: the per-model quality models it decides by, and what it
+learns from each attempt the learned router chose.
+
+An answer the scorer calls poor (the cascade's verdict, or a low score) is a bad label at once, and
+so is a rating of 1 or 2 (4 or 5 a good one) for one of the latest `RATED_LATER` answers;
+a good score proves little about correctness, so such an answer may instead be sent to the
+learning actor (`actors/learning.py`) for a judge's verdict, alone or against a shadow answer.
+Labels from the judge, and other instances' labels from storage, come back as `Learned`.
+Owned by the router actor (no locks); the models are knowledge, kept across its restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import OrderedDict
+
+import attrs
+from relaybox.actors.mailbox import Mailbox, MailboxFull
+from relaybox.actors.messages import AttemptEnded, Compare, Labelled, Learned, LearningMessage, Rated
+from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.errors import FailureKind
+from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog
+from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE
+from relaybox.protocol.routing.judging import FollowUp, follow_up
+from relaybox.protocol.routing.learned import Features, Label, QualityModels, features
+from relaybox.protocol.routing.learned_route import LearnedPolicy, PromptFeatures
+from relaybox.storage.records import group_id
+
+RATED_LATER = 512  # answers whose rating can still become a label
+
+
+@attrs.frozen
+class LearnedRoutingStatistics:
+    enabled: bool
+    labels: dict[str, int]  # per "provider/model": labels learned (own, judged, other instances')
+    follow_ups: dict[str, int]  # per kind: sent to the learning actor
+    follow_ups_dropped: int  # the learning actor's mailbox was full
+
+
+class LearnedRouting:
+    def __init__(
+        self,
+        catalog: Catalog,
+        policy: LearnedPolicy,
+        rng: random.Random,
+        learning: Mailbox[LearningMessage] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.policy = policy
+        self.rng = rng
+        self.learning = learning
+        self.models = QualityModels()
+        self._follow_ups: dict[str, int] = {}
+        self._dropped = 0
+        # The latest answers' prompts, for a rating that comes after (a few kB each).
+        self._answered: OrderedDict[str, tuple[tuple[str, str], str | None, Features]] = OrderedDict()
+
+    def statistics(self) -> LearnedRoutingStatistics:
+        return LearnedRoutingStatistics(
+            enabled=self.policy.enabled,
+            labels={f"{p}/{m}": n for (p, m), n in sorted(self.models.labels.items())},
+            follow_ups=dict(self._follow_ups),
+            follow_ups_dropped=self._dropped,
+        )
+
+    def prompt(self, request: ChatRequest | ImageRequest) -> PromptFeatures | None:
+        """The request's prompt, for the learned router to read if smart routing decides it."""
+        if not self.policy.enabled or not isinstance(request, ChatRequest):
+            return None
+        return PromptFeatures(lambda: features([m.text() for m in request.messages if m.role == "user"]))
+
+    def receive(self, message: Learned | Rated) -> None:
+        """Labels from the learning actor, or a user's rating of a recent answer: 4 or 5 says it
+        was good, 1 or 2 that it was not (3 says nothing)."""
+        if isinstance(message, Learned):
+            self.learn(message.labels)
+            return
+        answered = self._answered.get(message.group)
+        if answered is None or message.rating == 3:
+            return
+        key, tier, x = answered
+        good = 1.0 if message.rating > 3 else 0.0
+        label = Label(*key, tier, x, good, "rating", 1.0, message.group)
+        self.models.learn(key, label)
+        self._tell(Labelled((label,)))
+
+    def learn(self, labels: tuple[Label, ...]) -> None:
+        for label in labels:
+            key = self.catalog.statistics_key(Candidate(label.provider, label.model))
+            tier = self.catalog.tier_of(Candidate(*key)) or label.tier
+            self.models.learn(key, attrs.evolve(label, tier=tier))
+
+    def attempt_ended(self, ended: AttemptEnded, pressure: float) -> None:
+        """What an attempt of a learned-routed request teaches, now or after a judge's verdict."""
+        state, candidate = ended.job.state, ended.job.candidate
+        if state.features is None or state.purpose is not None:
+            return
+        key = self.catalog.statistics_key(candidate)
+        poor = ended.failure is not None and ended.failure.kind is FailureKind.POOR_ANSWER
+        if poor or (ended.failure is None and ended.score is not None and ended.score < POOR_ANSWER_SCORE):
+            label = Label(
+                *key, self.catalog.tier_of(candidate), state.features, 0.0, "scorer", 1.0, state.request_id
+            )
+            self.models.learn(key, label)
+            self._tell(Labelled((label,)))
+            return
+        request = ended.job.request
+        if ended.failure is not None or not ended.answer or not isinstance(request, ChatRequest):
+            return
+        self._answered[group_id(state.request_id)] = (key, self.catalog.tier_of(candidate), state.features)
+        while len(self._answered) > RATED_LATER:
+            self._answered.popitem(last=False)
+        cheapest, strongest = self._ends(state.route.candidates)
+        kind = follow_up(self.policy, self.rng, served_strongest=candidate == strongest, pressure=pressure)
+        other = {FollowUp.SHADOW_DOWN: cheapest, FollowUp.SHADOW_UP: strongest}.get(kind) if kind else None
+        if kind is None or other == candidate:
+            return
+        judge = self._judge(cheapest)
+        if self._tell(Compare(kind, request, state, candidate, ended.answer, judge, other)):
+            self._follow_ups[kind.value] = self._follow_ups.get(kind.value, 0) + 1
+
+    def _ends(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, Candidate]:
+        """The route's cheapest candidate and its strongest (the cheapest of the highest tier)."""
+
+        def rank(candidate: Candidate) -> int:
+            tier = self.catalog.tier_of(candidate)
+            return TIERS.index(tier) if tier in TIERS else 0
+
+        def cost(candidate: Candidate) -> float:
+            return self.catalog.costs.get((candidate.provider, candidate.model), float("inf"))
+
+        cheapest = min(candidates, key=lambda c: (rank(c), cost(c)))
+        strongest = min(candidates, key=lambda c: (-rank(c), cost(c)))
+        return cheapest, strongest
+
+    def _judge(self, cheapest: Candidate) -> Candidate:
+        if self.policy.judge_model:
+            provider, _, model = self.policy.judge_model.partition(":")
+            return Candidate(provider, model)
+        return cheapest
+
+    def _tell(self, message: LearningMessage) -> bool:
+        """Learning never waits, and never holds up a client: a full mailbox drops the message."""
+        if self.learning is None:
+            return False
+        with contextlib.suppress(MailboxFull):
+            self.learning.tell(message)
+            return True
+        self._dropped += 1
+        return False

@@ -1,0 +1,297 @@
+"""The learning actor: labels the learned router makes for itself, and labels shared between the
+instances of relaybox that use one database.
+
+A `Compare` from the router runs in the background, after the client already has its answer:
+for a shadow comparison another model is asked the same (a non-streaming attempt through its
+provider actor, so its slots, breaker, budget and record apply, with status `shadow`), then the
+judge model grades the answers (status `judge`), presented in a random order so its verdicts
+carry no bias for a position. The verdicts go to the router as labels, and to storage.
+
+Storage holds the newest `LABELS_KEPT` labels of every instance. At start this actor hands the
+router all of them (so a restarted or new instance knows what the others learned); then every
+`refresh_seconds` the ones other instances wrote since. Nothing here ever delays a request: the
+router's messages are dropped when this actor is busy, and a slow database delays only sharing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+import trio
+from relaybox.actors.cancellation import CancelToken
+from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics
+from relaybox.actors.messages import (
+    AttemptEnded,
+    Compare,
+    Job,
+    Labelled,
+    Learned,
+    LearningMessage,
+    RouterMessage,
+)
+from relaybox.actors.provider import ProviderActor
+from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
+from relaybox.protocol.routing.catalog import Candidate, Catalog, Route
+from relaybox.protocol.routing.judging import judge_request, question_of, read_verdict
+from relaybox.protocol.routing.learned import Label
+
+log = logging.getLogger("relaybox.learning")
+
+LABELS_KEPT = 10_000  # storage keeps this many of the newest labels, of every instance
+LOAD_BATCH = 250  # labels per message to the router (each batch is learned in one go)
+UNSAVED_LIMIT = 2_000  # labels waiting for the database; past this the oldest are not shared
+SAVE_EVERY = 1.0
+STORAGE_TIMEOUT = 10.0
+# Postgres hands out ids before commit, so a label may appear below the newest id already read.
+ID_LOOKBACK = 200
+
+
+class LabelStore(Protocol):
+    async def add_routing_labels(
+        self, labels: list[Label], *, instance: str, now: float, keep: int
+    ) -> None: ...
+
+    async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]: ...
+
+
+class _Unreported:
+    """Where this actor's own attempts report their end: their replies already say everything."""
+
+    async def send(self, message: AttemptEnded) -> None:
+        return None
+
+
+@attrs.frozen
+class LearningStatistics:
+    mailbox: MailboxStatistics
+    instance: str
+    comparisons: dict[str, int]  # per kind: started
+    running: int  # comparisons under way
+    busy_dropped: int  # comparisons not started: every slot was taken
+    shadow_failed: int
+    judge_failed: int  # no verdict: the judge's call failed, or its answer could not be read
+    verdicts: dict[str, dict[str, int]]  # per "provider/model": {"good": n, "bad": n}
+    labels_saved: int
+    labels_loaded: int  # other instances' labels handed to the router
+    storage_errors: int
+
+
+class LearningActor:
+    kind = "learning"
+    name = "learning"
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        providers: dict[str, ProviderActor],
+        storage: LabelStore | None = None,
+        *,
+        router: Mailbox[RouterMessage] | None = None,
+        refresh_seconds: float = 60.0,
+        concurrency: int = 4,
+        answer_timeout: float = 300.0,
+        mailbox: int = 64,
+        seed: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.providers = providers
+        self.storage = storage
+        self.router = router
+        self.refresh_seconds = refresh_seconds
+        self.concurrency = concurrency
+        self.answer_timeout = answer_timeout
+        self.mailbox: Mailbox[LearningMessage] = Mailbox(mailbox)
+        self.instance = uuid.uuid4().hex
+        self._rng = random.Random(seed)
+        self._running = 0
+        self._unsaved: deque[Label] = deque(maxlen=UNSAVED_LIMIT)
+        self._seen: deque[int] = deque(maxlen=4 * ID_LOOKBACK)
+        self._last_id = 0
+        self._comparisons: dict[str, int] = {}
+        self._busy_dropped = self._shadow_failed = self._judge_failed = 0
+        self._verdicts: dict[str, dict[str, int]] = {}
+        self._saved = self._loaded = self._storage_errors = 0
+
+    def statistics(self) -> LearningStatistics:
+        return LearningStatistics(
+            mailbox=self.mailbox.statistics(),
+            instance=self.instance,
+            comparisons=dict(self._comparisons),
+            running=self._running,
+            busy_dropped=self._busy_dropped,
+            shadow_failed=self._shadow_failed,
+            judge_failed=self._judge_failed,
+            verdicts={k: dict(v) for k, v in sorted(self._verdicts.items())},
+            labels_saved=self._saved,
+            labels_loaded=self._loaded,
+            storage_errors=self._storage_errors,
+        )
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._running = 0
+        async with trio.open_nursery() as nursery:
+            if self.storage is not None:
+                nursery.start_soon(self._save_labels, self.storage)
+                nursery.start_soon(self._load_labels, self.storage)
+            task_status.started()
+            async for message in self.mailbox.receive:
+                if isinstance(message, Labelled):
+                    self._unsaved.extend(message.labels)
+                elif self._running >= self.concurrency:
+                    self._busy_dropped += 1
+                else:
+                    self._running += 1
+                    self._comparisons[message.kind.value] = self._comparisons.get(message.kind.value, 0) + 1
+                    nursery.start_soon(self._compare, message)
+            nursery.cancel_scope.cancel()
+
+    async def on_crash(self, error: BaseException) -> None:
+        return None
+
+    def on_give_up(self) -> None:
+        log.error("the learning actor stopped: the learned router learns from scores alone")
+
+    # --- one comparison ---------------------------------------------------------------
+
+    async def _compare(self, compare: Compare) -> None:
+        try:
+            answers = [(compare.served, compare.answer)]
+            if compare.other is not None:
+                shadow = await self._ask(
+                    compare, compare.other, "shadow", attrs.evolve(compare.request, stream=False)
+                )
+                if not shadow:
+                    self._shadow_failed += 1
+                    return
+                answers.append((compare.other, shadow))
+            self._rng.shuffle(answers)
+            question = judge_request(
+                question_of(compare.request), [a for _, a in answers], compare.judge.model
+            )
+            verdict = await self._ask(compare, compare.judge, "judge", question)
+            goods = None if verdict is None else read_verdict(verdict, len(answers))
+            if goods is None:
+                self._judge_failed += 1
+                log.info("%s: no verdict from the judge %s", compare.state.request_id, compare.judge.model)
+                return
+            labels = tuple(
+                self._label(compare, candidate, good)
+                for (candidate, _), good in zip(answers, goods, strict=True)
+            )
+            log.info(
+                "%s: judged %s",
+                compare.state.request_id,
+                ", ".join(
+                    f"{label.provider}/{label.model} {'good' if label.good else 'bad'}" for label in labels
+                ),
+            )
+            for label in labels:
+                counts = self._verdicts.setdefault(f"{label.provider}/{label.model}", {"good": 0, "bad": 0})
+                counts["good" if label.good else "bad"] += 1
+            self._unsaved.extend(labels)
+            if self.router is not None:
+                await self.router.send(Learned(labels))
+        finally:
+            self._running -= 1
+
+    def _label(self, compare: Compare, candidate: Candidate, good: bool) -> Label:
+        key = self.catalog.statistics_key(candidate)
+        features = compare.state.features or ()
+        tier = self.catalog.tier_of(candidate)
+        return Label(*key, tier, features, float(good), "judge", 1.0, compare.state.request_id)
+
+    async def _ask(
+        self, compare: Compare, candidate: Candidate, purpose: str, request: ChatRequest
+    ) -> str | None:
+        """One attempt of relaybox's own at `candidate` (recorded with status `purpose`, linked to
+        the client's request): its answer's text, or None when it could not be had."""
+        provider = self.providers.get(candidate.provider)
+        if provider is None or not provider.accepting(trio.current_time()):
+            return None
+        served = compare.served
+        state = attrs.evolve(
+            compare.state,
+            route=Route((candidate,), f"{purpose} for {served.provider}/{served.model}'s answer"),
+            next_index=1,
+            attempts=0,  # not one of the request's attempts: not counted as a request either
+            failures=(),
+            failed_upstream_ms=0.0,
+            held_answer=(),
+            features=None,
+            purpose=purpose,
+            key_budget=None,  # relaybox's own spending: the global budgets count it, no key's
+        )
+        send, receive = trio.open_memory_channel[Event](64)
+        cancel = CancelToken()
+        job = Job(request, candidate, send, cancel, state, _Unreported())
+        try:
+            provider.mailbox.tell(job)
+        except MailboxFull:
+            return None
+        parts: list[str] = []
+        with receive, trio.move_on_after(self.answer_timeout):
+            async for event in receive:
+                if isinstance(event, ContentDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    return "".join(parts)
+                elif isinstance(event, Failed):
+                    return None
+        cancel.cancel()
+        return None
+
+    # --- sharing through storage ---------------------------------------------------------
+
+    async def _save_labels(self, storage: LabelStore) -> None:
+        while True:
+            await trio.sleep(SAVE_EVERY)
+            if not self._unsaved:
+                continue
+            labels = list(self._unsaved)
+            try:
+                with trio.fail_after(STORAGE_TIMEOUT):
+                    await storage.add_routing_labels(
+                        labels, instance=self.instance, now=time.time(), keep=LABELS_KEPT
+                    )
+            except Exception as error:  # storage down: labels wait (bounded), routing goes on
+                self._storage_errors += 1
+                log.warning("could not save routing labels: %s", error)
+                continue
+            for _ in labels:
+                self._unsaved.popleft()
+            self._saved += len(labels)
+
+    async def _load_labels(self, storage: LabelStore) -> None:
+        """Every label storage keeps, at start; then, every `refresh_seconds`, the new ones."""
+        while True:
+            try:
+                with trio.fail_after(STORAGE_TIMEOUT):
+                    await self._load_new(storage)
+            except Exception as error:
+                self._storage_errors += 1
+                log.warning("could not load routing labels: %s", error)
+            await trio.sleep(self.refresh_seconds)
+
+    async def _load_new(self, storage: LabelStore) -> None:
+        after = max(0, self._last_id - ID_LOOKBACK)
+        while True:
+            rows = await storage.routing_labels(after_id=after, limit=LOAD_BATCH)
+            seen = set(self._seen)
+            fresh = [(i, instance, label) for i, instance, label in rows if i not in seen]
+            self._seen.extend(i for i, _, _ in fresh)
+            theirs = tuple(label for _, instance, label in fresh if instance != self.instance)
+            if theirs and self.router is not None:
+                await self.router.send(Learned(theirs))
+                self._loaded += len(theirs)
+            if rows:
+                after = rows[-1][0]
+                self._last_id = max(self._last_id, after)
+            if len(rows) < LOAD_BATCH:
+                return

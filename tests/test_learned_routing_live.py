@@ -1,0 +1,200 @@
+"""The learned router as relaybox runs it: `auto` decided per prompt, labels made by shadow answers
+and a judge model, and what one instance learns shared with another through the database."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+import trio_asyncio
+from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.protocol.routing.learned_route import LearnedPolicy
+from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.web.config import ProviderConfig, Settings
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import QUIET_LEARNING, eventually, openai_provider, serve, settings_for
+from tests.storage_fixtures import fresh_postgres_database
+
+PIECES = ("knight", "bishop", "rook", "queen", "king", "pawn")
+COUNTRIES = ("France", "Peru", "Kenya", "Japan", "Chile", "Norway", "Egypt", "India", "Ghana", "Laos")
+WRONG = "(this is wrong)"  # what the fake judge sees and the scorer cannot
+
+
+def chess_question(rng: random.Random) -> str:
+    a, b = rng.sample(PIECES, 2)
+    return f"In chess, can a {a} capture a {b} standing {rng.randint(2, 7)} squares away on its diagonal?"
+
+
+def capital_question(rng: random.Random) -> str:
+    return f"What is the capital city of {rng.choice(COUNTRIES)}? Answer in one sentence."
+
+
+def model(answer: Callable[[str], str]) -> Callable[[dict], Reply]:
+    """A fake model that answers questions with `answer`, and grades answers when asked to judge:
+    an answer is bad when it carries the mark of a wrong one."""
+
+    def reply(body: dict) -> Reply:
+        messages = body["messages"]
+        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in messages):
+            graded = re.findall(
+                r"Answer ([A-Z]):\n(.*?)(?=\n\nAnswer [A-Z]:|\Z)", messages[-1]["content"], re.S
+            )
+            return Reply(
+                "\n".join(f"{letter}: {'BAD' if WRONG in text else 'GOOD'}" for letter, text in graded)
+            )
+        return Reply(answer(messages[-1]["content"]))
+
+    return reply
+
+
+def cheap_answer(question: str) -> str:
+    """The cheap model answers capitals well and chess confidently wrong."""
+    if "chess" in question:
+        return f"Yes, it can: every piece may capture along a diagonal at any distance. {WRONG}"
+    return "The capital is the city where the national government sits, as the question asks."
+
+
+def strong_answer(question: str) -> str:
+    return "A careful, correct answer to the question, with the reasoning laid out step by step."
+
+
+def provider(name: str, base_url: str, model_id: str, tier: str, price: float) -> ProviderConfig:
+    return attrs.evolve(
+        openai_provider(name, base_url, models=(model_id,)),
+        models=(ModelEntry(model_id, tier, price, price * 4, 128_000),),
+    )
+
+
+def two_models(
+    tmp_path: Path, cheap: FakeOpenAI, strong: FakeOpenAI, learned: LearnedPolicy, **changes: object
+) -> Settings:
+    return settings_for(
+        tmp_path,
+        provider("cheap", cheap.base_url, "small", "economy", 0.1),
+        provider("strong", strong.base_url, "big", "premium", 10.0),
+        routing=RoutingSettings(learned=learned, seed=7, refresh_seconds=0.5),
+        **changes,
+    )
+
+
+async def served_by(client: httpx.AsyncClient, question: str, *, stream: bool = False) -> tuple[str, str]:
+    body = {"model": "auto", "messages": [{"role": "user", "content": question}], "stream": stream}
+    answer = await client.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-model"], answer.headers["x-router-reason"]
+
+
+async def test_relaybox_learns_which_prompts_the_cheap_model_fails_and_a_second_instance_knows_it(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
+    rng = random.Random(16)
+    async with trio_asyncio.open_loop(), fresh_postgres_database() as dsn:
+        first = two_models(tmp_path / "a", fake_openai, fake_openai_backup, teaching, database_url=dsn)
+        async with serve(first) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+            learning = relay.system.learning
+            assert learning is not None
+            before = {
+                kind: [await served_by(client, ask(rng)) for _ in range(5)]
+                for kind, ask in (("chess", chess_question), ("capital", capital_question))
+            }
+            for round_ in range(40):
+                for ask in (chess_question, capital_question):
+                    await served_by(client, ask(rng), stream=round_ % 2 == 1)
+                    await eventually(lambda: learning.statistics().running == 0, within=10)
+            after = {
+                kind: [await served_by(client, ask(rng)) for _ in range(10)]
+                for kind, ask in (("chess", chess_question), ("capital", capital_question))
+            }
+            await eventually(lambda: learning.statistics().running == 0, within=10)
+            statistics = learning.statistics()
+            await eventually(lambda: learning.statistics().labels_saved >= 80, within=10)
+            for _ in range(100):  # until the recorder has written every attempt of relaybox's own
+                shadows = await relay.system.storage.recent(status="shadow", limit=500)
+                verdicts = await relay.system.storage.recent(status="judge", limit=500)
+                if len(verdicts) == sum(statistics.comparisons.values()):  # a verdict each
+                    break
+                await trio.sleep(0.1)
+            requests = await relay.system.storage.recent(limit=2000)
+            dashboard = (await client.get("/api/stats")).json()
+
+        # Before: the prior alone decides, and it cannot tell chess from capitals.
+        assert {m for m, _ in before["chess"]} == {m for m, _ in before["capital"]}
+        # After: the kind of prompt the cheap model fails goes up; the rest stays down.
+        assert [m for m, _ in after["chess"]] == ["big"] * 10, after["chess"]
+        assert [m for m, _ in after["capital"]] == ["small"] * 10, after["capital"]
+        assert all(reason.startswith("auto: learned: ") for _, reason in after["chess"] + after["capital"])
+        assert re.search(r"labels? of its own", after["capital"][0][1])
+        # The labels came from the judge: the cheap model's chess answers graded bad, its capitals good.
+        assert (
+            statistics.verdicts["cheap/small"]["bad"] >= 10
+            and statistics.verdicts["cheap/small"]["good"] >= 10
+        )
+        assert statistics.verdicts["strong/big"]["bad"] == 0
+        assert (
+            statistics.comparisons.get("shadow_down", 0) >= 5 and statistics.comparisons.get("judge", 0) >= 5
+        )
+        # Shadow answers and verdicts are logged as attempts of their own, linked to the client's
+        # request, paid for, and never counted as requests or as answers to the client.
+        groups = {r.request_group_id for r in requests if r.status == "success"}
+        assert shadows and verdicts
+        assert all(
+            r.request_group_id in groups and r.attempt == 0 and r.cost_usd > 0 for r in shadows + verdicts
+        )
+        assert all(r.model_selected == "small" for r in shadows)
+        # The dashboard shows what it cost and what it taught.
+        spend = dashboard["learning_spend"]
+        assert {r["status"] for r in spend} == {"shadow", "judge"} and all(r["cost_usd"] > 0 for r in spend)
+        assert sum(r["attempts"] for r in spend) == len(shadows) + len(verdicts)
+        assert dashboard["learned_routing"]["verdicts"]["cheap/small"]["bad"] >= 10
+
+        # A second instance on the same database routes the same way from its first request: it
+        # learned from the first instance's labels, starting no judging of its own.
+        second = two_models(tmp_path / "b", fake_openai, fake_openai_backup, QUIET_LEARNING, database_url=dsn)
+        async with serve(second) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+            learning = relay.system.learning
+            assert learning is not None
+            await eventually(lambda: learning.statistics().labels_loaded >= 80, within=10)
+            chess = [await served_by(client, chess_question(rng)) for _ in range(10)]
+            capitals = [await served_by(client, capital_question(rng)) for _ in range(10)]
+            assert learning.statistics().comparisons == {}
+        assert [m for m, _ in chess] == ["big"] * 10, chess
+        assert [m for m, _ in capitals] == ["small"] * 10, capitals
+
+
+async def test_a_users_rating_teaches_the_learned_router(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    anything_goes = attrs.evolve(QUIET_LEARNING, quality_target=0.0)  # the cheap model serves everything
+    question = chess_question(random.Random(1))
+    async with (
+        serve(two_models(tmp_path, fake_openai, fake_openai_backup, anything_goes)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        router = relay.system.router
+        labels: list[int] = []
+        predicted: list[float] = []  # the cheap model's p(good) for the question, as each decision said
+        for rating in (1, 1, 3, 5):
+            body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
+            answer = await client.post("/v1/chat/completions", json=body)
+            assert answer.headers["x-model"] == "small"
+            predicted.append(float(re.findall(r"p\(good\)=([0-9.]+)", answer.headers["x-router-reason"])[0]))
+            labels.append(router.statistics().learned.labels.get("cheap/small", 0))
+            rating_body = {"taskId": answer.headers["x-task-id"], "rating": rating}
+            assert (await client.post("/api/feedback", json=rating_body)).status_code == 200
+            await eventually(lambda: router.mailbox.statistics().depth == 0, within=5)
+        after = router.statistics().learned.labels.get("cheap/small", 0)
+    # Two bad ratings were learned, a 3 says nothing, a 5 is a good label.
+    assert labels == [0, 1, 2, 2] and after == 3
+    assert predicted[0] > predicted[1] > predicted[2] == predicted[3]
