@@ -63,8 +63,10 @@ class Summary:
     cost95: float | None  # relative cost where quality first reaches 95 % of the strong model's
 
 
-def _cost(share: float, extra_weak: float = 0.0) -> float:
-    return (share * STRONG_COST + (1 - share + extra_weak) * WEAK_COST) / STRONG_COST
+def _cost(share: float, extra_weak: float = 0.0, extra_strong: float = 0.0) -> float:
+    """Per prompt, relative to always-strong: `share` served by the strong model, the rest by the
+    weak, plus background calls (weak- and strong-priced) per prompt."""
+    return ((share + extra_strong) * STRONG_COST + (1 - share + extra_weak) * WEAK_COST) / STRONG_COST
 
 
 def ranking_curve(outcomes: Outcomes, scores: Sequence[float]) -> list[Point]:
@@ -87,14 +89,18 @@ def settings_curve(
     *,
     weak_first: bool = False,
     extra_weak_calls: Sequence[float] = (),
+    extra_strong_calls: Sequence[float] = (),
 ) -> list[Point]:
     """One point per setting; `weak_first`: every prompt also called the weak model (a cascade);
-    `extra_weak_calls`: per setting, further weak-priced calls per prompt (shadow answers, a judge)."""
+    `extra_weak_calls`: per setting, further weak-priced calls per prompt (shadow answers, a judge);
+    `extra_strong_calls`: per setting, background strong calls per prompt (shadowing up), counted in
+    the strong share as well as in the cost: they call the strong model without serving."""
     points = [Point(0.0, 0.0, _cost(0.0)), Point(1.0, 1.0, _cost(1.0))]
     for index, setting in enumerate(probabilities):
         share, pgr = operating_point(outcomes, setting)
         extra = (share if weak_first else 0.0) + (extra_weak_calls[index] if extra_weak_calls else 0.0)
-        points.append(Point(share, pgr, _cost(share, extra)))
+        strong = extra_strong_calls[index] if extra_strong_calls else 0.0
+        points.append(Point(share + strong, pgr, _cost(share, extra, strong)))
     return sorted(points, key=lambda p: (p.share, p.pgr))
 
 
@@ -155,10 +161,11 @@ def bootstrap(
         for name in figures:
             value = getattr(summary, name)
             figures[name].append(1.0 if value is None else value)
-    return {name: _percentiles(values) for name, values in figures.items()}
+    return {name: percentiles(values) for name, values in figures.items()}
 
 
-def _percentiles(values: list[float]) -> Interval:
+def percentiles(values: list[float]) -> Interval:
+    """The 2.5th and 97.5th percentiles (nearest rank)."""
     if not values:
         return Interval(None, None)
     ordered = sorted(values)

@@ -28,8 +28,8 @@ class LearnedPolicy:
     """`[routing]` settings of the learned router and of the labels it makes for itself."""
 
     enabled: bool = True
-    quality_target: float = 0.7
-    quality_gap: float = 0.0
+    quality_target: float = 0.75
+    quality_gap: float = 0.15
     # Shares of learned-routed answers the judge labels: a cheaper model's answer graded alone
     # (one cheap call), the strongest's compared with the cheapest's shadow answer (two cheap
     # calls), a cheaper model's compared with the strongest's (one strong call: keep it low).
