@@ -255,17 +255,17 @@ class LearningActor:
             if not self._unsaved:
                 continue
             labels = list(self._unsaved)
+            self._unsaved.clear()
             try:
                 with trio.fail_after(STORAGE_TIMEOUT):
                     await storage.add_routing_labels(
                         labels, instance=self.instance, now=time.time(), keep=LABELS_KEPT
                     )
-            except Exception as error:  # storage down: labels wait (bounded), routing goes on
+            except Exception as error:  # storage down: labels wait (the newest kept), routing goes on
                 self._storage_errors += 1
                 log.warning("could not save routing labels: %s", error)
+                self._unsaved = deque([*labels, *self._unsaved], maxlen=UNSAVED_LIMIT)
                 continue
-            for _ in labels:
-                self._unsaved.popleft()
             self._saved += len(labels)
 
     async def _load_labels(self, storage: LabelStore) -> None:

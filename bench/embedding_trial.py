@@ -50,6 +50,7 @@ import numpy as np
 from relaybox.protocol.routing import learned
 
 from bench import routing_replay as rr
+from bench.classifier import timed
 from bench.machine import RESULTS, percentile, write
 
 PENALTIES = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)  # L2 on the summed log loss, standardised inputs
@@ -344,13 +345,7 @@ def timing(wl, runs: int) -> list[str]:  # type: ignore[no-untyped-def]
             ("tokenizer.encode + mean of rows + dot", lambda t=text: lean(t)),
         )
         for name, call in steps:
-            for _ in range(200):
-                call()
-            times = []
-            for _ in range(runs):
-                started = time.perf_counter_ns()
-                call()
-                times.append((time.perf_counter_ns() - started) / 1000)
+            times = [ns / 1000 for ns in timed(call, runs)]
             lines.append(
                 f"{label:<42}{len(text):>6}{tokens:>7}  {name:<44}"
                 f"{percentile(times, 0.5):>8.1f}{percentile(times, 0.99):>8.1f}"
