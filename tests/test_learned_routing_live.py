@@ -1,5 +1,6 @@
 """The learned router as relaybox runs it: `auto` decided per prompt, labels made by shadow answers
-and a judge model, and what one instance learns shared with another through the database."""
+and a judge model, and what one instance learns shared with another through the database (and
+kept for it while the database is away)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import attrs
 import httpx
 import trio
 import trio_asyncio
-from relaybox.protocol.routing.catalog import ModelEntry
+from relaybox.actors.learning import LearningActor
+from relaybox.actors.messages import Labelled
+from relaybox.protocol.routing.catalog import Catalog, ModelEntry
+from relaybox.protocol.routing.learned import Label, features
 from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.storage.contract import StorageError
 from relaybox.web.config import ProviderConfig, Settings
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -198,3 +203,45 @@ async def test_a_users_rating_teaches_the_learned_router(
     # Two bad ratings were learned, a 3 says nothing, a 5 is a good label.
     assert labels == [0, 1, 2, 2] and after == 3
     assert predicted[0] > predicted[1] > predicted[2] == predicted[3]
+
+
+class FlakyLabelStore:
+    """A database that refuses the first write, then keeps everything."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self.saved: list[Label] = []
+
+    async def add_routing_labels(self, labels: list[Label], *, instance: str, now: float, keep: int) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise StorageError("database restarting")
+        self.saved.extend(labels)
+
+    async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
+        return []
+
+
+async def test_labels_the_database_refused_are_saved_later_in_order(autojump_clock: trio.abc.Clock) -> None:
+    store = FlakyLabelStore()
+    learning = LearningActor(Catalog(()), {}, store)
+    x = features([capital_question(random.Random(2))])
+
+    def labelled(first: int, count: int) -> Labelled:
+        return Labelled(
+            tuple(
+                Label("cheap", "small", "economy", x, 1.0, "scorer", 1.0, f"r{i}")
+                for i in range(first, first + count)
+            )
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(learning.run)
+        learning.mailbox.tell(labelled(0, 3))
+        await trio.sleep(1.5)  # the first save was refused
+        learning.mailbox.tell(labelled(3, 2))
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    assert store.refused == 1 and learning.statistics().storage_errors == 1
+    assert [label.request_id for label in store.saved] == [f"r{i}" for i in range(5)]
+    assert learning.statistics().labels_saved == 5
