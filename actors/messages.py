@@ -12,6 +12,7 @@ budget          BudgetMessage    Reserve (asks; the reply is a `Reservation`), S
 recorder        RecorderMessage  a record (storage's type: it is what gets written), or Durable: one
                                  whose sender waits until the journal holds it
 response-cache  CacheWrite       an answer to write to the cache's shared tier
+responses       KeepResponse     a Responses API response to store, from its handler
 keys            (none)           it reads storage on its own schedule
 """
 
@@ -33,7 +34,7 @@ from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.judging import FollowUp
 from relaybox.protocol.routing.learned import Label
 from relaybox.protocol.routing.progress import DispatchState
-from relaybox.storage.records import AttemptRecord, CachedRow, Reservation
+from relaybox.storage.records import AttemptRecord, CachedRow, Reservation, StoredResponse
 
 # --- the router ---------------------------------------------------------------------------
 
@@ -246,3 +247,13 @@ class CacheWrite:
 
     key: str  # the normalised request's digest, in hex
     row: CachedRow
+
+
+@attrs.frozen(eq=False)
+class KeepResponse:
+    """From the Responses API's handler: a response to store. `written` is set once the database
+    holds it (or has refused it), which the handler waits for, briefly, so that another instance
+    can continue the conversation as soon as the client has the answer."""
+
+    row: StoredResponse
+    written: trio.Event = attrs.field(factory=trio.Event)

@@ -14,6 +14,7 @@ from relaybox.storage.records import (
     KeyMinute,
     ProviderSetting,
     Reservation,
+    StoredResponse,
     Window,
 )
 
@@ -108,6 +109,19 @@ class Storage(Protocol):
 
     async def put_cached_answer(self, row: CachedRow, key: str) -> None:
         """Store (or replace) an answer, and drop the expired ones."""
+        ...
+
+    async def put_responses(self, rows: list[StoredResponse], *, expire_before: float) -> None:
+        """Keep responses for the Responses API, and drop those stored before `expire_before`."""
+        ...
+
+    async def response_chain(self, response_id: str, *, limit: int) -> list[StoredResponse]:
+        """The response `response_id` and those it continues, oldest first (at most `limit`); empty
+        when there is no such response."""
+        ...
+
+    async def delete_response(self, response_id: str, owner: str | None) -> bool:
+        """Delete a stored response (only its owner's, unless `owner` is None); False if none was."""
         ...
 
     async def create_key(self, key: ApiKey) -> bool:

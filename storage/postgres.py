@@ -32,10 +32,12 @@ from relaybox.storage.queries import (
     key_usage_rows,
     key_usage_upsert,
     rating_update,
+    response_chain_query,
     rollup_rows,
     rollup_upsert,
     since_day,
     stats_queries,
+    stored_response_insert,
 )
 from relaybox.storage.records import (
     COLUMNS,
@@ -48,6 +50,7 @@ from relaybox.storage.records import (
     KeyMinute,
     ProviderSetting,
     Reservation,
+    StoredResponse,
     Window,
     label_row,
     stored_label,
@@ -424,6 +427,31 @@ class PostgresStorage:
                 await db.execute("DELETE FROM response_cache WHERE expires_at <= $1", row.stored_at)
 
         await self._run(work)
+
+    async def put_responses(self, rows: list[StoredResponse], *, expire_before: float) -> None:
+        async def work(db: asyncpg.Connection) -> None:
+            async with db.transaction():
+                await db.executemany(stored_response_insert(POSTGRES), [attrs.astuple(row) for row in rows])
+                await db.execute("DELETE FROM stored_responses WHERE created_at < $1", expire_before)
+
+        await self._run(work)
+
+    async def response_chain(self, response_id: str, *, limit: int) -> list[StoredResponse]:
+        rows = await self._run(lambda db: db.fetch(response_chain_query(POSTGRES), response_id, limit))
+        return [StoredResponse(*row) for row in rows]
+
+    async def delete_response(self, response_id: str, owner: str | None) -> bool:
+        if owner is None:
+            status = await self._run(
+                lambda db: db.execute("DELETE FROM stored_responses WHERE id = $1", response_id)
+            )
+        else:
+            status = await self._run(
+                lambda db: db.execute(
+                    "DELETE FROM stored_responses WHERE id = $1 AND owner = $2", response_id, owner
+                )
+            )
+        return status != "DELETE 0"
 
     async def create_key(self, key: ApiKey) -> bool:
         async def work(db: asyncpg.Connection) -> bool:

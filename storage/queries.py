@@ -234,3 +234,27 @@ def evidence_rows(rows: list[dict[str, Any]]) -> list[RollupRow]:
         )
         for row in rows
     ]
+
+
+STORED_RESPONSE_COLUMNS = ("id", "previous_id", "owner", "created_at", "items", "body")
+
+
+def stored_response_insert(f: Flavor) -> str:
+    values = ", ".join(f.param(i + 1) for i in range(len(STORED_RESPONSE_COLUMNS)))
+    return (
+        f"INSERT INTO stored_responses ({', '.join(STORED_RESPONSE_COLUMNS)}) VALUES ({values}) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+
+
+def response_chain_query(f: Flavor) -> str:
+    """A stored response and those it continues, oldest first, in one query however long the chain."""
+    columns = ", ".join(STORED_RESPONSE_COLUMNS)
+    joined = ", ".join(f"r.{column}" for column in STORED_RESPONSE_COLUMNS)
+    return (
+        f"WITH RECURSIVE chain ({columns}, depth) AS ("
+        f"SELECT {columns}, 0 FROM stored_responses WHERE id = {f.param(1)} "
+        f"UNION ALL SELECT {joined}, chain.depth + 1 FROM stored_responses r "
+        f"JOIN chain ON r.id = chain.previous_id WHERE chain.depth + 1 < {f.param(2)}) "
+        f"SELECT {columns} FROM chain ORDER BY depth DESC"
+    )

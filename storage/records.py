@@ -192,6 +192,19 @@ class CachedRow:
 
 
 @attrs.frozen
+class StoredResponse:
+    """A response kept for the Responses API: its own turn's items (the input it was sent, then its
+    output) as a JSON array, the response object as JSON, and the response it continued."""
+
+    id: str
+    previous_id: str | None
+    owner: str  # the client key's name ("" without keys): only its owner continues or reads it
+    created_at: float
+    items: str
+    body: str
+
+
+@attrs.frozen
 class ApiKey:
     """A client key as stored: its SHA-256 and the first characters (to recognise it in a list);
     the key itself is shown once, when created, and kept nowhere."""

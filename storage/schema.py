@@ -320,3 +320,24 @@ POSTGRES_MIGRATIONS.append(
              source VARCHAR(20) NOT NULL, request_id VARCHAR(100))""",
     ]
 )
+
+
+# Version 10: responses kept for the Responses API (`store`), so a conversation continues by
+# `previous_response_id` on any instance: each row holds its own turn (the input items it was sent,
+# then its output items) and points to the response it continued.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS stored_responses (
+             id TEXT PRIMARY KEY, previous_id TEXT, owner TEXT NOT NULL, created_at REAL NOT NULL,
+             items TEXT NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS idx_stored_responses_created_at ON stored_responses (created_at)",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS stored_responses (
+             id VARCHAR(100) PRIMARY KEY, previous_id VARCHAR(100), owner VARCHAR(100) NOT NULL,
+             created_at DOUBLE PRECISION NOT NULL, items TEXT NOT NULL, body TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS idx_stored_responses_created_at ON stored_responses (created_at)",
+    ]
+)

@@ -28,10 +28,12 @@ from relaybox.storage.queries import (
     key_usage_rows,
     key_usage_upsert,
     rating_update,
+    response_chain_query,
     rollup_rows,
     rollup_upsert,
     since_day,
     stats_queries,
+    stored_response_insert,
 )
 from relaybox.storage.records import (
     COLUMNS,
@@ -44,6 +46,7 @@ from relaybox.storage.records import (
     KeyMinute,
     ProviderSetting,
     Reservation,
+    StoredResponse,
     Window,
     label_row,
     stored_label,
@@ -338,6 +341,31 @@ class SQLiteStorage:
             db.execute("DELETE FROM response_cache WHERE expires_at <= ?", (row.stored_at,))
 
         await self._run(work)
+
+    async def put_responses(self, rows: list[StoredResponse], *, expire_before: float) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(stored_response_insert(SQLITE), [attrs.astuple(row) for row in rows])
+            db.execute("DELETE FROM stored_responses WHERE created_at < ?", (expire_before,))
+
+        await self._run(work)
+
+    async def response_chain(self, response_id: str, *, limit: int) -> list[StoredResponse]:
+        rows = await self._run(
+            lambda db: db.execute(response_chain_query(SQLITE), (response_id, limit)).fetchall()
+        )
+        return [StoredResponse(*row) for row in rows]
+
+    async def delete_response(self, response_id: str, owner: str | None) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            if owner is None:
+                cursor = db.execute("DELETE FROM stored_responses WHERE id = ?", (response_id,))
+            else:
+                cursor = db.execute(
+                    "DELETE FROM stored_responses WHERE id = ? AND owner = ?", (response_id, owner)
+                )
+            return cursor.rowcount > 0
+
+        return await self._run(work)
 
     async def create_key(self, key: ApiKey) -> bool:
         def work(db: sqlite3.Connection) -> bool:

@@ -20,6 +20,7 @@ from relaybox.storage.records import (
     CachedRow,
     KeyBudget,
     ProviderSetting,
+    StoredResponse,
     Window,
 )
 from relaybox.storage.schema import SQLITE_MIGRATIONS
@@ -463,3 +464,25 @@ async def test_the_learned_routers_labels_are_shared_and_bounded(storage: Storag
     assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(label.features, x, strict=True))
     later = await storage.routing_labels(after_id=ids[3], limit=2)
     assert [i for i, _, _ in later] == ids[4:6]
+
+
+async def test_stored_responses_form_chains_and_expire(storage: Storage) -> None:
+    def stored(i: int, previous: int | None, created_at: float = NOW) -> StoredResponse:
+        return StoredResponse(
+            f"resp_{i}", None if previous is None else f"resp_{previous}", "alice", created_at, f"[{i}]", "{}"
+        )
+
+    await storage.put_responses([stored(1, None), stored(2, 1)], expire_before=NOW - 100)
+    await storage.put_responses([stored(3, 2), stored(9, None, NOW - 500)], expire_before=NOW - 100)
+    chain = await storage.response_chain("resp_3", limit=100)
+    assert [row.id for row in chain] == ["resp_1", "resp_2", "resp_3"], "oldest first"
+    assert chain[0] == stored(1, None)
+    assert [row.id for row in await storage.response_chain("resp_3", limit=2)] == ["resp_2", "resp_3"]
+    assert await storage.response_chain("resp_9", limit=10) == [], "expired when the next were stored"
+    assert await storage.response_chain("resp_nope", limit=10) == []
+    await storage.put_responses([stored(2, None)], expire_before=NOW - 100)
+    assert (await storage.response_chain("resp_2", limit=10))[-1].previous_id == "resp_1", "never replaced"
+    assert not await storage.delete_response("resp_2", "mallory")
+    assert await storage.delete_response("resp_2", "alice")
+    assert [row.id for row in await storage.response_chain("resp_3", limit=10)] == ["resp_3"]
+    assert await storage.delete_response("resp_3", None) and not await storage.delete_response("resp_3", None)

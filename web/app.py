@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from relaybox.web.context import GUARD, PIPELINE, current_guard, current_pipeline
 from relaybox.web.errors import register_error_handlers
 from relaybox.web.guard import EXPOSED_HEADERS, Asked, Guard
-from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations
+from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations, responses_api
 from relaybox.web.pipeline import RequestPipeline
 from relaybox.web.system import System
 
@@ -24,6 +24,7 @@ log = logging.getLogger("relaybox.web")
 BLUEPRINTS = (
     openai_api.blueprint,
     anthropic_api.blueprint,
+    responses_api.blueprint,
     admin_api.blueprint,
     dashboard.blueprint,
     operations.blueprint,

@@ -34,6 +34,7 @@ from relaybox.web.dispatch import dispatch
 from relaybox.web.drain import Drain, shutting_down
 from relaybox.web.feedback import FeedbackCommand, rate
 from relaybox.web.headers import answer_headers
+from relaybox.web.stored_responses import ResponseStore
 from relaybox.web.system import System
 
 # What is still answered while relaybox drains: liveness, and readiness (which says it drains).
@@ -63,6 +64,7 @@ class RequestPipeline:
         self.system = system
         self.cache = AnswerCache(settings.cache_bytes, writer=system.cache_writer)
         self.in_flight = InFlightAnswers(settings.dedup_seconds)
+        self.responses = ResponseStore(system.storage, system.response_writer)  # the Responses API's
         self.drain = Drain()  # the server's graceful stop
         self._recorder = system.recorder if settings.record_requests else None
 

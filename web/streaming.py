@@ -10,13 +10,14 @@ the next write.
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
 from quart import Response
 from relaybox.protocol.events import ContentDelta, Event, Failed, Finished, ToolCallDelta, Usage
 from relaybox.protocol.wire import anthropic, openai
+from relaybox.protocol.wire.responses_output import ResponsesStreamRenderer
 from relaybox.protocol.wire.sse import DONE, KEEPALIVE, encode_data
 from relaybox.web.answer import (
     KEEPALIVE_AFTER,
@@ -99,6 +100,46 @@ def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -
         return b"", False
 
     return _rendered(begun, renderer.start(), render)
+
+
+def responses_stream(
+    begun: Begun, renderer: ResponsesStreamRenderer, stored: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """Responses API SSE; `stored` runs before the last event leaves, so a client that has its
+    answer can continue from it on another instance."""
+
+    def render(event: Event | None) -> tuple[bytes, bool]:
+        if event is None:
+            return KEEPALIVE, False
+        if isinstance(event, ContentDelta):
+            return renderer.text(event), False
+        if isinstance(event, ToolCallDelta):
+            return renderer.tool(event), False
+        if isinstance(event, Usage):
+            renderer.usage = event
+            return b"", False
+        if isinstance(event, Finished):
+            return renderer.finish(event.finish_reason), True
+        if isinstance(event, Failed):
+            return renderer.error(event.error), True
+        return b"", False
+
+    return _stored_before_end(_rendered(begun, renderer.start(), render), renderer, stored, begun)
+
+
+async def _stored_before_end(
+    chunks: AsyncIterator[bytes],
+    renderer: ResponsesStreamRenderer,
+    stored: Callable[[], Awaitable[None]],
+    begun: Begun,
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            if renderer.final is not None:
+                await stored()
+            yield chunk
+    finally:
+        begun.close()
 
 
 class _Silence:

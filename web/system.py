@@ -30,6 +30,7 @@ from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Rated, SetProviderEnabled
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
+from relaybox.actors.response_writer import ResponseWriter
 from relaybox.actors.router import RouterActor
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
@@ -155,6 +156,8 @@ class System:
     cache_writer: CacheWriter | None = None
     keys: KeyRing | None = None  # client keys; None: no checks at all (tests that build a System by hand)
     learning: LearningActor | None = None  # the learned router's judge and label sharing; None: off
+    # Writes the Responses API's stored responses to the database; None: kept in memory only.
+    response_writer: ResponseWriter | None = None
 
     def rated(self, group: str, rating: int) -> None:
         """A user rated an answer: the learned router may learn from it (if it still knows it)."""
@@ -320,6 +323,10 @@ async def running_system(
         cache_writer = CacheWriter(storage) if shared_cache else None
         if cache_writer is not None:
             await supervisor.start_child(cache_writer)
+        # Stored responses are conversations: kept in the database only where prompts may be.
+        response_writer = ResponseWriter(storage) if settings.log_prompts == "summary" else None
+        if response_writer is not None:
+            await supervisor.start_child(response_writer)
         pricings = {
             config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
             for config in settings.providers
@@ -351,6 +358,7 @@ async def running_system(
                 cache_writer,
                 keys,
                 learning,
+                response_writer,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
@@ -361,7 +369,8 @@ async def running_system(
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
                 await supervisor.stop(keys.name)
-                if cache_writer is not None:
-                    await supervisor.stop(cache_writer.name)
+                for writer in (cache_writer, response_writer):
+                    if writer is not None:
+                        await supervisor.stop(writer.name)
                 await supervisor.stop(recorder.name)
             nursery.cancel_scope.cancel()

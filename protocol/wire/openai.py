@@ -45,7 +45,7 @@ PASSTHROUGH_PARAMS = frozenset(
 )
 
 
-def _bad(message: str, param: str | None) -> RelayError:
+def bad_request(message: str, param: str | None) -> RelayError:
     return RelayError(400, message, "invalid_request_error", code="invalid_request", param=param)
 
 
@@ -56,13 +56,13 @@ def _bad(message: str, param: str | None) -> RelayError:
 # do not say. Strict on types (no "yes" for a boolean), tolerant of unknown keys.
 
 
-def _expect(value: object, kind: type | tuple[type, ...], param: str, what: str) -> None:
+def expect(value: object, kind: type | tuple[type, ...], param: str, what: str) -> None:
     wrong_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
     if wrong_bool or not isinstance(value, kind):
-        raise _bad(f"'{param}' must be {what}, got {_json_type(value)}", param)
+        raise bad_request(f"'{param}' must be {what}, got {json_type(value)}", param)
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     if value is None:
         return "null"
     return {
@@ -75,51 +75,51 @@ def _json_type(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _optional_number(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
+def optional_number(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
     value = body.get(key)
     if value is None:
         return None
-    _expect(value, (int, float), key, "a number")
+    expect(value, (int, float), key, "a number")
     if not low <= value <= high:
-        raise _bad(f"'{key}' must be between {low:g} and {high:g}, got {value}", key)
+        raise bad_request(f"'{key}' must be between {low:g} and {high:g}, got {value}", key)
     return float(value)
 
 
-def _optional_positive_int(body: dict[str, Any], key: str) -> int | None:
+def optional_positive_int(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    _expect(value, int, key, "an integer")
+    expect(value, int, key, "an integer")
     if value < 1:
-        raise _bad(f"'{key}' must be at least 1, got {value}", key)
+        raise bad_request(f"'{key}' must be at least 1, got {value}", key)
     return int(value)
 
 
 def parse_chat_request(body: object) -> ChatRequest:
     """Validate a client's JSON body into a `ChatRequest`; raise a 400 `RelayError` otherwise."""
     if not isinstance(body, dict):
-        raise _bad(f"the request body must be a JSON object, got {_json_type(body)}", None)
+        raise bad_request(f"the request body must be a JSON object, got {json_type(body)}", None)
     for required in ("model", "messages"):
         if required not in body:
-            raise _bad(f"'{required}' is a required property", required)
-    _expect(body["model"], str, "model", "a string")
+            raise bad_request(f"'{required}' is a required property", required)
+    expect(body["model"], str, "model", "a string")
     if not body["model"].strip():
-        raise _bad("'model' must not be empty (GET /v1/models lists the valid names)", "model")
-    _expect(body["messages"], list, "messages", "an array of messages")
+        raise bad_request("'model' must not be empty (GET /v1/models lists the valid names)", "model")
+    expect(body["messages"], list, "messages", "an array of messages")
     if not body["messages"]:
-        raise _bad("'messages' must contain at least one message", "messages")
+        raise bad_request("'messages' must contain at least one message", "messages")
     messages = tuple(_message(i, m) for i, m in enumerate(body["messages"]))
 
     stream = body.get("stream", False)
     if stream is None:
         stream = False
-    _expect(stream, bool, "stream", "a boolean")
+    expect(stream, bool, "stream", "a boolean")
     include_usage = False
     options = body.get("stream_options")
     if options is not None:
-        _expect(options, dict, "stream_options", "an object")
+        expect(options, dict, "stream_options", "an object")
         usage_flag = options.get("include_usage", False)
-        _expect(usage_flag, bool, "stream_options.include_usage", "a boolean")
+        expect(usage_flag, bool, "stream_options.include_usage", "a boolean")
         include_usage = usage_flag
 
     stop: tuple[str, ...] = ()
@@ -127,23 +127,23 @@ def parse_chat_request(body: object) -> ChatRequest:
     if isinstance(raw_stop, str):
         stop = (raw_stop,)
     elif raw_stop is not None:
-        _expect(raw_stop, list, "stop", "a string or an array of strings")
+        expect(raw_stop, list, "stop", "a string or an array of strings")
         for i, item in enumerate(raw_stop):
-            _expect(item, str, f"stop[{i}]", "a string")
+            expect(item, str, f"stop[{i}]", "a string")
         stop = tuple(raw_stop)
     if len(stop) > 4:
-        raise _bad("'stop' takes at most 4 sequences", "stop")
+        raise bad_request("'stop' takes at most 4 sequences", "stop")
 
     response_format, json_schema = _response_format(body.get("response_format"))
-    max_tokens = _optional_positive_int(body, "max_completion_tokens")
+    max_tokens = optional_positive_int(body, "max_completion_tokens")
     if max_tokens is None:
-        max_tokens = _optional_positive_int(body, "max_tokens")
+        max_tokens = optional_positive_int(body, "max_tokens")
     return ChatRequest(
         model=body["model"],
         messages=messages,
         stream=stream,
         include_usage=include_usage,
-        temperature=_optional_number(body, "temperature", 0, 2),
+        temperature=optional_number(body, "temperature", 0, 2),
         max_tokens=max_tokens,
         stop=stop,
         tools=_tools(body.get("tools")),
@@ -160,24 +160,24 @@ IMAGE_FIELDS = frozenset({"prompt", "model", "n", "size", "quality", "response_f
 def parse_image_request(body: object) -> ImageRequest:
     """`POST /v1/images/generations`: a JSON body as a validated `ImageRequest`."""
     if not isinstance(body, dict):
-        raise _bad("the request body must be a JSON object", None)
+        raise bad_request("the request body must be a JSON object", None)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise _bad("'prompt' is required: a non-empty string", "prompt")
+        raise bad_request("'prompt' is required: a non-empty string", "prompt")
     model = body.get("model", "auto")
     if not isinstance(model, str):
-        raise _bad("'model' must be a string", "model")
+        raise bad_request("'model' must be a string", "model")
     n = body.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
-        raise _bad("'n' must be an integer from 1 to 10", "n")
+        raise bad_request("'n' must be an integer from 1 to 10", "n")
     fields: dict[str, str | None] = {}
     for key in ("size", "quality", "response_format"):
         value = body.get(key)
         if value is not None and not isinstance(value, str):
-            raise _bad(f"'{key}' must be a string", key)
+            raise bad_request(f"'{key}' must be a string", key)
         fields[key] = value
     if fields["response_format"] not in (None, "url", "b64_json"):
-        raise _bad("'response_format' must be 'url' or 'b64_json'", "response_format")
+        raise bad_request("'response_format' must be 'url' or 'b64_json'", "response_format")
     return ImageRequest(
         model=model,
         prompt=prompt,
@@ -190,26 +190,26 @@ def parse_image_request(body: object) -> ImageRequest:
 def _tools(raw: object) -> tuple[ToolSpec, ...]:
     if raw is None:
         return ()
-    _expect(raw, list, "tools", "an array of tools")
+    expect(raw, list, "tools", "an array of tools")
     assert isinstance(raw, list)
     tools = []
     for i, tool in enumerate(raw):
         where = f"tools[{i}]"
-        _expect(tool, dict, where, "a tool object")
+        expect(tool, dict, where, "a tool object")
         if tool.get("type", "function") != "function":
-            raise _bad(
+            raise bad_request(
                 f"'{where}.type' {tool.get('type')!r} is not supported (use 'function')", f"{where}.type"
             )
         function = tool.get("function")
-        _expect(function, dict, f"{where}.function", "an object")
+        expect(function, dict, f"{where}.function", "an object")
         name = function.get("name")
         if not isinstance(name, str) or not name:
-            raise _bad(f"'{where}.function.name' must be a non-empty string", f"{where}.function.name")
+            raise bad_request(f"'{where}.function.name' must be a non-empty string", f"{where}.function.name")
         parameters = function.get("parameters", {"type": "object", "properties": {}})
-        _expect(parameters, dict, f"{where}.function.parameters", "a JSON Schema object")
+        expect(parameters, dict, f"{where}.function.parameters", "a JSON Schema object")
         description = function.get("description")
         if description is not None:
-            _expect(description, str, f"{where}.function.description", "a string")
+            expect(description, str, f"{where}.function.description", "a string")
         tools.append(ToolSpec(name, description, parameters))
     return tuple(tools)
 
@@ -225,7 +225,7 @@ def _tool_choice(raw: object) -> ToolChoice | None:
         and isinstance(raw["function"].get("name"), str)
     ):
         return ToolChoice("tool", raw["function"]["name"])
-    raise _bad(
+    raise bad_request(
         "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", "
         '"function": {"name": ...}}',
         "tool_choice",
@@ -235,7 +235,7 @@ def _tool_choice(raw: object) -> ToolChoice | None:
 def _response_format(raw: object) -> tuple[str | None, dict[str, Any] | None]:
     if raw is None:
         return None, None
-    _expect(raw, dict, "response_format", "an object")
+    expect(raw, dict, "response_format", "an object")
     assert isinstance(raw, dict)
     kind = raw.get("type")
     if kind == "text":
@@ -244,20 +244,20 @@ def _response_format(raw: object) -> tuple[str | None, dict[str, Any] | None]:
         return "json_object", None
     if kind == "json_schema":
         schema = raw.get("json_schema")
-        _expect(schema, dict, "response_format.json_schema", "an object")
+        expect(schema, dict, "response_format.json_schema", "an object")
         return "json_schema", schema
-    raise _bad(
+    raise bad_request(
         "'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type"
     )
 
 
 def _message(index: int, raw: object) -> ChatMessage:
     where = f"messages[{index}]"
-    _expect(raw, dict, where, "a message object")
+    expect(raw, dict, where, "a message object")
     assert isinstance(raw, dict)
     role = raw.get("role")
     if role not in ROLES:
-        raise _bad(f"'{where}.role' must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
+        raise bad_request(f"'{where}.role' must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
     raw_content = raw.get("content")
     content: str | tuple[ContentPart, ...] | None
     if isinstance(raw_content, list):
@@ -265,19 +265,19 @@ def _message(index: int, raw: object) -> ChatMessage:
     elif raw_content is None or isinstance(raw_content, str):
         content = raw_content
     else:
-        raise _bad(
-            f"'{where}.content' must be a string or an array of content parts, got {_json_type(raw_content)}",
+        raise bad_request(
+            f"'{where}.content' must be a string or an array of content parts, got {json_type(raw_content)}",
             f"{where}.content",
         )
     tool_calls = _tool_calls(where, raw.get("tool_calls"))
     if content is None and not tool_calls:
-        raise _bad(f"'{where}.content' is required for role '{role}'", f"{where}.content")
+        raise bad_request(f"'{where}.content' is required for role '{role}'", f"{where}.content")
     tool_call_id = raw.get("tool_call_id")
     if role == "tool" and (not isinstance(tool_call_id, str) or not tool_call_id):
-        raise _bad(f"'{where}.tool_call_id' is required for role 'tool'", f"{where}.tool_call_id")
+        raise bad_request(f"'{where}.tool_call_id' is required for role 'tool'", f"{where}.tool_call_id")
     name = raw.get("name")
     if name is not None:
-        _expect(name, str, f"{where}.name", "a string")
+        expect(name, str, f"{where}.name", "a string")
     return ChatMessage(
         role=role,
         content=content,
@@ -290,27 +290,27 @@ def _message(index: int, raw: object) -> ChatMessage:
 def _tool_calls(where: str, raw: object) -> tuple[ToolCall, ...]:
     if raw is None:
         return ()
-    _expect(raw, list, f"{where}.tool_calls", "an array")
+    expect(raw, list, f"{where}.tool_calls", "an array")
     assert isinstance(raw, list)
     calls = []
     for j, call in enumerate(raw):
         at = f"{where}.tool_calls[{j}]"
-        _expect(call, dict, at, "an object")
+        expect(call, dict, at, "an object")
         function = call.get("function")
-        _expect(function, dict, f"{at}.function", "an object")
+        expect(function, dict, f"{at}.function", "an object")
         name, arguments, call_id = function.get("name"), function.get("arguments", "{}"), call.get("id")
         if not isinstance(name, str) or not name:
-            raise _bad(f"'{at}.function.name' must be a non-empty string", f"{at}.function.name")
-        _expect(arguments, str, f"{at}.function.arguments", "a JSON string")
+            raise bad_request(f"'{at}.function.name' must be a non-empty string", f"{at}.function.name")
+        expect(arguments, str, f"{at}.function.arguments", "a JSON string")
         if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"'{at}.id' must be a non-empty string", f"{at}.id")
+            raise bad_request(f"'{at}.id' must be a non-empty string", f"{at}.id")
         calls.append(ToolCall(call_id, name, arguments))
     return tuple(calls)
 
 
 def _part(message: str, j: int, part: object) -> ContentPart:
     where = f"{message}.content[{j}]"
-    _expect(part, dict, where, "a content part object")
+    expect(part, dict, where, "a content part object")
     assert isinstance(part, dict)
     kind = part.get("type")
     if kind == "text" and isinstance(part.get("text"), str):
@@ -321,10 +321,12 @@ def _part(message: str, j: int, part: object) -> ContentPart:
         if isinstance(url, str) and url:
             detail = image.get("detail") if isinstance(image, dict) else None
             return ImagePart(url, detail)
-        raise _bad(f"'{where}.image_url.url' must be a non-empty string", f"{where}.image_url")
+        raise bad_request(f"'{where}.image_url.url' must be a non-empty string", f"{where}.image_url")
     if kind == "text":
-        raise _bad(f"'{where}.text' must be a string", f"{where}.text")
-    raise _bad(f"'{where}.type' {kind!r} is not supported (use 'text' or 'image_url')", f"{where}.type")
+        raise bad_request(f"'{where}.text' must be a string", f"{where}.text")
+    raise bad_request(
+        f"'{where}.type' {kind!r} is not supported (use 'text' or 'image_url')", f"{where}.type"
+    )
 
 
 # --- outbound to clients --------------------------------------------------------------

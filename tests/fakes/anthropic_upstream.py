@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import trio
 
@@ -13,6 +14,8 @@ from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
 class FakeAnthropic:
     def __init__(self) -> None:
         self.replies = ReplyQueue()
+        # Content-dependent replies: given the request's body, what to answer (instead of the queue).
+        self.answer_with: Callable[[dict], Reply] | None = None
         self.server = FakeHTTPServer(self._handle)
 
     @property
@@ -36,7 +39,7 @@ class FakeAnthropic:
                 404, {"type": "error", "error": {"type": "not_found_error", "message": "no such route"}}
             )
             return
-        reply = self.replies.next()
+        reply = self.replies.next() if self.answer_with is None else self.answer_with(request.json())
         if reply.stall:
             await out.hang()
         await trio.sleep(reply.delay)
