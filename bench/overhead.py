@@ -1,11 +1,13 @@
-"""Time relaybox adds to a non-streaming request, side by side with the upstream alone.
+"""Time relaybox adds to a non-streaming request, side by side with the upstream alone, on chat
+completions and on the Responses API.
 
     python -m bench.overhead [--requests 400]
 
 A fake OpenAI upstream runs in this process; `relaybox serve` runs as its own process with
-that upstream as its only provider. Requests go one at a time, alternating direct and through
-relaybox, so both see the same machine noise. Reported: latency percentiles of each path,
-their difference, and relaybox's own `x-overhead-ms` header.
+that upstream as its only provider. Requests go one at a time, in turn direct, through relaybox's
+`/v1/chat/completions`, and through its `/v1/responses` (not stored, then stored: the default,
+which waits for the database), so every path sees the same machine noise. Reported: latency
+percentiles of each path, their difference, and relaybox's own `x-overhead-ms` header.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import wait_until_serving
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "temperature": 0}
+RESPONSES_BODY = {"model": "gpt-4o-mini", "input": "Say hello.", "temperature": 0}
 
 
 async def main(requests: int) -> None:
@@ -50,6 +53,7 @@ async def main(requests: int) -> None:
             async with httpx.AsyncClient(base_url=relay_url) as client:
                 await wait_until_serving(client)
                 direct, relayed, headers = [], [], []
+                responses: dict[bool, list[float]] = {False: [], True: []}
                 for i in range(requests + 50):
                     started = time.perf_counter()
                     response = await client.post(fake.base_url + "/chat/completions", json=BODY)
@@ -65,6 +69,16 @@ async def main(requests: int) -> None:
                         direct.append(direct_ms)
                         relayed.append(relay_ms)
                         headers.append(float(response.headers["x-overhead-ms"]))
+                    for store, times in responses.items():
+                        started = time.perf_counter()
+                        response = await client.post(
+                            relay_url + "/v1/responses",
+                            json={**RESPONSES_BODY, "store": store},
+                            headers={"x-relaybox-cache": "off"},
+                        )
+                        assert response.status_code == 200, response.text
+                        if i >= 50:
+                            times.append((time.perf_counter() - started) * 1000)
         finally:
             relay.terminate()
             with trio.move_on_after(10):
@@ -74,6 +88,8 @@ async def main(requests: int) -> None:
     rows = [
         ("direct to the fake upstream", direct),
         ("through relaybox", relayed),
+        ("/v1/responses, store false", responses[False]),
+        ("/v1/responses, stored", responses[True]),
         ("relaybox x-overhead-ms header", headers),
     ]
     lines = [
@@ -87,6 +103,10 @@ async def main(requests: int) -> None:
         )
     added = percentile(relayed, 0.5) - percentile(direct, 0.5)
     lines.append(f"added by relaybox at p50 (end to end, incl. one more HTTP hop): {added:.2f} ms")
+    for store, times in responses.items():
+        extra = percentile(times, 0.5) - percentile(relayed, 0.5)
+        what = "stored" if store else "not stored"
+        lines.append(f"the Responses API ({what}) over chat completions at p50: {extra:+.2f} ms")
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('overhead', table)}")
