@@ -20,7 +20,7 @@ import trio
 from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics, ask
 from relaybox.actors.messages import BudgetMessage, Job, Reserve, Settle
 from relaybox.protocol import tokens
-from relaybox.protocol.chat import ImageRequest
+from relaybox.protocol.chat import EmbeddingRequest, ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import Usage
 from relaybox.protocol.routing.pricing import Pricer
@@ -219,6 +219,8 @@ class BudgetHold:
         request = job.request
         if isinstance(request, ImageRequest):
             usage = Usage(0, 0, images=request.n)
+        elif isinstance(request, EmbeddingRequest):
+            usage = Usage(tokens.count_inputs(request), 0)
         else:
             usage = Usage(tokens.high_estimate(request), request.max_tokens or 1024)
         estimate = self.pricer(job.candidate.model, usage)

@@ -14,11 +14,12 @@ import math
 import attrs
 import trio
 from relaybox.actors.messages import Job
-from relaybox.protocol.chat import ImageRequest
+from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import (
     Answering,
     ContentDelta,
+    Embedded,
     Event,
     Finished,
     GeneratedImages,
@@ -137,7 +138,7 @@ class Forwarder:
             usage=self.usage,
             latency_ms=latency_ms,
             ttft_ms=None if (ttft := self.time_to_first_output()) is None else ttft * 1000,
-            heuristic_score=self.score() if scored and not isinstance(job.request, ImageRequest) else None,
+            heuristic_score=self.score() if scored and isinstance(job.request, ChatRequest) else None,
             baseline_cost_usd=baseline,
             error=error,
         )
@@ -160,7 +161,7 @@ class Forwarder:
             if self.pricer is not None:
                 event = attrs.evolve(event, cost_usd=self.pricer(self.job.candidate.model, event))
             self.usage = event
-        elif isinstance(event, ContentDelta | ToolCallDelta | GeneratedImages):
+        elif isinstance(event, ContentDelta | ToolCallDelta | GeneratedImages | Embedded):
             if self.first_output_at is None:
                 self.first_output_at = trio.current_time()
             if isinstance(event, ContentDelta) and self.text_chars < 8000:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 import attrs
 from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import AttemptEnded, Compare, Labelled, Learned, LearningMessage, Rated
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind
 from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog
 from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE
@@ -64,7 +64,7 @@ class LearnedRouting:
             follow_ups_dropped=self._dropped,
         )
 
-    def prompt(self, request: ChatRequest | ImageRequest) -> PromptFeatures | None:
+    def prompt(self, request: ModelRequest) -> PromptFeatures | None:
         """The request's prompt, for the learned router to read if smart routing decides it."""
         if not self.policy.enabled or not isinstance(request, ChatRequest):
             return None

@@ -24,7 +24,7 @@ from typing import Protocol
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.errors import AttemptFailure
 from relaybox.protocol.events import Event
 from relaybox.protocol.keys import KeyBudget
@@ -44,7 +44,7 @@ class Dispatch:
     """From the request pipeline to the router: serve this request, answer on `reply`."""
 
     request_id: str
-    request: ChatRequest | ImageRequest
+    request: ModelRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
     client: str | None = None  # who asked: "key:NAME" for a client key, else its user agent
@@ -164,7 +164,7 @@ class AttemptReports(Protocol):
 class Job:
     """From the router to a provider actor: one attempt of one request."""
 
-    request: ChatRequest | ImageRequest
+    request: ModelRequest
     candidate: Candidate
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken

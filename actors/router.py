@@ -39,7 +39,7 @@ from relaybox.actors.messages import (
 )
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.router_statistics import Outcomes, OverheadHistogram, RouterStatistics
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, EmbeddingRequest, ImageRequest, ModelRequest
 from relaybox.protocol.errors import (
     AttemptFailure,
     FailureKind,
@@ -50,7 +50,7 @@ from relaybox.protocol.errors import (
 )
 from relaybox.protocol.events import Answering, Event, Failed
 from relaybox.protocol.routing.cascade import escalation_threshold, first_stronger
-from relaybox.protocol.routing.catalog import Candidate, Catalog
+from relaybox.protocol.routing.catalog import Candidate, Catalog, Route
 from relaybox.protocol.routing.classifier import Classification, classify
 from relaybox.protocol.routing.evidence import Evidence, attempt_observation
 from relaybox.protocol.routing.fit import missing_capability, trimmed_to_fit
@@ -75,7 +75,7 @@ class PressureGauge(Protocol):
 class _Request:
     """What the router needs to keep walking one request's route."""
 
-    request: ChatRequest | ImageRequest
+    request: ModelRequest
     reply: trio.MemorySendChannel[Event]
     cancel: CancelToken
 
@@ -197,7 +197,7 @@ class RouterActor:
 
     # --- choosing the route -----------------------------------------------------------
 
-    def _context(self, request: ChatRequest | ImageRequest) -> RoutingContext:
+    def _context(self, request: ModelRequest) -> RoutingContext:
         return RoutingContext(
             catalog=self.catalog,
             routable=self._routable,
@@ -219,8 +219,8 @@ class RouterActor:
         context = self._context(request)
         classification: Classification | None = None
         try:
-            if isinstance(request, ImageRequest):
-                route, smart = self.catalog.resolve_image(request.model or None), False
+            if not isinstance(request, ChatRequest):
+                route, smart = _media_route(self.catalog, request), False
             else:
                 classification = dispatch.classification or classify(request, self.settings.thresholds)
                 route, smart = plan_route(request.model, dispatch.route_header, classification, context)
@@ -229,7 +229,7 @@ class RouterActor:
                     ask = (self.mailbox, dispatch, classification, context)
                     self._nursery.start_soon(classify_then_dispatch, *ask)
                     return
-            category = classification.category if classification else "image"
+            category = classification.category if classification else _category_of(request)
             route, ab = finish_route(route, smart, category, context)
         except RelayError as error:
             _reply_failed(dispatch.reply, error)
@@ -370,3 +370,15 @@ def _reply_failed(reply: trio.MemorySendChannel[Event], error: RelayError) -> No
     # closed means the client has gone.
     with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         reply.send_nowait(Failed(error))
+
+
+def _media_route(catalog: Catalog, request: ImageRequest | EmbeddingRequest) -> Route:
+    """Images and embeddings go to the models that make them, by name or in turn, never smart-routed."""
+    if isinstance(request, ImageRequest):
+        return catalog.resolve_image(request.model or None)
+    return catalog.resolve_embedding(request.model or None)
+
+
+def _category_of(request: ModelRequest) -> str:
+    """The log's category of a request that is not a chat (which the classifier does not see)."""
+    return "embedding" if isinstance(request, EmbeddingRequest) else "image"

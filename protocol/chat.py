@@ -128,6 +128,34 @@ class ImageRequest:
 
 
 @attrs.frozen
+class EmbeddingRequest:
+    """An embeddings request (OpenAI's embeddings API), routed to the providers that embed."""
+
+    model: str
+    # Each input: a text, or token ids (which only OpenAI-compatible upstreams take).
+    inputs: tuple[str | tuple[int, ...], ...]
+    # "float" or "base64": how the client wants the vectors back (upstreams are always asked for floats).
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    passthrough: dict[str, Any] = attrs.field(factory=dict)
+    stream: bool = False
+    tools: tuple[ToolSpec, ...] = ()
+
+    def has_images(self) -> bool:
+        return False
+
+    def texts(self) -> tuple[str, ...] | None:
+        """The inputs as texts; None when any is given as token ids."""
+        if all(isinstance(item, str) for item in self.inputs):
+            return tuple(str(item) for item in self.inputs)
+        return None
+
+
+# Every request a provider answers.
+ModelRequest = ChatRequest | ImageRequest | EmbeddingRequest
+
+
+@attrs.frozen
 class InlineImage:
     media_type: str
     data: str  # base64

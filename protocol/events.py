@@ -64,6 +64,13 @@ class GeneratedImages:
 
 
 @attrs.frozen
+class Embedded:
+    """Vectors an upstream computed, one per input, in the inputs' order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+
+
+@attrs.frozen
 class Finished:
     finish_reason: str
     upstream_ms: float
@@ -74,7 +81,7 @@ class Failed:
     error: RelayError
 
 
-Event = Answering | ContentDelta | ToolCallDelta | GeneratedImages | Usage | Finished | Failed
+Event = Answering | ContentDelta | ToolCallDelta | GeneratedImages | Embedded | Usage | Finished | Failed
 
 # What a transport emits; the provider actor adds `Answering` and the terminal events.
-TransportEvent = ContentDelta | ToolCallDelta | GeneratedImages | Usage
+TransportEvent = ContentDelta | ToolCallDelta | GeneratedImages | Embedded | Usage

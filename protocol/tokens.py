@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 import bpe_openai
-from relaybox.protocol.chat import ChatMessage, ChatRequest
+from relaybox.protocol.chat import ChatMessage, ChatRequest, EmbeddingRequest
 
 # Per-message framing tokens, as OpenAI counts them.
 _PER_MESSAGE = 3
@@ -51,3 +51,8 @@ def high_estimate(request: ChatRequest) -> int:
     What a budget holds before the upstream says; text in scripts of about a token a character
     can still exceed it."""
     return 2 * lower_bound(request) + 3 + (_PER_MESSAGE + 1) * len(request.messages)
+
+
+def count_inputs(request: EmbeddingRequest) -> int:
+    """An embeddings request's tokens: its texts counted, its token ids as given."""
+    return sum(count_text(item) if isinstance(item, str) else len(item) for item in request.inputs)

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import attrs
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import EmbeddingRequest, ImageRequest, ModelRequest
 from relaybox.protocol.events import Usage
 from relaybox.protocol.keys import KeyBudget
 from relaybox.protocol.routing.learned import Label, features_from_bytes, features_to_bytes
@@ -79,7 +79,7 @@ def group_id(request_id: str) -> str:
 def attempt_record(
     provider: str,
     model: str,
-    request: ChatRequest | ImageRequest,
+    request: ModelRequest,
     state: DispatchState,
     *,
     status: str,
@@ -95,6 +95,10 @@ def attempt_record(
     usage = usage or Usage(0, 0)
     if isinstance(request, ImageRequest):
         summary, messages = request.prompt, 1
+    elif isinstance(request, EmbeddingRequest):
+        first = request.inputs[0]
+        summary = first if isinstance(first, str) else f"{len(first)} token ids"
+        messages = len(request.inputs)
     else:
         users = [m for m in request.messages if m.role == "user"]
         summary, messages = (users[-1].text() if users else ""), len(request.messages)

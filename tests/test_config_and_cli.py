@@ -58,6 +58,7 @@ def test_environment_discovers_providers(tmp_path: Path) -> None:
                             "maxContext": 128000,
                         }
                     ],
+                    "embedding_models": [{"id": "bge-m3", "input_per_mtok": 0.01}],
                 }
             ]
         ),
@@ -67,6 +68,9 @@ def test_environment_discovers_providers(tmp_path: Path) -> None:
     assert list(by_name) == ["claude-cli", "openai", "groq"]
     assert by_name["claude-cli"].executable == claude and by_name["claude-cli"].limits.idle_timeout == 42
     assert by_name["openai"].base_url == "http://127.0.0.1:9/v1"
+    assert by_name["openai"].embedding_models[0].id == "text-embedding-3-small"
+    assert by_name["groq"].embedding_models[0].id == "bge-m3"
+    assert by_name["groq"].embedding_models[0].input_per_mtok == 0.01
     groq = by_name["groq"].models[0]
     assert (groq.tier, groq.input_per_mtok, groq.output_per_mtok, groq.context_window) == (
         "standard",
@@ -202,6 +206,7 @@ async def test_ollama_is_discovered_with_its_local_models(tmp_path: Path, fake_o
     ollama = next(p for p in settings.providers if p.name == "ollama")
     assert [m.id for m in ollama.models] == ["llama3.2:3b", "qwen2.5-coder:7b"]
     assert all(m.input_per_mtok == 0 for m in ollama.models)
+    assert ollama.embedding_models == ()
     assert any("ollama: active" in note for note in settings.notes)
 
 
@@ -239,3 +244,18 @@ def test_routing_settings_from_the_file_and_the_environment(tmp_path: Path) -> N
     assert routing.routes["coder"].chain == ("standard", "auto")  # built in
     assert routing.learned == LearnedPolicy()  # the example spells out the defaults
     assert {p.name: p.local for p in settings.providers}["claude-cli"]
+
+
+async def test_ollamas_embedding_models_are_told_apart_by_name(tmp_path: Path) -> None:
+    import trio
+
+    from tests.fakes.ollama_upstream import FakeOllama
+
+    async with trio.open_nursery() as nursery:
+        fake = await FakeOllama(models=("llama3.2:3b", "nomic-embed-text:latest")).start(nursery)
+        env = {"PATH": "", "HOME": str(tmp_path), "OLLAMA_BASE_URL": fake.base_url}
+        settings = await trio.to_thread.run_sync(load_settings, env)
+        nursery.cancel_scope.cancel()
+    ollama = next(p for p in settings.providers if p.name == "ollama")
+    assert [m.id for m in ollama.models] == ["llama3.2:3b"]
+    assert [m.id for m in ollama.embedding_models] == ["nomic-embed-text:latest"]

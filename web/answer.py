@@ -17,6 +17,7 @@ from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import (
     Answering,
     ContentDelta,
+    Embedded,
     Event,
     Failed,
     Finished,
@@ -94,6 +95,7 @@ class Collected:
     usage: Usage | None
     finish_reason: str
     images: list[dict[str, Any]] = attrs.field(factory=list)
+    vectors: tuple[tuple[float, ...], ...] = ()
 
 
 def unexpected(event: object) -> RelayError:
@@ -126,6 +128,7 @@ async def collect(receive: EventSource) -> Collected:
     text: list[str] = []
     calls: list[ToolCallDelta] = []
     images: list[dict[str, Any]] = []
+    vectors: tuple[tuple[float, ...], ...] = ()
     usage: Usage | None = None
     while True:
         event = await next_event(receive)
@@ -133,11 +136,13 @@ async def collect(receive: EventSource) -> Collected:
             text.append(event.text)
         elif isinstance(event, GeneratedImages):
             images.extend(event.images)
+        elif isinstance(event, Embedded):
+            vectors += event.vectors
         elif isinstance(event, ToolCallDelta):
             calls.append(event)
         elif isinstance(event, Usage):
             usage = event
         elif isinstance(event, Finished):
-            return Collected("".join(text), calls, usage, event.finish_reason, images)
+            return Collected("".join(text), calls, usage, event.finish_reason, images, vectors)
         else:
             raise event.error if isinstance(event, Failed) else unexpected(event)

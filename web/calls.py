@@ -10,7 +10,7 @@ from typing import Any
 
 from quart import request
 from relaybox.protocol.caching import cache_policy
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
@@ -64,7 +64,7 @@ def as_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def model_call(settings: Settings, chat: ChatRequest | ImageRequest, request_id: str) -> ModelCall:
+def model_call(settings: Settings, chat: ModelRequest, request_id: str) -> ModelCall:
     """The call the request pipeline answers, from the parsed body and the request's headers."""
     key = caller_key()
     cache = None

@@ -9,7 +9,7 @@ import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.messages import Dispatch, OverheadObserved
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ModelRequest
 from relaybox.protocol.errors import RelayError, router_down
 from relaybox.protocol.events import Answering, Event, Failed
 from relaybox.protocol.keys import KeyBudget
@@ -19,7 +19,7 @@ from relaybox.web.system import System
 
 async def dispatch(
     system: System,
-    chat: ChatRequest | ImageRequest,
+    chat: ModelRequest,
     request_id: str,
     client: str | None = None,
     route_header: str | None = None,

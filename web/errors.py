@@ -76,7 +76,7 @@ def register_error_handlers(app: QuartTrio, max_body_bytes: int) -> None:
 def _http_error(error: HTTPException, max_body_bytes: int) -> RelayError:
     status = error.code or 500
     messages = {
-        404: f"no route {request.method} {request.path}; see /v1/chat/completions, /v1/responses, /v1/messages, /v1/images/generations, /v1/models, /health, /actors",
+        404: f"no route {request.method} {request.path}; see /v1/chat/completions, /v1/responses, /v1/messages, /v1/embeddings, /v1/images/generations, /v1/models, /health, /actors",
         405: f"method {request.method} is not allowed on {request.path}",
         413: f"request body exceeds the limit of {max_body_bytes} bytes",
     }

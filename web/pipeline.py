@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 from relaybox.actors.cancellation import CancelToken
 from relaybox.protocol.caching import CachePolicy, cache_key
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.events import Answering, Event
 from relaybox.protocol.keys import client_of
@@ -45,7 +45,7 @@ DURING_DRAIN = frozenset({"/ping", "/health"})
 class ModelCall:
     """One model call, as the pipeline takes it: the parsed request and what came with it."""
 
-    request: ChatRequest | ImageRequest
+    request: ModelRequest
     request_id: str
     client: str | None = None  # who asked, for the log: "key:NAME", else the user agent
     key: ApiKey | None = None  # the client key it was made with

@@ -110,6 +110,7 @@ def build_catalog(settings: Settings, pricings: dict[str, ProviderPricing] | Non
                 priority=p.priority,
                 vision=p.kind not in ("claude-cli", "gemini-cli"),
                 image_models=p.image_models,
+                embedding_models=p.embedding_models,
                 local=p.local,
             )
             for p in settings.providers
@@ -256,7 +257,7 @@ def provider_actor(
         baseline_pricer=baseline,
         recorder=recorder if settings.record_requests else None,
         budget=budget,
-        listed_models=frozenset(m.id for m in config.models + config.image_models),
+        listed_models=frozenset(m.id for m in config.models + config.image_models + config.embedding_models),
     )
 
 
@@ -328,7 +329,9 @@ async def running_system(
         if response_writer is not None:
             await supervisor.start_child(response_writer)
         pricings = {
-            config.name: ProviderPricing(config.kind, config.name, config.models + config.image_models)
+            config.name: ProviderPricing(
+                config.kind, config.name, config.models + config.image_models + config.embedding_models
+            )
             for config in settings.providers
         }
         catalog = build_catalog(settings, pricings)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ModelRequest
 from relaybox.protocol.events import TransportEvent
 
 Emit = Callable[[TransportEvent], Awaitable[None]]
@@ -24,7 +24,7 @@ class Transport(Protocol):
 
     def session(self) -> AbstractAsyncContextManager[None]: ...
 
-    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str: ...
+    async def run(self, request: ModelRequest, model: str, emit: Emit) -> str: ...
 
     def statistics(self) -> Any:
         """A frozen snapshot of what the transport is and has done, for /actors."""

@@ -23,7 +23,7 @@ from relaybox.actors.transports.cli_process import (
     inherited_environment,
     open_cli,
 )
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.wire.claude_cli import (
     ClaudeStreamDecoder,
@@ -111,9 +111,9 @@ class ClaudeCliTransport:
         self.spawned += 1
         return await open_cli(list(key), env=self._env, cwd=self.workdir, name="Claude CLI")
 
-    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
-        if isinstance(request, ImageRequest):
-            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI does not generate images")
+    async def run(self, request: ModelRequest, model: str, emit: Emit) -> str:
+        if not isinstance(request, ChatRequest):
+            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI does not generate images or embed")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Claude CLI provider does not take images yet")
         # A system prompt too long for one command-line argument travels inline, on stdin.

@@ -15,7 +15,7 @@ import attrs
 import trio
 from relaybox.actors.transports.base import Emit
 from relaybox.actors.transports.cli_process import ToolAwareEmit, inherited_environment, run_cli
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.wire.cli_prompt import flatten
 from relaybox.protocol.wire.gemini_cli import (
@@ -67,9 +67,9 @@ class GeminiCliTransport:
         await (trio.Path(self.workdir) / "system.md").write_text(SYSTEM_PROMPT)
         yield
 
-    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
-        if isinstance(request, ImageRequest):
-            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Gemini CLI does not generate images")
+    async def run(self, request: ModelRequest, model: str, emit: Emit) -> str:
+        if not isinstance(request, ChatRequest):
+            raise ProviderFailure(FailureKind.UNSUPPORTED, "the Gemini CLI does not generate images or embed")
         if request.has_images():
             raise ProviderFailure(FailureKind.UNSUPPORTED, "the Gemini CLI provider does not take images")
         decoder = GeminiStreamDecoder()

@@ -16,9 +16,9 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 import attrs
 import httpx
 from relaybox.actors.transports.base import Emit
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import EmbeddingRequest, ImageRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.wire.dialect import Dialect, malformed
+from relaybox.protocol.wire.dialect import Dialect, WholeCall, malformed
 
 # The longest pause an upstream's Retry-After may impose on its provider.
 RETRY_AFTER_LIMIT = 300.0
@@ -88,10 +88,14 @@ class HttpApiTransport:
         self._turn = (self._turn + 1) % len(self._clients)
         return self._clients[self._turn]
 
-    async def run(self, request: ChatRequest | ImageRequest, model: str, emit: Emit) -> str:
+    async def run(self, request: ModelRequest, model: str, emit: Emit) -> str:
         client = self._next_client()
         if isinstance(request, ImageRequest):
-            return await self._generate_images(client, request, model, emit)
+            images = self.dialect.image_call(request, model, self._api_key)
+            return await self._whole(client, images, "generate images", emit)
+        if isinstance(request, EmbeddingRequest):
+            embedding = self.dialect.embedding_call(request, model, self._api_key)
+            return await self._whole(client, embedding, "embed these inputs", emit)
         call = self.dialect.call(request, model, self._api_key)
         with _as_provider_failures(self._api_key):
             async with client.stream(
@@ -123,15 +127,11 @@ class HttpApiTransport:
                     await emit(event)
                 return decoder.finish_reason or "stop"
 
-    async def _generate_images(
-        self, client: httpx.AsyncClient, request: ImageRequest, model: str, emit: Emit
-    ) -> str:
-        images = self.dialect.image_call(request, model, self._api_key)
-        if images is None:
-            raise ProviderFailure(
-                FailureKind.UNSUPPORTED, f"{self.dialect.name} does not generate images here"
-            )
-        call = images.call
+    async def _whole(self, client: httpx.AsyncClient, whole: WholeCall | None, what: str, emit: Emit) -> str:
+        """A call answered in one body (images, embeddings)."""
+        if whole is None:
+            raise ProviderFailure(FailureKind.UNSUPPORTED, f"{self.dialect.name} does not {what} here")
+        call = whole.call
         with _as_provider_failures(self._api_key):
             response = await client.post(self.base_url + call.path, json=call.body, headers=call.headers)
         if response.status_code != 200:
@@ -141,7 +141,7 @@ class HttpApiTransport:
                 response.headers,
             )
         with _decoding():
-            events = images.decode(response.content)
+            events = whole.decode(response.content)
         for event in events:
             await emit(event)
         return "stop"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog
 
 
@@ -27,14 +27,14 @@ def first_stronger(catalog: Catalog, candidates: tuple[Candidate, ...], index: i
 def escalation_threshold(
     cascade_below: int,
     catalog: Catalog,
-    request: ChatRequest | ImageRequest,
+    request: ModelRequest,
     candidates: tuple[Candidate, ...],
     index: int,
     available: Callable[[Candidate], bool],
 ) -> int | None:
     """The score under which `candidates[index]`'s answer is held back for a stronger candidate
     that can take work now; None: its answer goes out whatever it scores."""
-    if not cascade_below or request.stream or isinstance(request, ImageRequest):
+    if not cascade_below or request.stream or not isinstance(request, ChatRequest):
         return None
     rank = tier_rank(catalog.tier_of(candidates[index]))
     if rank < 0:

@@ -9,6 +9,8 @@ router's: it classifies the request and asks `selection` for the cheapest model 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 from relaybox.protocol.errors import RelayError
 
@@ -51,6 +53,8 @@ class ProviderModels:
     vision: bool = True
     # Models that generate images (POST /v1/images/generations).
     image_models: tuple[ModelEntry, ...] = ()
+    # Models that embed (POST /v1/embeddings).
+    embedding_models: tuple[ModelEntry, ...] = ()
     # Runs on the user's own machine or subscription (a CLI, Ollama): what provider_mode "local" keeps.
     local: bool = False
 
@@ -92,7 +96,8 @@ class Catalog:
         so no client can grow relaybox's statistics without bound."""
         models = self.provider(candidate.provider)
         listed = models is not None and (
-            models.offers(candidate.model) or any(m.id == candidate.model for m in models.image_models)
+            models.offers(candidate.model)
+            or any(m.id == candidate.model for m in (*models.image_models, *models.embedding_models))
         )
         return (candidate.provider, candidate.model if listed else OTHER_MODEL)
 
@@ -152,28 +157,46 @@ class Catalog:
 
     def resolve_image(self, name: str | None) -> Route:
         """Candidates for image generation: a pinned or exact image model, or every provider's first."""
-        makers = [p for p in self.ordered() if p.image_models]
+        return self._resolve_special(
+            name,
+            "image",
+            lambda p: p.image_models,
+            "no active provider generates images (OpenAI or OpenRouter can)",
+        )
+
+    def resolve_embedding(self, name: str | None) -> Route:
+        """Candidates for embeddings: a pinned or exact embedding model, or every provider's first."""
+        return self._resolve_special(
+            name,
+            "embedding",
+            lambda p: p.embedding_models,
+            "no active provider embeds (OpenAI, Gemini, Ollama, OpenRouter, or a custom provider with "
+            "embedding_models can)",
+        )
+
+    def _resolve_special(
+        self,
+        name: str | None,
+        kind: str,
+        models_of: Callable[[ProviderModels], tuple[ModelEntry, ...]],
+        none: str,
+    ) -> Route:
+        makers = [p for p in self.ordered() if models_of(p)]
         if not makers:
-            raise RelayError(
-                404,
-                "no active provider generates images (OpenAI or OpenRouter can)",
-                "invalid_request_error",
-                code="model_not_found",
-                param="model",
-            )
+            raise RelayError(404, none, "invalid_request_error", code="model_not_found", param="model")
         if name is None or name in DEFAULT_ROUTE_NAMES or name in SMART_ROUTE_NAMES:
-            defaults = tuple(Candidate(p.provider, p.image_models[0].id) for p in makers)
-            return Route(defaults, f"default image route: {defaults[0].provider}/{defaults[0].model}")
+            defaults = tuple(Candidate(p.provider, models_of(p)[0].id) for p in makers)
+            return Route(defaults, f"default {kind} route: {defaults[0].provider}/{defaults[0].model}")
         provider_name, sep, model = name.partition(":")
         if sep and self.provider(provider_name) is not None and model:
             return Route((Candidate(provider_name, model),), f"pinned to {provider_name}:{model}")
-        exact = [Candidate(p.provider, name) for p in makers if any(m.id == name for m in p.image_models)]
+        exact = [Candidate(p.provider, name) for p in makers if any(m.id == name for m in models_of(p))]
         if exact:
-            return Route(tuple(exact), f"exact image model {name}")
-        models = ", ".join(f"{p.provider}:{m.id}" for p in makers for m in p.image_models)
+            return Route(tuple(exact), f"exact {kind} model {name}")
+        models = ", ".join(f"{p.provider}:{m.id}" for p in makers for m in models_of(p))
         raise RelayError(
             404,
-            f"The image model '{name}' is not served here; available: {models}",
+            f"The {kind} model '{name}' is not served here; available: {models}",
             "invalid_request_error",
             code="model_not_found",
             param="model",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import attrs
 from relaybox.protocol import tokens
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.compression.pipeline import tokens_saved
 from relaybox.protocol.compression.trimming import trim
 from relaybox.protocol.routing.catalog import Candidate, Catalog
@@ -17,12 +17,12 @@ ANSWER_ROOM = 4096
 
 
 def trimmed_to_fit(
-    catalog: Catalog, candidate: Candidate, request: ChatRequest | ImageRequest, state: DispatchState
+    catalog: Catalog, candidate: Candidate, request: ModelRequest, state: DispatchState
 ) -> tuple[ChatRequest, DispatchState, int] | None:
     """Compression's last stage, at level "aggressive": the oldest turns trimmed so the prompt
     fits this candidate's context window (with room for the answer), with the tokens it may
     now take at most; None when it fits as it is, or cannot be made to."""
-    if state.compression_level != "aggressive" or isinstance(request, ImageRequest):
+    if state.compression_level != "aggressive" or not isinstance(request, ChatRequest):
         return None
     models = catalog.provider(candidate.provider)
     entry = None if models is None else models.entry(candidate.model)
@@ -39,12 +39,12 @@ def trimmed_to_fit(
 
 
 def missing_capability(
-    catalog: Catalog, candidate: Candidate, request: ChatRequest | ImageRequest, counted: int | None = None
+    catalog: Catalog, candidate: Candidate, request: ModelRequest, counted: int | None = None
 ) -> str | None:
     """Why this candidate cannot take the request at all, or None. `counted`: the prompt's
     tokens when they are known exactly (a trimmed prompt), else a cheap lower bound decides."""
     models = catalog.provider(candidate.provider)
-    if models is None or isinstance(request, ImageRequest):
+    if models is None or not isinstance(request, ChatRequest):
         return None
     if not models.vision and request.has_images():
         return "does not take images"

@@ -12,6 +12,7 @@ import attrs
 from relaybox.protocol.chat import (
     ChatRequest,
     ContentPart,
+    EmbeddingRequest,
     ImagePart,
     ImageRequest,
     TextPart,
@@ -238,6 +239,9 @@ class AnthropicDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def embedding_call(self, request: EmbeddingRequest, model: str, api_key: str | None) -> None:
+        return None
 
     def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> None:
         return None  # Anthropic's API generates no images

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
-from relaybox.protocol.chat import ChatRequest, ImageRequest
+from relaybox.protocol.chat import ChatRequest, EmbeddingRequest, ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import TransportEvent
 from relaybox.protocol.wire.sse import SSEDecoder, SSEvent
@@ -38,8 +38,9 @@ class StreamDecoder(Protocol):
 
 
 @attrs.frozen
-class ImageCall:
-    """How a dialect generates images: the call to make, and how to read its answer."""
+class WholeCall:
+    """A call answered in one body (images generated, inputs embedded): the call to make, and how
+    to read its answer."""
 
     call: HttpCall
     decode: Callable[[bytes], list[TransportEvent]]
@@ -56,9 +57,25 @@ class Dialect(Protocol):
 
     def error_message(self, body: bytes) -> str: ...
 
-    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> ImageCall | None:
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> WholeCall | None:
         """None: this wire format generates no images."""
         ...
+
+    def embedding_call(self, request: EmbeddingRequest, model: str, api_key: str | None) -> WholeCall | None:
+        """None: this wire format embeds nothing (or not these inputs: token ids, say)."""
+        ...
+
+
+def vectors_of(rows: object, what: str) -> tuple[tuple[float, ...], ...]:
+    """Vectors from an upstream's JSON: each a list of numbers."""
+    if not isinstance(rows, list) or not rows:
+        raise malformed(f"{what}: no vectors")
+    vectors = []
+    for row in rows:
+        if not isinstance(row, list) or not all(isinstance(x, int | float) for x in row):
+            raise malformed(f"{what}: a vector is not a list of numbers")
+        vectors.append(tuple(float(x) for x in row))
+    return tuple(vectors)
 
 
 def malformed(detail: str) -> ProviderFailure:

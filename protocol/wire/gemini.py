@@ -15,6 +15,7 @@ import attrs
 from relaybox.protocol.chat import (
     ChatMessage,
     ChatRequest,
+    EmbeddingRequest,
     ImagePart,
     ImageRequest,
     TextPart,
@@ -22,8 +23,17 @@ from relaybox.protocol.chat import (
     inline_image,
 )
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
-from relaybox.protocol.wire.dialect import HttpCall, SSEStreamDecoder, error_message, load_json, malformed
+from relaybox.protocol.events import ContentDelta, Embedded, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.tokens import count_text
+from relaybox.protocol.wire.dialect import (
+    HttpCall,
+    SSEStreamDecoder,
+    WholeCall,
+    error_message,
+    load_json,
+    malformed,
+    vectors_of,
+)
 from relaybox.protocol.wire.sse import SSEvent
 
 FINISH_REASONS = {
@@ -298,6 +308,27 @@ class GeminiDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def embedding_call(self, request: EmbeddingRequest, model: str, api_key: str | None) -> WholeCall | None:
+        """`batchEmbedContents`, one request per input; Gemini reports no token counts, so the
+        inputs are counted here (o200k: an estimate)."""
+        texts = request.texts()
+        if texts is None:
+            return None
+        headers = {"x-goog-api-key": api_key} if api_key else {}
+        one: dict[str, Any] = {"model": f"models/{model}"}
+        if request.dimensions is not None:
+            one["outputDimensionality"] = request.dimensions
+        body = {"requests": [{**one, "content": {"parts": [{"text": text}]}} for text in texts]}
+        counted = sum(count_text(text) for text in texts)
+
+        def decode(answer: bytes) -> list[TransportEvent]:
+            parsed = load_json(answer)
+            rows = parsed.get("embeddings") if isinstance(parsed, dict) else None
+            values = [row.get("values") if isinstance(row, dict) else None for row in rows or ()]
+            return [Embedded(vectors_of(values, "Gemini embeddings")), Usage(counted, 0)]
+
+        return WholeCall(HttpCall(f"/v1beta/models/{model}:batchEmbedContents", headers, body), decode)
 
     def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> None:
         return None  # Gemini's API (here) generates no images

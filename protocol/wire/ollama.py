@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 from relaybox.protocol.chat import (
     ChatRequest,
+    EmbeddingRequest,
     ImagePart,
     ImageRequest,
     TextPart,
@@ -19,8 +20,16 @@ from relaybox.protocol.chat import (
     inline_image,
 )
 from relaybox.protocol.errors import FailureKind, ProviderFailure
-from relaybox.protocol.events import ContentDelta, ToolCallDelta, TransportEvent, Usage
-from relaybox.protocol.wire.dialect import HttpCall, NDJSONStreamDecoder, error_message, load_json, malformed
+from relaybox.protocol.events import ContentDelta, Embedded, ToolCallDelta, TransportEvent, Usage
+from relaybox.protocol.wire.dialect import (
+    HttpCall,
+    NDJSONStreamDecoder,
+    WholeCall,
+    error_message,
+    load_json,
+    malformed,
+    vectors_of,
+)
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 
@@ -142,6 +151,25 @@ class OllamaDialect:
 
     def error_message(self, body: bytes) -> str:
         return error_message(body)
+
+    def embedding_call(self, request: EmbeddingRequest, model: str, api_key: str | None) -> WholeCall | None:
+        """`/api/embed`, which takes a list of texts and reports the prompt's token count."""
+        texts = request.texts()
+        if texts is None:
+            return None
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        body: dict[str, Any] = {"model": model, "input": list(texts)}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+
+        def decode(answer: bytes) -> list[TransportEvent]:
+            parsed = load_json(answer)
+            if not isinstance(parsed, dict):
+                raise malformed("embed answer is not an object")
+            vectors = vectors_of(parsed.get("embeddings"), "Ollama embeddings")
+            return [Embedded(vectors), Usage(int(parsed.get("prompt_eval_count") or 0), 0)]
+
+        return WholeCall(HttpCall("/api/embed", headers, body), decode)
 
     def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> None:
         return None  # Ollama generates no images

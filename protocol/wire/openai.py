@@ -4,7 +4,9 @@ objects and `chat.completion.chunk` frames. The upstream direction is `openai_up
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
 from relaybox.protocol.chat import (
@@ -12,6 +14,7 @@ from relaybox.protocol.chat import (
     ChatMessage,
     ChatRequest,
     ContentPart,
+    EmbeddingRequest,
     ImagePart,
     ImageRequest,
     TextPart,
@@ -185,6 +188,83 @@ def parse_image_request(body: object) -> ImageRequest:
         passthrough={k: v for k, v in body.items() if k not in IMAGE_FIELDS},
         **fields,
     )
+
+
+# OpenAI's own limits on one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def parse_embedding_request(body: object) -> EmbeddingRequest:
+    """`POST /v1/embeddings`: `input` a string, strings, token ids or arrays of token ids."""
+    if not isinstance(body, dict):
+        raise bad_request(f"the request body must be a JSON object, got {json_type(body)}", None)
+    model = body.get("model", "auto")
+    expect(model, str, "model", "a string")
+    raw = body.get("input")
+    if raw is None:
+        raise bad_request("'input' is a required property", "input")
+    inputs = _embedding_inputs(raw)
+    if not inputs:
+        raise bad_request("'input' must not be empty", "input")
+    if len(inputs) > MAX_EMBEDDING_INPUTS:
+        raise bad_request(f"'input' takes at most {MAX_EMBEDDING_INPUTS} items", "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    return EmbeddingRequest(
+        model=model,
+        inputs=inputs,
+        encoding_format=encoding,
+        dimensions=optional_positive_int(body, "dimensions"),
+        passthrough={"user": body["user"]} if isinstance(body.get("user"), str) else {},
+    )
+
+
+def _embedding_inputs(raw: object) -> tuple[str | tuple[int, ...], ...]:
+    if isinstance(raw, str):
+        return (raw,)
+    expect(raw, list, "input", "a string, an array of strings or an array of token arrays")
+    assert isinstance(raw, list)
+    if raw and all(isinstance(item, int) and not isinstance(item, bool) for item in raw):
+        return (tuple(raw),)
+    inputs: list[str | tuple[int, ...]] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            if not item:
+                raise bad_request(f"'input[{i}]' must not be empty", f"input[{i}]")
+            inputs.append(item)
+        elif (
+            isinstance(item, list)
+            and item
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        ):
+            inputs.append(tuple(item))
+        else:
+            raise bad_request(f"'input[{i}]' must be a string or an array of token ids", f"input[{i}]")
+    return tuple(inputs)
+
+
+def embedding_body(
+    model: str, vectors: tuple[tuple[float, ...], ...], encoding: str, usage: Usage | None
+) -> dict[str, Any]:
+    """The `list` of `embedding` objects; base64 is the vector's little-endian float32 bytes, as OpenAI sends it."""
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
+        for i, vector in enumerate(vectors)
+    ]
+    tokens = 0 if usage is None else usage.prompt_tokens
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: tuple[float, ...], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return list(vector)
 
 
 def _tools(raw: object) -> tuple[ToolSpec, ...]:

@@ -6,21 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from relaybox.protocol.chat import (
-    ChatRequest,
-    ContentPart,
-    ImageRequest,
-    TextPart,
+from relaybox.protocol.chat import ChatRequest, ContentPart, EmbeddingRequest, ImageRequest, TextPart
+from relaybox.protocol.events import (
+    ContentDelta,
+    Embedded,
+    GeneratedImages,
+    ToolCallDelta,
+    TransportEvent,
+    Usage,
 )
-from relaybox.protocol.events import ContentDelta, GeneratedImages, ToolCallDelta, TransportEvent, Usage
 from relaybox.protocol.wire.dialect import (
     HttpCall,
-    ImageCall,
     SSEStreamDecoder,
+    WholeCall,
     error_message,
     load_json,
     malformed,
     upstream_error,
+    vectors_of,
 )
 from relaybox.protocol.wire.sse import SSEvent
 
@@ -218,8 +221,8 @@ class OpenAIDialect:
     def error_message(self, body: bytes) -> str:
         return error_message(body)
 
-    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> ImageCall:
-        return ImageCall(self._image_http_call(request, model, api_key), self.decode_images)
+    def image_call(self, request: ImageRequest, model: str, api_key: str | None) -> WholeCall:
+        return WholeCall(self._image_http_call(request, model, api_key), self.decode_images)
 
     def _image_http_call(self, request: ImageRequest, model: str, api_key: str | None) -> HttpCall:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -237,6 +240,20 @@ class OpenAIDialect:
             if getattr(request, key) is not None:
                 body[key] = getattr(request, key)
         return HttpCall("/images/generations", headers, body)
+
+    def embedding_call(self, request: EmbeddingRequest, model: str, api_key: str | None) -> WholeCall:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        inputs = [item if isinstance(item, str) else list(item) for item in request.inputs]
+        body: dict[str, Any] = {
+            **request.passthrough,
+            "model": model,
+            "input": inputs,
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        path = "/api/embeddings" if self.host_type == "openwebui" else "/embeddings"
+        return WholeCall(HttpCall(path, headers, body), decode_embeddings)
 
     def decode_images(self, body: bytes) -> list[TransportEvent]:
         answer = load_json(body)
@@ -265,3 +282,16 @@ class OpenAIDialect:
             GeneratedImages(tuple(images)),
             Usage(int(prompt or 0), int(completion or 0), images=len(images)),
         ]
+
+
+def decode_embeddings(body: bytes) -> list[TransportEvent]:
+    answer = load_json(body)
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list):
+        raise malformed("embeddings answer has no data")
+    rows = sorted((item for item in data if isinstance(item, dict)), key=lambda item: item.get("index", 0))
+    usage = answer.get("usage") or {}
+    return [
+        Embedded(vectors_of([row.get("embedding") for row in rows], "embeddings answer")),
+        Usage(int(usage.get("prompt_tokens") or 0), 0),
+    ]

@@ -9,11 +9,13 @@ import re
 import trio
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
-from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
+from tests.fakes.scripts import Reply, ReplyQueue, before_piece, fake_vector, split_text
 
 _PATH = re.compile(
     r"^/(v1beta|v1)/models/(?P<model>[^:/]+):(?P<method>generateContent|streamGenerateContent)$"
 )
+
+_EMBED_PATH = re.compile(r"^/(v1beta|v1)/models/(?P<model>[^:/]+):batchEmbedContents$")
 
 
 class FakeGemini:
@@ -37,6 +39,15 @@ class FakeGemini:
         return self
 
     async def _handle(self, request: FakeRequest, out: ResponseWriter) -> None:
+        embed = _EMBED_PATH.match(request.path)
+        if request.method == "POST" and embed is not None:
+            requests = request.json()["requests"]
+            vectors = [
+                fake_vector(one["content"]["parts"][0]["text"], one.get("outputDimensionality", 8))
+                for one in requests
+            ]
+            await out.send_json(200, {"embeddings": [{"values": vector} for vector in vectors]})
+            return
         match = _PATH.match(request.path)
         if request.method != "POST" or match is None:
             await out.send_json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})

@@ -7,7 +7,7 @@ import json
 import trio
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
-from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
+from tests.fakes.scripts import Reply, ReplyQueue, before_piece, fake_vector, split_text
 
 
 class FakeOllama:
@@ -49,6 +49,15 @@ class FakeOllama:
                         for m in self.models
                     ]
                 },
+            )
+            return
+        if request.method == "POST" and request.path == "/api/embed":
+            body = request.json()
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vectors = [fake_vector(text, body.get("dimensions", 8)) for text in texts]
+            tokens = sum(len(text.split()) for text in texts)
+            await out.send_json(
+                200, {"model": body["model"], "embeddings": vectors, "prompt_eval_count": tokens}
             )
             return
         if request.method != "POST" or request.path != "/api/chat":

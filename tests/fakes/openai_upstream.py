@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import Callable
 
 import trio
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
-from tests.fakes.scripts import Reply, ReplyQueue, before_piece, split_text
+from tests.fakes.scripts import Reply, ReplyQueue, before_piece, fake_vector, split_text
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/api/chat/completions")
 
@@ -52,6 +54,9 @@ class FakeOpenAI:
         if request.method == "POST" and request.path.endswith("/images/generations"):
             await self._image(request, out)
             return
+        if request.method == "POST" and request.path in ("/v1/embeddings", "/embeddings"):
+            await self._embed(request, out)
+            return
         if request.method != "POST" or request.path not in CHAT_PATHS:
             await out.send_json(404, {"error": {"message": "no such route", "type": "not_found"}})
             return
@@ -79,6 +84,39 @@ class FakeOpenAI:
             await self._stream(body, model, reply, out)
         else:
             await _complete(model, reply, out)
+
+    async def _embed(self, request: FakeRequest, out: ResponseWriter) -> None:
+        """OpenAI's embeddings: strings or token ids in, one vector per input (base64 when asked)."""
+        reply = self.replies.next()
+        if reply.status != 200:
+            await out.send_json(
+                reply.status, {"error": {"message": reply.error_message, "type": "fake_error"}}
+            )
+            return
+        body = request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and all(isinstance(x, int) for x in inputs):
+            inputs = [inputs]
+        data = []
+        for i, item in enumerate(inputs):
+            vector = fake_vector(
+                item if isinstance(item, str) else json.dumps(item), body.get("dimensions", 8)
+            )
+            if body.get("encoding_format") == "base64":
+                encoded: object = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in inputs)
+        await out.send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     async def _image(self, request: FakeRequest, out: ResponseWriter) -> None:
         reply = self.replies.next()

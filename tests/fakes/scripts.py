@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -113,3 +115,11 @@ async def before_piece(
     if index:
         await trio.sleep(reply.chunk_delay)
     return True
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic unit vector for a text: the same text always embeds the same."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]

@@ -45,6 +45,15 @@ OPENAI_IMAGE_MODELS = (
 
 OPENROUTER_IMAGE_MODELS = (ModelEntry("google/gemini-2.5-flash-image", "standard"),)
 
+# Embedding models, priced per million input tokens (they have no output).
+OPENAI_EMBEDDING_MODELS = (
+    ModelEntry("text-embedding-3-small", "economy", 0.02, 0.0, 8191),
+    ModelEntry("text-embedding-3-large", "standard", 0.13, 0.0, 8191),
+    ModelEntry("text-embedding-ada-002", "economy", 0.10, 0.0, 8191),
+)
+GEMINI_EMBEDDING_MODELS = (ModelEntry("gemini-embedding-001", "economy", 0.15, 0.0, 2048),)
+OPENROUTER_EMBEDDING_MODELS = (ModelEntry("openai/text-embedding-3-small", "economy", 0.02, 0.0, 8191),)
+
 
 @attrs.frozen
 class BuiltinApi:
@@ -61,6 +70,7 @@ class BuiltinApi:
     prefixes: tuple[str, ...]
     image_models: tuple[ModelEntry, ...] = ()
     image_api: str = "images"
+    embedding_models: tuple[ModelEntry, ...] = ()
 
 
 BUILTIN_APIS = (
@@ -75,6 +85,7 @@ BUILTIN_APIS = (
         "gpt-4o-mini",
         ("gpt-", "o1", "o3", "o4", "chatgpt-"),
         image_models=OPENAI_IMAGE_MODELS,
+        embedding_models=OPENAI_EMBEDDING_MODELS,
     ),
     BuiltinApi(
         "anthropic",
@@ -97,6 +108,7 @@ BUILTIN_APIS = (
         GEMINI_MODELS,
         "gemini-2.5-flash",
         ("gemini-",),
+        embedding_models=GEMINI_EMBEDDING_MODELS,
     ),
     BuiltinApi(
         "openrouter",
@@ -110,6 +122,7 @@ BUILTIN_APIS = (
         ("openai/", "anthropic/", "google/", "meta-llama/", "mistralai/", "deepseek/", "qwen/", "x-ai/"),
         image_models=OPENROUTER_IMAGE_MODELS,
         image_api="chat",
+        embedding_models=OPENROUTER_EMBEDDING_MODELS,
     ),
 )
 

@@ -112,6 +112,9 @@ def _custom_provider(
         host_type=host_type,
         image_models=values.models(item["image_models"], where) if item.get("image_models") else (),
         image_api=str(item.get("image_api", "images")),
+        embedding_models=values.models(item["embedding_models"], where)
+        if item.get("embedding_models")
+        else (),
     )
 
 
@@ -143,6 +146,9 @@ def _builtin_api(
         if "image_models" in section
         else builtin.image_models,
         image_api=builtin.image_api,
+        embedding_models=values.models(section["embedding_models"], where)
+        if "embedding_models" in section
+        else builtin.embedding_models,
     )
 
 
@@ -174,9 +180,13 @@ def _ollama(
                 "ollama: inactive (not running on localhost:11434; set OLLAMA_BASE_URL if elsewhere)"
             )
         return None
-    models = tuple(ModelEntry(name, "economy", 0.0, 0.0) for name in found)
+    # Ollama's embedding models answer /api/embed, not chat: their names say what they are.
+    embedders = tuple(ModelEntry(name, "economy", 0.0, 0.0) for name in found if "embed" in name)
+    models = tuple(ModelEntry(name, "economy", 0.0, 0.0) for name in found if "embed" not in name)
     if "models" in section:
         models = values.models(section["models"], "[providers.ollama]")
+    if "embedding_models" in section:
+        embedders = values.models(section["embedding_models"], "[providers.ollama]")
     if not models:
         notes.append(f"ollama: inactive (running at {base_url} but has no models; `ollama pull llama3.2`)")
         return None
@@ -196,6 +206,7 @@ def _ollama(
         priority=values.integer(section.get("priority", 0), "priority"),
         local_setting=values.local_flag(section),
         base_url=base_url,
+        embedding_models=embedders,
     )
 
 

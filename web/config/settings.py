@@ -37,6 +37,7 @@ class ProviderConfig:
     host_type: str = "openai"
     image_models: tuple[ModelEntry, ...] = ()
     image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
+    embedding_models: tuple[ModelEntry, ...] = ()  # models that answer POST /v1/embeddings
     # the CLIs (claude-cli, gemini-cli)
     executable: str | None = None
     system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE  # claude-cli

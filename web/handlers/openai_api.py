@@ -1,4 +1,5 @@
-"""The OpenAI API: `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/images/generations`."""
+"""The OpenAI API: `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/images/generations`,
+`POST /v1/embeddings`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from quart import Blueprint, Response
 from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.errors import RelayError
 from relaybox.protocol.routing.catalog import DEFAULT_ROUTE_NAMES, LEGACY_TIERS, TIERS
 from relaybox.protocol.routing.routes import ROUTE_PREFIX
 from relaybox.protocol.wire import openai
@@ -66,6 +68,27 @@ async def images_generations() -> Response:
     return Response(json.dumps(body), mimetype="application/json", headers=with_cost(begun.headers, answer))
 
 
+@blueprint.post("/v1/embeddings")
+async def embeddings() -> Response:
+    request_id = f"emb-{uuid.uuid4().hex}"
+    embedding_request = openai.parse_embedding_request(await read_json())
+    begun = await current_pipeline().answer(
+        model_call(current_system().settings, embedding_request, request_id)
+    )
+    answer = await begun.collect()
+    if len(answer.vectors) != len(embedding_request.inputs):
+        raise RelayError(
+            502,
+            f"the upstream returned {len(answer.vectors)} vectors for {len(embedding_request.inputs)} inputs",
+            "upstream_error",
+            code="malformed_upstream",
+        )
+    body = openai.embedding_body(
+        begun.answering.model, answer.vectors, embedding_request.encoding_format, answer.usage
+    )
+    return Response(openai.dumps(body), mimetype="application/json", headers=with_cost(begun.headers, answer))
+
+
 @blueprint.get("/v1/models")
 async def models() -> Response:
     """Every model of every active provider, then the other names relaybox answers to."""
@@ -83,6 +106,18 @@ async def models() -> Response:
         )
         for provider in catalog.ordered()
         for model in provider.models
+    ]
+    data += [
+        _listed(
+            model.id,
+            provider.provider,
+            kind=kind,
+            provider=provider.provider,
+            pinned=f"{provider.provider}:{model.id}",
+        )
+        for provider in catalog.ordered()
+        for kind, models in (("image", provider.image_models), ("embedding", provider.embedding_models))
+        for model in models
     ]
     data += [_listed(alias, kind="alias", target=target) for alias, target in sorted(catalog.aliases.items())]
     if catalog.providers:
