@@ -13,13 +13,14 @@ recorder        RecorderMessage  a record (storage's type: it is what gets writt
                                  whose sender waits until the journal holds it
 response-cache  CacheWrite       an answer to write to the cache's shared tier
 responses       KeepResponse     a Responses API response to store, from its handler
+mcp:NAME        CallTool         a tool call to run, from the tool loop (the reply: a ToolResult)
 keys            (none)           it reads storage on its own schedule
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -257,3 +258,21 @@ class KeepResponse:
 
     row: StoredResponse
     written: trio.Event = attrs.field(factory=trio.Event)
+
+
+@attrs.frozen
+class ToolResult:
+    """What one MCP tool call gave the tool loop: the text the model reads, whether it went well."""
+
+    text: str
+    ok: bool
+    seconds: float = 0.0
+
+
+@attrs.frozen(eq=False)
+class CallTool:
+    """From the tool loop: run `tool` of this server with these arguments."""
+
+    tool: str
+    arguments: dict[str, Any]
+    reply: trio.MemorySendChannel[ToolResult]

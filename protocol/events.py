@@ -71,6 +71,15 @@ class Embedded:
 
 
 @attrs.frozen
+class ToolRan:
+    """The tool loop ran one MCP tool call: shown to streaming clients as a comment they ignore."""
+
+    name: str  # as the model called it: mcp__SERVER__TOOL
+    ok: bool
+    seconds: float
+
+
+@attrs.frozen
 class Finished:
     finish_reason: str
     upstream_ms: float
@@ -81,7 +90,17 @@ class Failed:
     error: RelayError
 
 
-Event = Answering | ContentDelta | ToolCallDelta | GeneratedImages | Embedded | Usage | Finished | Failed
+Event = (
+    Answering
+    | ContentDelta
+    | ToolCallDelta
+    | GeneratedImages
+    | Embedded
+    | ToolRan
+    | Usage
+    | Finished
+    | Failed
+)
 
 # What a transport emits; the provider actor adds `Answering` and the terminal events.
 TransportEvent = ContentDelta | ToolCallDelta | GeneratedImages | Embedded | Usage

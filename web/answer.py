@@ -23,6 +23,7 @@ from relaybox.protocol.events import (
     Finished,
     GeneratedImages,
     ToolCallDelta,
+    ToolRan,
     Usage,
 )
 from relaybox.web.drain import Drain, shutting_down
@@ -142,6 +143,8 @@ async def collect(receive: EventSource) -> Collected:
             calls.append(event)
         elif isinstance(event, Usage):
             usage = event
+        elif isinstance(event, ToolRan):
+            continue  # the tool loop's progress, for streams only
         elif isinstance(event, Finished):
             return Collected("".join(text), calls, usage, event.finish_reason, images, vectors)
         else:

@@ -16,7 +16,7 @@ from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
 from relaybox.storage.records import ApiKey
 from relaybox.web.config import Settings
-from relaybox.web.pipeline import ModelCall
+from relaybox.web.model_call import ModelCall
 
 # Deeper JSON than any API here needs; deeper would reach Python's recursion limit further on.
 NESTING_LIMIT = 64

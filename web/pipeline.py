@@ -21,11 +21,12 @@ from typing import Any
 
 import attrs
 from relaybox.actors.cancellation import CancelToken
-from relaybox.protocol.caching import CachePolicy, cache_key
-from relaybox.protocol.chat import ChatRequest, ModelRequest
+from relaybox.protocol.caching import cache_key
+from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.events import Answering, Event
 from relaybox.protocol.keys import client_of
+from relaybox.protocol.tool_loop import ToolOutcome
 from relaybox.storage.records import ApiKey, AttemptRecord, group_id
 from relaybox.web.answer import Begun, Origin
 from relaybox.web.answer_cache import AnswerCache, StoringSource, replay
@@ -34,25 +35,13 @@ from relaybox.web.dispatch import dispatch
 from relaybox.web.drain import Drain, shutting_down
 from relaybox.web.feedback import FeedbackCommand, rate
 from relaybox.web.headers import answer_headers
+from relaybox.web.model_call import ModelCall
 from relaybox.web.stored_responses import ResponseStore
 from relaybox.web.system import System
+from relaybox.web.tool_loop import ToolLoop, tool_loop_servers
 
 # What is still answered while relaybox drains: liveness, and readiness (which says it drains).
 DURING_DRAIN = frozenset({"/ping", "/health"})
-
-
-@attrs.frozen
-class ModelCall:
-    """One model call, as the pipeline takes it: the parsed request and what came with it."""
-
-    request: ModelRequest
-    request_id: str
-    client: str | None = None  # who asked, for the log: "key:NAME", else the user agent
-    key: ApiKey | None = None  # the client key it was made with
-    route_header: str | None = None  # x-relaybox-route
-    dedup_key: bytes | None = None  # identical requests have the same (None: never shared)
-    cache: CachePolicy | None = None  # what the request allows the cache (None: no part in it)
-    compression: str = "safe"  # "off", "safe" or "aggressive"
 
 
 class RequestPipeline:
@@ -83,7 +72,19 @@ class RequestPipeline:
         return key
 
     async def answer(self, call: ModelCall) -> Begun:
-        """Stages 2 to 6."""
+        """Stages 2 to 6; for a route with tools, the tool loop over them, each of its model calls
+        stages 2 to 6 (`web/tool_loop.py`)."""
+        system = self.system
+        loop = tool_loop_servers(
+            call, system.settings.mcp, system.mcp_servers, system.settings.routing.routes
+        )
+        if loop is None:
+            return await self.answer_step(call)
+        loop_call, servers = loop
+        return await ToolLoop(self, loop_call, servers, system.settings.mcp).begin()
+
+    async def answer_step(self, call: ModelCall) -> Begun:
+        """Stages 2 to 6 for one model call."""
         key = self._cache_key(call)
         begun = None
         if key is not None and call.cache is not None and call.cache.lookup:
@@ -177,6 +178,29 @@ class RequestPipeline:
         begun.receive = StoringSource(begun.receive, begun.answering, keep)
         begun.origin = attrs.evolve(begun.origin, cache_hit=False)
         return begun
+
+    async def record_tool_call(self, call: ModelCall, server: str, tool: str, outcome: ToolOutcome) -> None:
+        """The log row of one MCP tool call of a tool loop (status `tool` or `tool_failed`, cost 0)."""
+        if self._recorder is None:
+            return
+        await self._recorder.recorded(
+            AttemptRecord(
+                id=str(uuid.uuid4()),
+                created_at=time.time(),
+                request_group_id=group_id(call.request_id),
+                attempt=0,
+                provider=f"mcp:{server}",
+                model_selected=tool,
+                router_reason=f"tool loop: {outcome.call.name}",
+                task_category="tool",
+                prompt_summary=outcome.call.arguments[:500],
+                status="tool" if outcome.ok else "tool_failed",
+                latency_ms=round(outcome.seconds * 1000),
+                client=call.client,
+                cli_success=outcome.ok,
+                error_message=None if outcome.ok else outcome.text[:500],
+            )
+        )
 
     async def _recorded(self, answering: Answering, call: ModelCall, reason: str, **fields: Any) -> None:
         """The log row of a request answered without an upstream call of its own (cost 0), safe in

@@ -15,10 +15,10 @@ from typing import Any
 
 import trio
 from quart import Response
-from relaybox.protocol.events import ContentDelta, Event, Failed, Finished, ToolCallDelta, Usage
+from relaybox.protocol.events import ContentDelta, Event, Failed, Finished, ToolCallDelta, ToolRan, Usage
 from relaybox.protocol.wire import anthropic, openai
 from relaybox.protocol.wire.responses_output import ResponsesStreamRenderer
-from relaybox.protocol.wire.sse import DONE, KEEPALIVE, encode_data
+from relaybox.protocol.wire.sse import DONE, KEEPALIVE, encode_data, tool_comment
 from relaybox.web.answer import (
     KEEPALIVE_AFTER,
     REPLY_IDLE_LIMIT,
@@ -62,6 +62,8 @@ def openai_stream(begun: Begun, request_id: str, created: int, include_usage: bo
             return chunk({"content": event.text}), False
         if isinstance(event, ToolCallDelta):
             return chunk({"tool_calls": [openai.tool_call_body(event)]}), False
+        if isinstance(event, ToolRan):
+            return tool_comment(event.name, event.ok, event.seconds), False
         if isinstance(event, Usage):
             usage = event
             return b"", False
@@ -90,6 +92,8 @@ def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -
             return renderer.text(event), False
         if isinstance(event, ToolCallDelta):
             return renderer.tool(event), False
+        if isinstance(event, ToolRan):
+            return tool_comment(event.name, event.ok, event.seconds), False
         if isinstance(event, Usage):
             renderer.usage = event
             return b"", False
@@ -115,6 +119,8 @@ def responses_stream(
             return renderer.text(event), False
         if isinstance(event, ToolCallDelta):
             return renderer.tool(event), False
+        if isinstance(event, ToolRan):
+            return tool_comment(event.name, event.ok, event.seconds), False
         if isinstance(event, Usage):
             renderer.usage = event
             return b"", False

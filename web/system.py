@@ -27,6 +27,7 @@ from relaybox.actors.cache_writer import CacheWriter
 from relaybox.actors.key_ring import KeyRing
 from relaybox.actors.learning import LearningActor
 from relaybox.actors.mailbox import MailboxFull
+from relaybox.actors.mcp_server import McpServerActor
 from relaybox.actors.messages import Rated, SetProviderEnabled
 from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
@@ -159,6 +160,7 @@ class System:
     learning: LearningActor | None = None  # the learned router's judge and label sharing; None: off
     # Writes the Responses API's stored responses to the database; None: kept in memory only.
     response_writer: ResponseWriter | None = None
+    mcp_servers: dict[str, McpServerActor] = attrs.field(factory=dict)  # by [mcp.servers] name
 
     def rated(self, group: str, rating: int) -> None:
         """A user rated an answer: the learned router may learn from it (if it still knows it)."""
@@ -296,6 +298,35 @@ async def _start_routing(
     return router, learning
 
 
+async def _start_writers(
+    supervisor: Supervisor, storage: Storage, settings: Settings
+) -> tuple[CacheWriter | None, ResponseWriter | None]:
+    """The actors that write conversations to the database off the request path: the response
+    cache's shared tier and the Responses API's stored responses. With `[log] prompts = "none"`
+    nothing of a conversation is kept there: both stay in memory."""
+    keeps_prompts = settings.log_prompts == "summary"
+    cache_writer = CacheWriter(storage) if settings.cache_bytes > 0 and keeps_prompts else None
+    response_writer = ResponseWriter(storage) if keeps_prompts else None
+    for writer in (cache_writer, response_writer):
+        if writer is not None:
+            await supervisor.start_child(writer)
+    return cache_writer, response_writer
+
+
+async def _start_mcp_servers(supervisor: Supervisor, settings: Settings) -> dict[str, McpServerActor]:
+    """One actor per `[mcp.servers]` entry; each connects in the background (a slow server holds
+    nothing up) and writes its stderr to `<data dir>/mcp/NAME.log`."""
+    servers = {
+        spec.name: McpServerActor(
+            spec, tool_timeout=settings.mcp.tool_timeout, log_dir=str(Path(settings.data_dir) / "mcp")
+        )
+        for spec in settings.mcp.servers
+    }
+    for server in servers.values():
+        await supervisor.start_child(server)
+    return servers
+
+
 @asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
@@ -318,16 +349,7 @@ async def running_system(
         await supervisor.start_child(budget)
         keys = KeyRing(storage, exposed=not is_loopback(settings.host), fail_open=fail_open)
         await supervisor.start_child(keys)
-        # With `[log] prompts = "none"` nothing of a conversation is kept in the database: the
-        # response cache stays in memory.
-        shared_cache = settings.cache_bytes > 0 and settings.log_prompts == "summary"
-        cache_writer = CacheWriter(storage) if shared_cache else None
-        if cache_writer is not None:
-            await supervisor.start_child(cache_writer)
-        # Stored responses are conversations: kept in the database only where prompts may be.
-        response_writer = ResponseWriter(storage) if settings.log_prompts == "summary" else None
-        if response_writer is not None:
-            await supervisor.start_child(response_writer)
+        cache_writer, response_writer = await _start_writers(supervisor, storage, settings)
         pricings = {
             config.name: ProviderPricing(
                 config.kind, config.name, config.models + config.image_models + config.embedding_models
@@ -345,6 +367,7 @@ async def running_system(
         }
         for provider in providers.values():
             await supervisor.start_child(provider)
+        mcp_servers = await _start_mcp_servers(supervisor, settings)
         router, learning = await _start_routing(supervisor, settings, catalog, providers, storage, budget)
         await _apply_saved_provider_settings(storage, router)
         try:
@@ -362,13 +385,19 @@ async def running_system(
                 keys,
                 learning,
                 response_writer,
+                mcp_servers,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
             # out (or journals) every record the others produced.
             with trio.CancelScope(shield=True):
                 learning_names = [learning.name] if learning is not None else []
-                for name in (router.name, *learning_names, *providers):
+                for name in (
+                    router.name,
+                    *learning_names,
+                    *providers,
+                    *(m.name for m in mcp_servers.values()),
+                ):
                     await supervisor.stop(name)
                 await supervisor.stop(budget.name)
                 await supervisor.stop(keys.name)

@@ -42,6 +42,9 @@ NOT_ABOUT_QUALITY = frozenset(
         # they teach reaches it as labels, not through these counts
         "shadow",
         "shadow_failed",
+        # the tool loop's MCP tool calls: a tool's outcome, not a model's
+        "tool",
+        "tool_failed",
         "judge",
         "judge_failed",
     }

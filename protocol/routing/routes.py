@@ -28,6 +28,8 @@ CHAIN_KEYS = ("primary", "backup_1", "backup_2", "backup_3", "backup_4")
 class NamedRoute:
     name: str
     chain: tuple[str, ...]
+    # MCP servers whose tools relaybox offers the model and runs itself (the tool loop).
+    tools: tuple[str, ...] = ()
 
 
 # The seeds' task types and roles, so `route:planning` works with no configuration;

@@ -71,3 +71,9 @@ def encode_data(data: str) -> bytes:
 
 KEEPALIVE = b": keep-alive\n\n"
 DONE = encode_data("[DONE]")
+
+
+def tool_comment(name: str, ok: bool, seconds: float) -> bytes:
+    """A tool the tool loop ran, as an SSE comment: every client skips it, a person reading the
+    stream sees the steps as they happen."""
+    return f": relaybox tool {name} {'ok' if ok else 'failed'} {seconds * 1000:.0f} ms\n\n".encode()

@@ -23,6 +23,7 @@ from relaybox.protocol.routing.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, 
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
 from relaybox.web.config import values
 from relaybox.web.config.discovery import discover_providers
+from relaybox.web.config.mcp import check_route_tools, mcp_settings
 from relaybox.web.config.settings import ConfigError, ProviderConfig, Settings, default_data_dir
 
 
@@ -61,7 +62,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         raise ConfigError(
             "DATABASE_URL must be a postgresql:// URL (without it relaybox uses its SQLite file)"
         )
-    return Settings(
+    settings = Settings(
         host=str(server.get("host", "127.0.0.1")),
         port=values.integer(server.get("port", 8080), "[server] port"),
         grace=values.number(server.get("grace_seconds", 30), "[server] grace_seconds"),
@@ -80,6 +81,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         ).lower()
         not in ("0", "false", "off", "no"),
         routing=_routing(file, env, providers, notes),
+        mcp=mcp_settings(file),
         dedup_seconds=values.number(
             env.get("DEDUP_SECONDS", routing.get("dedup_seconds", 5)), "dedup_seconds"
         ),
@@ -101,6 +103,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         notes=tuple(notes),
         unavailable=tuple(unavailable),
     )
+    check_route_tools(settings.routing.routes, settings.mcp)
+    return settings
 
 
 def _exposure_and_retention(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -270,17 +274,20 @@ def _routes(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, NamedR
         elif isinstance(section, dict) and "chain" in section:
             chain = section["chain"]
         elif isinstance(section, dict):
-            unknown = set(section) - set(CHAIN_KEYS)
+            unknown = set(section) - {*CHAIN_KEYS, "tools"}
             if unknown:
                 raise ConfigError(
-                    f"[routes.{name}]: unknown keys {sorted(unknown)}; use {', '.join(CHAIN_KEYS)}"
+                    f"[routes.{name}]: unknown keys {sorted(unknown)}; use {', '.join(CHAIN_KEYS)}, tools"
                 )
             chain = [section[key] for key in CHAIN_KEYS if key in section]
         else:
             raise ConfigError(f"[routes.{name}] must be a list or a table")
         if not chain or not all(isinstance(target, str) and target for target in chain):
             raise ConfigError(f"[routes.{name}]: the chain must be a non-empty list of names")
-        routes[str(name)] = NamedRoute(str(name), tuple(chain))
+        tools = section.get("tools", []) if isinstance(section, dict) else []
+        if not isinstance(tools, list) or not all(isinstance(server, str) for server in tools):
+            raise ConfigError(f"[routes.{name}]: tools must be a list of [mcp.servers] names")
+        routes[str(name)] = NamedRoute(str(name), tuple(chain), tuple(tools))
     for variable, value in env.items():
         if variable.startswith("ROLE_") and value:
             name = variable[len("ROLE_") :].lower()

@@ -14,6 +14,7 @@ from relaybox.actors.provider import ProviderLimits
 from relaybox.actors.supervisor import RestartPolicy
 from relaybox.protocol.routing.catalog import ModelEntry
 from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.protocol.tool_loop import McpSettings
 from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
 
 
@@ -77,6 +78,7 @@ class Settings:
     database_url: str | None = attrs.field(default=None, repr=False)
     record_requests: bool = True  # RELAYBOX_RECORD=0 turns the request log off (for comparisons)
     routing: RoutingSettings = attrs.field(factory=RoutingSettings)
+    mcp: McpSettings = attrs.field(factory=McpSettings)  # MCP servers and the tool loop's limits
     # Identical requests within this many seconds of one in flight share its upstream call (0: off).
     dedup_seconds: float = 5.0
     # The response cache (web/answer_cache.py): its bound in bytes (0: off) and how long an answer is kept.

@@ -1,0 +1,189 @@
+"""The server-side tool loop over real MCP servers: a small server written with the `mcp` SDK
+(tests/mcp_servers/workbench.py), and from npm @modelcontextprotocol/server-filesystem and
+server-everything; fake upstreams scripted to call the tools; the OpenAI SDK as the client."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import openai
+import pytest
+import trio
+from relaybox.protocol.routing.routes import BUILTIN_ROUTES, NamedRoute
+from relaybox.protocol.tool_loop import McpServerSpec, McpSettings
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.scripts import Reply
+from tests.harness import REPO, Running, openai_provider, serve, settings_for
+
+WORKBENCH = McpServerSpec(
+    "bench", command=sys.executable, args=(str(REPO / "tests/mcp_servers/workbench.py"),)
+)
+
+
+def loop_settings(tmp_path: Path, fake: FakeOpenAI, *servers: McpServerSpec, **mcp: Any) -> Any:
+    routes = {
+        **BUILTIN_ROUTES,
+        "workbench": NamedRoute("workbench", ("gpt-4o-mini",), tuple(s.name for s in servers)),
+    }
+    settings = settings_for(tmp_path, openai_provider("upstream", fake.base_url))
+    return attrs.evolve(
+        settings,
+        mcp=McpSettings(servers=servers, **mcp),
+        routing=attrs.evolve(settings.routing, routes=routes),
+    )
+
+
+def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m["role"] == "tool"]
+
+
+def script(*steps: Callable[[dict[str, Any]], Reply]) -> Callable[[dict[str, Any]], Reply]:
+    """The model's turns, chosen by how many tool results it has seen so far."""
+
+    def answer(body: dict[str, Any]) -> Reply:
+        return steps[min(len(tool_messages(body)), len(steps) - 1)](body)
+
+    return answer
+
+
+def call(name: str, arguments: dict[str, Any]) -> Callable[[dict[str, Any]], Reply]:
+    return lambda body: Reply(text="", tool_call=(name, json.dumps(arguments)))
+
+
+def sdk(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="k", max_retries=0, timeout=60)
+
+
+async def logged_group(relay: Running, count: int) -> list[Any]:
+    with trio.fail_after(10):
+        while True:
+            rows = await relay.system.storage.recent(limit=50)
+            if len(rows) >= count:
+                return rows
+            await trio.sleep(0.05)
+
+
+async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = script(
+        call("mcp__bench__multiply", {"a": 6, "b": 7}),
+        lambda body: Reply(text=f"The product is {tool_messages(body)[0]['content']}.", pieces=3),
+    )
+    async with serve(loop_settings(tmp_path, fake_openai, WORKBENCH)) as relay:
+        chunks = await trio.to_thread.run_sync(
+            lambda: list(
+                sdk(relay.base_url).chat.completions.create(
+                    model="agent:workbench", stream=True, messages=[{"role": "user", "content": "6 times 7?"}]
+                )
+            )
+        )
+        rows = await logged_group(relay, 3)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The product is 42.0."
+    first, second = (request.json() for request in fake_openai.chat_requests())
+    offered = [tool["function"]["name"] for tool in first["tools"]]
+    assert "mcp__bench__multiply" in offered and "mcp__bench__crash" in offered
+    multiply = next(t for t in first["tools"] if t["function"]["name"] == "mcp__bench__multiply")
+    assert multiply["function"]["parameters"]["required"] == ["a", "b"]
+    assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "mcp__bench__multiply"
+    assert second["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": second["messages"][-2]["tool_calls"][0]["id"],
+        "content": "42.0",
+    }
+    assert len({row.request_group_id for row in rows}) == 1, "every step and tool call is one request's"
+    tool_rows = [row for row in rows if row.provider == "mcp:bench"]
+    assert [(row.model_selected, row.status) for row in tool_rows] == [("multiply", "tool")]
+    assert len([row for row in rows if row.provider == "upstream" and row.status == "success"]) == 2
+
+
+async def test_tool_errors_and_timeouts_are_fed_back_and_max_steps_ends_clearly(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = script(
+        call("mcp__bench__fail", {"reason": "the disk is on fire"}),
+        call("mcp__bench__sleep", {"seconds": 5}),
+        call("mcp__bench__multiply", {"a": "x"}),
+        call("mcp__bench__multiply", {"a": 1, "b": 1}),
+    )
+    settings = loop_settings(tmp_path, fake_openai, WORKBENCH, tool_timeout=0.5, max_steps=4)
+    async with serve(settings) as relay:
+        completion = await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="route:workbench", messages=[{"role": "user", "content": "go"}]
+            )
+        )
+    results = [m["content"] for m in tool_messages(fake_openai.chat_requests()[-1].json())]
+    assert "the disk is on fire" in results[0] or "Error executing tool fail" in results[0]
+    assert "did not answer within 0.5 s" in results[1]
+    assert "validation" in results[2].lower() or "error" in results[2].lower()
+    text = completion.choices[0].message.content or ""
+    assert "stopped the tool loop after 4 model calls: max_steps (4)" in text
+    assert len(fake_openai.chat_requests()) == 4
+
+
+async def test_a_crashed_server_is_restarted_and_its_tools_come_back(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = script(
+        call("mcp__bench__crash", {}),
+        lambda body: Reply(text="It went away."),
+    )
+    async with serve(loop_settings(tmp_path, fake_openai, WORKBENCH)) as relay:
+        client = sdk(relay.base_url)
+        answer = await trio.to_thread.run_sync(
+            lambda: client.chat.completions.create(
+                model="agent:workbench", messages=[{"role": "user", "content": "x"}]
+            )
+        )
+        server = relay.system.mcp_servers["bench"]
+        with trio.fail_after(20):
+            while not server.ready or relay.system.supervisor.record("mcp:bench").restarts < 1:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        actors = (await httpx.AsyncClient(base_url=relay.base_url).get("/actors")).json()
+    assert answer.choices[0].message.content == "It went away."
+    crashed = tool_messages(fake_openai.chat_requests()[-1].json())[0]["content"]
+    assert "stopped" in crashed or "crashed" in crashed or "closed" in crashed.lower()
+    [bench] = [c for c in actors["supervisor"]["children"] if c["name"] == "mcp:bench"]
+    assert bench["kind"] == "mcp" and bench["ready"] is True and bench["restarts"] >= 1
+    assert "multiply" in bench["tools"]
+
+
+async def test_client_tools_go_back_to_the_client_and_keys_decide_who_may_use_a_server(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(Reply(text="", tool_call=("client_lookup", '{"q": "x"}')))
+    private = attrs.evolve(WORKBENCH, keys=("alice",))
+    async with serve(loop_settings(tmp_path, fake_openai, private)) as relay:
+        client = sdk(relay.base_url)
+        lookup = {"type": "function", "function": {"name": "client_lookup", "parameters": {"type": "object"}}}
+        answered = await trio.to_thread.run_sync(
+            lambda: client.chat.completions.create(
+                model="agent:workbench", tools=[lookup], messages=[{"role": "user", "content": "x"}]
+            )
+        )
+        keys = relay.system.keys
+        assert keys is not None
+        from tests.test_coding_agent_clients import client_key
+
+        bob = await client_key(relay, "bob")
+        with pytest.raises(openai.PermissionDeniedError, match="may not use the MCP servers"):
+            await trio.to_thread.run_sync(
+                lambda: openai.OpenAI(
+                    base_url=relay.base_url + "/v1", api_key=bob, max_retries=0
+                ).chat.completions.create(
+                    model="agent:workbench", messages=[{"role": "user", "content": "x"}]
+                )
+            )
+    [handed] = answered.choices[0].message.tool_calls or []
+    assert handed.function.name == "client_lookup" and answered.choices[0].finish_reason == "tool_calls"
+    sent = fake_openai.chat_requests()[0].json()
+    assert sent["tools"][0]["function"]["name"] == "client_lookup"
