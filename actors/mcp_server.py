@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,10 +26,12 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ListenNotSupportedError
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics
 from relaybox.actors.messages import CallTool, ToolResult
 from relaybox.protocol.tool_loop import McpServerSpec, McpTool, clipped
+from relaybox.protocol.wire.gemini import gemini_drops
 
 log = logging.getLogger("relaybox.mcp")
 
@@ -53,6 +56,7 @@ class McpServerStatistics:
     timeouts: int
     tool_lists: int  # times the tools were listed (1 + the server's changes)
     last_error: str | None
+    schema_notes: tuple[str, ...]  # what each tool's schema loses on the way to Gemini
 
 
 class McpServerActor:
@@ -68,6 +72,7 @@ class McpServerActor:
         self._ready = trio.Event()
         self._calls = self._failed = self._timeouts = self._lists = 0
         self._last_error: str | None = None
+        self._schema_notes: tuple[str, ...] = ()
         self._changed: trio.MemorySendChannel[None] | None = None
 
     # --- for the tool loop ---------------------------------------------------------------
@@ -104,6 +109,7 @@ class McpServerActor:
             self._timeouts,
             self._lists,
             self._last_error,
+            self._schema_notes,
         )
 
     # --- the actor -----------------------------------------------------------------------
@@ -174,6 +180,14 @@ class McpServerActor:
             for tool in listed.tools
         )
         self._lists += 1
+        # One definition serves every dialect; Gemini's schema cannot say everything JSON Schema can.
+        self._schema_notes = tuple(
+            f"{tool.name}: Gemini drops {', '.join(drops)}"
+            for tool in self.tools
+            if (drops := gemini_drops(tool.input_schema))
+        )
+        for note in self._schema_notes:
+            log.info("MCP server %s: %s", self.spec.name, note)
 
     async def _on_message(self, message: object) -> None:
         """The server's notifications: a change of its tools is listed again (at most one waits)."""
@@ -200,12 +214,15 @@ class McpServerActor:
 
     async def _keep_alive(self, client: Client) -> None:
         """A connection that has died shows up here (a crash, so the supervisor starts it again),
-        not on the next unlucky tool call. A server that does not take pings is left alone: its
-        end shows on the next call."""
+        not on the next unlucky tool call. A server that does not take pings (the 2026 protocol
+        has none) is left alone: its end shows on the next call, which crashes the actor."""
+        if client.session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return  # the 2026 protocol has no ping
         while True:
             await trio.sleep(PING_EVERY)
             try:
-                with trio.fail_after(PING_TIMEOUT):
+                with trio.fail_after(PING_TIMEOUT), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
                     await client.send_ping()
             except MCPError as error:
                 if _connection_lost(error):

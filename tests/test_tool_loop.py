@@ -18,21 +18,32 @@ import trio
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, NamedRoute
 from relaybox.protocol.tool_loop import McpServerSpec, McpSettings
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import REPO, Running, openai_provider, serve, settings_for
+from tests.harness import (
+    REPO,
+    Running,
+    claude_executable,
+    claude_provider,
+    cli_executable,
+    openai_provider,
+    serve,
+    settings_for,
+)
 
 WORKBENCH = McpServerSpec(
     "bench", command=sys.executable, args=(str(REPO / "tests/mcp_servers/workbench.py"),)
 )
 
 
-def loop_settings(tmp_path: Path, fake: FakeOpenAI, *servers: McpServerSpec, **mcp: Any) -> Any:
+def loop_settings(tmp_path: Path, upstream: str, *servers: McpServerSpec, **mcp: Any) -> Any:
+    """One OpenAI-compatible upstream, the servers, and the route `workbench` with their tools."""
     routes = {
         **BUILTIN_ROUTES,
         "workbench": NamedRoute("workbench", ("gpt-4o-mini",), tuple(s.name for s in servers)),
     }
-    settings = settings_for(tmp_path, openai_provider("upstream", fake.base_url))
+    settings = settings_for(tmp_path, openai_provider("upstream", upstream))
     return attrs.evolve(
         settings,
         mcp=McpSettings(servers=servers, **mcp),
@@ -77,7 +88,7 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(
         call("mcp__bench__multiply", {"a": 6, "b": 7}),
         lambda body: Reply(text=f"The product is {tool_messages(body)[0]['content']}.", pieces=3),
     )
-    async with serve(loop_settings(tmp_path, fake_openai, WORKBENCH)) as relay:
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay:
         chunks = await trio.to_thread.run_sync(
             lambda: list(
                 sdk(relay.base_url).chat.completions.create(
@@ -114,7 +125,7 @@ async def test_tool_errors_and_timeouts_are_fed_back_and_max_steps_ends_clearly(
         call("mcp__bench__multiply", {"a": "x"}),
         call("mcp__bench__multiply", {"a": 1, "b": 1}),
     )
-    settings = loop_settings(tmp_path, fake_openai, WORKBENCH, tool_timeout=0.5, max_steps=4)
+    settings = loop_settings(tmp_path, fake_openai.base_url, WORKBENCH, tool_timeout=0.5, max_steps=4)
     async with serve(settings) as relay:
         completion = await trio.to_thread.run_sync(
             lambda: sdk(relay.base_url).chat.completions.create(
@@ -137,7 +148,7 @@ async def test_a_crashed_server_is_restarted_and_its_tools_come_back(
         call("mcp__bench__crash", {}),
         lambda body: Reply(text="It went away."),
     )
-    async with serve(loop_settings(tmp_path, fake_openai, WORKBENCH)) as relay:
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay:
         client = sdk(relay.base_url)
         answer = await trio.to_thread.run_sync(
             lambda: client.chat.completions.create(
@@ -162,7 +173,7 @@ async def test_client_tools_go_back_to_the_client_and_keys_decide_who_may_use_a_
 ) -> None:
     fake_openai.replies.push(Reply(text="", tool_call=("client_lookup", '{"q": "x"}')))
     private = attrs.evolve(WORKBENCH, keys=("alice",))
-    async with serve(loop_settings(tmp_path, fake_openai, private)) as relay:
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, private)) as relay:
         client = sdk(relay.base_url)
         lookup = {"type": "function", "function": {"name": "client_lookup", "parameters": {"type": "object"}}}
         answered = await trio.to_thread.run_sync(
@@ -187,3 +198,132 @@ async def test_client_tools_go_back_to_the_client_and_keys_decide_who_may_use_a_
     assert handed.function.name == "client_lookup" and answered.choices[0].finish_reason == "tool_calls"
     sent = fake_openai.chat_requests()[0].json()
     assert sent["tools"][0]["function"]["name"] == "client_lookup"
+
+
+def npm_server(name: str, package_bin: str, *args: str) -> McpServerSpec:
+    return McpServerSpec(name, command=cli_executable(package_bin), args=args)
+
+
+async def test_the_filesystem_server_reads_and_writes_for_the_model(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "todo.txt").write_text("buy milk\n")
+    fs = npm_server("fs", "mcp-server-filesystem", str(root))
+    fake_openai.answer_with = script(
+        call("mcp__fs__read_text_file", {"path": str(root / "todo.txt")}),
+        call("mcp__fs__write_file", {"path": str(root / "done.txt"), "content": "milk bought\n"}),
+        call("mcp__fs__read_text_file", {"path": "/etc/passwd"}),
+        lambda body: Reply(text="Done: " + " | ".join(m["content"] for m in tool_messages(body))),
+    )
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, fs)) as relay:
+        completion = await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="agent:workbench", messages=[{"role": "user", "content": "do my todo"}]
+            )
+        )
+        rows = await logged_group(relay, 7)
+        health = (await httpx.AsyncClient(base_url=relay.base_url).get("/health")).json()
+        notes = relay.system.mcp_servers["fs"].statistics().schema_notes
+    text = completion.choices[0].message.content or ""
+    assert health["mcp_servers"]["fs"]["ready"] is True and health["mcp_servers"]["fs"]["tools"] >= 10
+    assert notes and all("Gemini drops" in note for note in notes)
+    assert "buy milk" in text and (root / "done.txt").read_text() == "milk bought\n"
+    assert "denied" in text.lower() or "outside" in text.lower(), "the server keeps to its directory"
+    tools = [(row.model_selected, row.status) for row in rows if row.provider == "mcp:fs"]
+    assert sorted(tools) == [
+        ("read_text_file", "tool"),
+        ("read_text_file", "tool_failed"),
+        ("write_file", "tool"),
+    ]
+
+
+async def test_the_everything_server_and_no_secret_reaches_a_tool(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    everything = npm_server("everything", "mcp-server-everything")
+    fake_openai.answer_with = script(
+        call("mcp__everything__get-sum", {"a": 2, "b": 3}),
+        call("mcp__everything__get-env", {}),
+        lambda body: Reply(text="ok"),
+    )
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, everything)) as relay:
+        await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="agent:workbench", messages=[{"role": "user", "content": "sum, then env"}]
+            )
+        )
+    results = [m["content"] for m in tool_messages(fake_openai.chat_requests()[-1].json())]
+    assert "5" in results[0]
+    assert "sk-test-upstream" not in results[1] and "PATH" in results[1], "the server gets a bare environment"
+
+
+async def test_the_claude_cli_as_the_loops_model(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:
+    def model(body: dict[str, Any]) -> Reply:
+        prompt = json.dumps(body)
+        if "42.0" in prompt:
+            return Reply(text="The CLI says: 42.")
+        return Reply(
+            text='<tool_call>{"name": "mcp__bench__multiply", "arguments": {"a": 6, "b": 7}}</tool_call>'
+        )
+
+    fake_anthropic.answer_with = model
+    settings = loop_settings(tmp_path, "http://127.0.0.1:9/v1", WORKBENCH)  # never reached here
+    routes = {
+        **settings.routing.routes,
+        "workbench": NamedRoute("workbench", ("claude-cli:sonnet",), ("bench",)),
+    }
+    settings = attrs.evolve(
+        settings,
+        providers=(claude_provider(claude_executable(), fake_anthropic.base_url),),
+        routing=attrs.evolve(settings.routing, routes=routes),
+    )
+    async with serve(settings) as relay:
+        completion = await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="agent:workbench", messages=[{"role": "user", "content": "6 times 7?"}]
+            )
+        )
+    assert completion.choices[0].message.content == "The CLI says: 42."
+    prompts = [request.body.decode() for request in fake_anthropic.message_requests()]
+    assert any("mcp__bench__multiply" in prompt and "<tools>" in prompt for prompt in prompts)
+    assert any("<tool_result" in prompt and "42.0" in prompt for prompt in prompts)
+
+
+async def test_a_server_that_changes_its_tools_is_listed_again(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.answer_with = script(
+        call("mcp__bench__learn_greeting", {}), lambda body: Reply(text="learned")
+    )
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay:
+        client = sdk(relay.base_url)
+        ask = {"model": "agent:workbench", "messages": [{"role": "user", "content": "learn"}]}
+        await trio.to_thread.run_sync(lambda: client.chat.completions.create(**ask))
+        server = relay.system.mcp_servers["bench"]
+        with trio.fail_after(10):
+            while "greet" not in [tool.name for tool in server.tools]:  # noqa: ASYNC110 - the server's own time
+                await trio.sleep(0.05)
+        await trio.to_thread.run_sync(lambda: client.chat.completions.create(**ask))
+    offered = [tool["function"]["name"] for tool in fake_openai.chat_requests()[-1].json()["tools"]]
+    assert "mcp__bench__greet" in offered
+    assert server.statistics().tool_lists >= 2
+
+
+async def test_the_loop_answers_the_responses_api_too(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.answer_with = script(
+        call("mcp__bench__multiply", {"a": 2, "b": 21}),
+        lambda body: Reply(text=f"It is {tool_messages(body)[0]['content']}."),
+    )
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay:
+
+        def streamed() -> tuple[list[str], str]:
+            with sdk(relay.base_url).responses.stream(model="agent:workbench", input="2 x 21?") as stream:
+                kinds = [event.type for event in stream]
+                return kinds, stream.get_final_response().output_text
+
+        kinds, text = await trio.to_thread.run_sync(streamed)
+    assert text == "It is 42.0."
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.function_call_arguments.delta" not in kinds, "the MCP call stayed inside relaybox"

@@ -104,6 +104,7 @@ class ToolLoop:
         self.call = call
         self.servers = {server.spec.name: server for server in servers}
         self.mcp = mcp
+        self._client_tools = call.request.tools
         self.steps = 0
         self._started = trio.current_time()
         self._source: EventSource | None = None
@@ -118,10 +119,7 @@ class ToolLoop:
         for server in self.servers.values():
             with trio.move_on_after(READY_WAIT):
                 await server.wait_ready()
-        tools = [tool for server in self.servers.values() for tool in server.tools]
-        request = with_tools(self.call.request, tools)  # type: ignore[arg-type]
-        self.call = attrs.evolve(self.call, request=request)
-        begun = await self._step(request)
+        begun = await self._step(self.call.request)  # type: ignore[arg-type]
         first = attrs.evolve(begun)
         first.receive = self
         return first
@@ -193,7 +191,6 @@ class ToolLoop:
             ]
         outcomes = await self._run(ours)
         request = after_tools(self.call.request, "".join(self._text), outcomes)  # type: ignore[arg-type]
-        self.call = attrs.evolve(self.call, request=request)
         ran: list[Event] = [ToolRan(o.call.name, o.ok, o.seconds) for o in outcomes]
         try:
             if self.call.key is not None and self.pipeline.system.keys is not None:
@@ -208,8 +205,13 @@ class ToolLoop:
         return named is not None and named[0] in self.servers
 
     async def _step(self, request: ChatRequest) -> Begun:
+        """One model call, offered the client's tools and the servers' as they are now (a server
+        may have changed its tools since the last step)."""
         if self._begun is not None:
             self._begun.close()
+        tools = [tool for server in self.servers.values() for tool in server.tools]
+        request = with_tools(attrs.evolve(request, tools=self._client_tools), tools)
+        self.call = attrs.evolve(self.call, request=request)
         self.steps += 1
         self._text, self._calls = [], []
         begun = await self.pipeline.answer_step(attrs.evolve(self.call, request=request))

@@ -107,6 +107,34 @@ def to_gemini_schema(schema: dict[str, Any], definitions: dict[str, Any] | None 
     return out
 
 
+# What `to_gemini_schema` reads besides the kept keywords (each turned into Gemini's form).
+_CONVERTED = {"type", "properties", "items", "anyOf", "oneOf", "const", "$ref", "$defs", "definitions"}
+
+
+def gemini_drops(schema: dict[str, Any], path: str = "") -> list[str]:
+    """What `to_gemini_schema` leaves out of a JSON Schema, as `path: keyword` (e.g.
+    `properties.options: additionalProperties`), and what it reads differently (`oneOf`, taken as
+    `anyOf`): said once per tool, so a tool that loses a constraint on Gemini is known."""
+    here = path or "(top)"
+    drops = [f"{here}: {key}" for key in schema if key not in _KEPT and key not in _CONVERTED]
+    if "oneOf" in schema:
+        drops.append(f"{here}: oneOf (read as anyOf)")
+    for key in ("$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            if isinstance(sub, dict):
+                drops += gemini_drops(sub, f"{path}{key}.{name}.")
+    for name, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, dict):
+            drops += gemini_drops(sub, f"{path}properties.{name}.")
+    if isinstance(schema.get("items"), dict):
+        drops += gemini_drops(schema["items"], f"{path}items.")
+    for key in ("anyOf", "oneOf"):
+        for i, sub in enumerate(schema.get(key) or ()):
+            if isinstance(sub, dict):
+                drops += gemini_drops(sub, f"{path}{key}[{i}].")
+    return [drop.replace(". :", ":").replace(".:", ":") for drop in drops]
+
+
 def from_gemini_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Gemini Schema → JSON Schema (lower-case types, nullable as a type union)."""
     out: dict[str, Any] = {k: v for k, v in schema.items() if k in _KEPT - {"nullable", "propertyOrdering"}}

@@ -12,6 +12,7 @@ from relaybox.web import metrics
 from relaybox.web.calls import caller_sees_everyone
 from relaybox.web.context import current_guard, current_pipeline, current_system
 from relaybox.web.snapshots import actor_tree, failure_kind, without_failure_details
+from relaybox.web.system import System
 
 blueprint = Blueprint("operations", __name__)
 
@@ -61,6 +62,7 @@ async def health() -> Response:
         "router": running.supervisor.state_of(running.router.name).value,
         "providers": providers,
         "storage": storage,
+        "mcp_servers": _mcp_health(running),
     }
     return Response(json.dumps(body), status=200 if usable else 503, mimetype="application/json")
 
@@ -82,3 +84,17 @@ async def actors() -> Response:
 async def prometheus() -> Response:
     body = metrics.render(current_system(), current_guard().refused)
     return Response(body, mimetype="text/plain; version=0.0.4")
+
+
+def _mcp_health(running: System) -> dict[str, Any]:
+    """Each MCP server: connected with its tools, or not (a server down degrades only its tools,
+    so it does not change the status)."""
+    servers = {}
+    for name, server in running.mcp_servers.items():
+        snapshot = server.statistics()
+        servers[name] = {
+            "ready": snapshot.ready,
+            "actor": running.supervisor.state_of(server.name).value,
+            "tools": len(snapshot.tools),
+        }
+    return servers
