@@ -185,6 +185,18 @@ async def test_client_tools_go_back_to_the_client_and_keys_decide_who_may_use_a_
         assert keys is not None
         from tests.test_coding_agent_clients import client_key
 
+        with pytest.raises(openai.BadRequestError, match="the route 'chat' has no tools"):
+            await trio.to_thread.run_sync(
+                lambda: client.chat.completions.create(
+                    model="agent:chat", messages=[{"role": "user", "content": "x"}]
+                )
+            )
+        with pytest.raises(openai.NotFoundError, match="no route named 'nowhere'"):
+            await trio.to_thread.run_sync(
+                lambda: client.chat.completions.create(
+                    model="agent:nowhere", messages=[{"role": "user", "content": "x"}]
+                )
+            )
         bob = await client_key(relay, "bob")
         with pytest.raises(openai.PermissionDeniedError, match="may not use the MCP servers"):
             await trio.to_thread.run_sync(
