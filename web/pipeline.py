@@ -181,42 +181,34 @@ class RequestPipeline:
 
     async def record_tool_call(self, call: ModelCall, server: str, tool: str, outcome: ToolOutcome) -> None:
         """The log row of one MCP tool call of a tool loop (status `tool` or `tool_failed`, cost 0)."""
-        if self._recorder is None:
-            return
-        await self._recorder.recorded(
-            AttemptRecord(
-                id=str(uuid.uuid4()),
-                created_at=time.time(),
-                request_group_id=group_id(call.request_id),
-                attempt=0,
-                provider=f"mcp:{server}",
-                model_selected=tool,
-                router_reason=f"tool loop: {outcome.call.name}",
-                task_category="tool",
-                prompt_summary=outcome.call.arguments[:500],
-                status="tool" if outcome.ok else "tool_failed",
-                latency_ms=round(outcome.seconds * 1000),
-                client=call.client,
-                cli_success=outcome.ok,
-                error_message=None if outcome.ok else outcome.text[:500],
-            )
+        await self._record(
+            call,
+            attempt=0,
+            provider=f"mcp:{server}",
+            model_selected=tool,
+            router_reason=f"tool loop: {outcome.call.name}",
+            task_category="tool",
+            prompt_summary=outcome.call.arguments[:500],
+            status="tool" if outcome.ok else "tool_failed",
+            latency_ms=round(outcome.seconds * 1000),
+            cli_success=outcome.ok,
+            error_message=None if outcome.ok else outcome.text[:500],
         )
 
     async def _recorded(self, answering: Answering, call: ModelCall, reason: str, **fields: Any) -> None:
         """The log row of a request answered without an upstream call of its own (cost 0), safe in
         the journal before the answer begins."""
+        fields = {"attempt": 1, "provider": answering.provider, "model_selected": answering.model, **fields}
+        await self._record(call, router_reason=reason, **fields)
+
+    async def _record(self, call: ModelCall, **fields: Any) -> None:
         if self._recorder is None:
             return
-        await self._recorder.recorded(
-            AttemptRecord(
-                id=str(uuid.uuid4()),
-                created_at=time.time(),
-                request_group_id=group_id(call.request_id),
-                attempt=1,
-                provider=answering.provider,
-                model_selected=answering.model,
-                router_reason=reason,
-                client=call.client,
-                **fields,
-            )
+        record = AttemptRecord(
+            id=str(uuid.uuid4()),
+            created_at=time.time(),
+            request_group_id=group_id(call.request_id),
+            client=call.client,
+            **fields,
         )
+        await self._recorder.recorded(record)

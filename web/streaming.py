@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from quart import Response
+from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import ContentDelta, Event, Failed, Finished, ToolCallDelta, ToolRan, Usage
 from relaybox.protocol.wire import anthropic, openai
 from relaybox.protocol.wire.responses_output import ResponsesStreamRenderer
@@ -82,12 +83,25 @@ def openai_stream(begun: Begun, request_id: str, created: int, include_usage: bo
     return _rendered(begun, chunk({"role": "assistant", "content": ""}), render)
 
 
-def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -> AsyncIterator[bytes]:
-    """Messages API SSE."""
+class TypedRenderer(Protocol):
+    """An API whose stream is typed events, one content block or output item at a time (the
+    Messages API's renderer, the Responses API's)."""
 
+    usage: Usage | None
+
+    def text(self, delta: ContentDelta) -> bytes: ...
+
+    def tool(self, delta: ToolCallDelta) -> bytes: ...
+
+    def finish(self, finish_reason: str) -> bytes: ...
+
+    def error(self, error: RelayError) -> bytes: ...
+
+
+def typed_render(renderer: TypedRenderer, keepalive: bytes) -> Render:
     def render(event: Event | None) -> tuple[bytes, bool]:
         if event is None:
-            return anthropic.PING, False
+            return keepalive, False
         if isinstance(event, ContentDelta):
             return renderer.text(event), False
         if isinstance(event, ToolCallDelta):
@@ -103,7 +117,12 @@ def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -
             return renderer.error(event.error), True
         return b"", False
 
-    return _rendered(begun, renderer.start(), render)
+    return render
+
+
+def anthropic_stream(begun: Begun, renderer: anthropic.MessagesStreamRenderer) -> AsyncIterator[bytes]:
+    """Messages API SSE."""
+    return _rendered(begun, renderer.start(), typed_render(renderer, anthropic.PING))
 
 
 def responses_stream(
@@ -111,26 +130,8 @@ def responses_stream(
 ) -> AsyncIterator[bytes]:
     """Responses API SSE; `stored` runs before the last event leaves, so a client that has its
     answer can continue from it on another instance."""
-
-    def render(event: Event | None) -> tuple[bytes, bool]:
-        if event is None:
-            return KEEPALIVE, False
-        if isinstance(event, ContentDelta):
-            return renderer.text(event), False
-        if isinstance(event, ToolCallDelta):
-            return renderer.tool(event), False
-        if isinstance(event, ToolRan):
-            return tool_comment(event.name, event.ok, event.seconds), False
-        if isinstance(event, Usage):
-            renderer.usage = event
-            return b"", False
-        if isinstance(event, Finished):
-            return renderer.finish(event.finish_reason), True
-        if isinstance(event, Failed):
-            return renderer.error(event.error), True
-        return b"", False
-
-    return _stored_before_end(_rendered(begun, renderer.start(), render), renderer, stored, begun)
+    rendered = _rendered(begun, renderer.start(), typed_render(renderer, KEEPALIVE))
+    return _stored_before_end(rendered, renderer, stored, begun)
 
 
 async def _stored_before_end(
