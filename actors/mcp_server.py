@@ -16,10 +16,12 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
+import httpx2
 import mcp_types
 import trio
 from mcp import Client
@@ -164,7 +166,7 @@ class McpServerActor:
             )
             return stdio_client(params, errlog=errlog)
         assert spec.url is not None
-        return streamable_http_client(spec.url, headers=spec.headers or None)
+        return _streamable_http(spec.url, spec.headers)
 
     @contextlib.contextmanager
     def _errlog(self) -> Any:
@@ -255,6 +257,18 @@ class McpServerActor:
             return ToolResult(clipped(_text_of(answer)), not answer.is_error)
         self._timeouts += 1
         return ToolResult(f"the tool did not answer within {self.tool_timeout:g} s", False)
+
+
+@contextlib.asynccontextmanager
+async def _streamable_http(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    """The SDK's streamable-HTTP transport over a client carrying the configured headers (with the
+    SDK's usual timeouts: a server may hold a stream open for minutes)."""
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+        streamable_http_client(url, http_client=http) as streams,
+    ):
+        yield streams
 
 
 def _connection_lost(error: MCPError) -> bool:

@@ -5,6 +5,8 @@ server-everything; fake upstreams scripted to call the tools; the OpenAI SDK as 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -339,3 +341,39 @@ async def test_the_loop_answers_the_responses_api_too(tmp_path: Path, fake_opena
     assert text == "It is 42.0."
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert "response.function_call_arguments.delta" not in kinds, "the MCP call stayed inside relaybox"
+
+
+async def test_a_streamable_http_server_with_headers(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await trio.lowlevel.open_process(
+        [sys.executable, str(REPO / "tests/mcp_servers/workbench.py"), "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(20):
+            while True:
+                try:
+                    await trio.open_tcp_stream("127.0.0.1", port)
+                    break
+                except OSError:
+                    await trio.sleep(0.1)
+        web = McpServerSpec("web", url=f"http://127.0.0.1:{port}/mcp", headers={"x-team": "blue"})
+        fake_openai.answer_with = script(
+            call("mcp__web__header", {"name": "x-team"}),
+            lambda body: Reply(text="team " + tool_messages(body)[0]["content"]),
+        )
+        async with serve(loop_settings(tmp_path, fake_openai.base_url, web)) as relay:
+            completion = await trio.to_thread.run_sync(
+                lambda: sdk(relay.base_url).chat.completions.create(
+                    model="agent:workbench", messages=[{"role": "user", "content": "which team?"}]
+                )
+            )
+            transport = relay.system.mcp_servers["web"].statistics().transport
+    finally:
+        server.kill()
+        await server.wait()
+    assert completion.choices[0].message.content == "team blue"
+    assert transport == "streamable-http"

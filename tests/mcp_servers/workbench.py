@@ -1,5 +1,6 @@
-"""A small MCP server written with the official `mcp` SDK, run by the tests over stdio: tools that
-answer, fail, take too long, crash the server, and add a tool (announcing the change)."""
+"""A small MCP server written with the official `mcp` SDK, run by the tests over stdio (or, with
+`--http PORT`, over streamable HTTP): tools that answer, fail, take too long, crash the server, add
+a tool (announcing the change), and read back a request header."""
 
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ async def learn_greeting(ctx: Context) -> str:
     return "learned to greet"
 
 
+@server.tool()
+def header(name: str, ctx: Context) -> str:
+    """The value of one header of the HTTP request that carried this call."""
+    return (ctx.headers or {}).get(name, "(none)")
+
+
 if __name__ == "__main__":
     print("workbench MCP server starting", file=sys.stderr)
-    server.run()
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()
