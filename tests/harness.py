@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import httpx
@@ -203,16 +203,21 @@ async def wait_until_serving(client: httpx.AsyncClient, within: float = 20.0) ->
 
 
 async def serving_child(
-    fake: Any, data: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    fake: Any,
+    data: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    log: IO[bytes] | None = None,
 ) -> tuple[trio.Process, str]:
     """`relaybox serve` as a child process over the fake upstream `fake`, and its base URL once
-    it answers; `env`: variables to add."""
+    it answers; `env`: variables to add; `log`: where its console output goes (else nowhere)."""
     port = port or 21000 + os.getpid() % 20000
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), *args],
         env={**serve_environment(fake.base_url, data), **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log,
     )
     base_url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base_url) as client:

@@ -1,6 +1,6 @@
 """The HTTP face of relaybox: a Quart app (trio flavour) over a running actor system.
 
-`create_app` only assembles: the guard that keeps strangers out (`web/guard.py`) and the client-key
+`create_app` only assembles: the access log around everything (`web/access_log.py`), the guard that keeps strangers out (`web/guard.py`) and the client-key
 check, both before every handler; the request pipeline every model call goes through
 (`web/pipeline.py`); the handlers grouped by API (`web/handlers/`); and the error handlers that keep
 every error in the endpoint's own format.
@@ -12,7 +12,8 @@ import logging
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from relaybox.web.context import GUARD, PIPELINE, current_guard, current_pipeline
+from relaybox.web.access_log import AccessLog, note
+from relaybox.web.context import ACCESS_LOG, GUARD, PIPELINE, current_guard, current_pipeline
 from relaybox.web.errors import register_error_handlers
 from relaybox.web.guard import EXPOSED_HEADERS, Asked, Guard
 from relaybox.web.handlers import admin_api, anthropic_api, dashboard, openai_api, operations, responses_api
@@ -37,12 +38,22 @@ def create_app(system: System) -> QuartTrio:
     app.extensions[PIPELINE] = RequestPipeline(system)
     app.extensions[GUARD] = Guard.for_settings(system.settings)
     register_error_handlers(app, system.settings.max_body_bytes)
+    access_log = AccessLog(app.asgi_app)
+    app.extensions[ACCESS_LOG] = access_log
+    app.asgi_app = access_log  # type: ignore[method-assign]
+    app.before_request(name_the_route)
     app.before_request(keep_strangers_out)
     app.before_request(admit)
     app.after_request(share_with_allowed_origins)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app
+
+
+async def name_the_route() -> None:
+    """For the access log and the error counts: the rule this request matched (bounded, unlike paths)."""
+    if request.url_rule is not None:
+        note(request.scope, route=request.url_rule.rule)
 
 
 async def keep_strangers_out() -> Response | None:
@@ -79,9 +90,12 @@ async def keep_strangers_out() -> Response | None:
 
 async def admit() -> None:
     """The request pipeline's first stage, before every handler: the client key and its limits."""
-    request.api_key = await current_pipeline().admit(  # type: ignore[attr-defined]
+    key = await current_pipeline().admit(
         request.method, request.path, request.headers.get("authorization"), request.headers.get("x-api-key")
     )
+    request.api_key = key  # type: ignore[attr-defined]
+    if key is not None:
+        note(request.scope, key=key.name)
 
 
 async def share_with_allowed_origins(response: Response) -> Response:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -20,7 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from relaybox.protocol.keys import key_hash, new_key, parse_budget, shown_prefix
 from relaybox.storage.contract import StorageError
 from relaybox.storage.records import ApiKey
-from relaybox.web import doctor
+from relaybox.web import doctor, log_format
 from relaybox.web.addresses import lan_addresses
 from relaybox.web.app import create_app
 from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
@@ -50,8 +52,16 @@ INSECURE_WARNING = (
 )
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("relaybox")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaybox", description="A self-hosted LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"relaybox {version()}")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -69,6 +79,11 @@ def command_line() -> argparse.ArgumentParser:
         "--lan",
         action="store_true",
         help="serve on every interface and print the addresses other machines should use (needs keys)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=log_format.FORMATS,
+        help="text for a terminal (default), json for one object per line (also RELAYBOX_LOG_FORMAT)",
     )
     serve.add_argument(
         "--grace",
@@ -116,10 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print(NEXT_STEPS, end="")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx notes every upstream call at INFO: a line per request on the hot path, and the request
-    # log already holds each one.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if getattr(args, "log_format", None):
+        os.environ[log_format.ENVIRONMENT] = args.log_format  # --workers' processes inherit it
+    log_format.configure(os.environ.get(log_format.ENVIRONMENT, "text"))
     try:
         settings = load_settings(config_file=args.config)
     except ConfigError as error:

@@ -29,8 +29,9 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return lines
 
 
-def render(system: System, refused: Mapping[str, int]) -> str:
-    """`refused`: requests the guard refused, by reason (host, origin, content_type)."""
+def render(system: System, refused: Mapping[str, int], errors: Mapping[tuple[str, int], int]) -> str:
+    """`refused`: requests the guard refused, by reason (host, origin, content_type); `errors`:
+    every 4xx and 5xx answered, by route and status (from the access log)."""
     providers = {name: actor.statistics() for name, actor in system.providers.items()}
     router = system.router.statistics()
     recorder = system.recorder.statistics()
@@ -63,6 +64,12 @@ def render(system: System, refused: Mapping[str, int]) -> str:
         "counter",
         "Requests refused before any work: a foreign Host, a foreign web page's Origin, a body not sent as JSON.",
         ((_labels(reason=r), refused.get(r, 0)) for r in ("host", "origin", "content_type")),
+    )
+    lines += _family(
+        "relaybox_http_errors_total",
+        "counter",
+        'Responses with a 4xx or 5xx status, by the route asked ("(no route)" for paths relaybox does not serve) and status; 499: the client left first.',
+        ((_labels(route=route, status=str(status)), n) for (route, status), n in sorted(errors.items())),
     )
     lines += _recorder(recorder)
     return "\n".join(lines) + "\n"

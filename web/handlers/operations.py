@@ -10,7 +10,7 @@ from typing import Any
 from quart import Blueprint, Response
 from relaybox.web import metrics
 from relaybox.web.calls import caller_sees_everyone
-from relaybox.web.context import current_guard, current_pipeline, current_system
+from relaybox.web.context import current_access_log, current_guard, current_pipeline, current_system
 from relaybox.web.snapshots import actor_tree, failure_kind, without_failure_details
 from relaybox.web.system import System
 
@@ -82,7 +82,7 @@ async def actors() -> Response:
 
 @blueprint.get("/metrics")
 async def prometheus() -> Response:
-    body = metrics.render(current_system(), current_guard().refused)
+    body = metrics.render(current_system(), current_guard().refused, current_access_log().errors)
     return Response(body, mimetype="text/plain; version=0.0.4")
 
 
