@@ -209,14 +209,16 @@ async def serving_child(
     env: dict[str, str] | None = None,
     port: int | None = None,
     log: IO[bytes] | None = None,
+    report: IO[bytes] | None = None,
 ) -> tuple[trio.Process, str]:
     """`relaybox serve` as a child process over the fake upstream `fake`, and its base URL once
-    it answers; `env`: variables to add; `log`: where its console output goes (else nowhere)."""
+    it answers; `env`: variables to add; `log` and `report`: where its stderr (the log) and stdout
+    (the start-up report) go (else nowhere)."""
     port = port or 21000 + os.getpid() % 20000
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "relaybox.web.cli", "serve", "--port", str(port), *args],
         env={**serve_environment(fake.base_url, data), **(env or {})},
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if report is None else report,
         stderr=subprocess.DEVNULL if log is None else log,
     )
     base_url = f"http://127.0.0.1:{port}"

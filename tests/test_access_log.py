@@ -54,10 +54,12 @@ async def test_every_request_is_a_line_and_every_error_a_count(
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 async def test_relaybox_serve_prints_each_request(tmp_path: Path, fake_openai: FakeOpenAI, fmt: str) -> None:
-    console = tmp_path / "console.log"
-    with console.open("wb") as output:
+    console, stdout = tmp_path / "console.log", tmp_path / "report.txt"
+    with console.open("wb") as output, stdout.open("wb") as report:
         args = ("--log-format", "json") if fmt == "json" else ()
-        process, base_url = await serving_child(fake_openai, tmp_path / "data", *args, log=output)
+        process, base_url = await serving_child(
+            fake_openai, tmp_path / "data", *args, log=output, report=report
+        )
         try:
             async with httpx.AsyncClient(base_url=base_url) as client:
                 await client.post("/v1/chat/completions", json=CHAT)
@@ -69,6 +71,10 @@ async def test_relaybox_serve_prints_each_request(tmp_path: Path, fake_openai: F
     printed = console.read_text().splitlines()
     if fmt == "text":
         assert any("relaybox.access: POST /v1/chat/completions 200" in line for line in printed), printed[-5:]
+        assert any(
+            line.startswith("model names: a name no provider serves")
+            for line in stdout.read_text().splitlines()
+        )
         assert any("GET /v1/missing 404" in line for line in printed)
         return
     entries = [json.loads(line) for line in printed if line.startswith("{")]

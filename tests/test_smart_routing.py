@@ -4,6 +4,7 @@ consecutive-failure exclusion with its probe."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -66,8 +67,9 @@ async def ask(client: httpx.AsyncClient, model: str, messages: list[dict], **ext
 
 
 async def test_auto_and_unknown_names_pick_the_cheapest_model_that_fits_the_task(
-    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="relaybox.routing")
     async with (
         serve(cheap_and_strong(tmp_path, fake_openai, fake_openai_backup)) as relay,
         httpx.AsyncClient(base_url=relay.base_url) as client,
@@ -75,6 +77,7 @@ async def test_auto_and_unknown_names_pick_the_cheapest_model_that_fits_the_task
         simple = await ask(client, "auto", SIMPLE)
         agentic = await ask(client, "auto", CODING, tools=TOOLS)
         unknown = await ask(client, "gpt-9-ultra", SIMPLE)
+        await ask(client, "gpt-9-ultra", SIMPLE)  # logged once
         listed = (await client.get("/v1/models")).json()["data"]
 
         await eventually(lambda: relay.system.recorder.written >= 3, within=10)
@@ -86,6 +89,14 @@ async def test_auto_and_unknown_names_pick_the_cheapest_model_that_fits_the_task
     assert agentic.headers["x-model"] == "big" and "(agentic)" in agentic.headers["x-router-reason"]
     assert unknown.status_code == 200 and unknown.headers["x-model"] == "small"
     assert unknown.headers["x-router-reason"].startswith("unknown model 'gpt-9-ultra' -> auto: simple_qa")
+    assert unknown.headers["x-relaybox-warning"] == (
+        "no provider serves the model 'gpt-9-ultra': cheap/small answered (smart routing)"
+    )
+    assert "x-relaybox-warning" not in simple.headers
+    warned = [r.getMessage() for r in caplog.records if r.name == "relaybox.routing"]
+    assert warned == [
+        "no provider serves the model 'gpt-9-ultra': smart routing answered with cheap/small (said once per name)"
+    ]
     by_model = {row["model_selected"]: row for row in rows}
     assert by_model["big"]["task_category"] == "code_gen" and by_model["big"]["complexity_score"] > 0
     names = {entry["id"]: entry["relaybox"] for entry in listed}

@@ -209,8 +209,19 @@ def startup_report(system: System, binds: Sequence[str]) -> str:
         f"data directory: {settings.data_dir}",
         f"records: {_storage_description(settings)}",
         f"access: {_access_description(system)}",
+        f"model names: {_names_description(settings)}",
     ]
     return "\n".join(lines)
+
+
+def _names_description(settings: Settings) -> str:
+    if settings.routing.unknown_models == "reject":
+        return "a name no provider serves is refused (404); `auto` picks the model"
+    return (
+        "a name no provider serves (a typo, another vendor's model) is answered by smart routing, "
+        "with an x-relaybox-warning header and a log line saying so; "
+        '[routing] unknown_models = "reject" refuses such names'
+    )
 
 
 def _access_description(system: System) -> str:

@@ -3,6 +3,7 @@ added, where the answer came from (the cache, a request in flight), and what it 
 
 from __future__ import annotations
 
+from relaybox.protocol.routing.plan import unknown_name
 from relaybox.web.answer import Begun, Collected
 
 
@@ -28,6 +29,12 @@ def answer_headers(request_id: str, begun: Begun) -> dict[str, str]:
         headers["x-cached-from"] = origin.cached_from
     if origin.deduplicated_from is not None:
         headers["x-deduplicated-from"] = origin.deduplicated_from
+    unknown = unknown_name(answering.reason)
+    if unknown is not None:
+        headers["x-relaybox-warning"] = header_safe(
+            f"no provider serves the model '{unknown}': {answering.provider}/{answering.model} answered "
+            "(smart routing)"
+        )
     return headers
 
 

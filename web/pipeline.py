@@ -15,6 +15,7 @@ flight. Handlers turn the HTTP request into a `ModelCall` (`web/calls.py`) and r
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -26,6 +27,7 @@ from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.events import Answering, Event
 from relaybox.protocol.keys import client_of
+from relaybox.protocol.routing.plan import unknown_name
 from relaybox.protocol.tool_loop import ToolOutcome
 from relaybox.storage.records import ApiKey, AttemptRecord, group_id
 from relaybox.web.answer import Begun, Origin
@@ -40,6 +42,9 @@ from relaybox.web.stored_responses import ResponseStore
 from relaybox.web.system import System
 from relaybox.web.tool_loop import ToolLoop, tool_loop_servers
 
+log = logging.getLogger("relaybox.routing")
+# Unknown model names logged once each, at most this many.
+WARNED_NAMES = 1000
 # What is still answered while relaybox drains: liveness, and readiness (which says it drains).
 DURING_DRAIN = frozenset({"/ping", "/health"})
 
@@ -56,6 +61,7 @@ class RequestPipeline:
         self.responses = ResponseStore(system.storage, system.response_writer)  # the Responses API's
         self.drain = Drain()  # the server's graceful stop
         self._recorder = system.recorder if settings.record_requests else None
+        self._warned_names: set[str] = set()  # unknown model names already logged
 
     async def admit(
         self, method: str, path: str, authorization: str | None, x_api_key: str | None
@@ -93,7 +99,22 @@ class RequestPipeline:
             begun = await self._shared_or_own(call, key)
         begun.headers = answer_headers(call.request_id, begun)
         begun.drain = self.drain
+        self._warn_of_unknown_name(begun)
         return begun
+
+    def _warn_of_unknown_name(self, begun: Begun) -> None:
+        """A name nothing serves answered by smart routing: said in the log, once per name (the
+        names a client can make up are bounded here too)."""
+        name = unknown_name(begun.answering.reason)
+        if name is None or name in self._warned_names or len(self._warned_names) >= WARNED_NAMES:
+            return
+        self._warned_names.add(name)
+        answered = f"{begun.answering.provider}/{begun.answering.model}"
+        log.warning(
+            "no provider serves the model %r: smart routing answered with %s (said once per name)",
+            name,
+            answered,
+        )
 
     async def answer_feedback(self, request_id: str, command: FeedbackCommand, key: ApiKey | None) -> Begun:
         """An in-chat `/feedback` command, answered by relaybox itself in the place of stages 2-5; with

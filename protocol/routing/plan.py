@@ -116,7 +116,18 @@ def resolve_name(
     except UnknownModel:
         if not unknown_to_smart or context.settings.unknown_models == "reject":
             raise
-        return smart_choice(classification, f"unknown model {name!r} -> auto", context), True
+        return smart_choice(classification, f"{UNKNOWN_MODEL}{name}{TO_AUTO}", context), True
+
+
+# How a route's reason begins when smart routing took a name nothing serves.
+UNKNOWN_MODEL, TO_AUTO = "unknown model '", "' -> auto"
+
+
+def unknown_name(reason: str) -> str | None:
+    """The name a client asked for that nothing serves, when smart routing answered it instead."""
+    if not reason.startswith(UNKNOWN_MODEL) or TO_AUTO not in reason:
+        return None
+    return reason[len(UNKNOWN_MODEL) :].rsplit(TO_AUTO, 1)[0]
 
 
 def cheapest_capable(classification: Classification, label: str, context: RoutingContext) -> Route:
