@@ -266,3 +266,38 @@ async def test_ollamas_embedding_models_are_told_apart_by_name(tmp_path: Path) -
     ollama = next(p for p in settings.providers if p.name == "ollama")
     assert [m.id for m in ollama.models] == ["llama3.2:3b"]
     assert [m.id for m in ollama.embedding_models] == ["nomic-embed-text:latest"]
+
+
+async def test_openai_base_url_at_another_server_uses_the_models_it_lists(tmp_path: Path) -> None:
+    import trio
+
+    from tests.fakes.openai_upstream import FakeOpenAI
+
+    async with trio.open_nursery() as nursery:
+        fake = await FakeOpenAI(models=("Qwen/Qwen3-8B", "gpt-4o-mini", "bge-m3-embed")).start(nursery)
+        env = {"PATH": "", "HOME": str(tmp_path), "OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": fake.base_url}
+        settings = await trio.to_thread.run_sync(load_settings, env)
+        nursery.cancel_scope.cancel()
+    openai = next(p for p in settings.providers if p.name == "openai")
+    assert [m.id for m in openai.models] == ["Qwen/Qwen3-8B", "gpt-4o-mini"]
+    assert openai.models[1].tier == "economy" and openai.models[0].tier == "standard", (
+        "known ids keep their tier"
+    )
+    assert openai.default_model == "gpt-4o-mini"
+    assert [m.id for m in openai.embedding_models] == ["bge-m3-embed"] and openai.image_models == ()
+    assert any("lists 3 models: Qwen/Qwen3-8B" in note for note in settings.notes)
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/models" and sent.headers["authorization"] == "Bearer sk-x"
+
+
+def test_openai_base_url_that_lists_nothing_is_said_at_start(tmp_path: Path) -> None:
+    env = {
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "sk-x",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    settings = load_settings(env)
+    openai = next(p for p in settings.providers if p.name == "openai")
+    assert "gpt-4o-mini" in [m.id for m in openai.models]
+    assert any("did not list its models" in note and "assuming" in note for note in settings.notes)

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from relaybox.actors.provider import ProviderLimits
 from relaybox.protocol.routing.catalog import ModelEntry
 from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
@@ -130,26 +131,77 @@ def _builtin_api(
         return None
     where = f"[providers.{builtin.name}]"
     notes.append(f"{builtin.name}: active ({builtin.key_env} is set)")
+    base_url = env.get(builtin.base_env) or section.get("base_url") or builtin.default_base
+    served = builtin
+    elsewhere = base_url.rstrip("/") != builtin.default_base and builtin.kind == "openai-compatible"
+    if elsewhere and "models" not in section:
+        served = _served_elsewhere(builtin, base_url, api_key, notes)
     return ProviderConfig(
         name=builtin.name,
         kind=builtin.kind,
         display_name=builtin.display_name,
-        models=values.models(section["models"], where) if "models" in section else builtin.models,
-        default_model=str(section.get("default_model", builtin.default_model)),
+        models=values.models(section["models"], where) if "models" in section else served.models,
+        default_model=str(section.get("default_model", served.default_model)),
         limits=values.limits(section, slots=256, mailbox=256, idle_timeout=120),
         priority=values.integer(section.get("priority", 0), "priority"),
         local_setting=values.local_flag(section),
         accepts_prefixes=builtin.prefixes,
-        base_url=env.get(builtin.base_env) or section.get("base_url") or builtin.default_base,
+        base_url=base_url,
         api_key=api_key,
         image_models=values.models(section["image_models"], where)
         if "image_models" in section
-        else builtin.image_models,
+        else served.image_models,
         image_api=builtin.image_api,
         embedding_models=values.models(section["embedding_models"], where)
         if "embedding_models" in section
-        else builtin.embedding_models,
+        else served.embedding_models,
     )
+
+
+def _served_elsewhere(builtin: BuiltinApi, base_url: str, api_key: str, notes: list[str]) -> BuiltinApi:
+    """A built-in API pointed at another server (OPENAI_BASE_URL at vLLM, say): the models that server
+    lists (`GET /models`), with the built-in's tiers and prices where an id is the same, rather
+    than the vendor's own list, which that server would refuse. When it lists nothing, the vendor's
+    list is assumed, and the start-up notes say so."""
+    listed = probe_models(base_url, api_key)
+    if not listed:
+        names = ", ".join(m.id for m in builtin.models)
+        notes.append(
+            f"{builtin.name}: {base_url} did not list its models (GET /models); assuming {names}: "
+            f"set [providers.{builtin.name}] models to say which it serves"
+        )
+        return builtin
+    known = {m.id: m for m in (*builtin.models, *builtin.image_models, *builtin.embedding_models)}
+    ids = set(listed)
+    notes.append(f"{builtin.name}: {base_url} lists {len(listed)} models: {', '.join(listed[:8])}")
+    chat = tuple(known.get(name, ModelEntry(name, "standard")) for name in listed if "embed" not in name)
+    return attrs.evolve(
+        builtin,
+        models=chat or builtin.models,
+        default_model=builtin.default_model
+        if builtin.default_model in ids
+        else (chat or builtin.models)[0].id,
+        image_models=tuple(m for m in builtin.image_models if m.id in ids),
+        embedding_models=tuple(
+            known.get(name, ModelEntry(name, "economy")) for name in listed if "embed" in name
+        ),
+    )
+
+
+def probe_models(base_url: str, api_key: str, timeout: float = 1.0) -> list[str]:
+    """The model ids an OpenAI-compatible server lists, or none when it does not answer."""
+    request = urllib.request.Request(
+        base_url.rstrip("/") + "/models", headers={"authorization": f"Bearer {api_key}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return []
+    data = body.get("data") if isinstance(body, dict) else None
+    return [
+        str(item["id"]) for item in data or () if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]
 
 
 def probe_ollama(base_url: str, timeout: float = 0.5) -> list[str] | None:
