@@ -57,6 +57,9 @@ class Dispatch:
     compression_level: str = "safe"
     tokens_saved: int | None = None
     key_budget: KeyBudget | None = None  # the client key's own budget, if it has one
+    # relaybox's own call rather than a client's ("test": a connection test): logged with that
+    # status, and no evidence for routing.
+    purpose: str | None = None
 
     def starting_state(
         self, route: Route, category: str, complexity: int, ab: tuple[str, str] | None
@@ -73,6 +76,7 @@ class Dispatch:
             compression_level=self.compression_level,
             tokens_saved=self.tokens_saved,
             key_budget=self.key_budget,
+            purpose=self.purpose,
         )
 
 

@@ -250,7 +250,7 @@ class RouterActor:
         observation = attempt_observation(
             job.state.category, *key, trio.current_time(), outcome=ended.outcome, score=ended.score
         )
-        if observation is not None:
+        if observation is not None and job.state.purpose is None:  # a connection test is not evidence
             self._evidence.observe(observation)
         self._learned.attempt_ended(ended, self._pressure())
         if ended.failure is None:

@@ -42,7 +42,7 @@ def stats_queries(f: Flavor) -> dict[str, str]:
     since = f"day >= {f.param(1)}"
     # A deduplicated request was answered (by another request's call); a shadow answer, a judge's
     # verdict and a tool loop's tool call are calls that succeeded.
-    ok = "CASE WHEN status IN ('success', 'deduplicated', 'shadow', 'judge', 'tool') THEN attempts ELSE 0 END"
+    ok = "CASE WHEN status IN ('success', 'deduplicated', 'shadow', 'judge', 'tool', 'test') THEN attempts ELSE 0 END"
     return {
         "totals": f"""
             SELECT coalesce(sum(attempts), 0) AS attempts, coalesce(sum(requests), 0) AS requests,

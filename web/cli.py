@@ -26,6 +26,7 @@ from relaybox.web import doctor, log_format
 from relaybox.web.addresses import lan_addresses
 from relaybox.web.app import create_app
 from relaybox.web.config import ConfigError, Settings, is_loopback, load_settings
+from relaybox.web.config.catalogue import EXAMPLE_CONFIG
 from relaybox.web.context import PIPELINE
 from relaybox.web.system import System, open_storage, running_system
 
@@ -33,7 +34,7 @@ NEXT_STEPS = """\
 relaybox: an OpenAI-compatible LLM gateway.
 
   relaybox serve                 start on 127.0.0.1:8080 with what it finds (claude on PATH, API keys)
-  relaybox serve --config FILE   start with a TOML configuration (see relaybox.example.toml)
+  relaybox serve --config FILE   start with a TOML configuration (an example: {example})
   relaybox keys create NAME      a client key (needed to serve beyond this machine); --admin may change settings,
                                  --rpm N, --tpm N, --budget USD/PERIOD limit it
   relaybox keys list | revoke NAME
@@ -129,7 +130,7 @@ def command_line() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = command_line().parse_args(argv)
     if args.command is None:
-        print(NEXT_STEPS, end="")
+        print(NEXT_STEPS.format(example=EXAMPLE_CONFIG), end="")
         return 0
     if getattr(args, "log_format", None):
         os.environ[log_format.ENVIRONMENT] = args.log_format  # --workers' processes inherit it

@@ -1,5 +1,6 @@
 """A provider's connection test: one live request of a few tokens, pinned to it (no fallback),
-and on failure seed 000's diagnosis. The dashboard's "Test connection" and `relaybox doctor` ask it."""
+logged with status `test` (not routing evidence, not the client's traffic), and on failure a
+diagnosis. The dashboard's "Test connection" and `relaybox doctor` ask it."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ async def check_connection(
     started = trio.current_time()
     try:
         with trio.fail_after(within):
-            begun = await dispatch(system, chat, f"test-{uuid.uuid4().hex}", client)
+            begun = await dispatch(system, chat, f"test-{uuid.uuid4().hex}", client, purpose="test")
             answer = await begun.collect()
     except RelayError as error:
         return ConnectionCheck(False, diagnose(config, error.message), error.message)

@@ -27,6 +27,7 @@ async def dispatch(
     tokens_saved: int | None = None,
     compression_level: str = "safe",
     key_budget: KeyBudget | None = None,
+    purpose: str | None = None,
 ) -> Begun:
     """`tokens_saved`: what prompt compression saved on `chat` (None: it did not run)."""
     started = trio.current_time()
@@ -44,6 +45,7 @@ async def dispatch(
         compression_level=compression_level,
         tokens_saved=tokens_saved,
         key_budget=key_budget,
+        purpose=purpose,
     )
     try:
         system.router.mailbox.tell(message)

@@ -19,6 +19,7 @@ import trio
 from relaybox.storage.contract import StorageError
 from relaybox.storage.schema import known_version
 from relaybox.web.config import ProviderConfig, Settings, probe_ollama
+from relaybox.web.config.catalogue import EXAMPLE_CONFIG
 from relaybox.web.connection_check import check_connection
 from relaybox.web.system import System, open_storage, running_system
 
@@ -155,7 +156,7 @@ def run(settings: Settings) -> int:
     for note in settings.notes:
         print(f"- {note}")
     if not settings.providers:
-        print("❌ no provider is active: see the notes above, or configure one (relaybox.example.toml)")
+        print(f"❌ no provider is active: see the notes above, or configure one (example: {EXAMPLE_CONFIG})")
     healthy = trio.run(examine, settings, lambda check: print(check.line(), flush=True))
     healthy = healthy and bool(settings.providers)
     print("all good" if healthy else "something needs fixing (see ❌ above)")

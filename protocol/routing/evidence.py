@@ -45,6 +45,9 @@ NOT_ABOUT_QUALITY = frozenset(
         # the tool loop's MCP tool calls: a tool's outcome, not a model's
         "tool",
         "tool_failed",
+        # connection tests (`relaybox doctor`, the dashboard's "Test connection")
+        "test",
+        "test_failed",
         "judge",
         "judge_failed",
     }

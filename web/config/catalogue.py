@@ -7,8 +7,13 @@ the configuration says otherwise (`models = [...]` in the provider's section).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 from relaybox.protocol.routing.catalog import ModelEntry
+
+# The commented example configuration, installed with relaybox.
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "relaybox.example.toml"
 
 OPENAI_MODELS = (
     ModelEntry("gpt-4o-mini", "economy", context_window=128_000),
