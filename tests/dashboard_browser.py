@@ -122,7 +122,7 @@ def with_key(base_url: str, key: str) -> dict[str, Any]:
         seen = {"asked": True, "status_before": page.locator("#updated").inner_text()}
         page.fill("#key-input", key)
         page.click("#key-form button")
-        page.wait_for_selector("#chart-budgets .main-svg")
+        page.wait_for_selector("#budgets-unlimited p, #chart-budgets .main-svg")
         seen["form_hidden_after"] = page.locator("#key-form").is_hidden()
         page.wait_for_selector("#keys-panel:not([hidden]) #keys-table tbody tr")
         seen["keys"] = {
@@ -133,9 +133,59 @@ def with_key(base_url: str, key: str) -> dict[str, Any]:
     return seen
 
 
+def first_day(base_url: str, name: str) -> dict[str, Any]:
+    """The overview and the requests page with one day of data (or a single request): the charts'
+    axes and bars, the costs shown, the budgets, the latency chart's unit."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#chart-cost .main-svg")
+        page.wait_for_selector("#chart-volume .main-svg")
+        page.wait_for_selector("#budgets-unlimited p")
+
+        def bar_share(chart: str) -> float:
+            """The widest bar's width as a share of the plot area's."""
+            return page.evaluate(
+                """(chart) => {
+                    const root = document.querySelector(chart);
+                    const area = root.querySelector('.draglayer .nsewdrag').getBoundingClientRect();
+                    const bars = [...root.querySelectorAll('.bars path')].map((p) => p.getBoundingClientRect().width);
+                    return Math.max(0, ...bars) / area.width;
+                }""",
+                chart,
+            )
+
+        seen: dict[str, Any] = {
+            "errors": errors,
+            "cost_ticks": page.locator("#chart-cost .xtick text").all_text_contents(),
+            "volume_ticks": page.locator("#chart-volume .xtick text").all_text_contents(),
+            "cost_bar_share": bar_share("#chart-cost"),
+            "volume_bar_share": bar_share("#chart-volume"),
+            "latency_axis": page.locator("#chart-latency .g-ytitle").all_text_contents(),
+            "latency_ticks": page.locator("#chart-latency .ytick text").all_text_contents(),
+            "kpis": page.locator("#kpis .kpi").all_inner_texts(),
+            "budgets_text": page.locator("#budgets-unlimited").inner_text(),
+            "budget_dials": page.locator("#chart-budgets .indicatorlayer .trace").count(),
+        }
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+        page.click("nav a[data-page=requests]")
+        page.wait_for_selector("#requests-table tbody tr[data-group]")
+        seen["request_costs"] = page.locator(
+            "#requests-table tbody tr[data-group] td:nth-child(8)"
+        ).all_inner_texts()
+        browser.close()
+    return seen
+
+
 if __name__ == "__main__":
     if sys.argv[2:3] == ["key"]:
         print(json.dumps(with_key(sys.argv[1], sys.argv[3])))
+    elif sys.argv[2:3] == ["first-day"]:
+        print(json.dumps(first_day(sys.argv[1], sys.argv[3])))
     else:
         what = alerts if sys.argv[2:] == ["alerts"] else browse
         print(json.dumps(what(sys.argv[1])))

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
@@ -194,3 +195,61 @@ async def test_with_client_keys_the_dashboard_asks_for_one(tmp_path: Path, fake_
     row = seen["keys"]["intern"].split("\t")
     assert [cell.strip() for cell in row[1:3]] == ["client", "2"], row
     assert "20,000 tok/min" in row[5] and "of $5.00 monthly" in row[6], row
+
+
+def first_day_traffic(now: float, count: int) -> list[AttemptRecord]:
+    """`count` cheap attempts within the last hour: a first day's log."""
+    return [
+        AttemptRecord(
+            id=str(uuid.uuid4()),
+            created_at=now - 60 * index,
+            request_group_id=str(uuid.uuid4()),
+            attempt=1,
+            provider="fast",
+            model_selected="gpt-4o-mini",
+            model_requested="auto",
+            router_reason="seeded",
+            task_category="simple_qa",
+            tokens_in=28,
+            tokens_out=7,
+            cost_usd=0.0000084,
+            latency_ms=640,
+            ttft_ms=210,
+        )
+        for index in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 40])
+async def test_the_first_day_draws_days_as_days(tmp_path: Path, fake_openai: FakeOpenAI, count: int) -> None:
+    """One day of data (or one request): a bar labelled with its date and no wider than a bar
+    should be, small costs that are not "$0.0000", budgets without a limit said in words, the
+    latency chart in milliseconds."""
+    async with serve(settings_for(tmp_path, openai_provider("fast", fake_openai.base_url))) as relay:
+        now = time.time()
+        await relay.system.storage.insert_records(first_day_traffic(now, count))
+        browsed = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "tests.dashboard_browser",
+                relay.base_url,
+                "first-day",
+                f"first-day-{count}",
+            ],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
+    assert seen["errors"] == []
+    assert seen["cost_ticks"] == [today] and seen["volume_ticks"] == [today], seen
+    assert seen["cost_bar_share"] < 0.15 and seen["volume_bar_share"] < 0.15, seen
+    assert seen["latency_axis"] == ["milliseconds"] and all(
+        t.endswith(" ms") for t in seen["latency_ticks"]
+    ), seen
+    assert all(cost == "$0.0000084" for cost in seen["request_costs"]) and len(seen["request_costs"]) == count
+    assert "no limit set" in seen["budgets_text"] and seen["budget_dials"] == 0, seen
+    assert any(
+        f"${count * 0.0000084:.2g}".replace("e-05", "") in kpi or "$0.000" in kpi for kpi in seen["kpis"]
+    ), seen["kpis"]

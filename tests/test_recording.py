@@ -151,7 +151,9 @@ async def test_connection_test_explains_what_to_do(tmp_path: Path, fake_openai: 
         await eventually(lambda: relay.system.recorder.written >= 3, within=10)
         logged = await relay.system.storage.recent(limit=10)
         evidence = relay.system.router.statistics()
-    assert sorted(row.status for row in logged) == ["test", "test_failed", "test_failed"], "tagged, not traffic"
+    assert sorted(row.status for row in logged) == ["test", "test_failed", "test_failed"], (
+        "tagged, not traffic"
+    )
     assert evidence.evidence == (), "a connection test teaches routing nothing"
     assert good["ok"] and good["diagnosis"].startswith("✅ Connected!") and good["answer"] == "OK"
     assert not bad_key["ok"] and bad_key["diagnosis"] == "❌ The API key was refused. Check OPENAI_API_KEY."

@@ -33,7 +33,14 @@ function colorOf(provider) {
   return providerColors.get(provider);
 }
 
-const usd = (v) => (v == null ? "—" : `$${Number(v) < 1 && Number(v) > 0 ? Number(v).toFixed(4) : Number(v).toFixed(2)}`);
+// Dollars: cents from $1 up; below, four decimals; below a hundredth of a cent, two significant
+// digits (a cheap call costs $0.0000042, not "$0.0000").
+const usd = (v) => {
+  if (v == null) return "—";
+  const n = Number(v);
+  if (n === 0 || n >= 1) return `$${n.toFixed(2)}`;
+  return n >= 0.0001 ? `$${n.toFixed(4)}` : `$${n.toPrecision(2)}`;
+};
 const pct = (v) => (v == null ? "—" : `${(v * 100).toFixed(1)}%`);
 const num = (v) => (v == null ? "—" : Number(v).toLocaleString());
 const ms = (v) => (v == null ? "—" : `${Math.round(v).toLocaleString()} ms`);
@@ -114,17 +121,22 @@ async function refreshOverview() {
   ];
   $("#kpis").innerHTML = kpis.map(([label, value]) => `<div class="kpi"><div class="value">${esc(value)}</div><div class="label">${esc(label)}</div></div>`).join("");
 
-  plot("chart-cost", byProvider(stats.cost_by_day, "day", "cost_usd"), { barmode: "stack", yaxis: { title: "USD", tickprefix: "$" } });
+  // Days are categories: one day of data is one bar labelled with its date, not a time axis
+  // stretched around a single instant.
+  const dayCount = new Set(stats.volume_by_day.map((r) => r.day)).size;
+  const pad = Math.max(0, (7 - dayCount) / 2);  // under a week, bars keep a week's width
+  const days = { type: "category", title: { text: "day (UTC)" }, range: [-0.5 - pad, dayCount - 0.5 + pad] };
+  plot("chart-cost", byProvider(stats.cost_by_day, "day", "cost_usd"), { barmode: "stack", bargap: 0.4, xaxis: days, yaxis: { title: { text: "USD" }, tickprefix: "$", tickformat: ",.6~f", automargin: true } });
   plot("chart-volume", stats.volume_by_day.length ? [
     { type: "bar", name: "attempts", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.attempts), marker: { color: "#93c5fd" } },
     { type: "scatter", mode: "lines+markers", name: "answered", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.successes), line: { color: "#15803d" } },
-  ] : []);
+  ] : [], { bargap: 0.4, xaxis: { ...days, title: undefined }, yaxis: { title: { text: "requests" } } });
   plot("chart-models", byProvider(stats.models.map((r) => ({ ...r, label: `${r.provider} / ${r.model}` })), "label", "attempts"),
-    { barmode: "group", yaxis: { title: "attempts" }, xaxis: { automargin: true } });
+    { barmode: "group", yaxis: { title: { text: "attempts" } }, xaxis: { automargin: true } });
   plot("chart-latency", stats.providers.length ? [
     { type: "bar", name: "average latency", x: stats.providers.map((r) => r.provider), y: stats.providers.map((r) => r.avg_latency_ms), marker: { color: "#60a5fa" } },
     { type: "bar", name: "average time to first token", x: stats.providers.map((r) => r.provider), y: stats.providers.map((r) => r.avg_ttft_ms), marker: { color: "#f59e0b" } },
-  ] : [], { barmode: "group", yaxis: { title: "ms" } });
+  ] : [], { barmode: "group", yaxis: { title: { text: "milliseconds" }, ticksuffix: " ms" } });
   renderSuccess(stats.success_rates);
 
   $("#savings").innerHTML = `
@@ -147,18 +159,26 @@ async function refreshOverview() {
     <dt>Tokens saved by compression</dt><dd>${esc(num(tokensSaved))}</dd>
     <dt>Tokens in / out</dt><dd>${esc(num(totals.tokens_in))} / ${esc(num(totals.tokens_out))}</dd></dl>`;
 
-  const gauges = budgets.data.map((b, i) => ({
+  // A dial only where there is a limit to measure against; without one, what was spent, in words.
+  const limited = budgets.data.filter((b) => b.enabled && b.limit_usd);
+  const gauges = limited.map((b, i) => ({
     type: "indicator", mode: "gauge+number", value: b.spent_usd,
     number: { prefix: "$", valueformat: ".2f" },
-    title: { text: `${b.period}${b.enabled && b.limit_usd ? ` of $${b.limit_usd}` : " (no limit)"}`, font: { size: 12 } },
+    title: { text: `${b.period}: of $${b.limit_usd}`, font: { size: 12 } },
     domain: { row: 0, column: i },
     gauge: {
-      axis: { range: [0, b.enabled && b.limit_usd ? b.limit_usd : Math.max(b.spent_usd * 1.25, 1)] },
+      axis: { range: [0, b.limit_usd], tickprefix: "$" },
       bar: { color: b.warning ? "#b91c1c" : "#2563eb" },
-      threshold: b.enabled && b.limit_usd ? { line: { color: "#d97706", width: 3 }, value: 0.8 * b.limit_usd } : undefined,
+      threshold: { line: { color: "#d97706", width: 3 }, value: 0.8 * b.limit_usd },
     },
   }));
-  plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 25, r: 25, t: 30, b: 5 } });
+  const unlimited = budgets.data.filter((b) => !(b.enabled && b.limit_usd));
+  $("#budgets-unlimited").innerHTML = unlimited.length
+    ? `<p class="muted">${unlimited.map((b) => `${esc(b.period)}: ${esc(usd(b.spent_usd))} spent, no limit set`).join(" · ")} (<code>PUT /api/budget</code> sets one).</p>`
+    : "";
+  const budgetChart = document.getElementById("chart-budgets");
+  budgetChart.hidden = !gauges.length;
+  if (gauges.length) plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 30, r: 30, t: 60, b: 10 } });
   renderKeys(stats.keys || []);
   renderLearning(stats.learned_routing, stats.learning_spend || [], s.cost_usd);
 }
@@ -217,7 +237,7 @@ function renderSuccess(rows) {
   plot("chart-success", entries.length ? [{
     type: "bar", x: entries.map(([k]) => k), y: entries.map(([, g]) => (100 * g.successes) / g.attempts),
     text: entries.map(([, g]) => `${g.successes}/${g.attempts}`), marker: { color: entries.map(([, g]) => colorOf(g.provider)) },
-  }] : [], { yaxis: { title: "% answered", range: [0, 100] }, xaxis: { automargin: true } });
+  }] : [], { yaxis: { title: { text: "% answered" }, range: [0, 100] }, xaxis: { automargin: true } });
 }
 
 // --- providers -------------------------------------------------------------------------
