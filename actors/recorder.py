@@ -16,6 +16,7 @@ stays in the journal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,8 @@ class RecorderActor:
         self.journal_failed: str | None = None
         self.last_error: str | None = None
         self._wake = trio.Event()
+        # Told of every record as it is handed over (the tracer makes spans of them).
+        self.watchers: list[Callable[[AttemptRecord], None]] = []
 
     # --- what others may read and call ---------------------------------------------------------
 
@@ -143,10 +146,12 @@ class RecorderActor:
         self.journal_slow = True
 
     def _kept(self, record: AttemptRecord) -> AttemptRecord:
-        if self.keep_prompts:
-            return record
-        # An upstream's error can quote the prompt: only the failure's kind (the status) is kept.
-        return attrs.evolve(record, prompt_summary=None, error_message=None)
+        if not self.keep_prompts:
+            # An upstream's error can quote the prompt: only the failure's kind (the status) is kept.
+            record = attrs.evolve(record, prompt_summary=None, error_message=None)
+        for watcher in self.watchers:
+            watcher(record)
+        return record
 
     def _tell(self, message: RecorderMessage) -> bool:
         try:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from relaybox.web.tracing import Tracing
+
 log = logging.getLogger("relaybox.access")
 
 Scope = MutableMapping[str, Any]
@@ -45,8 +47,9 @@ def note(scope: Scope, **facts: str) -> None:
 class AccessLog:
     """ASGI middleware: times each HTTP request to its last byte, then logs it and counts errors."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing | None = None) -> None:
         self.app = app
+        self.tracing = tracing  # a span per request, when traces are on
         self.errors: collections.Counter[tuple[str, int]] = collections.Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,6 +59,13 @@ class AccessLog:
         started = time.perf_counter()
         fields: dict[str, Any] = {}
         status = 0
+        span = None
+        if self.tracing is not None:
+            headers = {
+                bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+                for k, v in scope.get("headers", ())
+            }
+            span = self.tracing.request_began(scope.get("method", ""), scope.get("path", ""), headers)
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -71,6 +81,8 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             self._log(scope, status, time.perf_counter() - started, fields)
+            if span is not None and self.tracing is not None:
+                self.tracing.request_ended(span, status, scope.get(SCOPE_KEY, {}), fields)
 
     def _log(self, scope: Scope, status: int, seconds: float, fields: dict[str, Any]) -> None:
         facts = scope.get(SCOPE_KEY, {})

@@ -38,7 +38,7 @@ def create_app(system: System) -> QuartTrio:
     app.extensions[PIPELINE] = RequestPipeline(system)
     app.extensions[GUARD] = Guard.for_settings(system.settings)
     register_error_handlers(app, system.settings.max_body_bytes)
-    access_log = AccessLog(app.asgi_app)
+    access_log = AccessLog(app.asgi_app, system.tracing)
     app.extensions[ACCESS_LOG] = access_log
     app.asgi_app = access_log  # type: ignore[method-assign]
     app.before_request(name_the_route)

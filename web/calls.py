@@ -15,6 +15,7 @@ from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
 from relaybox.storage.records import ApiKey
+from relaybox.web.access_log import note
 from relaybox.web.config import Settings
 from relaybox.web.model_call import ModelCall
 
@@ -67,6 +68,7 @@ def as_object(body: Any) -> dict[str, Any]:
 def model_call(settings: Settings, chat: ModelRequest, request_id: str) -> ModelCall:
     """The call the request pipeline answers, from the parsed body and the request's headers."""
     key = caller_key()
+    note(request.scope, task_id=request_id)  # the access log's and the trace's
     cache = None
     if isinstance(chat, ChatRequest) and settings.cache_bytes > 0:
         cache = cache_policy(chat, request.headers, settings.cache_ttl)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import attrs
 import trio
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cache_writer import CacheWriter
 from relaybox.actors.key_ring import KeyRing
@@ -33,6 +34,7 @@ from relaybox.actors.provider import ProviderActor
 from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.response_writer import ResponseWriter
 from relaybox.actors.router import RouterActor
+from relaybox.actors.span_shipper import SpanShipper
 from relaybox.actors.supervisor import ChildState, Supervisor
 from relaybox.actors.transports.base import Transport
 from relaybox.actors.transports.claude_cli import ClaudeCliTransport
@@ -52,6 +54,7 @@ from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.config import ProviderConfig, Settings, is_loopback
+from relaybox.web.tracing import Tracing
 
 log = logging.getLogger("relaybox")
 
@@ -161,6 +164,7 @@ class System:
     # Writes the Responses API's stored responses to the database; None: kept in memory only.
     response_writer: ResponseWriter | None = None
     mcp_servers: dict[str, McpServerActor] = attrs.field(factory=dict)  # by [mcp.servers] name
+    tracing: Tracing | None = None  # OpenTelemetry traces; None: off
 
     def rated(self, group: str, rating: int) -> None:
         """A user rated an answer: the learned router may learn from it (if it still knows it)."""
@@ -313,6 +317,19 @@ async def _start_writers(
     return cache_writer, response_writer
 
 
+async def _start_tracing(
+    supervisor: Supervisor, settings: Settings, recorder: RecorderActor
+) -> Tracing | None:
+    """Traces to the OTLP endpoint the standard variables name; the exporter reads them itself."""
+    if not settings.tracing:
+        return None
+    shipper = SpanShipper(OTLPSpanExporter())
+    await supervisor.start_child(shipper)
+    tracing = Tracing(shipper)
+    recorder.watchers.append(tracing.observe)
+    return tracing
+
+
 async def _start_mcp_servers(supervisor: Supervisor, settings: Settings) -> dict[str, McpServerActor]:
     """One actor per `[mcp.servers]` entry; each connects in the background (a slow server holds
     nothing up) and writes its stderr to `<data dir>/mcp/NAME.log`."""
@@ -368,6 +385,7 @@ async def running_system(
         for provider in providers.values():
             await supervisor.start_child(provider)
         mcp_servers = await _start_mcp_servers(supervisor, settings)
+        tracing = await _start_tracing(supervisor, settings, recorder)
         router, learning = await _start_routing(supervisor, settings, catalog, providers, storage, budget)
         await _apply_saved_provider_settings(storage, router)
         try:
@@ -386,6 +404,7 @@ async def running_system(
                 learning,
                 response_writer,
                 mcp_servers,
+                tracing,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes

@@ -82,6 +82,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         not in ("0", "false", "off", "no"),
         routing=_routing(file, env, providers, notes),
         mcp=mcp_settings(file),
+        tracing=bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
         dedup_seconds=values.number(
             env.get("DEDUP_SECONDS", routing.get("dedup_seconds", 5)), "dedup_seconds"
         ),

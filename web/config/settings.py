@@ -79,6 +79,7 @@ class Settings:
     record_requests: bool = True  # RELAYBOX_RECORD=0 turns the request log off (for comparisons)
     routing: RoutingSettings = attrs.field(factory=RoutingSettings)
     mcp: McpSettings = attrs.field(factory=McpSettings)  # MCP servers and the tool loop's limits
+    tracing: bool = False  # OpenTelemetry traces to OTEL_EXPORTER_OTLP_ENDPOINT
     # Identical requests within this many seconds of one in flight share its upstream call (0: off).
     dedup_seconds: float = 5.0
     # The response cache (web/answer_cache.py): its bound in bytes (0: off) and how long an answer is kept.
