@@ -170,6 +170,7 @@ def first_day(base_url: str, name: str) -> dict[str, Any]:
             "kpis": page.locator("#kpis .kpi").all_inner_texts(),
             "budgets_text": page.locator("#budgets-unlimited").inner_text(),
             "budget_dials": page.locator("#chart-budgets .indicatorlayer .trace").count(),
+            "http_errors": page.locator("#http-errors tbody tr").all_inner_texts(),
         }
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
         page.click("nav a[data-page=requests]")

@@ -228,6 +228,8 @@ async def test_the_first_day_draws_days_as_days(tmp_path: Path, fake_openai: Fak
     async with serve(settings_for(tmp_path, openai_provider("fast", fake_openai.base_url))) as relay:
         now = time.time()
         await relay.system.storage.insert_records(first_day_traffic(now, count))
+        async with httpx.AsyncClient(base_url=relay.base_url) as client:
+            assert (await client.post("/v1/respones", json={})).status_code == 404  # a client's typo
         browsed = await trio.run_process(
             [
                 sys.executable,
@@ -250,6 +252,7 @@ async def test_the_first_day_draws_days_as_days(tmp_path: Path, fake_openai: Fak
     ), seen
     assert all(cost == "$0.0000084" for cost in seen["request_costs"]) and len(seen["request_costs"]) == count
     assert "no limit set" in seen["budgets_text"] and seen["budget_dials"] == 0, seen
+    assert seen["http_errors"] == ["(no route)\t404\t1"], seen["http_errors"]
     assert any(
         f"${count * 0.0000084:.2g}".replace("e-05", "") in kpi or "$0.000" in kpi for kpi in seen["kpis"]
     ), seen["kpis"]

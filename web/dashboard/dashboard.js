@@ -179,8 +179,18 @@ async function refreshOverview() {
   const budgetChart = document.getElementById("chart-budgets");
   budgetChart.hidden = !gauges.length;
   if (gauges.length) plot("chart-budgets", gauges, { grid: { rows: 1, columns: gauges.length }, margin: { l: 30, r: 30, t: 60, b: 10 } });
+  renderHttpErrors(stats.http_errors || []);
   renderKeys(stats.keys || []);
   renderLearning(stats.learned_routing, stats.learning_spend || [], s.cost_usd);
+}
+
+function renderHttpErrors(errors) {
+  // The 4xx and 5xx of every path, model calls or not: what a client got that the request log cannot show.
+  $("#http-errors").innerHTML = errors.length
+    ? `<table><thead><tr><th>route</th><th>status</th><th>count</th></tr></thead><tbody>${errors.map((e) => `
+        <tr><td><code>${esc(e.route)}</code></td><td class="status-failed">${esc(String(e.status))}</td><td>${esc(num(e.count))}</td></tr>`).join("")}</tbody></table>
+       <p class="muted">Each also has a line in relaybox's console (the access log) and a count in <code>/metrics</code>.</p>`
+    : '<p class="muted">None since relaybox started.</p>';
 }
 
 function renderLearning(learned, spend, totalCost) {

@@ -21,7 +21,7 @@ from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
 from relaybox.web.calls import caller_sees_everyone, parse_json
 from relaybox.web.config import ProviderConfig
 from relaybox.web.connection_check import check_connection
-from relaybox.web.context import current_pipeline, current_system
+from relaybox.web.context import current_access_log, current_pipeline, current_system
 from relaybox.web.snapshots import failure_kind, to_json
 from relaybox.web.system import System
 
@@ -96,6 +96,13 @@ async def stats() -> Response:
         current_pipeline().cache.statistics()
     )  # this process's, since it started
     body["keys"] = await _key_report(running, body["keys"])
+    # Every 4xx and 5xx this process answered since it started, model calls or not (a client's
+    # typo'd path, a bad body, a missing key): the errors the request log cannot show.
+    errors = current_access_log().errors
+    body["http_errors"] = [
+        {"route": route, "status": status, "count": count}
+        for (route, status), count in sorted(errors.items())
+    ]
     return _json(body)
 
 
