@@ -6,7 +6,7 @@ database is slow, with `[budget] when_storage_slow` = allow and = deny.
 
 Upstream: nginx answering every chat completion after 20 ms (17 tokens, priced at $1,000 per
 million tokens so that a budget of a few dollars is a hundred-odd requests). In front: nginx as
-the load balancer, with the upstream block the README gives (`proxy_next_upstream error timeout
+the load balancer, with the upstream block docs/operations.md gives (`proxy_next_upstream error timeout
 http_503 non_idempotent`: a request an instance could not take goes to the next one).
 
 1. kill -9: `--clients` clients (non-streaming, one request at a time each) through the balancer
@@ -87,7 +87,7 @@ def start_instance(
 
 
 def start_balancer(work: Path, port: int, instances: list[int]) -> subprocess.Popen[bytes]:
-    """nginx in front of the instances, configured as the README says."""
+    """nginx in front of the instances, configured as docs/operations.md says."""
     members = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in instances)
     servers = f"""  upstream relaybox {{
 {members}

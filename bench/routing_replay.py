@@ -12,7 +12,7 @@ with a `protocol.evidence.Evidence`) over a two-model catalog: weak = Mixtral-8x
 $0.24 per million tokens), strong = GPT-4 (premium, $24.7). Every call is priced as the same number
 of tokens, so cost is 0.24 per weak call and 24.7 per strong call.
 
-Modes (the README's):
+Modes (docs/routing.md's):
 1. router alone: one pick per prompt, no feedback; the knob is `TierThresholds.economy_max`.
 2. online learning: prompts in a shuffled order (seeds 0..N-1, averaged); after each pick the picked
    model's recorded outcome (correct -> 1, wrong -> 0; MT-Bench judge score / 10) is fed back as an
@@ -427,7 +427,7 @@ class Setting:
         return f"T {target}, G {gap}"
 
 
-RATES = Rates(judge=0.3, shadow=0.3, shadow_up=0.0)  # the recommended defaults (README; `--rates`)
+RATES = Rates(judge=0.3, shadow=0.3, shadow_up=0.0)  # the recommended defaults (docs/routing.md; `--rates`)
 DEFAULT = Setting(0.75, 0.15)  # the recommended operating point: `choose` on the mixed stream's folds
 # The grid `choose` searches (a target of 1 or a gap of -1 turns its clause off).
 TARGETS = (0.65, 0.7, 0.75, 0.8, 0.85, 1.0)
