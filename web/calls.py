@@ -5,9 +5,9 @@ compression level; a bad `x-relaybox-*` header is a 400 naming it)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+import orjson
 from quart import request
 from relaybox.protocol.caching import cache_policy
 from relaybox.protocol.chat import ChatRequest, ModelRequest
@@ -36,11 +36,11 @@ def parse_json(raw: bytes) -> Any:
         400, f"the request body nests deeper than {NESTING_LIMIT} levels", code="invalid_json"
     )
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if "recursion" in str(error).lower():
+            raise too_deep from None
         raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
-    except RecursionError:
-        raise too_deep from None
     if _nesting(body) > NESTING_LIMIT:
         raise too_deep
     return body

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 
 import attrs
 import httpx
+import orjson
 from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import EmbeddingRequest, ImageRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
@@ -99,7 +100,10 @@ class HttpApiTransport:
         call = self.dialect.call(request, model, self._api_key)
         with _as_provider_failures(self._api_key):
             async with client.stream(
-                "POST", self.base_url + call.path, json=call.body, headers=call.headers
+                "POST",
+                self.base_url + call.path,
+                content=_json_body(call.body),
+                headers=_json_headers(call.headers),
             ) as response:
                 if response.status_code != 200:
                     body = await response.aread()
@@ -133,7 +137,9 @@ class HttpApiTransport:
             raise ProviderFailure(FailureKind.UNSUPPORTED, f"{self.dialect.name} does not {what} here")
         call = whole.call
         with _as_provider_failures(self._api_key):
-            response = await client.post(self.base_url + call.path, json=call.body, headers=call.headers)
+            response = await client.post(
+                self.base_url + call.path, content=_json_body(call.body), headers=_json_headers(call.headers)
+            )
         if response.status_code != 200:
             raise _status_failure(
                 response.status_code,
@@ -145,6 +151,16 @@ class HttpApiTransport:
         for event in events:
             await emit(event)
         return "stop"
+
+
+def _json_body(body: object) -> bytes:
+    """The upstream request as JSON bytes (orjson: a large conversation encodes several times faster
+    than with httpx's `json=`)."""
+    return orjson.dumps(body)
+
+
+def _json_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "content-type": "application/json"}
 
 
 def redacted(text: str, secret: str | None) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
+import orjson
 from relaybox.protocol.chat import ChatRequest, EmbeddingRequest, ImageRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import TransportEvent
@@ -87,8 +88,9 @@ def upstream_error(detail: str) -> ProviderFailure:
 
 
 def load_json(text: str | bytes) -> Any:
+    """An upstream's JSON (every SSE frame of a stream goes through here: orjson, for speed)."""
     try:
-        return json.loads(text)
+        return orjson.loads(text)
     except ValueError as error:
         raise malformed(f"not JSON ({error})") from None
 

@@ -5,10 +5,10 @@ objects and `chat.completion.chunk` frames. The upstream direction is `openai_up
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from typing import Any
 
+import orjson
 from relaybox.protocol.chat import (
     ROLES,
     ChatMessage,
@@ -503,4 +503,5 @@ def usage_chunk_body(*, completion_id: str, model: str, created: int, usage: Usa
 
 
 def dumps(body: object) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, characters as they are (every chunk of a stream goes through here: orjson)."""
+    return orjson.dumps(body).decode()

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import attrs
+import orjson
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.events import ContentDelta, ToolCallDelta, Usage
 from relaybox.protocol.wire.responses import ResponsesRequest
@@ -169,9 +170,7 @@ class ResponsesStreamRenderer:
     def event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
-        return (
-            f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n".encode()
-        )
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
     def start(self) -> bytes:
         response = self.shape.body(status="in_progress", output=[])
