@@ -45,6 +45,8 @@ PING_EVERY = 5.0
 PING_TIMEOUT = 10.0
 # Connecting and listing the tools.
 CONNECT_TIMEOUT = 60.0
+# Past the tool's own timeout, how long a call waits for the actor to answer at all.
+ANSWER_MARGIN = 5.0
 
 
 @attrs.frozen
@@ -94,11 +96,16 @@ class McpServerActor:
             self.mailbox.tell(CallTool(tool, arguments, send))
         except MailboxFull:
             return ToolResult(f"the MCP server {self.spec.name} is busy; try again later", False)
-        with receive:
+        with receive, trio.move_on_after(self.tool_timeout + ANSWER_MARGIN):
             try:
                 return await receive.receive()
             except trio.EndOfChannel:
                 return ToolResult(f"the MCP server {self.spec.name} stopped before answering", False)
+        # The actor is down (restarting, or left down after crashing too often): nobody took the call.
+        return ToolResult(
+            f"the MCP server {self.spec.name} did not answer (it is restarting or down); the call may not have run",
+            False,
+        )
 
     def statistics(self) -> McpServerStatistics:
         return McpServerStatistics(

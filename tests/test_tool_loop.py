@@ -377,3 +377,13 @@ async def test_a_streamable_http_server_with_headers(tmp_path: Path, fake_openai
         await server.wait()
     assert completion.choices[0].message.content == "team blue"
     assert transport == "streamable-http"
+
+
+async def test_a_call_to_a_server_that_is_down_is_answered_in_time(autojump_clock: trio.abc.Clock) -> None:
+    from relaybox.actors.mcp_server import McpServerActor
+
+    down = McpServerActor(WORKBENCH, tool_timeout=2.0, log_dir="/nonexistent")  # never started
+    started = trio.current_time()
+    result = await down.call("multiply", {"a": 1, "b": 2})
+    assert not result.ok and "did not answer" in result.text
+    assert trio.current_time() - started == pytest.approx(7.0), "the tool's timeout and a margin"
