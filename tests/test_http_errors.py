@@ -237,8 +237,17 @@ async def test_unknown_route_and_wrong_method(tmp_path: Path, fake_openai: FakeO
     ):
         missing = await client.get("/v1/nothing")
         wrong = await client.get("/v1/chat/completions")
+        unsupported = {
+            path: await client.post(path, json={"model": "auto", "prompt": "x"})
+            for path in ("/v1/completions", "/v1/batches", "/v1/assistants", "/v1/audio/speech")
+        }
+        upload = await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF")})
     assert_openai_error(missing, 404)
     assert_openai_error(wrong, 405)
+    for path, response in unsupported.items():
+        assert_openai_error(response, 404)
+        assert "/v1/responses" in response.json()["error"]["message"], path  # the hint lists what exists
+    assert_openai_error(upload, 415)
 
 
 async def test_no_provider_configured_is_503(tmp_path: Path) -> None:

@@ -190,16 +190,47 @@ async def test_bad_input_is_a_400_in_openai_error_format(tmp_path: Path, fake_op
     assert fake_openai.chat_requests() == []
 
 
+HOSTED = [
+    "web_search",
+    "file_search",
+    "code_interpreter",
+    "computer_use_preview",
+    "image_generation",
+    "mcp",
+    "local_shell",
+]
+
+
 async def test_hosted_tools_are_left_out_with_a_warning(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    async with serve(settings_for(tmp_path, openai_provider("upstream", fake_openai.base_url))) as relay:
-        raw = await trio.to_thread.run_sync(
-            lambda: sdk(relay.base_url).responses.with_raw_response.create(
-                model="gpt-4o-mini", input="hi", tools=[{"type": "web_search"}, WEATHER_TOOL]
-            )
+    body = {
+        "model": "gpt-4o-mini",
+        "input": "hi",
+        "tools": [*({"type": kind} for kind in HOSTED), WEATHER_TOOL],
+        # Accepted and ignored:
+        "background": False,
+        "truncation": "auto",
+        "include": ["reasoning.encrypted_content"],
+    }
+    async with (
+        serve(settings_for(tmp_path, openai_provider("upstream", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        answered = await client.post("/v1/responses", json=body)
+        file_image = await client.post(
+            "/v1/responses",
+            json={
+                "model": "gpt-4o-mini",
+                "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}],
+            },
         )
-    assert "web_search" in raw.headers["x-relaybox-warning"]
+    assert answered.status_code == 200, answered.text
+    assert all(kind in answered.headers["x-relaybox-warning"] for kind in HOSTED)
     sent = fake_openai.chat_requests()[-1].json()
     assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_weather"]
+    assert (
+        file_image.status_code == 400
+        and "file ids are not supported" in file_image.json()["error"]["message"]
+    )
 
 
 async def test_a_conversation_continues_by_id_on_another_instance_sharing_postgresql(
