@@ -156,5 +156,6 @@ async def test_models_lists_every_model_and_the_aliases(tmp_path: Path, fake_ope
     ids = [m.id for m in listed.data]
     assert ids[:3] == ["m1", "m2", "m3"]
     assert {"fast", "auto", "economy", "standard", "premium", "gpt-4", "gpt-3.5-turbo"} <= set(ids)
+    assert {"route:planning", "route:coder", "route:chat"} <= set(ids), "every route, with its chain"
     owners = {m.id: m.owned_by for m in listed.data}
     assert owners["m1"] == "a" and owners["m3"] == "b"

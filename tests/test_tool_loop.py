@@ -387,3 +387,17 @@ async def test_a_call_to_a_server_that_is_down_is_answered_in_time(autojump_cloc
     result = await down.call("multiply", {"a": 1, "b": 2})
     assert not result.ok and "did not answer" in result.text
     assert trio.current_time() - started == pytest.approx(7.0), "the tool's timeout and a margin"
+
+
+async def test_the_loop_is_never_answered_from_the_cache(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """A deterministic request (temperature 0) would be cached; through a tool loop, whose tools can
+    change the world, each request runs again."""
+    fake_openai.answer_with = script(
+        call("mcp__bench__multiply", {"a": 2, "b": 2}), lambda body: Reply(text="4")
+    )
+    async with serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay:
+        ask = {"model": "agent:workbench", "temperature": 0, "messages": [{"role": "user", "content": "2x2"}]}
+        for _ in range(2):
+            await trio.to_thread.run_sync(lambda: sdk(relay.base_url).chat.completions.create(**ask))
+        calls = relay.system.mcp_servers["bench"].statistics().calls
+    assert calls == 2 and len(fake_openai.chat_requests()) == 4
