@@ -68,6 +68,7 @@ def test_environment_discovers_providers(tmp_path: Path) -> None:
     assert list(by_name) == ["claude-cli", "openai", "groq"]
     assert by_name["claude-cli"].executable == claude and by_name["claude-cli"].limits.idle_timeout == 42
     assert by_name["openai"].base_url == "http://127.0.0.1:9/v1"
+    assert settings.routing.mode == "hybrid", "PROVIDER_MODE's default"
     assert by_name["openai"].embedding_models[0].id == "text-embedding-3-small"
     assert by_name["groq"].embedding_models[0].id == "bge-m3"
     assert by_name["groq"].embedding_models[0].input_per_mtok == 0.01

@@ -193,3 +193,34 @@ async def test_cache_and_compression_work_the_same_for_every_provider(tmp_path: 
     assert upstream_calls == 1, kind
     sent = fake.server.requests[-1].body.decode()
     assert "identical to the one in message 3 below" in sent and "Anything else?" in sent, kind
+
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+
+
+async def test_a_json_schema_reaches_every_upstream_in_its_own_form(tmp_path: Path, upstream) -> None:  # type: ignore[no-untyped-def]
+    kind, fake, model, base_url = upstream
+    async with serve(settings(tmp_path, kind, base_url, model)) as relay:
+        await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "2+2?"}],
+                response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": SCHEMA}},
+            )
+        )
+    sent = _upstream_bodies(fake)[-1]
+    if kind == "openai-compatible":
+        assert sent["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "sum", "schema": SCHEMA},
+        }
+    elif kind == "anthropic":  # no JSON mode of its own: the schema in the instructions
+        assert "conforms to this JSON Schema" in json.dumps(sent["system"]) and '\\"answer\\"' in json.dumps(
+            sent["system"]
+        )
+    elif kind == "gemini":
+        config = sent["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert config["responseSchema"]["properties"]["answer"]["type"] == "INTEGER"
+    else:
+        assert sent["format"] == SCHEMA
