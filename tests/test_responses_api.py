@@ -288,3 +288,30 @@ async def test_a_stored_response_belongs_to_the_key_that_made_it(
             )
         mine = await trio.to_thread.run_sync(lambda: sdk(relay.base_url, alice).responses.retrieve(made.id))
     assert mine.id == made.id
+
+
+async def test_without_prompts_in_the_log_responses_stay_in_memory(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.replies.push(Reply(text="Noted."), Reply(text="You said: blue."))
+    settings = settings_for(tmp_path, openai_provider("upstream", fake_openai.base_url), log_prompts="none")
+    async with serve(settings) as relay:
+        client = sdk(relay.base_url)
+        first = await trio.to_thread.run_sync(
+            lambda: client.responses.create(model="gpt-4o-mini", input="blue")
+        )
+        second = await trio.to_thread.run_sync(
+            lambda: client.responses.create(
+                model="gpt-4o-mini", input="what did I say?", previous_response_id=first.id
+            )
+        )
+        stored = await relay.system.storage.response_chain(first.id, limit=5)
+    assert relay.system.response_writer is None and stored == [], (
+        "nothing of the conversation in the database"
+    )
+    assert second.output_text == "You said: blue."
+    assert [m["content"] for m in fake_openai.chat_requests()[-1].json()["messages"]] == [
+        "blue",
+        "Noted.",
+        "what did I say?",
+    ]
