@@ -119,7 +119,7 @@ class ToolLoop:
         for server in self.servers.values():
             with trio.move_on_after(READY_WAIT):
                 await server.wait_ready()
-        begun = await self._step(self.call.request)  # type: ignore[arg-type]
+        begun = await self._step(self._chat())
         first = attrs.evolve(begun)
         first.receive = self
         return first
@@ -190,7 +190,7 @@ class ToolLoop:
                 Finished("stop", finished.upstream_ms),
             ]
         outcomes = await self._run(ours)
-        request = after_tools(self.call.request, "".join(self._text), outcomes)  # type: ignore[arg-type]
+        request = after_tools(self._chat(), "".join(self._text), outcomes)
         ran: list[Event] = [ToolRan(o.call.name, o.ok, o.seconds) for o in outcomes]
         try:
             if self.call.key is not None and self.pipeline.system.keys is not None:
@@ -199,6 +199,11 @@ class ToolLoop:
         except RelayError as error:
             return [*ran, Failed(error)]
         return ran
+
+    def _chat(self) -> ChatRequest:
+        request = self.call.request
+        assert isinstance(request, ChatRequest)  # only chat requests loop (`tool_loop_servers`)
+        return request
 
     def _runs(self, call: ToolCall) -> bool:
         named = split_name(call.name)
@@ -227,11 +232,12 @@ class ToolLoop:
             server, tool = self.servers[named[0]], named[1]
             arguments = arguments_of(call)
             if arguments is None:
-                outcomes[i] = ToolOutcome(call, "the arguments must be a JSON object", False, 0.0)
+                outcome = ToolOutcome(call, "the arguments must be a JSON object", False, 0.0)
             else:
                 result = await server.call(tool, arguments)
-                outcomes[i] = ToolOutcome(call, result.text, result.ok, result.seconds)
-            await self.pipeline.record_tool_call(self.call, server.spec.name, tool, outcomes[i])  # type: ignore[arg-type]
+                outcome = ToolOutcome(call, result.text, result.ok, result.seconds)
+            outcomes[i] = outcome
+            await self.pipeline.record_tool_call(self.call, server.spec.name, tool, outcome)
 
         async with trio.open_nursery() as nursery:
             for i, call in enumerate(calls):
