@@ -60,6 +60,9 @@ class Dispatch:
     # relaybox's own call rather than a client's ("test": a connection test): logged with that
     # status, and no evidence for routing.
     purpose: str | None = None
+    # Attempts this request made before this dispatch (a tool loop's earlier steps): the log numbers
+    # on from there, so the loop is one request with many attempts.
+    attempts_before: int = 0
 
     def starting_state(
         self, route: Route, category: str, complexity: int, ab: tuple[str, str] | None
@@ -77,6 +80,7 @@ class Dispatch:
             tokens_saved=self.tokens_saved,
             key_budget=self.key_budget,
             purpose=self.purpose,
+            attempts=self.attempts_before,
         )
 
 

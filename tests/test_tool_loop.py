@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(
             )
         )
         rows = await logged_group(relay, 3)
+        totals = (await relay.system.storage.stats(days=1, now=time.time()))["totals"][0]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "The product is 42.0."
     first, second = (request.json() for request in fake_openai.chat_requests())
@@ -115,7 +117,9 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(
     assert len({row.request_group_id for row in rows}) == 1, "every step and tool call is one request's"
     tool_rows = [row for row in rows if row.provider == "mcp:bench"]
     assert [(row.model_selected, row.status) for row in tool_rows] == [("multiply", "tool")]
-    assert len([row for row in rows if row.provider == "upstream" and row.status == "success"]) == 2
+    steps = sorted(row.attempt for row in rows if row.provider == "upstream" and row.status == "success")
+    assert steps == [1, 2], "the steps number on: one request with two attempts"
+    assert totals["requests"] == 1 and totals["attempts"] == 3, totals
 
 
 async def test_tool_errors_and_timeouts_are_fed_back_and_max_steps_ends_clearly(

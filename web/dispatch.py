@@ -28,6 +28,7 @@ async def dispatch(
     compression_level: str = "safe",
     key_budget: KeyBudget | None = None,
     purpose: str | None = None,
+    attempts_before: int = 0,
 ) -> Begun:
     """`tokens_saved`: what prompt compression saved on `chat` (None: it did not run)."""
     started = trio.current_time()
@@ -46,6 +47,7 @@ async def dispatch(
         tokens_saved=tokens_saved,
         key_budget=key_budget,
         purpose=purpose,
+        attempts_before=attempts_before,
     )
     try:
         system.router.mailbox.tell(message)

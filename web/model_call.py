@@ -21,3 +21,4 @@ class ModelCall:
     dedup_key: bytes | None = None  # identical requests have the same (None: never shared)
     cache: CachePolicy | None = None  # what the request allows the cache (None: no part in it)
     compression: str = "safe"  # "off", "safe" or "aggressive"
+    attempts_before: int = 0  # a tool loop's later steps: the attempts its earlier steps made

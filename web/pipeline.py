@@ -184,6 +184,7 @@ class RequestPipeline:
                     tokens_saved=saved,
                     compression_level=call.compression,
                     key_budget=None if call.key is None else call.key.budget(),
+                    attempts_before=call.attempts_before,
                 ),
             )
         raise shutting_down()

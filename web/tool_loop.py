@@ -221,6 +221,8 @@ class ToolLoop:
         self._text, self._calls = [], []
         begun = await self.pipeline.answer_step(attrs.evolve(self.call, request=request))
         self._begun, self._source = begun, begun.receive
+        # The next step's attempts are numbered after this one's: in the log the loop is one request.
+        self.call = attrs.evolve(self.call, attempts_before=begun.answering.attempt)
         return begun
 
     async def _run(self, calls: list[ToolCall]) -> list[ToolOutcome]:
