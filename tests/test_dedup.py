@@ -78,10 +78,15 @@ async def test_a_late_follower_gets_the_stream_from_its_start_and_outlives_the_l
         httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
     ):
         follower: list[httpx.Response] = []
+        streaming = trio.Event()  # the leader's answer is under way: a request now joins it late
+        joined = trio.Event()  # the follower's answer has begun: the leader may hang up
 
         async def follow() -> None:
-            await trio.sleep(0.3)  # two chunks in
-            follower.append(await client.post("/v1/chat/completions", json=body))
+            await streaming.wait()
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                joined.set()
+                await response.aread()
+                follower.append(response)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follow)
@@ -89,7 +94,9 @@ async def test_a_late_follower_gets_the_stream_from_its_start_and_outlives_the_l
                 seen = 0
                 async for line in leader.aiter_lines():
                     seen += line.startswith("data: {") and '"content"' in line
-                    if seen == 4:
+                    if seen == 2:
+                        streaming.set()
+                    if seen >= 4 and joined.is_set():
                         break  # after the follower joined, the leader's client hangs up
     assert follower[0].status_code == 200 and streamed_text(follower[0]) == TEXT
     assert "x-deduplicated-from" in follower[0].headers
