@@ -38,7 +38,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        if "recursion" in str(error).lower():
+        if "depth" in str(error).lower() or "recursion" in str(error).lower():  # orjson's own limit
             raise too_deep from None
         raise RelayError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
     if _nesting(body) > NESTING_LIMIT:
