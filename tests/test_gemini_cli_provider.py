@@ -99,3 +99,32 @@ async def test_disconnect_kills_the_gemini_cli(tmp_path: Path, fake_gemini: Fake
             assert processes_in(workdir)
         took = await eventually(lambda: not processes_in(workdir), within=1.5)
     assert took < 1.5
+
+
+async def test_images_to_a_gemini_cli_only_setup_are_a_clear_400(
+    tmp_path: Path, fake_gemini: FakeGemini
+) -> None:
+    provider = gemini_cli_provider(cli_executable("gemini"), fake_gemini.base_url, tmp_path / "home")
+    async with (
+        serve(settings_for(tmp_path, provider)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url) as client,
+    ):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gemini-2.5-flash",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this"},
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                        ],
+                    }
+                ],
+            },
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "capability_missing" and "does not take images" in error["message"]
+    assert fake_gemini.generate_requests() == [], "nothing was spawned"

@@ -216,6 +216,7 @@ async def test_hosted_tools_are_left_out_with_a_warning(tmp_path: Path, fake_ope
         httpx.AsyncClient(base_url=relay.base_url) as client,
     ):
         answered = await client.post("/v1/responses", json=body)
+        both = await client.post("/v1/responses", json={**body, "model": "gpt-9-ultra"})
         file_image = await client.post(
             "/v1/responses",
             json={
@@ -225,6 +226,11 @@ async def test_hosted_tools_are_left_out_with_a_warning(tmp_path: Path, fake_ope
         )
     assert answered.status_code == 200, answered.text
     assert all(kind in answered.headers["x-relaybox-warning"] for kind in HOSTED)
+    warned = both.headers["x-relaybox-warning"]
+    assert (
+        warned.startswith("no provider serves the model 'gpt-9-ultra'")
+        and "; hosted tools left out" in warned
+    )
     sent = fake_openai.chat_requests()[-1].json()
     assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_weather"]
     assert (

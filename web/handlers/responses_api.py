@@ -35,8 +35,10 @@ async def create_response() -> Response:
     begun = await pipeline.answer(model_call(current_system().settings, chat, response_id))
     if request.dropped_tools:
         dropped = ", ".join(sorted(set(request.dropped_tools)))
+        warning = f"hosted tools left out (only OpenAI's servers run them): {dropped}"
+        earlier_warning = begun.headers.get("x-relaybox-warning")  # an unknown model name's, say
         begun.headers["x-relaybox-warning"] = header_safe(
-            f"hosted tools left out (only OpenAI's servers run them): {dropped}"
+            f"{earlier_warning}; {warning}" if earlier_warning else warning
         )
     shape = ResponseShape(response_id, int(time.time()), begun.answering.model, request)
     keeper = _Keeper(pipeline.responses, owner_of(caller_key()), request, shape)
