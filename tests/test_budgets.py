@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -98,3 +100,43 @@ async def test_when_storage_is_slow_budgets_let_traffic_through_or_refuse_it_as_
     assert served["allow"] == [200] * 5, "allow: traffic goes on (the budget may be overshot)"
     assert served["deny"] == [429] * 5
     assert "could not be checked in time" in refused["error"]["message"]
+
+
+async def spent_at(relay: object, when: float, usd: float) -> None:
+    """Spending recorded at `when`, as a settled reservation of an earlier paid attempt."""
+    storage = relay.system.storage  # type: ignore[attr-defined]
+    held = str(uuid.uuid4())
+    assert (await storage.reserve(held, usd, [], when)).granted
+    await storage.settle(held, usd)
+
+
+async def test_a_weekly_budget_counts_the_last_seven_days(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """Spending three days old counts against a weekly budget and not a daily one; spending eight
+    days old counts against neither."""
+    day = 86400.0
+    paid = openai_provider("paid", fake_openai.base_url, models=("llama3.2:3b",))
+    async with (
+        serve(settings_for(tmp_path, paid)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        now = time.time()
+        await spent_at(relay, now - 8 * day, 1.0)
+        await spent_at(relay, now - 3 * day, 0.01)
+        answered: dict[str, int] = {}
+        # Each attempt holds about $0.0006: 0.0103 leaves room for it only if the $0.01 is not counted.
+        for period, limit in (("daily", 0.0103), ("weekly", 0.0103), ("weekly", 0.012)):
+            for other in {"daily", "weekly"} - {period}:
+                await relay.system.storage.put_budget(Budget(other, 0.0, False))
+            await relay.system.storage.put_budget(Budget(period, limit, True))
+            wanted = [(period, limit)]
+            await eventually(
+                lambda wanted=wanted: (
+                    [(w.period, w.limit_usd) for w in relay.system.budget.windows(0)] == wanted
+                ),
+                within=10,
+            )
+            response = await client.post("/v1/chat/completions", json=BODY)
+            answered[f"{period} {limit}"] = response.status_code
+            if response.status_code == 429:
+                assert "weekly budget of $0.01 is spent ($0.01)" in response.json()["error"]["message"]
+    assert answered == {"daily 0.0103": 200, "weekly 0.0103": 429, "weekly 0.012": 200}

@@ -315,3 +315,24 @@ async def test_warm_pool_answers_from_a_waiting_process_and_replaces_it(
     systems = [json.loads(r.body)["system"] for r in fake_anthropic.requests if r.path.endswith("/messages")]
     assert any("You are terse." in str(s) for s in systems)
     assert processes_in(workdir) == [], "the pool stops with relaybox"
+
+
+async def test_sampling_settings_are_ignored_not_refused(
+    tmp_path: Path, claude: str, fake_anthropic: FakeAnthropic
+) -> None:
+    """The CLI takes no temperature, token limit or stop sequence: the request is answered whole,
+    and none of them reaches the upstream."""
+    fake_anthropic.replies.push(Reply(text="Paris is the capital of France.", completion_tokens=7))
+    async with serve(settings_for(tmp_path, claude_provider(claude, fake_anthropic.base_url))) as relay:
+        completion = await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="sonnet",
+                temperature=0.2,
+                max_tokens=3,
+                stop=["capital"],
+                messages=[{"role": "user", "content": "Capital of France?"}],
+            )
+        )
+    assert completion.choices[0].message.content == "Paris is the capital of France."
+    body = fake_anthropic.message_requests()[-1].json()
+    assert body.get("temperature") != 0.2 and body["max_tokens"] != 3 and "stop_sequences" not in body

@@ -128,3 +128,24 @@ async def test_images_to_a_gemini_cli_only_setup_are_a_clear_400(
     error = response.json()["error"]
     assert error["code"] == "capability_missing" and "does not take images" in error["message"]
     assert fake_gemini.generate_requests() == [], "nothing was spawned"
+
+
+async def test_sampling_settings_are_ignored_not_refused(tmp_path: Path, fake_gemini: FakeGemini) -> None:
+    """The CLI takes no temperature, token limit or stop sequence: the request is answered whole,
+    and none of them reaches the upstream."""
+    fake_gemini.replies.push(Reply(text="Paris is the capital of France.", completion_tokens=7))
+    provider = gemini_cli_provider(cli_executable("gemini"), fake_gemini.base_url, tmp_path / "home")
+    async with serve(settings_for(tmp_path, provider)) as relay:
+        completion = await trio.to_thread.run_sync(
+            lambda: sdk(relay.base_url).chat.completions.create(
+                model="gemini-2.5-flash",
+                temperature=0.2,
+                max_tokens=3,
+                stop=["capital"],
+                messages=[{"role": "user", "content": "Capital of France?"}],
+            )
+        )
+    assert completion.choices[0].message.content == "Paris is the capital of France."
+    generation = fake_gemini.generate_requests()[-1].json().get("generationConfig", {})
+    assert generation.get("temperature") != 0.2 and generation.get("maxOutputTokens") != 3
+    assert "stopSequences" not in generation

@@ -16,12 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from relaybox.actors.key_ring import KeyRing
+from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.records import ApiKey
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
 from tests.harness import Running, eventually, openai_provider, serve, settings_for, wait_until_serving
+from tests.storage_fixtures import storage_backend
 
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -349,3 +352,48 @@ async def test_concurrent_requests_are_counted_in_batches_and_the_limit_stays_ex
     assert 'relaybox_key_checks_total{outcome="limited"} 30' in metrics
     assert sorted(statuses) == [200] * 20 + [429] * 30, "exactly the limit, whichever batch a request joined"
     assert keys.uncounted == 0 and keys.minutes.writes < 50, keys.statistics()
+
+
+async def test_limits_count_calendar_minutes_so_a_burst_across_a_minutes_end_gets_twice_the_limit(
+    tmp_path: Path,
+) -> None:
+    """What the README warns of: a minute's count starts afresh at :00, so three requests a minute
+    may be six within one second that straddles it."""
+    minute_end = 1_800_000_000.0  # a whole minute
+    key = ApiKey("burst", key_hash(new_key()), "rbx-test", False, minute_end - 3600, rpm=3)
+    async with storage_backend("sqlite", tmp_path) as storage, trio.open_nursery() as nursery:
+        await storage.migrate()
+        ring = KeyRing(storage)
+        await nursery.start(ring.run)
+        for offset in (-0.5, -0.4, -0.3, 0.1, 0.2, 0.3):
+            await ring.within_limit(key, "/v1/chat/completions", minute_end + offset)
+        with pytest.raises(RelayError) as refused:
+            await ring.within_limit(key, "/v1/chat/completions", minute_end + 0.4)
+        nursery.cancel_scope.cancel()
+    assert refused.value.status == 429 and "may make 3 requests a minute" in refused.value.message
+
+
+async def test_a_token_limit_is_overshot_by_the_requests_in_flight_when_it_is_reached(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Tokens are known only once an attempt is recorded: requests begun while the minute's count is
+    under the limit all go through, and the next is refused."""
+    fake_openai.replies.default = Reply(prompt_tokens=60, completion_tokens=40, delay=0.5)  # 100 each
+    async with two_instances_sharing_a_key(tmp_path, fake_openai, tpm=150) as ((one, first), _, auth):
+        await within_one_minute()
+        statuses: list[int] = []
+
+        async def ask(i: int) -> None:
+            body = {**HELLO, "messages": [{"role": "user", "content": f"request {i}"}]}
+            statuses.append((await first.post("/v1/chat/completions", json=body, headers=auth)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(ask, i)
+        await eventually(lambda: one.system.recorder.written >= 3, within=10)
+        refused = await first.post("/v1/chat/completions", json=HELLO, headers=auth)
+    assert statuses == [200, 200, 200], "300 tokens against a limit of 150: all three were in flight"
+    assert (
+        refused.status_code == 429
+        and "may use 150 tokens a minute (300 used)" in refused.json()["error"]["message"]
+    )

@@ -205,6 +205,30 @@ async def test_a_users_rating_teaches_the_learned_router(
     assert predicted[0] > predicted[1] > predicted[2] == predicted[3]
 
 
+async def test_with_prompts_none_labels_teach_this_instance_only(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """Labels are hashed words of prompts: an instance that keeps no prompt text learns from the
+    judge's verdicts in memory and writes none of them to the database."""
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
+    rng = random.Random(3)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, teaching, log_prompts="none")
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning, router = relay.system.learning, relay.system.router
+        assert learning is not None
+        for _ in range(4):
+            await served_by(client, chess_question(rng))
+            await eventually(lambda: learning.statistics().running == 0, within=10)
+        await eventually(lambda: router.mailbox.statistics().depth == 0, within=5)
+        statistics = learning.statistics()
+        learned = sum(router.statistics().learned.labels.values())
+        stored = await relay.system.storage.routing_labels(after_id=0, limit=100)
+    assert sum(sum(v.values()) for v in statistics.verdicts.values()) >= 4 and learned >= 4
+    assert statistics.labels_saved == 0 and stored == []
+
+
 class FlakyLabelStore:
     """A database that refuses the first write, then keeps everything."""
 

@@ -257,13 +257,14 @@ async def test_the_filesystem_server_reads_and_writes_for_the_model(
     ]
 
 
-async def test_the_everything_server_and_no_secret_reaches_a_tool(
+async def test_the_everything_server_no_secret_reaches_a_tool_and_images_are_a_note(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     everything = npm_server("everything", "mcp-server-everything")
     fake_openai.answer_with = script(
         call("mcp__everything__get-sum", {"a": 2, "b": 3}),
         call("mcp__everything__get-env", {}),
+        call("mcp__everything__get-tiny-image", {}),
         lambda body: Reply(text="ok"),
     )
     async with serve(loop_settings(tmp_path, fake_openai.base_url, everything)) as relay:
@@ -275,6 +276,9 @@ async def test_the_everything_server_and_no_secret_reaches_a_tool(
     results = [m["content"] for m in tool_messages(fake_openai.chat_requests()[-1].json())]
     assert "5" in results[0]
     assert "sk-test-upstream" not in results[1] and "PATH" in results[1], "the server gets a bare environment"
+    # An image result reaches the model as a note between its text parts, not as the image.
+    assert "Here's the image you requested:" in results[2] and "[image content omitted]" in results[2]
+    assert "iVBORw0KGgo" not in results[2]
 
 
 async def test_the_claude_cli_as_the_loops_model(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:

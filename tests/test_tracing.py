@@ -1,6 +1,7 @@
 """OpenTelemetry traces, received by an OTLP/HTTP collector written here: a span per request that
 continues the client's `traceparent`, and under it a span per attempt (a failed one and its
-fallback) and per tool call of a tool loop."""
+fallback), per tool call of a tool loop, and per call relaybox makes of its own after the answer
+(a shadow answer, a judge)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import httpx
 import pytest
 import trio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from relaybox.protocol.routing.learned_route import LearnedPolicy
 
 from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import openai_provider, serve, settings_for
+from tests.harness import eventually, openai_provider, serve, settings_for
+from tests.test_learned_routing_live import cheap_answer, model, strong_answer, two_models
 from tests.test_tool_loop import WORKBENCH, call, loop_settings, script, tool_messages
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -127,3 +130,31 @@ async def test_a_tool_loop_has_a_span_per_step_and_per_tool_call(
     assert tool["attributes"]["relaybox.status"] == "tool" and tool["error"] is False
     first, second = sorted(steps, key=lambda span: span["start"])
     assert first["end"] <= tool["end"] <= second["end"], "the call ran between the steps"
+
+
+async def test_shadow_answers_and_the_judge_join_the_requests_trace(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI, collector: Collector
+) -> None:
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=1.0)
+    settings = attrs.evolve(two_models(tmp_path, fake_openai, fake_openai_backup, teaching), tracing=True)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        answer = await client.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "Capital of Peru?"}]},
+            headers={"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"},
+        )
+        learning = relay.system.learning
+        assert learning is not None
+        await eventually(lambda: sum(learning.statistics().comparisons.values()) >= 1, within=10)
+        await eventually(lambda: learning.statistics().running == 0, within=10)
+        [request] = await spans_of(collector, "POST /v1/chat/completions", 1)
+        attempts = await spans_of(collector, "attempt ", 3)
+    assert answer.status_code == 200
+    statuses = sorted(span["attributes"]["relaybox.status"] for span in attempts)
+    assert statuses == ["judge", "shadow", "success"], statuses
+    assert {span["parent"] for span in attempts} == {request["span_id"]}
+    assert {span["trace_id"] for span in attempts} == {TRACE_ID}
+    judge = next(span for span in attempts if span["attributes"]["relaybox.status"] == "judge")
+    assert judge["attributes"]["relaybox.cost_usd"] > 0 and judge["error"] is False

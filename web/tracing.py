@@ -6,8 +6,9 @@ variables (headers, timeout) itself.
 
 An attempt runs in a provider actor, not in the request's task, and is known whole only when its
 record is made: the records of a request are held here until its response has been sent, then
-become its span's children, with their own start and end times. Records of relaybox's own calls
-after the response (shadow answers, a judge) are not traced.
+become its span's children, with their own start and end times. relaybox's own calls made after
+the response (a shadow answer, a judge's verdict) become children of the request's span as their
+records arrive, for as long as that span is remembered (the newest `REMEMBERED_REQUESTS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from relaybox.storage.records import AttemptRecord, group_id
 
 # Records held for requests still answering, at most (the oldest go first).
 HELD_RECORDS = 10_000
+# Requests answered whose span a later call of relaybox's own can still join.
+REMEMBERED_REQUESTS = 10_000
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -41,6 +44,7 @@ class Tracing:
         self.tracer = provider.get_tracer("relaybox")
         self._held: collections.OrderedDict[str, list[AttemptRecord]] = collections.OrderedDict()
         self._count = 0
+        self._answered: collections.OrderedDict[str, trace.SpanContext] = collections.OrderedDict()
 
     def request_began(self, method: str, path: str, headers: Mapping[str, str]) -> Span:
         """The request's span, a child of the client's trace when it sent a `traceparent`."""
@@ -66,12 +70,24 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR))
         task_id = facts.get("task_id") or fields.get("task_id")
         parent = trace.set_span_in_context(span)
-        for record in self._held.pop(group_id(task_id), []) if task_id else []:
-            self._attempt_span(record, parent)
+        if task_id:
+            group = group_id(task_id)
+            held = self._held.pop(group, [])
+            self._count -= len(held)
+            for record in held:
+                self._attempt_span(record, parent)
+            self._answered[group] = span.get_span_context()
+            if len(self._answered) > REMEMBERED_REQUESTS:
+                self._answered.popitem(last=False)
         span.end()
 
     def observe(self, record: AttemptRecord) -> None:
-        """For the recorder: every record as it is handed over, held until its request ends."""
+        """For the recorder: every record as it is handed over, held until its request ends, or a
+        child of its request's span at once when that request has been answered already."""
+        answered = self._answered.get(record.request_group_id)
+        if answered is not None:
+            self._attempt_span(record, trace.set_span_in_context(trace.NonRecordingSpan(answered)))
+            return
         self._held.setdefault(record.request_group_id, []).append(record)
         self._count += 1
         while self._count > HELD_RECORDS:
@@ -79,7 +95,6 @@ class Tracing:
             self._count -= len(dropped)
 
     def _attempt_span(self, record: AttemptRecord, parent: Any) -> None:
-        self._count -= 1
         ended = int(record.created_at * 1e9)
         started = ended - record.latency_ms * 1_000_000
         tool = record.provider.startswith("mcp:")
@@ -109,6 +124,6 @@ class Tracing:
         span = self.tracer.start_span(
             name, context=parent, kind=SpanKind.CLIENT, start_time=started, attributes=attributes
         )
-        if record.status not in ("success", "tool", "deduplicated"):
+        if record.status not in ("success", "tool", "deduplicated", "shadow", "judge"):
             span.set_status(Status(StatusCode.ERROR, record.status))
         span.end(end_time=ended)
