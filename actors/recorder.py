@@ -288,7 +288,9 @@ class RecorderActor:
         while self._on_disk:
             segment = self._on_disk[0]
             replayed = 0
-            with await trio.to_thread.run_sync(partial(open, segment, encoding="utf-8")) as file:
+            # A kill mid-write can tear the last line inside a character: it is skipped, not fatal.
+            opening = partial(open, segment, encoding="utf-8", errors="replace")
+            with await trio.to_thread.run_sync(opening) as file:
                 while batch := await trio.to_thread.run_sync(read_records, file, self.batch_size):
                     await self.storage.insert_records(batch)
                     replayed += len(batch)

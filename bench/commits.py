@@ -4,8 +4,8 @@
 
 The earlier commit is checked out into a temporary git worktree with an environment of its own
 (`pip install -e`, from the package index's cache); both run as `relaybox serve` against the same
-nginx upstream as `bench.http_throughput` (5 ms fixed latency, routing and recording on, dedup
-off), and the same wrk run goes to each in turn, the order alternating from round to round so both
+nginx upstream as `bench.http_throughput` (5 ms fixed latency, relaybox on its defaults, every
+body different), and the same wrk run goes to each in turn, the order alternating from round to round so both
 see the same machine noise. Reported per concurrency: each side's requests/s and latency over the
 rounds (median, and the range), and the ratio of the medians.
 """
@@ -92,7 +92,7 @@ def _table(
 ) -> str:
     lines = [
         f"wrk, {seconds} s per cell, {rounds} rounds in alternating order, POST /v1/chat/completions "
-        "(model auto), nginx upstream with 5 ms fixed latency; routing + SQLite recording on, dedup off",
+        "(model auto), nginx upstream with 5 ms fixed latency; bodies all different; relaybox on its defaults",
         "median over the rounds [lowest, highest]",
         f"{'commit':<18}{'conc':>5}{'req/s':>22}{'p50 ms':>24}{'p99 ms':>24}",
     ]

@@ -5,9 +5,10 @@
 The upstream is nginx with its echo module (Debian: nginx-core, libnginx-mod-http-echo) answering
 every POST with the same OpenAI chat completion after a fixed delay; the load comes from `wrk`
 (Debian: wrk), both compiled, so neither is the bottleneck being measured. relaybox runs as
-`relaybox serve` with routing on (model `auto`: classification and smart routing on every
-request) and recording on (the embedded SQLite log); deduplication is switched off, because wrk
-sends one identical body over and over and sharing those calls would flatter relaybox. Beside
+`relaybox serve` on its defaults: routing on (model `auto`: classification and the learned router
+on every request), recording on (the embedded SQLite log and its journal), the response cache,
+deduplication and prompt compression on. Every request's body differs from every other's (wrk's
+thread and request number in the prompt), so nothing is coalesced or replayed. Beside
 them, the stack's ceiling (`bench.bare_stack`): a bare quart-trio app answering by itself, and the
 same app passing each request to the upstream with one httpx client. LiteLLM's
 proxy runs from its own virtualenv (`bench/.litellm-venv`, created on first use with
@@ -173,7 +174,6 @@ def start_relaybox(
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         "CUSTOM_PROVIDERS": json.dumps(providers),
-        "DEDUP_SECONDS": "0",
         **(env or {}),
     }
     process = subprocess.Popen(
@@ -226,9 +226,21 @@ def start_litellm(work: Path, port: int, upstream: str) -> subprocess.Popen[byte
 
 def wrk(url: str, connections: int, seconds: int, work: Path, headers: dict[str, str]) -> dict[str, float]:
     script = work / "post.lua"
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}"]
+    # Every request's body differs (thread and request number in the prompt), so relaybox's
+    # deduplication and cache, on as they are by default, have nothing to coalesce or replay.
+    numbered = {**BODY, "messages": [{"role": "user", "content": "Say hello. (%d-%d)"}]}
+    lines = ['wrk.method = "POST"']
     lines += [
         f'wrk.headers["{k}"] = "{v}"' for k, v in {"Content-Type": "application/json", **headers}.items()
+    ]
+    lines += [
+        "local threads = 0",
+        'function setup(thread) thread:set("thread_number", threads); threads = threads + 1 end',
+        "local sent = 0",
+        "function request()",
+        "  sent = sent + 1",
+        f"  return wrk.format(nil, nil, nil, string.format({json.dumps(json.dumps(numbered))}, thread_number, sent))",
+        "end",
     ]
     script.write_text("\n".join(lines) + "\n")
     threads = 1 if connections < 2 else 2
@@ -323,7 +335,8 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
             stop(process)
     lines = [
         f"wrk, {seconds} s per cell, POST /v1/chat/completions (model auto), upstream nginx echo with "
-        f"{latency_ms:g} ms fixed latency; relaybox: routing + SQLite recording on, dedup off",
+        f"{latency_ms:g} ms fixed latency; bodies all different; relaybox on its defaults (routing, "
+        "SQLite recording, cache, dedup, compression on)",
         f"{'target':<16}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'errors':>8}",
     ]
     for connections in levels:

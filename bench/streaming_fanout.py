@@ -3,8 +3,9 @@
     python -m bench.streaming_fanout [--streams 1,100,400,1000]
 
 The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (20 content chunks
-100 ms apart, then [DONE]); relaybox (`relaybox serve`, routing and recording on, dedup off, a
-provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
+100 ms apart, then [DONE]); relaybox (`relaybox serve` on its defaults: model `auto`, so
+routing on every stream, recording, cache, dedup and compression on, each stream's prompt its own;
+a provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
 quart-trio endpoint generating the same stream itself, and a bare quart-trio + httpx relay passing
 the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings. Every target gets
 10 warm-up streams before anything is measured. The client is raw trio sockets (no
@@ -66,7 +67,6 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
         "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
-        "DEDUP_SECONDS": "0",
     }
     process = subprocess.Popen(
         [
@@ -120,10 +120,13 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+STREAM_NUMBERS = itertools.count()
+
+
 async def one_stream(port: int, path: str, results: list[tuple[float | None, list[float], bool]]) -> None:
-    body = json.dumps(
-        {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": "go"}]}
-    )
+    # Each stream's prompt differs, so relaybox's deduplication (on by default) has nothing to join.
+    prompt = f"go {next(STREAM_NUMBERS)}"
+    body = json.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": prompt}]})
     request = (
         f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n{body}"
@@ -231,8 +234,8 @@ async def main(levels: list[int]) -> None:
         for process in reversed(processes):
             stop(process)
     lines = [
-        f"{CHUNKS} content chunks {GAP * 1000:.0f} ms apart per stream; raw-socket client; relaybox: routing and "
-        "recording on, dedup off",
+        f"{CHUNKS} content chunks {GAP * 1000:.0f} ms apart per stream; raw-socket client; prompts all different; "
+        "relaybox on its defaults (model auto, recording, cache, dedup, compression on)",
         f"{'target':<17}{'streams':>8}{'failed':>7}{'TTFT p50':>10}{'TTFT p99':>10}{'gap p50':>9}{'gap p99':>9}"
         f"{'CPU s/1k chunks':>16}{'RSS KB/stream':>14}",
     ]

@@ -14,14 +14,14 @@ and deleting touch only sealed segments.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from relaybox.storage.records import AttemptRecord
+import orjson
+from relaybox.storage.records import COLUMNS, AttemptRecord
 
 log = logging.getLogger("relaybox.recorder")
 
@@ -32,7 +32,7 @@ SUFFIX = ".jsonl"
 
 
 def as_lines(records: Iterable[AttemptRecord]) -> bytes:
-    return b"".join(json.dumps(r.to_json(), separators=(",", ":")).encode() + b"\n" for r in records)
+    return b"".join(orjson.dumps({c: getattr(r, c) for c in COLUMNS}) + b"\n" for r in records)
 
 
 class Journal:
@@ -108,7 +108,7 @@ def read_records(file: TextIO, count: int) -> list[AttemptRecord]:
         if not line.strip():
             continue
         try:
-            records.append(AttemptRecord.from_json(json.loads(line)))
+            records.append(AttemptRecord.from_json(orjson.loads(line)))
         except (ValueError, TypeError) as error:
             log.warning("skipped a journal line that is not a record (%s): %.80r", error, line)
             continue

@@ -1,7 +1,9 @@
 """SQLite storage, the embedded default: one file, WAL mode, blocking calls on a worker thread.
 
 All calls share one connection, serialised by a capacity limiter of one: SQLite has one writer
-anyway, and readers in WAL mode never block it.
+anyway, and readers in WAL mode never block it. The request log's records, the bulk of the
+writes, go through a writer process instead (`storage/sqlite_writer.py`); the file's lock keeps
+the two writers apart.
 """
 
 from __future__ import annotations
@@ -23,14 +25,8 @@ from relaybox.storage.queries import (
     ab_results_query,
     evidence_query,
     evidence_rows,
-    key_minute_rows,
-    key_tokens_upsert,
-    key_usage_rows,
-    key_usage_upsert,
     rating_update,
     response_chain_query,
-    rollup_rows,
-    rollup_upsert,
     since_day,
     stats_queries,
     stored_response_insert,
@@ -52,6 +48,8 @@ from relaybox.storage.records import (
     stored_label,
 )
 from relaybox.storage.schema import SQLITE_MIGRATIONS
+from relaybox.storage.sqlite_writer import open_log
+from relaybox.storage.writer_process import WriterProcess
 
 T = TypeVar("T")
 _BOOLEAN_COLUMNS = {"streaming", "fallback_used", "cache_hit", "cli_success"}
@@ -64,15 +62,13 @@ class SQLiteStorage:
         self.path = path
         self._connection: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self._writer = WriterProcess(path)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             if self._connection is None:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-                self._connection = connection
+                self._connection = open_log(self.path)
             try:
                 with self._connection:  # one transaction per call
                     return work(self._connection)
@@ -96,37 +92,8 @@ class SQLiteStorage:
         return await self._run(work)
 
     async def insert_records(self, records: list[AttemptRecord]) -> int:
-        columns = ", ".join(COLUMNS)
-        marks = ", ".join("?" for _ in COLUMNS)
-
-        def work(db: sqlite3.Connection) -> int:
-            ids = [r.id for r in records]
-            existing = set()
-            for start in range(0, len(ids), 900):
-                chunk = ids[start : start + 900]
-                existing.update(
-                    row[0]
-                    for row in db.execute(
-                        f"SELECT id FROM task_logs WHERE id IN ({', '.join('?' for _ in chunk)})", chunk
-                    )
-                )
-            new = [r for r in records if r.id not in existing]
-            new = list({r.id: r for r in new}.values())
-            db.executemany(
-                f"INSERT INTO task_logs ({columns}) VALUES ({marks})",
-                [tuple(getattr(r, c) for c in COLUMNS) for r in new],
-            )
-            db.executemany(rollup_upsert(SQLITE), rollup_rows(new))
-            db.executemany(key_usage_upsert(SQLITE), key_usage_rows(new))
-            minutes = key_minute_rows(new)
-            if minutes:
-                db.executemany(key_tokens_upsert(SQLITE), minutes)
-                db.execute(
-                    "DELETE FROM key_windows WHERE window_start < ?", (max(m for _, m, _ in minutes) - 300,)
-                )
-            return len(new)
-
-        return await self._run(work)
+        # In a process of its own: see storage/sqlite_writer.py for why.
+        return await self._writer.write(records)
 
     async def record_count(self) -> int:
         return await self._run(lambda db: db.execute("SELECT count(*) FROM task_logs").fetchone()[0])
@@ -411,6 +378,8 @@ class SQLiteStorage:
         return changed > 0
 
     async def aclose(self) -> None:
+        await self._writer.aclose()
+
         def close() -> None:
             if self._connection is not None:
                 self._connection.close()

@@ -56,6 +56,21 @@ async def test_an_answer_ends_only_once_its_record_is_in_the_journal(
     assert group_id(response.headers["x-task-id"]) in stream_journaled
 
 
+def writers_of(data: Path) -> list[int]:
+    """Pids of live SQLite writer processes on the log in `data`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        ours = b"relaybox.storage.sqlite_writer" in command and str(data).encode() in b" ".join(command)
+        if ours and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
 async def test_kill_9_under_load_loses_no_answered_request(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     """16 clients, streaming and not, then kill -9 at a random moment and a restart: every
     request that got its whole answer is in the request log."""
@@ -88,12 +103,15 @@ async def test_kill_9_under_load_loses_no_answered_request(tmp_path: Path, fake_
             for index in range(16):
                 nursery.start_soon(client_loop, index)
             await trio.sleep(1.5 + rng.random())
+            assert writers_of(data), "the request log's writer process runs beside relaybox"
             process.kill()  # SIGKILL: no drain, no flush, nothing
             await process.wait()
     finally:
         if process.returncode is None:
             process.kill()
     assert process.returncode == -signal.SIGKILL and len(answered) > 100
+    # Its request log's writer process sees its pipe close and ends too: nothing is left running.
+    await eventually(lambda: not writers_of(data), within=10)
     restarted, _ = await serving_child(fake_openai, data)
     try:
 

@@ -21,6 +21,7 @@ from relaybox.actors.recorder import RecorderActor
 from relaybox.actors.supervisor import RestartPolicy, Supervisor
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.events import Answering, ContentDelta, Event, Failed, Finished
+from relaybox.storage.journal import as_lines
 from relaybox.storage.records import AttemptRecord
 from relaybox.storage.sqlite import SQLiteStorage
 from relaybox.web.answer import Begun
@@ -263,8 +264,10 @@ async def test_a_journal_is_replayed_a_batch_at_a_time_past_a_torn_last_line(tmp
 
     journal = tmp_path / "journal"
     journal.mkdir()
-    lines = "".join(json.dumps(a_record(i).to_json()) + "\n" for i in range(1200))
-    (journal / "000000000007.jsonl").write_text(lines + '{"id": "torn by a kill mid-wri')
+    lines = as_lines(a_record(i) for i in range(1200))
+    # The last line torn by a kill in the middle of a character ("☕" is three bytes in UTF-8).
+    torn = as_lines([attrs.evolve(a_record(1200), prompt_summary="coffee ☕ please")])
+    (journal / "000000000007.jsonl").write_bytes(lines + torn[: torn.index("☕".encode()) + 1])
     storage = CountingStorage(str(tmp_path / "relaybox.db"))
     recorder = RecorderActor(storage, str(journal), batch_size=500)
     async with trio.open_nursery() as nursery:

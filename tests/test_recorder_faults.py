@@ -102,6 +102,33 @@ async def test_a_full_buffer_is_left_to_the_journal_and_replayed(tmp_path: Path)
     await storage.aclose()
 
 
+async def test_a_killed_writer_process_is_started_again_and_no_record_is_lost(tmp_path: Path) -> None:
+    """The request log's writer process dies (kill -9) while records keep coming: the batch it
+    held is sent again to a new one, and every record is stored once."""
+    storage = SQLiteStorage(str(tmp_path / "db.sqlite"))
+    recorder = RecorderActor(
+        storage, str(tmp_path / "journal"), batch_size=50, flush_interval=0.01, backoff_initial=0.01
+    )
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(Supervisor("t", RestartPolicy()).run)
+        await supervisor.start_child(recorder)
+        for i in range(600):
+            recorder.record(a_record(i))
+            if i == 200:
+                await eventually(lambda: recorder.written > 0, within=10)
+                writer = storage._writer._process
+                assert writer is not None
+                writer.kill()
+            if i % 20 == 0:
+                await trio.sleep(0.005)
+        await eventually(lambda: recorder.written >= 600, within=20)
+        await supervisor.stop("recorder")
+        nursery.cancel_scope.cancel()
+    assert storage._writer.started == 2 and await storage.record_count() == 600
+    await storage.aclose()
+    assert storage._writer._process is None
+
+
 async def test_shutdown_with_storage_down_keeps_the_journal_and_a_restart_replays(tmp_path: Path) -> None:
     storage = SwitchableStorage(str(tmp_path / "db.sqlite"))
     storage.down = True
