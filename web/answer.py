@@ -132,7 +132,14 @@ async def collect(receive: EventSource) -> Collected:
     vectors: tuple[tuple[float, ...], ...] = ()
     usage: Usage | None = None
     while True:
-        event = await next_event(receive)
+        # What has arrived is taken without a checkpoint each: a whole answer's events usually
+        # come in one go, and waking this task once for them all is enough.
+        try:
+            event = receive.receive_nowait()
+        except trio.WouldBlock:
+            event = await next_event(receive)
+        except trio.EndOfChannel:
+            event = Failed(unexpected(None))
         if isinstance(event, ContentDelta):
             text.append(event.text)
         elif isinstance(event, GeneratedImages):

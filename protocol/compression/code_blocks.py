@@ -15,6 +15,7 @@ import re
 
 from relaybox.protocol.chat import ChatMessage
 from relaybox.protocol.compression.segments import Segment, last_user_index, split, with_text
+from relaybox.protocol.compression.whitespace import without_trailing_spaces
 
 WHITESPACE_INSENSITIVE = frozenset(
     {
@@ -29,7 +30,6 @@ C_FAMILY = frozenset(
     {"c", "h", "cpp", "c++", "cc", "hpp", "cs", "csharp", "java", "kotlin", "kt", "scala", "go", "rust", "rs",
      "js", "javascript", "jsx", "ts", "typescript", "tsx", "swift", "dart", "php", "zig", "solidity"}
 )  # fmt: skip
-TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 COMMENT_LINE = re.compile(r"^[ \t]*//[^\n]*\n", re.MULTILINE)
 
@@ -42,7 +42,9 @@ def optimise_block(segment: Segment, aggressive: bool) -> str:
     lines = rest.splitlines(keepends=True)
     if lines and lines[-1].strip().startswith(opening.strip()[:3]):
         body, closing = "".join(lines[:-1]), lines[-1]
-    body = BLANK_RUNS.sub("\n\n", TRAILING.sub("", body))
+    body = without_trailing_spaces(body)
+    if "\n\n\n" in body:  # with no trailing spaces left, a blank run is three newlines in a row
+        body = BLANK_RUNS.sub("\n\n", body)
     if aggressive and segment.language in ("json", "jsonc"):
         with contextlib.suppress(ValueError):  # not JSON after all: left as it is
             body = json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False) + "\n"

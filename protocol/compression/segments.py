@@ -21,6 +21,8 @@ class Segment:
 def split(text: str) -> list[Segment]:
     """Prose and fenced code blocks, in order; the fences belong to their block, so
     `"".join(s.text for s in split(t)) == t` always holds. An unclosed fence runs to the end."""
+    if "```" not in text and "~~~" not in text:  # no fence at all (most messages): one look
+        return [Segment(text)] if text else []
     segments: list[Segment] = []
     prose: list[str] = []
     lines = text.splitlines(keepends=True)

@@ -18,9 +18,23 @@ INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 
 
 def tidy(text: str, *, inner: bool = False) -> str:
-    text = TRAILING.sub("", text.replace("\r\n", "\n"))
-    text = BLANK_RUNS.sub("\n\n", text)
-    return INNER_SPACES.sub(" ", text) if inner else text
+    # Each pattern runs only where a plain substring search says it can match: most text sent
+    # again and again by an agent is tidy already, and these expressions cost more than the search.
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    text = without_trailing_spaces(text)
+    if "\n\n\n" in text:
+        text = BLANK_RUNS.sub("\n\n", text)
+    if inner and ("  " in text or "\t" in text):
+        text = INNER_SPACES.sub(" ", text)
+    return text
+
+
+def without_trailing_spaces(text: str) -> str:
+    """The text without spaces or tabs at the end of its lines."""
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        return TRAILING.sub("", text)
+    return text
 
 
 def tidy_prose(text: str, *, inner: bool = False) -> str:
