@@ -5,8 +5,9 @@
 Two loads, each against an nginx upstream as in the other benchmarks: `--streams` concurrent SSE
 streams (`bench.streaming_fanout`'s), and wrk with `--connections` non-streaming clients
 (`bench.http_throughput`'s). py-spy (installed into this environment on first use) samples the
-server at 200 Hz; each sample is charged to the innermost frame's package, so the table says how
-much of the CPU is relaybox's own code and how much each part of the stack takes. Raw samples are
+server at 200 Hz, only the thread holding the GIL; each sample is charged to the innermost frame's
+package, so the table says how much of the CPU is relaybox's own code and how much each part of the
+stack takes, and then to the part of the request it was working for. Raw samples are
 kept in `bench/results/profile-*.txt` (not committed; py-spy's raw format, for a flame graph).
 """
 
@@ -55,6 +56,38 @@ def package_of(frame: str) -> tuple[str, str]:
     return package, f"{match['function']} ({path.rsplit('/', 1)[-1]})"
 
 
+# Where a sample belongs, by the first of these found anywhere on its stack (inclusive: a stage's
+# share includes the library code it calls).
+PARTS = (
+    ("request log: writer thread", ("insert_records", "SQLiteStorage._run")),
+    ("request log: recorder actor", ("RecorderActor",)),
+    ("provider: upstream call (httpx)", ("HttpApiTransport.run",)),
+    ("provider: forwarding, pricing, record", ("Forwarder", "attempt_record")),
+    ("provider: the rest", ("ProviderActor",)),
+    ("router actor (classify, route)", ("RouterActor",)),
+    ("handler: pipeline (cache, dedup, compression)", ("RequestPipeline",)),
+    ("handler: body read and parsed", ("read_json", "parse_chat_request")),
+    ("handler: answer collected or streamed", ("Begun.collect", "_rendered", "openai_completion")),
+    ("handler: guard and keys", ("keep_strangers_out", "admit")),
+    ("access log", ("AccessLog",)),
+    ("Quart", ("quart/", "quart_trio/")),
+    ("hypercorn and h11", ("hypercorn/", "h11/")),
+    ("supervision", ("Supervisor",)),
+)
+
+
+def parts(raw: Path) -> list[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        part = next((name for name, marks in PARTS if any(m in stack for m in marks)), None)
+        counts[part or "trio's scheduler, and stacks py-spy saw only in part"] += int(count)
+    lines = ["", "  by part of the request (anywhere on the stack, first match):"]
+    return lines + [f"  {share / total:>6.1%}  {name}" for name, share in counts.most_common()]
+
+
 def summarize(raw: Path, title: str) -> list[str]:
     by_package: collections.Counter[str] = collections.Counter()
     own_functions: collections.Counter[str] = collections.Counter()
@@ -73,13 +106,17 @@ def summarize(raw: Path, title: str) -> list[str]:
     lines += [f"  {share / total:>6.1%}  {package}" for package, share in by_package.most_common(14)]
     lines += ["", "  relaybox's own functions (innermost frame):"]
     lines += [f"  {share / total:>6.1%}  {function}" for function, share in own_functions.most_common(10)]
-    return lines
+    return lines + parts(raw)
 
 
 def record(py_spy: Path, pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """Samples of the thread holding the GIL only (`--gil`): a thread waiting for it, or running C
+    code without it (SQLite, a socket call), is not doing the serving loop's work."""
     command = [str(py_spy), "record", "-r", "200", "-p", str(pid), "-f", "raw", "-o", str(output)]
     return subprocess.Popen(
-        [*command, "--nonblocking", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "--nonblocking", "--threads", "--gil"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

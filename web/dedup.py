@@ -16,7 +16,6 @@ cache policy.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import attrs
@@ -141,12 +140,17 @@ class _SharedAnswer:
 
     async def next_for(self, reader: _Reader) -> Event:
         assert self._begun is not None
-        # A checkpoint, as a channel's receive is: a whole buffered answer must not be consumed
-        # before the followers waiting to join it have run.
-        await trio.lowlevel.checkpoint()
         while True:
-            with contextlib.suppress(trio.WouldBlock):
-                return self.ready_for(reader)
+            try:
+                event = self.ready_for(reader)
+            except trio.WouldBlock:
+                pass
+            else:
+                # A checkpoint, as a channel's receive has when an event is waiting: a whole
+                # buffered answer must not be consumed before the followers waiting to join it
+                # have run. (Waiting for the next event below is one already.)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return event
             if self._exhausted:
                 raise trio.EndOfChannel
             if self._pulling:
