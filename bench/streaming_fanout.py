@@ -53,7 +53,10 @@ def start_streaming_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
     return start_nginx(work, port, location, content_type="text/event-stream")
 
 
-def start_relaybox(work: Path, port: int, upstream: str, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_relaybox(
+    work: Path, port: int, upstream: str, workers: int = 1, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`relaybox serve` on its defaults, with `env` added to its environment."""
     (work / "relaybox.toml").write_text(
         f"""[providers.bench]
 base_url = "{upstream}"
@@ -63,10 +66,11 @@ mailbox = 2000
 models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
 """
     )
-    env = {
+    environment = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
+        **(env or {}),
     }
     process = subprocess.Popen(
         [
@@ -81,7 +85,7 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
             "--workers",
             str(workers),
         ],
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -88,6 +88,7 @@ def build_transport(config: ProviderConfig, settings: Settings) -> Transport:
         api_key=config.api_key,
         dialect=dialect_for(config),
         connections=config.limits.slots,
+        http2=config.http2,
     )
 
 

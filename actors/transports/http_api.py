@@ -43,9 +43,11 @@ class HttpApiTransport:
         api_key: str | None,
         dialect: Dialect,
         connections: int = 64,
+        http2: bool = False,
         client_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.http2 = http2
         self.dialect = dialect
         self._api_key = api_key
         self._connections = connections
@@ -66,6 +68,9 @@ class HttpApiTransport:
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
         # Timeouts are the provider actor's cancel scopes; only connecting gets a limit here.
         timeout = httpx.Timeout(None, connect=10.0)
+        # HTTP/2 is offered over TLS (the server may keep to HTTP/1.1); over cleartext it can only
+        # be spoken from the first byte (prior knowledge): no HTTP/1.1 then.
+        cleartext = self.base_url.startswith("http://")
         async with AsyncExitStack() as stack:
             self._clients = [
                 await stack.enter_async_context(
@@ -73,6 +78,8 @@ class HttpApiTransport:
                         headers={"user-agent": "relaybox"},
                         limits=limits,
                         timeout=timeout,
+                        http2=self.http2,
+                        http1=not (self.http2 and cleartext),
                         transport=self._client_transport,
                     )
                 )

@@ -107,7 +107,7 @@ def _custom_provider(
         default_model=str(item.get("defaultModel", item.get("default_model", models[0].id))),
         limits=values.limits(item, slots=64, mailbox=64, idle_timeout=timeout_local),
         priority=values.integer(item.get("priority", 0), "priority"),
-        local_setting=values.local_flag(item),
+        local_setting=values.flag(item, "local"),
         base_url=base_url,
         api_key=api_key,
         host_type=host_type,
@@ -116,6 +116,7 @@ def _custom_provider(
         embedding_models=values.models(item["embedding_models"], where)
         if item.get("embedding_models")
         else (),
+        http2=bool(values.flag(item, "http2")),
     )
 
 
@@ -144,7 +145,7 @@ def _builtin_api(
         default_model=str(section.get("default_model", served.default_model)),
         limits=values.limits(section, slots=256, mailbox=256, idle_timeout=120),
         priority=values.integer(section.get("priority", 0), "priority"),
-        local_setting=values.local_flag(section),
+        local_setting=values.flag(section, "local"),
         accepts_prefixes=builtin.prefixes,
         base_url=base_url,
         api_key=api_key,
@@ -155,6 +156,7 @@ def _builtin_api(
         embedding_models=values.models(section["embedding_models"], where)
         if "embedding_models" in section
         else served.embedding_models,
+        http2=bool(values.flag(section, "http2")),
     )
 
 
@@ -256,7 +258,7 @@ def _ollama(
             idle_timeout=values.number(env.get("TIMEOUT_LOCAL", 300), "TIMEOUT_LOCAL"),
         ),
         priority=values.integer(section.get("priority", 0), "priority"),
-        local_setting=values.local_flag(section),
+        local_setting=values.flag(section, "local"),
         base_url=base_url,
         embedding_models=embedders,
     )
@@ -331,7 +333,7 @@ def _cli_provider(
         default_model=str(section.get("default_model", cli.default_model)),
         limits=limits,
         priority=values.integer(section.get("priority", 0), "priority"),
-        local_setting=values.local_flag(section),
+        local_setting=values.flag(section, "local"),
         accepts_prefixes=cli.prefixes,
         executable=executable,
         system_prompt=system_prompt,

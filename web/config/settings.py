@@ -39,6 +39,9 @@ class ProviderConfig:
     image_models: tuple[ModelEntry, ...] = ()
     image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
     embedding_models: tuple[ModelEntry, ...] = ()  # models that answer POST /v1/embeddings
+    # HTTP/2 to the upstream: offered over https (HTTP/1.1 if the server declines), spoken from the
+    # start over http:// (the server must speak HTTP/2 in cleartext).
+    http2: bool = False
     # the CLIs (claude-cli, gemini-cli)
     executable: str | None = None
     system_prompt: SystemPromptStrategy = SystemPromptStrategy.REPLACE  # claude-cli

@@ -28,10 +28,11 @@ def integer(value: object, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
-def local_flag(section: Mapping[str, Any]) -> bool | None:
-    value = section.get("local")
+def flag(section: Mapping[str, Any], name: str) -> bool | None:
+    """A true/false setting of a section; None when it is not set."""
+    value = section.get(name)
     if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"'local' must be true or false, got {value!r}")
+        raise ConfigError(f"'{name}' must be true or false, got {value!r}")
     return value
 
 
