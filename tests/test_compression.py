@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relaybox.protocol import tokens
 from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolCall
+from relaybox.protocol.compression import code_blocks, whitespace
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.compression.repeats import MIN_CHARS
-from relaybox.protocol.compression.segments import last_user_index, split
+from relaybox.protocol.compression.segments import Segment, last_user_index, split
 from relaybox.protocol.compression.trimming import trim
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -106,6 +107,28 @@ def assert_paired(messages: list[ChatMessage] | tuple[ChatMessage, ...]) -> None
     answered = {m.tool_call_id for m in messages if m.role == "tool"}
     assert answered <= called, "a tool result without its call"
     assert called <= answered, "a tool call without its result"
+
+
+# Text made of what the whitespace patterns and the fence finder look at.
+TRICKY_TEXT = st.text(alphabet=" \t\n\r`~ax", max_size=60)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(TRICKY_TEXT, st.booleans())
+def test_the_substring_checks_skip_a_pattern_only_where_it_cannot_match(text: str, inner: bool) -> None:
+    """`tidy` runs each pattern only when a substring search says it can match: the same result as
+    running them all, and `split`'s shortcut for text without fences the same as its full walk."""
+    everything = whitespace.TRAILING.sub("", text.replace("\r\n", "\n"))
+    everything = whitespace.BLANK_RUNS.sub("\n\n", everything)
+    if inner:
+        everything = whitespace.INNER_SPACES.sub(" ", everything)
+    assert whitespace.tidy(text, inner=inner) == everything
+    assert "".join(segment.text for segment in split(text)) == text
+    if "```" not in text and "~~~" not in text:
+        assert not any(segment.code for segment in split(text))
+    block = Segment(f"```js\n{text}\n```\n", code=True, language="js")
+    body = code_blocks.BLANK_RUNS.sub("\n\n", whitespace.TRAILING.sub("", f"{text}\n"))
+    assert code_blocks.optimise_block(block, aggressive=False) == f"```js\n{body}```\n"
 
 
 @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
