@@ -71,11 +71,14 @@ class WriterProcess:
                 return self._process
             log.warning("the SQLite writer process ended (exit code %s)", self._process.returncode)
         self._received.clear()
-        self._process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "relaybox.storage.sqlite_writer", self.path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        try:
+            self._process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "relaybox.storage.sqlite_writer", self.path],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as error:  # out of processes or memory: storage is down until it can start
+            raise StorageError(f"cannot start the SQLite writer process: {error}") from None
         self.started += 1
         return self._process
 
