@@ -103,7 +103,8 @@ def serve(path: str, requests: BinaryIO, answers: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the serving process decides when the log stops
-    # (it closes this process's stdin once the last batch is written).
+    # Ctrl-C, or a service manager's SIGTERM, reaches the whole process group: the serving process
+    # decides when the log stops (it closes this process's stdin once its last batch is written).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)

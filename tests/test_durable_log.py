@@ -109,7 +109,7 @@ async def test_kill_9_under_load_loses_no_answered_request(tmp_path: Path, fake_
     finally:
         if process.returncode is None:
             process.kill()
-    assert process.returncode == -signal.SIGKILL and len(answered) > 100
+    assert process.returncode == -signal.SIGKILL and len(answered) > 50, "enough load to lose some"
     # Its request log's writer process sees its pipe close and ends too: nothing is left running.
     await eventually(lambda: not writers_of(data), within=10)
     restarted, _ = await serving_child(fake_openai, data)

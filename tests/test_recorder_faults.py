@@ -274,7 +274,7 @@ async def test_sigterm_during_load_loses_no_record(tmp_path: Path, fake_openai: 
     finally:
         if process.returncode is None:
             process.kill()
-    assert code == 0 and answered > 50
+    assert code == 0 and answered > 20, "enough requests were answered to lose some"
     with sqlite3.connect(data / "relaybox.db") as db:
         recorded = db.execute("SELECT count(*) FROM task_logs WHERE status = 'success'").fetchone()[0]
     assert recorded >= answered, f"{answered} answered but {recorded} recorded"
