@@ -39,6 +39,7 @@ from bench.plot import grouped_bars
 
 HERE = Path(__file__).parent
 LITELLM_VENV = HERE / ".litellm-venv"
+LITELLM_KEY = "sk-litellm-bench"
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 DEBIAN_PACKAGES = ("nginx-core", "libnginx-mod-http-echo", "wrk")
 
@@ -207,9 +208,9 @@ def start_litellm(work: Path, port: int, upstream: str) -> subprocess.Popen[byte
         f"      api_base: {upstream}\n"
         "      api_key: sk-bench\n"
         "general_settings:\n"
-        "  master_key: sk-litellm-bench\n"
+        f"  master_key: {LITELLM_KEY}\n"
     )
-    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-litellm-bench", "LITELLM_LOG": "ERROR"}
+    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOG": "ERROR"}
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
         [str(executable), "--config", str(work / "litellm.yaml"), "--port", str(port), "--num_workers", "1"],
@@ -219,7 +220,7 @@ def start_litellm(work: Path, port: int, upstream: str) -> subprocess.Popen[byte
         start_new_session=True,
     )
     wait_until_up(
-        f"http://127.0.0.1:{port}/health/liveliness", {"Authorization": "Bearer sk-litellm-bench"}, within=180
+        f"http://127.0.0.1:{port}/health/liveliness", {"Authorization": f"Bearer {LITELLM_KEY}"}, within=180
     )
     return process
 
@@ -326,7 +327,7 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
                 (
                     "LiteLLM proxy",
                     f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
-                    {"Authorization": "Bearer sk-litellm-bench"},
+                    {"Authorization": f"Bearer {LITELLM_KEY}"},
                 )
             )
         results = measure(targets, levels, seconds, work)

@@ -7,7 +7,8 @@ The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (2
 routing on every stream, recording, cache, dedup and compression on, each stream's prompt its own;
 a provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
 quart-trio endpoint generating the same stream itself, and a bare quart-trio + httpx relay passing
-the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings. Every target gets
+the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings; LiteLLM's proxy
+(one worker, as `bench.http_throughput` runs it; `--skip-litellm` leaves it out) is the peer. Every target gets
 10 warm-up streams before anything is measured. The client is raw trio sockets (no
 HTTP library in the way): each stream sends its request, then notes when data arrives. Reported
 per target and level: failed streams, time to first content (p50/p99), gaps between arrivals
@@ -31,7 +32,15 @@ import trio
 
 from bench.bare_stack import STREAM_CHUNKS as CHUNKS
 from bench.bare_stack import STREAM_GAP as GAP
-from bench.http_throughput import ensure_tools, free_port, start_nginx, stop, wait_until_up
+from bench.http_throughput import (
+    LITELLM_KEY,
+    ensure_tools,
+    free_port,
+    start_litellm,
+    start_nginx,
+    stop,
+    wait_until_up,
+)
 from bench.machine import percentile, write
 from bench.plot import grouped_bars
 
@@ -127,12 +136,15 @@ def rss_kb(pid: int) -> int:
 STREAM_NUMBERS = itertools.count()
 
 
-async def one_stream(port: int, path: str, results: list[tuple[float | None, list[float], bool]]) -> None:
+async def one_stream(
+    port: int, path: str, results: list[tuple[float | None, list[float], bool]], key: str | None
+) -> None:
     # Each stream's prompt differs, so relaybox's deduplication (on by default) has nothing to join.
     prompt = f"go {next(STREAM_NUMBERS)}"
     body = json.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": prompt}]})
+    authorization = f"authorization: Bearer {key}\r\n" if key else ""
     request = (
-        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{authorization}"
         f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n{body}"
     ).encode()
     started = trio.current_time()
@@ -160,7 +172,9 @@ async def one_stream(port: int, path: str, results: list[tuple[float | None, lis
     results.append((first, gaps, ok and len(arrivals) >= CHUNKS // 2))
 
 
-async def level(port: int, path: str, streams: int, server_pid: int | None) -> dict[str, float]:
+async def level(
+    port: int, path: str, streams: int, server_pid: int | None, key: str | None = None
+) -> dict[str, float]:
     results: list[tuple[float | None, list[float], bool]] = []
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     rss_before = rss_kb(server_pid) if server_pid else 0
@@ -176,7 +190,7 @@ async def level(port: int, path: str, streams: int, server_pid: int | None) -> d
         nursery.start_soon(watch)
         async with trio.open_nursery() as clients:
             for _ in range(streams):
-                clients.start_soon(one_stream, port, path, results)
+                clients.start_soon(one_stream, port, path, results, key)
         nursery.cancel_scope.cancel()
     firsts = [f for f, _, ok in results if ok and f is not None]
     gaps = [g for _, gs, ok in results if ok for g in gs]
@@ -193,10 +207,10 @@ async def level(port: int, path: str, streams: int, server_pid: int | None) -> d
     }
 
 
-async def main(levels: list[int]) -> None:
+async def main(levels: list[int], skip_litellm: bool) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-fanout-"))
-    upstream_port, relay_port, relay2_port, bare_port = free_port(), free_port(), free_port(), free_port()
+    upstream_port, relay_port, relay2_port, bare_port, litellm_port = (free_port() for _ in range(5))
     processes = [start_streaming_nginx(work, upstream_port)]
     try:
         relay = start_relaybox(work, relay_port, f"http://127.0.0.1:{upstream_port}/v1")
@@ -219,19 +233,23 @@ async def main(levels: list[int]) -> None:
         )
         processes.append(bare)
         wait_until_up(f"http://127.0.0.1:{bare_port}/ready")
-        targets = [
-            ("direct (nginx)", upstream_port, "/v1/chat/completions", None),
-            ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid),
-            ("bare relay", bare_port, "/relay/v1/chat/completions", bare.pid),
-            ("relaybox", relay_port, "/v1/chat/completions", relay.pid),
-            ("relaybox -w 2", relay2_port, "/v1/chat/completions", relay2.pid),
+        targets: list[tuple[str, int, str, int | None, str | None]] = [
+            ("direct (nginx)", upstream_port, "/v1/chat/completions", None, None),
+            ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid, None),
+            ("bare relay", bare_port, "/relay/v1/chat/completions", bare.pid, None),
+            ("relaybox", relay_port, "/v1/chat/completions", relay.pid, None),
+            ("relaybox -w 2", relay2_port, "/v1/chat/completions", relay2.pid, None),
         ]
-        for _, port, path, _ in targets:  # warm-up: connections and clients made before anything counts
-            await level(port, path, 10, None)
+        if not skip_litellm:
+            litellm = start_litellm(work, litellm_port, f"http://127.0.0.1:{upstream_port}/v1")
+            processes.append(litellm)
+            targets.append(("LiteLLM proxy", litellm_port, "/v1/chat/completions", litellm.pid, LITELLM_KEY))
+        for _, port, path, _, key in targets:  # warm-up: connections and clients made before anything counts
+            await level(port, path, 10, None, key)
         results = {}
         for streams in levels:
-            for name, port, path, pid in targets:
-                results[(name, streams)] = await level(port, path, streams, pid)
+            for name, port, path, pid, key in targets:
+                results[(name, streams)] = await level(port, path, streams, pid, key)
                 print(f"  {name} x {streams}: {results[(name, streams)]}", flush=True)
                 await trio.sleep(1)
     finally:
@@ -250,11 +268,18 @@ async def main(levels: list[int]) -> None:
                 f"{name:<17}{streams:>8}{r['failed']:>7.0f}{r['ttft50']:>10.0f}{r['ttft99']:>10.0f}{r['gap50']:>9.0f}"
                 f"{r['gap99']:>9.0f}{r['cpu_per_1000']:>16.2f}{r['rss_per_stream']:>14.0f}"
             )
+        relaybox, bare_relay = results[("relaybox", streams)], results[("bare relay", streams)]
+        summary = (
+            f"{'':<22}relaybox's TTFT p50 {relaybox['ttft50'] / bare_relay['ttft50']:.2f}x the bare relay's"
+        )
+        if not skip_litellm:
+            summary += f", {results[('LiteLLM proxy', streams)]['ttft50'] / relaybox['ttft50']:.1f}x faster than LiteLLM"
+        lines.append(summary)
     table = "\n".join(lines)
     print(table)
     print(f"written to {write('streaming_fanout', table)}")
     served = [name for name, *_ in targets]
-    measured = [name for name, _, _, pid in targets if pid]
+    measured = [name for name, _, _, pid, _ in targets if pid]
 
     def series(metric: str, names: list[str]) -> dict[str, list[float]]:
         return {name: [results[(name, streams)][metric] for streams in levels] for name in names}
@@ -276,5 +301,6 @@ async def main(levels: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="1,100,400,1000")
+    parser.add_argument("--skip-litellm", action="store_true")
     arguments = parser.parse_args()
-    trio.run(main, [int(n) for n in arguments.streams.split(",")])
+    trio.run(main, [int(n) for n in arguments.streams.split(",")], arguments.skip_litellm)
