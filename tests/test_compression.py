@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relaybox.protocol import tokens
 from relaybox.protocol.chat import ChatMessage, ChatRequest, ToolCall
-from relaybox.protocol.compression import code_blocks, whitespace
+from relaybox.protocol.compression import code_blocks, segments, whitespace
 from relaybox.protocol.compression.pipeline import compress
 from relaybox.protocol.compression.repeats import MIN_CHARS
 from relaybox.protocol.compression.segments import Segment, last_user_index, split
@@ -129,6 +129,19 @@ def test_the_substring_checks_skip_a_pattern_only_where_it_cannot_match(text: st
     block = Segment(f"```js\n{text}\n```\n", code=True, language="js")
     body = code_blocks.BLANK_RUNS.sub("\n\n", whitespace.TRAILING.sub("", f"{text}\n"))
     assert code_blocks.optimise_block(block, aggressive=False) == f"```js\n{body}```\n"
+
+
+def test_a_split_is_remembered_for_the_next_stage_and_a_huge_text_is_not() -> None:
+    """Every stage splits each message again: a text's split is remembered (so an unchanged message
+    is walked once), and a text past the size limit is never kept, whatever a client sends."""
+    fenced = "Look at this:\n```python\nprint('hi')   \n```\nThanks.\n"
+    first = split(fenced)
+    assert split(fenced) is first  # remembered: the same segments, not walked again
+    assert [s.code for s in first] == [False, True, False]
+    huge = fenced * (segments._REMEMBERED_CHARS // len(fenced) + 1)
+    kept = segments._remembered_split.cache_info().currsize
+    assert "".join(s.text for s in split(huge)) == huge
+    assert segments._remembered_split.cache_info().currsize == kept
 
 
 @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

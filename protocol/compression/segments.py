@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -18,11 +19,24 @@ class Segment:
     language: str = ""  # of a code block, lower case; "" when the fence names none
 
 
-def split(text: str) -> list[Segment]:
+# Texts up to this size have their split remembered: every stage splits each message again, and an
+# agent sends the same history with every turn. The memory is bounded: `_SPLITS_KEPT` texts of at
+# most this size, with their segments.
+_REMEMBERED_CHARS = 32_000
+_SPLITS_KEPT = 256
+
+
+def split(text: str) -> tuple[Segment, ...]:
     """Prose and fenced code blocks, in order; the fences belong to their block, so
     `"".join(s.text for s in split(t)) == t` always holds. An unclosed fence runs to the end."""
     if "```" not in text and "~~~" not in text:  # no fence at all (most messages): one look
-        return [Segment(text)] if text else []
+        return (Segment(text),) if text else ()
+    if len(text) > _REMEMBERED_CHARS:
+        return _split_fenced(text)
+    return _remembered_split(text)
+
+
+def _split_fenced(text: str) -> tuple[Segment, ...]:
     segments: list[Segment] = []
     prose: list[str] = []
     lines = text.splitlines(keepends=True)
@@ -50,7 +64,10 @@ def split(text: str) -> list[Segment]:
         segments.append(Segment("".join(block), code=True, language=opening.group(2).lower()))
     if prose:
         segments.append(Segment("".join(prose)))
-    return segments
+    return tuple(segments)
+
+
+_remembered_split = functools.lru_cache(maxsize=_SPLITS_KEPT)(_split_fenced)
 
 
 def last_user_index(messages: tuple[ChatMessage, ...]) -> int:
