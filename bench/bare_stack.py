@@ -5,9 +5,15 @@
 Three endpoints, nothing else: `POST /static/v1/chat/completions` answers a fixed completion
 without calling anything; `POST /proxy/v1/chat/completions` reads the body and passes it to the
 upstream with one shared httpx client, returning what comes back (the naive pass-through);
+`POST /proxy-hop/v1/chat/completions` is that pass-through with the call made as an actor design
+makes it: the request told to a long-lived task through its mailbox, which runs the call in a task
+of its own, whose answer comes back through a reply channel;
 `POST /stream/v1/chat/completions` generates an SSE stream of 20 chunks 100 ms apart itself;
 `POST /relay/v1/chat/completions` streams the upstream's answer through unread (its bytes as they
-arrive, over 16 httpx clients as relaybox spreads its connections). The benchmarks load these in
+arrive, over 16 httpx clients as relaybox spreads its connections); `POST /hop/v1/chat/completions`
+is the same relay with the upstream read by a task of its own that hands each piece to the response
+through a memory channel, as an actor design does (relaybox's provider actor runs each attempt in
+its own task, and the handler reads the answer's events from a channel). The benchmarks load these in
 the same run as relaybox, so relaybox's figures can be read against what the design card's stack
 does with no gateway in it.
 """
@@ -15,6 +21,7 @@ does with no gateway in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -65,6 +72,37 @@ def create(upstream: str) -> QuartTrio:
         )
         return Response(answer.content, status=answer.status_code, mimetype="application/json")
 
+    mailbox_in, mailbox = trio.open_memory_channel[tuple[bytes, trio.MemorySendChannel[httpx.Response]]](256)
+    actor_started = False
+
+    async def actor() -> None:
+        async def job(body: bytes, reply: trio.MemorySendChannel[httpx.Response]) -> None:
+            assert client is not None
+            async with reply:
+                answer = await client.post(
+                    upstream + "/chat/completions", content=body, headers={"content-type": "application/json"}
+                )
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await reply.send(answer)
+
+        async with trio.open_nursery() as jobs:
+            async for body, reply in mailbox:
+                jobs.start_soon(job, body, reply)
+
+    @app.post("/proxy-hop/v1/chat/completions")
+    async def pass_through_an_actor() -> Response:
+        nonlocal client, actor_started
+        if client is None:
+            client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512))
+        if not actor_started:
+            actor_started = True
+            app.nursery.start_soon(actor)
+        reply, replies = trio.open_memory_channel[httpx.Response](1)
+        await mailbox_in.send((await request.get_data(), reply))
+        async with replies:
+            answer = await replies.receive()
+        return Response(answer.content, status=answer.status_code, mimetype="application/json")
+
     relay_clients: list[httpx.AsyncClient] = []
     turns = itertools.count()
 
@@ -89,6 +127,40 @@ def create(upstream: str) -> QuartTrio:
             finally:
                 with trio.CancelScope(shield=True):
                     await answer.aclose()
+
+        response = Response(relayed(), mimetype="text/event-stream")
+        response.timeout = None
+        return response
+
+    @app.post("/hop/v1/chat/completions")
+    async def stream_through_a_task() -> Response:
+        if not relay_clients:
+            limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+            relay_clients.extend(httpx.AsyncClient(limits=limits, timeout=None) for _ in range(16))
+        client = relay_clients[next(turns) % len(relay_clients)]
+        body = await request.get_data()
+        into_channel, out_of_channel = trio.open_memory_channel[bytes](64)
+
+        async def upstream_call() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, httpx.HTTPError):
+                async with (
+                    into_channel,
+                    client.stream(
+                        "POST",
+                        upstream + "/chat/completions",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    ) as answer,
+                ):
+                    async for data in answer.aiter_raw():
+                        await into_channel.send(data)
+
+        app.nursery.start_soon(upstream_call)
+
+        async def relayed() -> AsyncIterator[bytes]:
+            async with out_of_channel:
+                async for data in out_of_channel:
+                    yield data
 
         response = Response(relayed(), mimetype="text/event-stream")
         response.timeout = None

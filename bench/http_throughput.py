@@ -10,7 +10,9 @@ on every request), recording on (the embedded SQLite log and its journal), the r
 deduplication and prompt compression on. Every request's body differs from every other's (wrk's
 thread and request number in the prompt), so nothing is coalesced or replayed. Beside
 them, the stack's ceiling (`bench.bare_stack`): a bare quart-trio app answering by itself, and the
-same app passing each request to the upstream with one httpx client. LiteLLM's
+same app passing each request to the upstream with one httpx client, and that pass-through with
+the call made through a mailbox and a task of its own, as an actor design makes it ("bare +
+actor": what the design costs on that stack). LiteLLM's
 proxy runs from its own virtualenv (`bench/.litellm-venv`, created on first use with
 `pip install 'litellm[proxy]'`), one worker, a master key, no database, configured for the same
 upstream. Each target gets the same wrk run at each concurrency, one after another.
@@ -318,6 +320,7 @@ def main(seconds: int, latency_ms: float, levels: list[int], skip_litellm: bool)
             ("direct (nginx)", f"{upstream}/chat/completions", {}),
             ("bare quart-trio", f"http://127.0.0.1:{bare_port}/static/v1/chat/completions", {}),
             ("bare pass-thru", f"http://127.0.0.1:{bare_port}/proxy/v1/chat/completions", {}),
+            ("bare + actor", f"http://127.0.0.1:{bare_port}/proxy-hop/v1/chat/completions", {}),
             ("relaybox", f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}),
             ("relaybox -w 2", f"http://127.0.0.1:{relay2_port}/v1/chat/completions", {}),
         ]

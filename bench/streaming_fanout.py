@@ -7,7 +7,9 @@ The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (2
 routing on every stream, recording, cache, dedup and compression on, each stream's prompt its own;
 a provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
 quart-trio endpoint generating the same stream itself, and a bare quart-trio + httpx relay passing
-the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings; LiteLLM's proxy
+the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings, and the same relay
+with the upstream read in a task of its own that passes each piece through a memory channel
+("bare relay + hop") is what an actor design costs on that stack; LiteLLM's proxy
 (one worker, as `bench.http_throughput` runs it; `--skip-litellm` leaves it out) is the peer. Every target gets
 10 warm-up streams before anything is measured. The client is raw trio sockets (no
 HTTP library in the way): each stream sends its request, then notes when data arrives. Reported
@@ -237,6 +239,7 @@ async def main(levels: list[int], skip_litellm: bool) -> None:
             ("direct (nginx)", upstream_port, "/v1/chat/completions", None, None),
             ("bare quart-trio", bare_port, "/stream/v1/chat/completions", bare.pid, None),
             ("bare relay", bare_port, "/relay/v1/chat/completions", bare.pid, None),
+            ("bare relay + hop", bare_port, "/hop/v1/chat/completions", bare.pid, None),
             ("relaybox", relay_port, "/v1/chat/completions", relay.pid, None),
             ("relaybox -w 2", relay2_port, "/v1/chat/completions", relay2.pid, None),
         ]
