@@ -7,7 +7,8 @@ streams (`bench.streaming_fanout`'s), and wrk with `--connections` non-streaming
 (`bench.http_throughput`'s). py-spy (installed into this environment on first use) samples the
 server at 200 Hz, only the thread holding the GIL; each sample is charged to the innermost frame's
 package, so the table says how much of the CPU is relaybox's own code and how much each part of the
-stack takes, and then to the part of the request it was working for. Raw samples are
+stack takes, and then to the part of the request it was working for (the innermost frame that names
+a part: the handler's pipeline, the router, the provider's call, Quart, hypercorn...). Raw samples are
 kept in `bench/results/profile-*.txt` (not committed; py-spy's raw format, for a flame graph).
 """
 
@@ -76,15 +77,25 @@ PARTS = (
 )
 
 
+def part_of(frames: list[str]) -> str:
+    """The part of the request a sample worked for: that of its innermost frame a part names (a
+    stack inside h11 called from the access log's `send` is hypercorn's and h11's work, one inside
+    the pipeline's compression the pipeline's)."""
+    for frame in reversed(frames):
+        for name, marks in PARTS:
+            if any(mark in frame for mark in marks):
+                return name
+    return "trio's scheduler, and stacks py-spy saw only in part"
+
+
 def parts(raw: Path) -> list[str]:
     counts: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         total += int(count)
-        part = next((name for name, marks in PARTS if any(m in stack for m in marks)), None)
-        counts[part or "trio's scheduler, and stacks py-spy saw only in part"] += int(count)
-    lines = ["", "  by part of the request (anywhere on the stack, first match):"]
+        counts[part_of(stack.split(";")[1:])] += int(count)
+    lines = ["", "  by part of the request (the innermost frame a part names):"]
     return lines + [f"  {share / total:>6.1%}  {name}" for name, share in counts.most_common()]
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
 from relaybox.protocol.events import Answering, ContentDelta, Event, Finished, Usage
+from relaybox.protocol.wire.sse import KEEPALIVE
 from relaybox.web.answer import Begun
+from relaybox.web.drain import Drain
 from relaybox.web.streaming import openai_stream
 
 ANSWERING = Answering(provider="up", model="m", reason="test", attempt=1, fallback_used=False, upstream_ms=0)
@@ -65,3 +68,30 @@ async def test_a_channel_that_ends_without_an_answer_is_a_broken_stream() -> Non
     writes = [data async for data in openai_stream(begun_with(receive), "id", 0, include_usage=False)]
     frames = b"".join(writes).split(b"\n\n")
     assert json.loads(frames[-2].removeprefix(b"data: "))["error"]["code"] == "broken_stream"
+
+
+async def test_a_quiet_stream_gets_keep_alives_and_the_grace_periods_end_stops_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """One cancel scope bounds each wait: at the keep-alive (15 s) while the server serves, at the
+    grace period's end once it drains, whichever comes first."""
+    send, receive = trio.open_memory_channel[Event](16)
+    drain = Drain()
+    begun = attrs.evolve(begun_with(receive), drain=drain)
+    writes: list[tuple[float, bytes]] = []
+    started = trio.current_time()
+
+    async def quiet_then_stop() -> None:
+        await send.send(ContentDelta("a"))
+        await trio.sleep(40)  # two keep-alives
+        drain.begin(grace=4.0)  # answers still going end 3 s from now (a second before the grace's end)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(quiet_then_stop)
+        async for data in openai_stream(begun, "id", 0, include_usage=False):
+            writes.append((trio.current_time() - started, data))
+    keep_alives = [at for at, data in writes if data == KEEPALIVE]
+    assert keep_alives == [15.0, 30.0]
+    ended_at, last = writes[-1]
+    assert ended_at == 43.0, "the wait begun at 30 s ended at the drain's deadline, before its keep-alive"
+    assert json.loads(last.removeprefix(b"data: "))["error"]["code"] == "shutting_down"

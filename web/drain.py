@@ -29,6 +29,10 @@ class Drain:
         self.deadline = math.inf  # when the answers still going are ended
         self._waiting: set[trio.CancelScope] = set()
 
+    def stopping(self) -> bool:
+        """The grace period is over: what is still waiting ends now."""
+        return trio.current_time() >= self.deadline
+
     def begin(self, grace: float) -> None:
         self.draining = True
         self.deadline = trio.current_time() + max(0.0, grace - FINAL_WORD)
@@ -36,9 +40,10 @@ class Drain:
             scope.deadline = min(scope.deadline, self.deadline)
 
     @contextmanager
-    def bounded(self) -> Iterator[trio.CancelScope]:
-        """A scope that ends at the drain's deadline (a wait for the next event of an answer)."""
-        with trio.CancelScope(deadline=self.deadline) as scope:
+    def bounded(self, within: float = math.inf) -> Iterator[trio.CancelScope]:
+        """A scope that ends at the drain's deadline (a wait for the next event of an answer), or
+        `within` seconds from now if that comes first: one scope where a wait has two limits."""
+        with trio.CancelScope(deadline=min(self.deadline, trio.current_time() + within)) as scope:
             self._waiting.add(scope)
             try:
                 yield scope

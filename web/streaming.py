@@ -164,16 +164,17 @@ class _Silence:
         return event
 
     async def next(self, receive: EventSource) -> Event | None:
-        """The next event; None means: send a keep-alive. (One timeout, not `next_event`'s two:
-        this runs for most chunks of a stream, and the idle limit is checked here.)"""
-        with self.drain.bounded() as stopping, trio.move_on_after(KEEPALIVE_AFTER):
+        """The next event; None means: send a keep-alive. One cancel scope bounds the wait, at the
+        keep-alive or the grace period's end, whichever comes first: this runs for most chunks of
+        a stream (and the idle limit is checked here, not by `next_event`'s own)."""
+        with self.drain.bounded(within=KEEPALIVE_AFTER):
             try:
                 event = await receive.receive()
             except trio.EndOfChannel:
                 event = Failed(unexpected(None))
             self.since = trio.current_time()
             return event
-        if stopping.cancelled_caught:
+        if self.drain.stopping():
             return Failed(shutting_down())
         if trio.current_time() - self.since >= REPLY_IDLE_LIMIT:
             return Failed(gateway_timeout())
