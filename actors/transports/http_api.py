@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -20,6 +21,8 @@ from relaybox.actors.transports.base import Emit
 from relaybox.protocol.chat import EmbeddingRequest, ImageRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind, ProviderFailure
 from relaybox.protocol.wire.dialect import Dialect, WholeCall, malformed
+
+R = TypeVar("R")
 
 # The longest pause an upstream's Retry-After may impose on its provider.
 RETRY_AFTER_LIMIT = 300.0
@@ -120,21 +123,15 @@ class HttpApiTransport:
                         response.headers,
                     )
                 if not request.stream:
-                    body = await response.aread()
-                    with _decoding():
-                        events, finish_reason = self.dialect.decode_body(body)
+                    events, finish_reason = _decoded(self.dialect.decode_body, await response.aread())
                     for event in events:
                         await emit(event)
                     return finish_reason
                 decoder = self.dialect.stream_decoder()
-                async for data in response.aiter_bytes():
-                    with _decoding():
-                        events = decoder.feed(data)
-                    for event in events:
+                async for data in _body_pieces(response):
+                    for event in _decoded(decoder.feed, data):
                         await emit(event)
-                with _decoding():
-                    events = decoder.close()
-                for event in events:
+                for event in _decoded(decoder.close):
                     await emit(event)
                 return decoder.finish_reason or "stop"
 
@@ -153,9 +150,7 @@ class HttpApiTransport:
                 redacted(self.dialect.error_message(response.content), self._api_key),
                 response.headers,
             )
-        with _decoding():
-            events = whole.decode(response.content)
-        for event in events:
+        for event in _decoded(whole.decode, response.content):
             await emit(event)
         return "stop"
 
@@ -190,15 +185,23 @@ def _as_provider_failures(secret: str | None) -> Iterator[None]:
         ) from None
 
 
-@contextmanager
-def _decoding() -> Iterator[None]:
-    """An upstream answer of a shape the dialect does not expect (a string where an object should
-    be, a missing field) is a malformed stream: this attempt's failure, never a crash of the
-    provider and its other streams."""
+def _decoded(decode: Callable[..., R], *data: Any) -> R:
+    """What the dialect decodes. An upstream answer of a shape it does not expect (a string where
+    an object should be, a missing field) is a malformed stream: this attempt's failure, never a
+    crash of the provider and its other streams. (A call, not a context manager: it runs for every
+    piece of a stream.)"""
     try:
-        yield
+        return decode(*data)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as error:
         raise malformed(f"{type(error).__name__}: {error}") from None
+
+
+def _body_pieces(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives: the raw bytes when the upstream sent them unencoded (no decoder
+    layer per piece, which is every streamed chunk), decoded when it compressed them."""
+    if response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+        return response.aiter_raw()
+    return response.aiter_bytes()
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
