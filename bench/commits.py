@@ -1,13 +1,15 @@
 """This checkout against an earlier commit, side by side: does a change cost throughput or latency?
 
-    python -m bench.commits --base REV [--seconds 8] [--concurrency 1,50] [--rounds 3]
+    python -m bench.commits --base REV [--seconds 8] [--concurrency 1,50] [--rounds 3] [--streams 1000]
 
 The earlier commit is checked out into a temporary git worktree with an environment of its own
 (`pip install -e`, from the package index's cache); both run as `relaybox serve` against the same
 nginx upstream as `bench.http_throughput` (5 ms fixed latency, relaybox on its defaults, every
 body different), and the same wrk run goes to each in turn, the order alternating from round to round so both
 see the same machine noise. Reported per concurrency: each side's requests/s and latency over the
-rounds (median, and the range), and the ratio of the medians.
+rounds (median, and the range), and the ratio of the medians. With `--streams`, both also serve
+`bench.streaming_fanout`'s concurrent streams (its nginx upstream pacing 20 chunks 100 ms apart, its
+raw-socket client) in alternating rounds: time to first content, gaps, CPU per 1,000 chunks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import trio
+
 from bench.http_throughput import (
     ensure_tools,
     free_port,
@@ -28,6 +32,8 @@ from bench.http_throughput import (
     wrk,
 )
 from bench.machine import write
+from bench.streaming_fanout import level, start_streaming_nginx
+from bench.streaming_fanout import start_relaybox as start_streaming_relaybox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,7 +53,7 @@ def checkout(base: str, work: Path) -> tuple[str, str]:
     return str(work / "venv" / "bin" / "python"), short
 
 
-def main(base: str, seconds: int, levels: list[int], rounds: int) -> None:
+def main(base: str, seconds: int, levels: list[int], rounds: int, streams: list[int]) -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="relaybox-commits-"))
     here = subprocess.run(
@@ -74,13 +80,80 @@ def main(base: str, seconds: int, levels: list[int], rounds: int) -> None:
                     result = wrk(url, connections, seconds, work, {})
                     results.setdefault((name, connections), []).append(result)
                     print(f"  {name} at {connections}, round {round_ + 1}: {result}", flush=True)
+        streamed = _streams(
+            work, [(base_name, base_python), (here, sys.executable)], streams, rounds, processes
+        )
     finally:
         for process in reversed(processes):
             stop(process)
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "base")])
     table = _table(results, [name for name, _ in targets], levels, seconds, rounds)
+    if streams:
+        table += "\n\n" + _streams_table(streamed, [name for name, _ in targets], streams, rounds)
     print(table)
     print(f"written to {write('commits', table)}")
+
+
+def _streams(
+    work: Path,
+    sides: list[tuple[str, str]],
+    levels: list[int],
+    rounds: int,
+    processes: list[subprocess.Popen[bytes]],
+) -> dict[tuple[str, int], list[dict[str, float]]]:
+    """Each side under `levels` concurrent streams, rounds in alternating order."""
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    if not levels:
+        return results
+    upstream_port = free_port()
+    processes.append(start_streaming_nginx(work, upstream_port))
+    targets = []
+    for name, python in sides:
+        port = free_port()
+        side_work = work / f"streams-{port}"
+        side_work.mkdir()
+        server = start_streaming_relaybox(
+            side_work, port, f"http://127.0.0.1:{upstream_port}/v1", python=python
+        )
+        processes.append(server)
+        targets.append((name, port, server.pid))
+        trio.run(level, port, "/v1/chat/completions", 10, None)  # warm-up
+    for streams in levels:
+        for round_ in range(rounds):
+            for name, port, pid in targets if round_ % 2 == 0 else targets[::-1]:
+                result = trio.run(level, port, "/v1/chat/completions", streams, pid)
+                results.setdefault((name, streams), []).append(result)
+                print(f"  {name} x {streams} streams, round {round_ + 1}: {result}", flush=True)
+    return results
+
+
+def _streams_table(
+    results: dict[tuple[str, int], list[dict[str, float]]], names: list[str], levels: list[int], rounds: int
+) -> str:
+    lines = [
+        f"concurrent streams of 20 chunks 100 ms apart, {rounds} rounds in alternating order; prompts all "
+        "different; relaybox on its defaults; median over the rounds [lowest, highest]",
+        f"{'commit':<18}{'streams':>8}{'failed':>7}{'TTFT p50 ms':>24}{'gap p99 ms':>20}{'CPU s/1k chunks':>22}",
+    ]
+    for streams in levels:
+        medians = {}
+        for name in names:
+            runs = results[(name, streams)]
+            cells = []
+            for metric, digits in (("ttft50", 0), ("gap99", 0), ("cpu_per_1000", 2)):
+                values = [r[metric] for r in runs]
+                medians[(name, metric)] = statistics.median(values)
+                cells.append(
+                    f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+                )
+            failed = sum(r["failed"] for r in runs)
+            lines.append(f"{name:<18}{streams:>8}{failed:>7.0f}{cells[0]:>24}{cells[1]:>20}{cells[2]:>22}")
+        base, here = names
+        lines.append(
+            f"{'':<23}{here} / {base}: TTFT p50 x{medians[(here, 'ttft50')] / medians[(base, 'ttft50')]:.2f}, "
+            f"CPU per chunk x{medians[(here, 'cpu_per_1000')] / medians[(base, 'cpu_per_1000')]:.2f}"
+        )
+    return "\n".join(lines)
 
 
 def _table(
@@ -120,10 +193,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--concurrency", default="1,50")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", default="", help="concurrent streams, e.g. 1000 (none by default)")
     arguments = parser.parse_args()
     main(
         arguments.base,
         arguments.seconds,
         [int(n) for n in arguments.concurrency.split(",")],
         arguments.rounds,
+        [int(n) for n in arguments.streams.split(",") if n],
     )

@@ -65,9 +65,15 @@ def start_streaming_nginx(work: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def start_relaybox(
-    work: Path, port: int, upstream: str, workers: int = 1, env: dict[str, str] | None = None
+    work: Path,
+    port: int,
+    upstream: str,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> subprocess.Popen[bytes]:
-    """`relaybox serve` on its defaults, with `env` added to its environment."""
+    """`relaybox serve` on its defaults, run by `python` (another checkout's environment, for
+    `bench.commits`), with `env` added to its environment."""
     (work / "relaybox.toml").write_text(
         f"""[providers.bench]
 base_url = "{upstream}"
@@ -78,14 +84,14 @@ models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output
 """
     )
     environment = {
-        "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin",
+        "PATH": os.path.dirname(python) + ":/usr/bin:/bin",
         "HOME": str(work),
         "RELAYBOX_DATA_DIR": str(work / f"relaybox-data-{port}"),
         **(env or {}),
     }
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "relaybox.web.cli",
             "serve",
