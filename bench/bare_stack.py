@@ -106,12 +106,16 @@ def create(upstream: str) -> QuartTrio:
     relay_clients: list[httpx.AsyncClient] = []
     turns = itertools.count()
 
-    @app.post("/relay/v1/chat/completions")
-    async def stream_through() -> Response:
+    def relay_client() -> httpx.AsyncClient:
+        """The next of 16 clients, as relaybox spreads its connections over its pools."""
         if not relay_clients:
             limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
             relay_clients.extend(httpx.AsyncClient(limits=limits, timeout=None) for _ in range(16))
-        client = relay_clients[next(turns) % len(relay_clients)]
+        return relay_clients[next(turns) % len(relay_clients)]
+
+    @app.post("/relay/v1/chat/completions")
+    async def stream_through() -> Response:
+        client = relay_client()
         upstream_request = client.build_request(
             "POST",
             upstream + "/chat/completions",
@@ -134,10 +138,7 @@ def create(upstream: str) -> QuartTrio:
 
     @app.post("/hop/v1/chat/completions")
     async def stream_through_a_task() -> Response:
-        if not relay_clients:
-            limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-            relay_clients.extend(httpx.AsyncClient(limits=limits, timeout=None) for _ in range(16))
-        client = relay_clients[next(turns) % len(relay_clients)]
+        client = relay_client()
         body = await request.get_data()
         into_channel, out_of_channel = trio.open_memory_channel[bytes](64)
 

@@ -127,6 +127,13 @@ def _streams(
     return results
 
 
+def _over_rounds(runs: list[dict[str, float]], metric: str, digits: int) -> tuple[float, str]:
+    """A metric's median over the rounds, and the cell that shows it with its range."""
+    values = [run[metric] for run in runs]
+    median = statistics.median(values)
+    return median, f"{median:.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+
+
 def _streams_table(
     results: dict[tuple[str, int], list[dict[str, float]]], names: list[str], levels: list[int], rounds: int
 ) -> str:
@@ -141,11 +148,8 @@ def _streams_table(
             runs = results[(name, streams)]
             cells = []
             for metric, digits in (("ttft50", 0), ("gap99", 0), ("cpu_per_1000", 2)):
-                values = [r[metric] for r in runs]
-                medians[(name, metric)] = statistics.median(values)
-                cells.append(
-                    f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
-                )
+                medians[(name, metric)], cell = _over_rounds(runs, metric, digits)
+                cells.append(cell)
             failed = sum(r["failed"] for r in runs)
             lines.append(f"{name:<18}{streams:>8}{failed:>7.0f}{cells[0]:>24}{cells[1]:>20}{cells[2]:>22}")
         base, here = names
@@ -175,9 +179,8 @@ def _table(
             runs = results[(name, connections)]
             cells = []
             for metric in ("rps", "p50", "p99"):
-                values = [r[metric] for r in runs]
-                medians[(name, metric)] = statistics.median(values)
-                cells.append(f"{statistics.median(values):.1f} [{min(values):.1f}, {max(values):.1f}]")
+                medians[(name, metric)], cell = _over_rounds(runs, metric, 1)
+                cells.append(cell)
             lines.append(f"{name:<18}{connections:>5}{cells[0]:>22}{cells[1]:>24}{cells[2]:>24}")
         base, here = names
         lines.append(
