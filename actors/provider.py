@@ -145,7 +145,7 @@ class ProviderActor:
                     failure = self._attempt_failure(job, refused)
                     await self._report(job, AttemptResult.FAILURE, 0.0, answered=False, failure=failure)
                 else:
-                    nursery.start_soon(self._run_job, job, slot)
+                    nursery.start_soon(self._run_job, job, slot, name=f"actor {self.name}: an attempt")
 
     async def on_crash(self, error: BaseException) -> None:
         """Fail every job this incarnation held, and every queued one, so none waits forever."""

@@ -162,7 +162,8 @@ class Supervisor:
         if child.name in self._records:
             raise ValueError(f"a child named {child.name!r} already exists")
         self._records[child.name] = ChildRecord(child)
-        await self._nursery.start(self._supervise, self._records[child.name])
+        # Named after the child, so instruments and debuggers tell the actors' tasks apart.
+        await self._nursery.start(self._supervise, self._records[child.name], name=f"actor {child.name}")
 
     async def stop(self, name: str) -> None:
         """Stop one child (cancel it, wait until it has finished cleaning up): for ordered shutdown."""

@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.machine import write
@@ -159,9 +160,11 @@ def start_relaybox(
     workers: int = 1,
     python: str = sys.executable,
     env: dict[str, str] | None = None,
+    launcher: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`relaybox serve` run by `python` (another checkout's environment, for `bench.commits`),
-    with `env` added to its environment."""
+    with `env` added to its environment; `launcher`: arguments to `python` that run the module
+    (`bench.task_steps` counting its tasks' steps)."""
     providers = [
         {
             "id": "bench",
@@ -180,7 +183,17 @@ def start_relaybox(
         **(env or {}),
     }
     process = subprocess.Popen(
-        [python, "-m", "relaybox.web.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            python,
+            *launcher,
+            "-m",
+            "relaybox.web.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -189,9 +202,9 @@ def start_relaybox(
     return process
 
 
-def start_bare_stack(port: int, upstream: str) -> subprocess.Popen[bytes]:
+def start_bare_stack(port: int, upstream: str, launcher: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare_stack", "--port", str(port), "--upstream", upstream],
+        [sys.executable, *launcher, "-m", "bench.bare_stack", "--port", str(port), "--upstream", upstream],
         cwd=HERE.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -266,6 +279,7 @@ def wrk(url: str, connections: int, seconds: int, work: Path, headers: dict[str,
         check=True,
     ).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    result["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     for name, percentile in (("p50", "50%"), ("p99", "99%")):
         value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()  # type: ignore[union-attr]
         result[name] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]

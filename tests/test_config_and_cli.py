@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from relaybox.protocol.routing.learned_route import LearnedPolicy
+from relaybox.web.cli import YOUNG_COLLECTION_EVERY
 from relaybox.web.config import ConfigError, load_settings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "web" / "relaybox.example.toml"
@@ -302,3 +303,18 @@ def test_openai_base_url_that_lists_nothing_is_said_at_start(tmp_path: Path) -> 
     openai = next(p for p in settings.providers if p.name == "openai")
     assert "gpt-4o-mini" in [m.id for m in openai.models]
     assert any("did not list its models" in note and "assuming" in note for note in settings.notes)
+
+
+def test_once_serving_the_heap_startup_built_is_left_out_of_garbage_collections() -> None:
+    # In a process of its own: freezing the test run's heap would change every later test's.
+    script = (
+        "import gc, json\n"
+        "from relaybox.web.cli import settle_the_heap\n"
+        "settle_the_heap()\n"
+        "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0], len(gc.get_objects())]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    frozen, young_threshold, still_walked = json.loads(done.stdout)
+    assert frozen > 10_000  # the imported libraries and relaybox's modules
+    assert still_walked < frozen / 10
+    assert young_threshold == YOUNG_COLLECTION_EVERY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import logging
 import os
@@ -334,11 +335,29 @@ async def serve_forever(settings: Settings, listen_fd: int | None = None) -> int
         drain = app.extensions[PIPELINE].drain
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(_serve, app, config, partial(drain.begin, settings.grace))
+            settle_the_heap()
             if settings.worker == 0:
                 print(startup_report(system, binds), flush=True)
                 if settings.lan:
                     print(lan_report(settings.port), flush=True)
     return 0
+
+
+# Young objects allocated between two collections of the youngest generation (Python's default
+# is 700): a request allocates thousands, nearly all freed by reference counting alone, and with
+# dozens of requests in flight each young collection walked all of theirs again.
+YOUNG_COLLECTION_EVERY = 10_000
+
+
+def settle_the_heap() -> None:
+    """Once serving: what startup built (the libraries, the tokenizer's tables, the routing model,
+    some 150,000 tracked objects) goes where the garbage collector no longer walks it, and the
+    young collections run less often. Before this, a full collection walked it all for tens of
+    milliseconds, stalling every request and stream meanwhile, and collections took 170 µs per
+    request under load against 80 for the bare stack (measured with `gc.callbacks`)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
 def lan_report(port: int) -> str:

@@ -140,19 +140,23 @@ class _SharedAnswer:
 
     async def next_for(self, reader: _Reader) -> Event:
         assert self._begun is not None
+        waited = False
         while True:
             try:
                 event = self.ready_for(reader)
             except trio.WouldBlock:
                 pass
             else:
-                # A checkpoint, as a channel's receive has when an event is waiting: a whole
-                # buffered answer must not be consumed before the followers waiting to join it
-                # have run. (Waiting for the next event below is one already.)
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    # A checkpoint, as a channel's receive has when an event is waiting: a whole
+                    # buffered answer must not be consumed before the followers waiting to join
+                    # it have run. Waiting for the event below was one already, and a second
+                    # would cost each chunk of a stream another trip through the scheduler.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
             if self._exhausted:
                 raise trio.EndOfChannel
+            waited = True
             if self._pulling:
                 changed = self._changed
                 await changed.wait()
