@@ -32,7 +32,7 @@ log = logging.getLogger("relaybox.auth")
 LIMITED_PREFIX = "/v1/"
 # A database that does not count in time lets the request through: limits never block on it.
 COUNT_TIMEOUT = 0.1
-OPEN_PATHS = ("/ping", "/health")
+OPEN_PATHS = ("/", "/ping", "/health")
 OPEN_PREFIXES = ("/dashboard",)  # the page and its files; its API calls carry the key
 MEMBER_WRITES = ("/api/feedback",)  # rating an answer is not changing settings
 

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+INSTRUCTION_ROLES = ("system", "developer")
 
 
 @attrs.frozen
@@ -64,6 +65,9 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     # On a "tool" message: which call this is the result of.
     tool_call_id: str | None = None
+    # The client asked the provider to cache the prompt up to the end of this message (Anthropic's
+    # `cache_control`); a provider that caches only where told (Anthropic) is told here.
+    cache_breakpoint: bool = False
 
     def text(self) -> str:
         """The message's text, parts joined; images contribute nothing."""
@@ -75,6 +79,18 @@ class ChatMessage:
 
     def has_images(self) -> bool:
         return isinstance(self.content, tuple) and any(isinstance(part, ImagePart) for part in self.content)
+
+
+def _with_parts(
+    message: ChatMessage, *, before: tuple[TextPart, ...] = (), after: tuple[TextPart, ...] = ()
+) -> ChatMessage:
+    if message.content is None:
+        parts: tuple[ContentPart, ...] = ()
+    elif isinstance(message.content, str):
+        parts = (TextPart(message.content),) if message.content else ()
+    else:
+        parts = message.content
+    return attrs.evolve(message, content=(*before, *parts, *after))
 
 
 @attrs.frozen
@@ -95,13 +111,46 @@ class ChatRequest:
     # receives unchanged and other providers ignore.
     passthrough: dict[str, Any] = attrs.field(factory=dict)
 
+    def _leading_instructions(self) -> int:
+        return next(
+            (i for i, m in enumerate(self.messages) if m.role not in INSTRUCTION_ROLES), len(self.messages)
+        )
+
     def system_text(self) -> str:
-        """All system and developer messages, in order, as one text."""
-        return "\n\n".join(m.text() for m in self.messages if m.role in ("system", "developer") and m.text())
+        """The system and developer messages that open the conversation, in order, as one text: what
+        a dialect with one system prompt puts there."""
+        lead = self.messages[: self._leading_instructions()]
+        return "\n\n".join(m.text() for m in lead if m.text())
+
+    def system_cache_breakpoint(self) -> bool:
+        return any(m.cache_breakpoint for m in self.messages[: self._leading_instructions()])
 
     def conversation(self) -> tuple[ChatMessage, ...]:
-        """The messages that are not system instructions."""
-        return tuple(m for m in self.messages if m.role not in ("system", "developer"))
+        """The turns after the opening instructions, for a dialect whose turns are only the user's
+        and the assistant's. An instruction given later in the conversation (Claude Code sends one
+        with its list of agents) stays where it was said, as a note in the user's turn beside it:
+        moved into the system prompt, it would change that prompt, and so miss the provider's
+        prompt cache, every time a new one arrives."""
+        turns: list[ChatMessage] = []
+        notes: list[TextPart] = []  # said since the last user turn, waiting for the next one
+        for message in self.messages[self._leading_instructions() :]:
+            if message.role in INSTRUCTION_ROLES:
+                note = TextPart(f"\n<system-reminder>\n{message.text()}\n</system-reminder>\n")
+                if turns and turns[-1].role == "user" and not notes:
+                    turns[-1] = _with_parts(turns[-1], after=(note,))
+                else:
+                    notes.append(note)
+            elif notes and message.role == "user":
+                turns.append(_with_parts(message, before=tuple(notes)))
+                notes = []
+            else:
+                if notes and message.role == "assistant":  # tool results keep their place first
+                    turns.append(ChatMessage("user", tuple(notes)))
+                    notes = []
+                turns.append(message)
+        if notes:
+            turns.append(ChatMessage("user", tuple(notes)))
+        return tuple(turns)
 
     def has_images(self) -> bool:
         return any(m.has_images() for m in self.messages)

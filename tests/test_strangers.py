@@ -76,6 +76,15 @@ def test_the_guard_refuses_in_order_host_origin_then_a_body_that_is_not_json() -
         ),
         "text/plain": (asked(content_type="text/plain"), "unsupported_media_type"),
         "no content type": (asked(content_type=None), "unsupported_media_type"),
+        "a DELETE with a text body": (
+            asked("DELETE", "/v1/responses/r", content_type="text/plain"),
+            "unsupported_media_type",
+        ),
+        "a DELETE without a body": (
+            asked("DELETE", "/v1/responses/r", content_type=None, has_body=False),
+            None,
+        ),
+        "a POST without a body": (asked(content_type=None, has_body=False), "unsupported_media_type"),
         "the dashboard": (asked(origins=(own,), content_type="application/json; charset=utf-8"), None),
         "allowed origin, model API": (asked(origins=("http://localhost:5173",)), None),
         "a link the user followed": (
@@ -87,7 +96,7 @@ def test_the_guard_refuses_in_order_host_origin_then_a_body_that_is_not_json() -
     }
     codes = {case: getattr(guard.refusal(request), "code", None) for case, (request, _) in cases.items()}
     assert codes == {case: code for case, (_, code) in cases.items()}
-    assert dict(guard.refused) == {"host": 3, "origin": 5, "content_type": 2}
+    assert dict(guard.refused) == {"host": 3, "origin": 5, "content_type": 4}
 
 
 # --- over HTTP ---------------------------------------------------------------------------------
@@ -361,3 +370,17 @@ async def test_a_hostile_page_in_a_real_browser_gets_nothing(tmp_path: Path, fak
     for path in ("/api/requests", "/actors", "/v1/models"):
         assert seen[f"rebound {path}"]["status"] == 403
         assert secret not in seen[f"rebound {path}"]["body"]
+
+
+async def test_a_delete_without_a_body_needs_no_content_type(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """`curl -X DELETE .../v1/responses/ID` sends no body and no content type."""
+    async with (
+        serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        made = await client.post("/v1/responses", json={"model": "gpt-4o-mini", "input": "hello"})
+        deleted = await client.delete(f"/v1/responses/{made.json()['id']}")
+        gone = await client.get(f"/v1/responses/{made.json()['id']}")
+    assert made.status_code == 200
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True, deleted.text
+    assert gone.status_code == 404

@@ -68,6 +68,7 @@ async def keep_strangers_out() -> Response | None:
         content_type=headers.get("content-type"),
         fetch_site=headers.get("sec-fetch-site"),
         fetch_mode=headers.get("sec-fetch-mode"),
+        has_body=headers.get("content-length", "0") != "0" or "transfer-encoding" in headers,
     )
     refusal = current_guard().refusal(asked)
     if refusal is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.protocol.chat import ChatRequest
+from relaybox.protocol.chat import INSTRUCTION_ROLES, ChatRequest
 from relaybox.protocol.events import Answering, ContentDelta, Event, Finished, Usage
 from relaybox.storage.contract import Storage, StorageError
 from relaybox.storage.records import group_id
@@ -25,7 +25,7 @@ class FeedbackCommand:
 
 
 def feedback_command(chat: ChatRequest) -> FeedbackCommand | None:
-    turns = chat.conversation()
+    turns = [m for m in chat.messages if m.role not in INSTRUCTION_ROLES]
     if not turns or turns[-1].role != "user":
         return None
     match = _COMMAND.match(turns[-1].text())

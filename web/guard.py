@@ -15,7 +15,8 @@ rebinding) becomes same-origin with relaybox and can read everything. Three chec
   (SDKs, curl, CLIs, agents) carry neither and are not affected. No page may frame relaybox's.
 - Content type: a request that changes or asks something (POST, PUT, PATCH, DELETE) must say it is
   JSON. A browser sends that only after asking relaybox first (a CORS preflight), which the origin
-  check answers, so no page can slip a text/plain or form body past it.
+  check answers, so no page can slip a text/plain or form body past it. A DELETE without a body
+  (`curl -X DELETE`) needs no content type: a browser preflights every cross-site DELETE anyway.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Asked:
     content_type: str | None = None
     fetch_site: str | None = None  # Sec-Fetch-Site: a browser says whose page sent the request
     fetch_mode: str | None = None  # Sec-Fetch-Mode: "navigate" for a page the user opens
+    has_body: bool = True
 
 
 @attrs.define
@@ -93,7 +95,8 @@ class Guard:
                 "allowed_origins (RELAYBOX_ALLOWED_ORIGINS) to let a browser client there use the model API",
                 "origin_not_allowed",
             )
-        if asked.method in WRITES and not _JSON.match(asked.content_type or ""):
+        bodiless_delete = asked.method == "DELETE" and not asked.has_body
+        if asked.method in WRITES and not bodiless_delete and not _JSON.match(asked.content_type or ""):
             self.refused["content_type"] += 1
             return RelayError(
                 415,

@@ -61,8 +61,8 @@ def _inbound_message(index: int, raw: object) -> list[ChatMessage]:
     if not isinstance(raw, dict):
         raise _bad(f"'{where}' must be a message object", where)
     role = raw.get("role")
-    if role not in ("user", "assistant"):
-        raise _bad(f"'{where}.role' must be 'user' or 'assistant', got {role!r}", f"{where}.role")
+    if role not in ("user", "assistant", "system"):
+        raise _bad(f"'{where}.role' must be 'user', 'assistant' or 'system', got {role!r}", f"{where}.role")
     content = raw.get("content")
     if isinstance(content, str):
         return [ChatMessage(role, content)]
@@ -71,17 +71,21 @@ def _inbound_message(index: int, raw: object) -> list[ChatMessage]:
     parts: list[ContentPart] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []
+    cached = False
     for j, block in enumerate(content):
         at = f"{where}.content[{j}]"
         if not isinstance(block, dict):
             raise _bad(f"'{at}' must be a content block object", at)
         kind = block.get("type")
+        marked = bool(block.get("cache_control"))
         if kind == "text":
             if not isinstance(block.get("text"), str):
                 raise _bad(f"'{at}.text' must be a string", f"{at}.text")
             parts.append(TextPart(block["text"]))
-        elif kind == "image":
+        elif kind == "image" and role != "system":
             parts.append(_inbound_image(block, at))
+        elif kind == "document" and role == "user":
+            parts.append(_inbound_document(block, at))
         elif kind == "tool_use" and role == "assistant":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _bad(f"'{at}' needs a string 'id' and 'name'", at)
@@ -89,20 +93,50 @@ def _inbound_message(index: int, raw: object) -> list[ChatMessage]:
         elif kind == "tool_result" and role == "user":
             if not isinstance(block.get("tool_use_id"), str):
                 raise _bad(f"'{at}.tool_use_id' must be a string", f"{at}.tool_use_id")
-            text = _text_of(block.get("content"), f"{at}.content")
+            text, images = _tool_result_content(block.get("content"), f"{at}.content")
             if block.get("is_error"):
                 text = f"[tool error] {text}"
-            results.append(ChatMessage("tool", text, tool_call_id=block["tool_use_id"]))
-        elif kind in ("thinking", "redacted_thinking"):
+            results.append(
+                ChatMessage(
+                    "tool", text, tool_call_id=block["tool_use_id"], cache_breakpoint=marked and not images
+                )
+            )
+            if images:  # no dialect takes images in a tool's result: they follow it in the user's turn
+                parts += [TextPart(f"[images returned by tool call {block['tool_use_id']}]"), *images]
+            marked = marked and bool(images)
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             continue  # the model's own reasoning from an earlier turn: not needed by other providers
         else:
-            raise _bad(f"'{at}.type' {kind!r} is not supported here", f"{at}.type")
+            raise _bad(f"'{at}.type' {kind!r} is not supported in a {role} message", f"{at}.type")
+        cached = cached or marked
     messages = list(results)
     if parts or calls or not results:
-        messages.append(
-            ChatMessage(role, tuple(parts) if parts else (None if calls else ""), tool_calls=tuple(calls))
-        )
+        content_out = tuple(parts) if parts else (None if calls else "")
+        messages.append(ChatMessage(role, content_out, tool_calls=tuple(calls), cache_breakpoint=cached))
     return messages
+
+
+def _tool_result_content(content: object, where: str) -> tuple[str, list[ImagePart]]:
+    """A tool result's text, and the images it returned (Claude Code's Read of a picture)."""
+    if not isinstance(content, list):
+        return _text_of(content, where), []
+    images = [
+        _inbound_image(block, f"{where}[{i}]")
+        for i, block in enumerate(content)
+        if isinstance(block, dict) and block.get("type") == "image"
+    ]
+    return _text_of(content, where), images
+
+
+def _inbound_document(block: dict[str, Any], where: str) -> TextPart:
+    """A plain-text document becomes text; a PDF needs a provider that reads PDFs, which relaybox
+    cannot promise on a route, so it is refused rather than dropped."""
+    source = block.get("source")
+    if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+        title = block.get("title")
+        heading = f"<document title={json.dumps(title)}>" if isinstance(title, str) else "<document>"
+        return TextPart(f"{heading}\n{source['data']}\n</document>")
+    raise _bad(f"'{where}': only plain-text documents are supported (source type 'text')", f"{where}.source")
 
 
 def parse_messages_request(body: object) -> ChatRequest:
@@ -121,7 +155,10 @@ def parse_messages_request(body: object) -> ChatRequest:
     messages: list[ChatMessage] = []
     system = body.get("system")
     if system:
-        messages.append(ChatMessage("system", _text_of(system, "system")))
+        cached = isinstance(system, list) and any(
+            isinstance(b, dict) and b.get("cache_control") for b in system
+        )
+        messages.append(ChatMessage("system", _text_of(system, "system"), cache_breakpoint=cached))
     for i, raw in enumerate(raw_messages):
         messages.extend(_inbound_message(i, raw))
     stream = body.get("stream", False)

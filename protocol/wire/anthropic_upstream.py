@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 from relaybox.protocol.chat import (
+    ChatMessage,
     ChatRequest,
     ContentPart,
     EmbeddingRequest,
@@ -27,6 +28,7 @@ from relaybox.protocol.wire.sse import SSEvent
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 
+MAX_CACHE_BREAKPOINTS = 4
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -76,10 +78,13 @@ def _json_instruction(request: ChatRequest) -> str:
 
 def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
     turns: list[dict[str, Any]] = []
+    breakpoints: list[dict[str, Any]] = []  # the blocks that end a part of the prompt to cache
 
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+    def add(role: str, blocks: list[dict[str, Any]], message: ChatMessage) -> None:
         if not blocks:
             return
+        if message.cache_breakpoint:
+            breakpoints.append(blocks[-1])
         if turns and turns[-1]["role"] == role:  # the API wants user and assistant to alternate
             turns[-1]["content"].extend(blocks)
         else:
@@ -90,6 +95,7 @@ def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
             add(
                 "user",
                 [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}],
+                message,
             )
         elif message.role == "assistant":
             blocks = _content_blocks(message.content)
@@ -97,18 +103,24 @@ def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
                 {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c.arguments)}
                 for c in message.tool_calls
             ]
-            add("assistant", blocks)
+            add("assistant", blocks, message)
         else:
-            add("user", _content_blocks(message.content))
+            add("user", _content_blocks(message.content), message)
     body: dict[str, Any] = {
         "model": model,
         "messages": turns,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
         "stream": request.stream,
     }
-    system = "\n\n".join(t for t in (request.system_text(), _json_instruction(request)) if t)
-    if system:
+    system = [{"type": "text", "text": t} for t in (request.system_text(), _json_instruction(request)) if t]
+    if system and request.system_cache_breakpoint():
+        breakpoints.insert(0, system[0])
         body["system"] = system
+    elif system:
+        body["system"] = "\n\n".join(block["text"] for block in system)
+    # The API takes at most four; the latest cover the most.
+    for block in breakpoints[-MAX_CACHE_BREAKPOINTS:]:
+        block["cache_control"] = {"type": "ephemeral"}
     if request.temperature is not None:
         body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0-1
     if request.stop:

@@ -1,4 +1,4 @@
-"""Operations: `GET /ping` (liveness), `/health` (readiness), `/actors` (the supervision tree) and
+"""Operations: `GET /` and `/ping` (liveness), `/health` (readiness), `/actors` (the supervision tree) and
 `/metrics` (Prometheus)."""
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ blueprint = Blueprint("operations", __name__)
 @blueprint.get("/ping")
 async def ping() -> Response:
     return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+
+@blueprint.get("/")
+async def root() -> Response:
+    """Liveness too: Claude Code checks that its API base answers with `HEAD /` before each run."""
+    where = {"status": "ok", "service": "relaybox", "api": "/v1", "dashboard": "/dashboard"}
+    return Response(json.dumps(where), mimetype="application/json")
 
 
 @blueprint.get("/health")
