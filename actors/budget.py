@@ -3,7 +3,8 @@
 Budgets (daily, weekly, monthly) live in storage, so several relaybox instances share them;
 the reservation itself is atomic in the database (see Storage.reserve). This actor keeps the
 budget configuration fresh, answers reservations (each in its own task, so one slow database
-call does not queue the others) and settles them afterwards. If storage cannot be asked, the
+call does not queue the others) and settles them afterwards, each after its own reservation: an
+attempt whose client hung up settles while its reservation may still be under way. If storage cannot be asked, the
 attempt goes ahead and the miss is counted and logged: a database hiccup must not stop traffic.
 """
 
@@ -70,6 +71,8 @@ class BudgetActor:
         self.refused = 0
         self._reading_failed = False
         self._held: set[str] = set()  # reservations placed and not yet settled
+        # Reservations being placed, each with the Settle that arrived meanwhile (if one did).
+        self._reserving: dict[str, Settle | None] = {}
 
     def statistics(self) -> BudgetStatistics:
         return BudgetStatistics(
@@ -93,7 +96,12 @@ class BudgetActor:
                 task_status.started()
                 async for message in self.mailbox.receive:
                     if isinstance(message, Reserve):
+                        # Marked here, in mailbox order: its Settle, however soon it follows,
+                        # finds the reservation under way and waits for it.
+                        self._reserving[message.reservation_id] = None
                         nursery.start_soon(self._reserve, message)
+                    elif message.reservation_id in self._reserving:
+                        self._reserving[message.reservation_id] = message
                     else:
                         nursery.start_soon(self._settle, message)
         finally:
@@ -166,6 +174,9 @@ class BudgetActor:
                     self.refused += 1
         finally:
             _reply(message, answer)  # even when cancelled: the asker must not wait forever
+            settle = self._reserving.pop(message.reservation_id, None)
+        if settle is not None:
+            await self._settle(settle)
 
     def _unchecked(self, why: object) -> Reservation:
         self.unchecked += 1

@@ -23,13 +23,15 @@ from relaybox.actors.mailbox import Mailbox
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Job
 from relaybox.actors.provider_statistics import Health, ProviderStatistics, RunningTotals
 from relaybox.actors.transports.base import Transport
-from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError
+from relaybox.protocol.errors import AttemptFailure, FailureKind, ProviderFailure, RelayError, router_down
 from relaybox.protocol.events import Event, Failed
 from relaybox.protocol.routing.catalog import OTHER_MODEL
 from relaybox.protocol.routing.pricing import Pricer
 from relaybox.storage.records import AttemptRecord
 
 log = logging.getLogger("relaybox.provider")
+# How long an attempt's end waits, at most, for room in the router's mailbox.
+REPORT_WAIT = 2.0
 
 
 @attrs.frozen
@@ -289,9 +291,24 @@ class ProviderActor:
         held_answer: tuple[Event, ...] = (),
         answer: str | None = None,
     ) -> None:
-        await job.report_to.send(
-            AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer, answer)
+        await report(
+            job, AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer, answer)
         )
+
+
+async def report(job: Job, ended: AttemptEnded) -> bool:
+    """Tell the router an attempt ended, waiting a moment for room in its mailbox. A router that
+    takes no reports (escalated, its mailbox full) will not try the next candidate either: the
+    caller of a failed attempt hears the end now rather than at its own timeout, and the attempt
+    frees its slot. False when the report was not delivered."""
+    with trio.move_on_after(REPORT_WAIT):
+        await job.report_to.send(ended)
+        return True
+    log.warning("the router took no report for %s within %.0f s", job.state.request_id, REPORT_WAIT)
+    if ended.failure is not None and not ended.answered:
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            job.reply.send_nowait(Failed(router_down()))
+    return False
 
 
 def _end_client_stream(job: Job, failure: AttemptFailure) -> None:
