@@ -22,6 +22,8 @@ import attrs
 import trio
 
 log = logging.getLogger("relaybox.supervisor")
+# How long a crashed child may take to answer its in-flight work, even while the tree stops.
+CRASH_CLEANUP = 5.0
 
 
 class ChildState(enum.Enum):
@@ -199,7 +201,10 @@ class Supervisor:
             record.started_at = trio.current_time()
             try:
                 await child.run(task_status=started)
-            except Exception as error:
+            except BaseException as caught:
+                error = _crash_in(caught)
+                if error is None:
+                    raise  # cancellation is how the tree shuts down, never a crash
                 now = trio.current_time()
                 if now - record.started_at > self.policy.period:
                     record.escalations = 0  # it ran well for a while: the next escalation starts short
@@ -216,7 +221,10 @@ class Supervisor:
                     exc_info=error,
                 )
                 record.state = ChildState.RESTARTING
-                await child.on_crash(error)
+                # Shielded: a crash while the tree stops (its group holds the Cancelled too) still
+                # answers the child's in-flight work; the wait for a restart then ends the loop.
+                with trio.move_on_after(CRASH_CLEANUP, shield=True):
+                    await child.on_crash(error)
                 if len(record.recent_crashes) > self.policy.max_restarts:
                     await self._escalate(record, started)
                 else:
@@ -240,6 +248,16 @@ class Supervisor:
         await trio.sleep(wait)
         record.recent_crashes.clear()
         record.down_until = None
+
+
+def _crash_in(caught: BaseException) -> BaseException | None:
+    """The failure in what a child raised: an `Exception`, or the part of an exception group
+    made of them (a group can hold a crash and the `Cancelled` of a stop at once). None when it
+    is only cancellation (or an interrupt), which is not the supervisor's to handle."""
+    if isinstance(caught, BaseExceptionGroup):
+        crashed, _ = caught.split(Exception)
+        return crashed
+    return caught if isinstance(caught, Exception) else None
 
 
 def _describe(error: BaseException) -> str:

@@ -3,27 +3,33 @@ waits out a long timeout because someone else failed (on trio's mock clock)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
 from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
 from relaybox.actors.messages import AttemptEnded, AttemptResult, Job, Reserve, Settle
 from relaybox.actors.provider import REPORT_WAIT, report
+from relaybox.actors.supervisor import ChildState, RestartPolicy, Supervisor
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind
 from relaybox.protocol.events import Event, Failed
 from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.progress import DispatchState
 from relaybox.storage.records import Budget, Reservation, Window
+from relaybox.web import streaming
 from relaybox.web.answer import REPLY_BUFFER
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
 from tests.harness import serve
 from tests.test_smart_routing import SIMPLE, ask, cheap_and_strong
+from tests.test_tool_loop import WORKBENCH, call, loop_settings, script
 
 
 class SlowReservations:
@@ -120,3 +126,79 @@ async def test_an_attempt_the_router_takes_no_report_of_tells_its_caller_at_once
     assert not delivered and trio.current_time() - started == REPORT_WAIT
     last_word = answers.receive_nowait()
     assert isinstance(last_word, Failed) and last_word.error.code == "router_down"
+
+
+async def test_a_streamed_tool_loop_outlasts_the_keepalive_through_a_slow_tool_and_a_slow_step(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's keep-alive timer (15 s; 0.2 s here) used to cancel the loop's work between two
+    keep-alives: a tool slower than it, or a next step slow to start, lost the step for good."""
+    monkeypatch.setattr(streaming, "KEEPALIVE_AFTER", 0.2)
+    fake_openai.answer_with = script(
+        call("mcp__bench__sleep", {"seconds": 1.0}),
+        lambda body: Reply(text="Slept well.", pieces=2, delay=1.0),  # slow to start
+    )
+    body = {"model": "agent:workbench", "stream": True, "messages": [{"role": "user", "content": "sleep"}]}
+    async with (
+        serve(loop_settings(tmp_path, fake_openai.base_url, WORKBENCH)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        with trio.fail_after(20):
+            streamed = (await client.post("/v1/chat/completions", json=body)).text
+    assert streamed.count(": keep-alive") >= 5, streamed
+    assert "Slept well." in "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in streamed.splitlines()
+        if line.startswith("data: {") and json.loads(line[6:]).get("choices")
+    )
+    assert streamed.rstrip().endswith("data: [DONE]")
+    assert len(fake_openai.chat_requests()) == 2
+
+
+class CrashesAsItStops:
+    """An actor whose clean-up fails while it is being stopped: its nursery raises a group that
+    holds both the stop's `Cancelled` and the crash."""
+
+    kind = "test"
+    name = "crashes-as-it-stops"
+
+    def __init__(self) -> None:
+        self.cleaned_up = False
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async def fails_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                raise RuntimeError("clean-up failed") from None
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails_when_cancelled)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def on_crash(self, error: BaseException) -> None:
+        await trio.sleep(0.5)  # answering its in-flight work takes a moment, stop or not
+        self.cleaned_up = True
+
+    def on_give_up(self) -> None:
+        return None
+
+    def statistics(self) -> None:
+        return None
+
+
+async def test_a_crash_that_coincides_with_a_stop_is_handled_and_the_stop_goes_on(
+    autojump_clock: object,
+) -> None:
+    supervisor = Supervisor("root", RestartPolicy())
+    child = CrashesAsItStops()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        await supervisor.start_child(child)
+        await supervisor.stop(child.name)
+        nursery.cancel_scope.cancel()
+    record = supervisor.record(child.name)
+    assert record.state is ChildState.STOPPED and record.restarts == 0
+    assert record.last_crash is not None and "clean-up failed" in record.last_crash.reason
+    assert child.cleaned_up, "its crash clean-up ran to the end, shielded from the stop"

@@ -6,6 +6,7 @@
     ├── keys             the client keys in force, re-read from storage
     ├── response-cache   writes cached answers to the database's shared tier (when the cache is on)
     ├── provider actors  one per active provider
+    ├── mcp:NAME         one per MCP server, and tool-loops, which runs each tool loop's steps
     └── router           started last, stopped first
 
 The HTTP app gets a handle to the running system (the router's mailbox, the actors' statistics),
@@ -27,6 +28,7 @@ from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cache_writer import CacheWriter
 from relaybox.actors.key_ring import KeyRing
 from relaybox.actors.learning import LearningActor
+from relaybox.actors.loop_runner import LoopRunner
 from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.mcp_server import McpServerActor
 from relaybox.actors.messages import Rated, SetProviderEnabled
@@ -166,6 +168,8 @@ class System:
     response_writer: ResponseWriter | None = None
     mcp_servers: dict[str, McpServerActor] = attrs.field(factory=dict)  # by [mcp.servers] name
     tracing: Tracing | None = None  # OpenTelemetry traces; None: off
+    # Runs each server-side tool loop as a task of its own; None: no MCP servers, so no loops.
+    tool_loops: LoopRunner | None = None
 
     def rated(self, group: str, rating: int) -> None:
         """A user rated an answer: the learned router may learn from it (if it still knows it)."""
@@ -386,6 +390,9 @@ async def running_system(
         for provider in providers.values():
             await supervisor.start_child(provider)
         mcp_servers = await _start_mcp_servers(supervisor, settings)
+        tool_loops = LoopRunner() if mcp_servers else None
+        if tool_loops is not None:
+            await supervisor.start_child(tool_loops)
         tracing = await _start_tracing(supervisor, settings, recorder)
         router, learning = await _start_routing(supervisor, settings, catalog, providers, storage, budget)
         await _apply_saved_provider_settings(storage, router)
@@ -406,15 +413,18 @@ async def running_system(
                 response_writer,
                 mcp_servers,
                 tracing,
+                tool_loops,
             )
         finally:
             # Ordered shutdown: no new work, then the providers, then the recorder, which writes
             # out (or journals) every record the others produced.
             with trio.CancelScope(shield=True):
                 learning_names = [learning.name] if learning is not None else []
+                loop_names = [tool_loops.name] if tool_loops is not None else []
                 for name in (
                     router.name,
                     *learning_names,
+                    *loop_names,
                     *providers,
                     *(m.name for m in mcp_servers.values()),
                 ):

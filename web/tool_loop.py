@@ -14,12 +14,14 @@ sees is the sum.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Protocol
 
 import attrs
 import trio
+from relaybox.actors.mailbox import MailboxFull
 from relaybox.actors.mcp_server import McpServerActor
 from relaybox.protocol.chat import ChatRequest, ToolCall
 from relaybox.protocol.errors import RelayError
@@ -36,7 +38,8 @@ from relaybox.protocol.tool_loop import (
     with_tools,
 )
 from relaybox.protocol.wire.openai import merge_tool_calls
-from relaybox.web.answer import Begun, EventSource, next_event
+from relaybox.web.answer import REPLY_BUFFER, Begun, EventSource, next_event
+from relaybox.web.drain import shutting_down
 from relaybox.web.model_call import ModelCall
 from relaybox.web.system import System
 
@@ -95,7 +98,9 @@ def tool_loop_servers(
 
 
 class ToolLoop:
-    """One request's loop, read by the handler as the answer's event source."""
+    """One request's loop. Its steps run in a task of their own (the `tool-loops` actor's), which
+    hands their events to the handler over a memory channel: the handler may stop waiting at any
+    moment (to send a keep-alive) without cancelling a tool or the next step's start."""
 
     def __init__(
         self, pipeline: Steps, call: ModelCall, servers: list[McpServerActor], mcp: McpSettings
@@ -109,47 +114,72 @@ class ToolLoop:
         self._started = trio.current_time()
         self._source: EventSource | None = None
         self._begun: Begun | None = None
-        self._ready: list[Event] = []  # events to hand out before reading on
-        self._stashed: Event | None = None  # taken without waiting, to be acted on when waiting is allowed
         self._text: list[str] = []  # this step's text
         self._calls: list[ToolCallDelta] = []  # this step's tool calls, held until it ends
         self._usage: Usage | None = None  # the steps' usage, summed
+        self._send, self._receive = trio.open_memory_channel[Event](REPLY_BUFFER)
+        # The loop's task: cancelled when its reader goes, and at the loop's time budget.
+        self._scope = trio.CancelScope(deadline=self._started + mcp.time_budget)
 
     async def begin(self) -> Begun:
+        """The first step's start, here, so that a request refused before any answer is the
+        HTTP error it should be; the rest in the runner's task."""
+        runner = self.pipeline.system.tool_loops
+        if runner is None:
+            raise RelayError(503, "the tool loops' runner is not running", "service_unavailable")
         for server in self.servers.values():
             with trio.move_on_after(READY_WAIT):
                 await server.wait_ready()
         begun = await self._step(self._chat())
+        try:
+            runner.mailbox.tell(self)
+        except MailboxFull:
+            begun.close()
+            raise RelayError(
+                503, "too many tool loops at once; retry shortly", "service_unavailable", retry_after=1
+            ) from None
         first = attrs.evolve(begun)
-        first.receive = self
+        first.receive = _LoopEvents(self._receive, self._scope)
         return first
 
-    # --- EventSource ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Hand the steps' events to the reader until the answer ends, the reader goes, or the
+        time budget runs out (which ends the answer with a sentence that says so)."""
+        with self._send:
+            try:
+                with self._scope:
+                    while True:
+                        assert self._source is not None
+                        for event in await self._take(await next_event(self._source)):
+                            await self._send.send(event)
+                            if isinstance(event, Finished | Failed):
+                                return
+                if self._scope.cancelled_caught and trio.current_time() >= self._scope.deadline:
+                    await self._stopped_by_the_time_budget()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader has gone
+            finally:
+                if self._begun is not None:
+                    self._begun.close()
 
-    async def receive(self) -> Event:
-        while not self._ready:
-            assert self._source is not None
-            event, self._stashed = self._stashed or await next_event(self._source), None
-            self._ready.extend(await self._take(event))
-        return self._ready.pop(0)
-
-    def receive_nowait(self) -> Event:
-        """Only what needs no waiting: events already due, or a step's text already here."""
-        if self._ready:
-            return self._ready.pop(0)
-        if self._stashed is not None:
-            raise trio.WouldBlock
-        assert self._source is not None
-        event = self._source.receive_nowait()
-        if isinstance(event, ContentDelta):
-            self._text.append(event.text)
-            return event
-        self._stashed = event
-        raise trio.WouldBlock
-
-    def close(self) -> None:
+    def abandon(self) -> None:
+        with (
+            self._send,
+            contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            self._send.send_nowait(Failed(shutting_down()))
         if self._begun is not None:
             self._begun.close()
+
+    async def _stopped_by_the_time_budget(self) -> None:
+        """A step cut short by the budget: what it said so far stays, and a last sentence says why."""
+        why = f"the time budget ({self.mcp.time_budget:g} s)"
+        for event in (
+            ContentDelta(stopped_early(why, self.steps)),
+            *self._usage_events(),
+            Finished("stop", (trio.current_time() - self._started) * 1000),
+        ):
+            await self._send.send(event)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -211,15 +241,16 @@ class ToolLoop:
 
     async def _step(self, request: ChatRequest) -> Begun:
         """One model call, offered the client's tools and the servers' as they are now (a server
-        may have changed its tools since the last step)."""
-        if self._begun is not None:
-            self._begun.close()
+        may have changed its tools since the last step). The step before is released once this
+        one has begun: until then it is what a failure leaves to close."""
         tools = [tool for server in self.servers.values() for tool in server.tools]
         request = with_tools(attrs.evolve(request, tools=self._client_tools), tools)
         self.call = attrs.evolve(self.call, request=request)
         self.steps += 1
         self._text, self._calls = [], []
         begun = await self.pipeline.answer_step(attrs.evolve(self.call, request=request))
+        if self._begun is not None:
+            self._begun.close()
         self._begun, self._source = begun, begun.receive
         # The next step's attempts are numbered after this one's: in the log the loop is one request.
         self.call = attrs.evolve(self.call, attempts_before=begun.answering.attempt)
@@ -248,6 +279,25 @@ class ToolLoop:
 
     def _usage_events(self) -> list[Event]:
         return [] if self._usage is None else [self._usage]
+
+
+@attrs.define
+class _LoopEvents:
+    """The handler's end of a loop: a memory channel whose reader may stop waiting at any time;
+    closing it (the client went) cancels the loop's task."""
+
+    receive_channel: trio.MemoryReceiveChannel[Event]
+    scope: trio.CancelScope
+
+    async def receive(self) -> Event:
+        return await self.receive_channel.receive()
+
+    def receive_nowait(self) -> Event:
+        return self.receive_channel.receive_nowait()
+
+    def close(self) -> None:
+        self.receive_channel.close()
+        self.scope.cancel()
 
 
 def _summed(total: Usage | None, more: Usage) -> Usage:
