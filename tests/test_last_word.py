@@ -27,7 +27,7 @@ from relaybox.web.answer import REPLY_BUFFER
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
-from tests.harness import serve
+from tests.harness import openai_provider, serve, settings_for
 from tests.test_smart_routing import SIMPLE, ask, cheap_and_strong
 from tests.test_tool_loop import WORKBENCH, call, loop_settings, script
 
@@ -202,3 +202,28 @@ async def test_a_crash_that_coincides_with_a_stop_is_handled_and_the_stop_goes_o
     assert record.state is ChildState.STOPPED and record.restarts == 0
     assert record.last_crash is not None and "clean-up failed" in record.last_crash.reason
     assert child.cleaned_up, "its crash clean-up ran to the end, shielded from the stop"
+
+
+async def test_dedup_shares_a_whole_answer_whatever_the_checkpoints(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Without the journal, an answer's end is not held back: the whole answer is in the channel
+    at once and the leader collected it without a checkpoint, before the waiting followers ran."""
+    fake_openai.replies.default = Reply(text="Shared.", delay=0.5, pieces=1)
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url), journal="off")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "the same question"}]}
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client,
+    ):
+        answers: list[httpx.Response] = []
+
+        async def one() -> None:
+            answers.append(await client.post("/v1/chat/completions", json=body))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one)
+    assert [a.json()["choices"][0]["message"]["content"] for a in answers] == ["Shared."] * 5
+    assert len(fake_openai.chat_requests()) == 1
+    assert sum("x-deduplicated-from" in a.headers for a in answers) == 4

@@ -105,26 +105,56 @@ class _SharedAnswer:
         self._pulling = False
         self._exhausted = False
         self._changed = trio.Event()
+        self._seats: list[_Seat] = []  # followers waiting for the answer to begin
 
     def lead(self, begun: Begun) -> Begun:
+        """The answer began: every follower already waiting gets its reader now, at the first
+        event, before the leader can read on. (Were they seated when they next ran, a leader that
+        collects a whole answer without a checkpoint would have read it all and let it go.)"""
         self._begun = begun
+        for seat in self._seats:
+            seat.reader = _Reader(self, self._offset, follower=True)
+            self._readers.add(seat.reader)
+        self._seats.clear()
         self._settled.set()
         return self._reader(begun.origin)
 
     def failed(self, error: RelayError | None) -> None:
         """The leader's dispatch failed (with the client's error) or was abandoned (None)."""
         self._error = error
+        self._seats.clear()
         self._settled.set()
 
     async def join(self) -> Begun | None:
         """The leader's answer for another request; None when the leader gave up before it began."""
-        await self._settled.wait()
+        if not self._settled.is_set():
+            return await self._wait_for_the_start()
         if self._error is not None:
             raise self._error
         if self._begun is None or self.ended or self.closed or self._offset > 0 or not self._joinable:
             return None  # gone, finished, released, or its start dropped: this request goes alone
-        origin = attrs.evolve(self._begun.origin, deduplicated_from=self.leader_id)
-        return self._reader(origin, follower=True)
+        return self._reader(self._follower_origin(), follower=True)
+
+    async def _wait_for_the_start(self) -> Begun | None:
+        seat = _Seat()
+        self._seats.append(seat)
+        try:
+            await self._settled.wait()
+        except BaseException:
+            if seat.reader is not None:
+                seat.reader.close()
+            elif seat in self._seats:
+                self._seats.remove(seat)
+            raise
+        if self._error is not None:
+            raise self._error
+        if seat.reader is None or self._begun is None:
+            return None  # the leader gave up before its answer began
+        return Begun(self._begun.answering, seat.reader, CancelToken(), self._follower_origin())
+
+    def _follower_origin(self) -> Origin:
+        assert self._begun is not None
+        return attrs.evolve(self._begun.origin, deduplicated_from=self.leader_id)
 
     def withdraw(self) -> None:
         """No longer joinable: a request arriving now leads an answer of its own."""
@@ -240,6 +270,13 @@ class _SharedAnswer:
         self.closed = True
         self._forget(self)
         self._begun.close()
+
+
+@attrs.define(eq=False)
+class _Seat:
+    """A follower waiting for the leader's answer to begin: its reader once it has."""
+
+    reader: _Reader | None = None
 
 
 class _Reader:
