@@ -9,6 +9,7 @@ poor answer can give way to a stronger model (the cascade).
 
 from __future__ import annotations
 
+import collections
 import math
 
 import attrs
@@ -33,8 +34,14 @@ from relaybox.storage.records import AttemptRecord, attempt_record
 
 # The idle timeout is exact to within this many seconds (see `Forwarder._renew_idle_deadline`).
 IDLE_RENEWAL_STEP = 1.0
-# A client that reads nothing of its answer for this long is treated as gone.
+# An exchange waits on its client, in all, at most this long: a client that reads too slowly to
+# take its answer within it (even a byte at a time, which never stalls for long) is treated as gone.
 CLIENT_STALL_LIMIT = 300.0
+# What an exchange holds for a client that reads slower than the upstream answers: the upstream is
+# read on at its own pace until this much waits, so its slot is free as soon as it has answered.
+HELD_FOR_CLIENT_BYTES = 1 << 20
+# What an event other than text counts for in that bound.
+EVENT_OVERHEAD_BYTES = 64
 
 
 class ClientGone(Exception):
@@ -62,6 +69,10 @@ class Forwarder:
         self.rejected_answer: tuple[Event, ...] = ()
         self._score: int | None = None
         self._held: list[TransportEvent] = []
+        # Events the client's channel had no room for yet, in order, and their size.
+        self._waiting: collections.deque[Event] = collections.deque()
+        self._waiting_bytes = 0
+        self._stall_left = CLIENT_STALL_LIMIT
 
     def _answering(self) -> Answering:
         state = self.job.state
@@ -79,21 +90,47 @@ class Forwarder:
         )
 
     async def _send(self, event: Event) -> None:
-        """Hand an event to the client's channel. Waiting on a slow client is not the upstream's
-        fault: the idle timeout is suspended meanwhile, and a client that reads nothing for
-        `CLIENT_STALL_LIMIT` seconds is treated as gone. Usually the channel has room: then no
-        timeout is set up at all (this runs once per streamed chunk)."""
+        """Hand an event to the client's channel. When the client reads slower than the upstream
+        answers, the event waits here, up to `HELD_FOR_CLIENT_BYTES`; past that the upstream waits
+        for the client. Usually the channel has room: then nothing else is done (this runs once per
+        streamed chunk)."""
+        if not self._waiting and self._offer(event):
+            return
+        self._waiting.append(event)
+        self._waiting_bytes += _size(event)
+        while self._waiting and self._offer(self._waiting[0]):
+            self._waiting_bytes -= _size(self._waiting.popleft())
+        if self._waiting_bytes > HELD_FOR_CLIENT_BYTES:
+            await self._wait_for_client(HELD_FOR_CLIENT_BYTES)
+
+    async def flush(self) -> None:
+        """Once the upstream has answered (and its slot is free): wait for the client to take what
+        is held for it."""
+        await self._wait_for_client(0)
+
+    def _offer(self, event: Event) -> bool:
         try:
             self.job.reply.send_nowait(event)
-            return
+            return True
         except trio.WouldBlock:
-            pass
+            return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ClientGone from None
+
+    async def _wait_for_client(self, down_to: int) -> None:
+        """Send held events, waiting for the client, until at most `down_to` bytes are held.
+        Waiting on a slow client is not the upstream's fault: the idle timeout is suspended
+        meanwhile. All the waits of one exchange together are bounded by `CLIENT_STALL_LIMIT`."""
         self.idle_scope.deadline = math.inf
         try:
-            with trio.fail_after(CLIENT_STALL_LIMIT):
-                await self.job.reply.send(event)
+            while self._waiting and (self._waiting_bytes > down_to or down_to == 0):
+                started = trio.current_time()
+                try:
+                    with trio.fail_after(max(self._stall_left, 0.0)):
+                        await self.job.reply.send(self._waiting[0])
+                finally:
+                    self._stall_left -= trio.current_time() - started
+                self._waiting_bytes -= _size(self._waiting.popleft())
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             raise ClientGone from None
         finally:
@@ -217,6 +254,14 @@ class Forwarder:
         else of the answer went out with `finish`."""
         if self.finished is not None:
             await self._send(self.finished)
+
+
+def _size(event: Event) -> int:
+    if isinstance(event, ContentDelta):
+        return len(event.text) + EVENT_OVERHEAD_BYTES
+    if isinstance(event, ToolCallDelta):
+        return len(event.arguments) + EVENT_OVERHEAD_BYTES
+    return EVENT_OVERHEAD_BYTES
 
 
 def _coalesce(events: list[TransportEvent]) -> list[TransportEvent]:

@@ -10,23 +10,14 @@ a reader that goes away closes the channel and cancels the loop's scope.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
 from relaybox.actors.mailbox import Mailbox, MailboxStatistics
+from relaybox.actors.messages import LoopToRun
 
 log = logging.getLogger("relaybox.tool_loop")
-
-
-class Loop(Protocol):
-    async def run(self) -> None:
-        """Hand the loop's events to its reader until the answer ends or the reader goes."""
-        ...
-
-    def abandon(self) -> None:
-        """Never to run (the runner stopped first): tell the reader so at once."""
-        ...
 
 
 @attrs.frozen
@@ -41,7 +32,7 @@ class LoopRunner:
     name = "tool-loops"
 
     def __init__(self, *, mailbox: int = 256) -> None:
-        self.mailbox: Mailbox[Loop] = Mailbox(mailbox)
+        self.mailbox: Mailbox[LoopToRun] = Mailbox(mailbox)
         self._running = 0
         self._started = 0
 
@@ -54,7 +45,7 @@ class LoopRunner:
             async for loop in self.mailbox.receive:
                 nursery.start_soon(self._run_one, loop)
 
-    async def _run_one(self, loop: Loop) -> None:
+    async def _run_one(self, loop: LoopToRun) -> None:
         """A loop's own faults end its own answer (it catches them); anything that escapes is a
         bug in the loop, logged here rather than taking every other loop down with it."""
         self._running += 1

@@ -14,6 +14,7 @@ recorder        RecorderMessage  a record (storage's type: it is what gets writt
 response-cache  CacheWrite       an answer to write to the cache's shared tier
 responses       KeepResponse     a Responses API response to store, from its handler
 mcp:NAME        CallTool         a tool call to run, from the tool loop (the reply: a ToolResult)
+tool-loops      LoopToRun        a request's tool loop, to run in a task of its own (from its handler)
 keys            (none)           it reads storage on its own schedule
 """
 
@@ -284,3 +285,18 @@ class CallTool:
     tool: str
     arguments: dict[str, Any]
     reply: trio.MemorySendChannel[ToolResult]
+
+
+# --- the tool loops' runner ---------------------------------------------------------------
+
+
+class LoopToRun(Protocol):
+    """A request's server-side tool loop (`web/tool_loop.py`), handed over to run."""
+
+    async def run(self) -> None:
+        """Hand the loop's events to its reader until the answer ends or the reader goes."""
+        ...
+
+    def abandon(self) -> None:
+        """Never to run (the runner stopped first): tell the reader so at once."""
+        ...

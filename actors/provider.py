@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
@@ -132,15 +133,15 @@ class ProviderActor:
             while True:
                 # Take a slot before taking a job, so queued jobs wait in the mailbox, where
                 # the router can see it is full, and not in this loop's hands.
-                slot = object()
-                await self._slots.acquire_on_behalf_of(slot)
+                slot = _Slot(self._slots)
+                await slot.take()
                 job = await self.mailbox.receive.receive()
                 now = trio.current_time()
                 if job.cancel.cancelled:
-                    self._slots.release_on_behalf_of(slot)
+                    slot.release()
                     await self._report(job, AttemptResult.CANCELLED, 0.0, answered=False)
                 elif not self.breaker.allow(now):
-                    self._slots.release_on_behalf_of(slot)
+                    slot.release()
                     refused = ProviderFailure(
                         FailureKind.UNAVAILABLE, "circuit breaker open", retry_after=self.retry_after(now)
                     )
@@ -172,13 +173,13 @@ class ProviderActor:
 
     # --- one job --------------------------------------------------------------------
 
-    async def _run_job(self, job: Job, slot: object) -> None:
+    async def _run_job(self, job: Job, slot: _Slot) -> None:
         forwarder = Forwarder(job, self.limits.idle_timeout, self.pricer)
         self._inflight[id(job)] = (job, forwarder)
         try:
-            result, failure = await self._attempt(job, forwarder)
+            result, failure = await self._attempt(job, forwarder, slot.release)
         finally:
-            self._slots.release_on_behalf_of(slot)
+            slot.release()
         upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000
         self._learn(result, failure)
         attempt_failure = None if failure is None else self._attempt_failure(job, failure)
@@ -216,20 +217,29 @@ class ProviderActor:
             answer="".join(forwarder.text) if job.state.features is not None and failure is None else None,
         )
 
-    async def _attempt(self, job: Job, forwarder: Forwarder) -> tuple[AttemptResult, ProviderFailure | None]:
+    async def _attempt(
+        self, job: Job, forwarder: Forwarder, release_slot: Callable[[], None]
+    ) -> tuple[AttemptResult, ProviderFailure | None]:
+        """The attempt, its slot released as soon as the upstream has answered: what the client
+        has not read yet is the client's to take, not the upstream's to wait for."""
         with trio.CancelScope() as client_scope:
             job.cancel.attach(client_scope)
             hold = None if self.budget is None else BudgetHold(self.budget, self.pricer)
             try:
                 if hold is not None:
                     await hold.reserve(job)
+                finish_reason = None
                 with forwarder.idle_scope:
                     finish_reason = await self.transport.run(job.request, job.candidate.model, forwarder.emit)
-                    await forwarder.finish(finish_reason)
-                    return AttemptResult.SUCCESS, None
-                return AttemptResult.FAILURE, ProviderFailure(
-                    FailureKind.TIMEOUT, f"no progress from the upstream for {self.limits.idle_timeout:g} s"
-                )
+                if finish_reason is None:
+                    return AttemptResult.FAILURE, ProviderFailure(
+                        FailureKind.TIMEOUT,
+                        f"no progress from the upstream for {self.limits.idle_timeout:g} s",
+                    )
+                release_slot()
+                await forwarder.finish(finish_reason)
+                await forwarder.flush()
+                return AttemptResult.SUCCESS, None
             except ProviderFailure as failure:
                 return AttemptResult.FAILURE, failure
             except ClientGone:
@@ -294,6 +304,24 @@ class ProviderActor:
         await report(
             job, AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer, answer)
         )
+
+
+class _Slot:
+    """One of a provider's concurrency slots, taken for one attempt and given back once: as soon
+    as the upstream has answered, or when the attempt ends, whichever comes first."""
+
+    def __init__(self, slots: trio.CapacityLimiter) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        await self._slots.acquire_on_behalf_of(self)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release_on_behalf_of(self)
 
 
 async def report(job: Job, ended: AttemptEnded) -> bool:

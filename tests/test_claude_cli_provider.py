@@ -187,6 +187,8 @@ async def test_client_disconnect_kills_the_cli_within_a_second(
         assert took < 1.0
         provider = relay.system.providers["claude-cli"]
         await eventually(lambda: not provider.statistics().in_flight, within=2.0)
+        # The attempt's end reaches the router through its mailbox, a moment after it leaves in_flight.
+        await eventually(lambda: "claude-cli/sonnet" in relay.system.router.statistics().outcomes, within=2.0)
         router = relay.system.router.statistics()
     assert router.outcomes["claude-cli/sonnet"].cancelled == 1
 

@@ -227,3 +227,41 @@ async def test_dedup_shares_a_whole_answer_whatever_the_checkpoints(
     assert [a.json()["choices"][0]["message"]["content"] for a in answers] == ["Shared."] * 5
     assert len(fake_openai.chat_requests()) == 1
     assert sum("x-deduplicated-from" in a.headers for a in answers) == 4
+
+
+async def test_a_client_that_reads_slowly_does_not_hold_the_providers_slot(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A slot stands for upstream work: with `slots = 1`, a client that stops reading its streamed
+    answer used to hold the only slot while it kept the connection open, and the next request
+    waited behind it. Now the upstream is read to its end (the rest held for the client, within a
+    bound) and its slot freed."""
+    fake_openai.answer_with = lambda body: (
+        Reply(text="y" * 400_000, pieces=200) if body.get("stream") else Reply(text="Next.")
+    )
+    settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url, slots=1))
+    async with serve(settings) as relay:
+        host, port = relay.base_url.removeprefix("http://").split(":")
+        slow = trio.socket.socket()
+        slow.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        await slow.connect((host, int(port)))
+        stream = trio.SocketStream(slow)
+        body = json.dumps(
+            {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "long"}]}
+        )
+        await stream.send_all(
+            (
+                f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
+        try:
+            await stream.receive_some(1)  # the answer has begun; then nothing more is read
+            async with httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client:
+                queued = await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "next"}]},
+                )
+        finally:
+            await stream.aclose()
+    assert queued.status_code == 200 and queued.json()["choices"][0]["message"]["content"] == "Next."

@@ -349,6 +349,19 @@ async def _start_mcp_servers(supervisor: Supervisor, settings: Settings) -> dict
     return servers
 
 
+async def _stop_in_order(system: System) -> None:
+    """No new work, then the providers, then the recorder, which writes out (or journals) every
+    record the others produced."""
+    supervisor = system.supervisor
+    first = [system.router.name]
+    first += [actor.name for actor in (system.learning, system.tool_loops) if actor is not None]
+    for name in (*first, *system.providers, *(m.name for m in system.mcp_servers.values())):
+        await supervisor.stop(name)
+    for actor in (system.budget, system.keys, system.cache_writer, system.response_writer, system.recorder):
+        if actor is not None:
+            await supervisor.stop(actor.name)
+
+
 @asynccontextmanager
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
@@ -396,43 +409,27 @@ async def running_system(
         tracing = await _start_tracing(supervisor, settings, recorder)
         router, learning = await _start_routing(supervisor, settings, catalog, providers, storage, budget)
         await _apply_saved_provider_settings(storage, router)
+        system = System(
+            settings,
+            catalog,
+            supervisor,
+            router,
+            providers,
+            recorder,
+            storage,
+            budget,
+            reference,
+            cache_writer,
+            keys,
+            learning,
+            response_writer,
+            mcp_servers,
+            tracing,
+            tool_loops,
+        )
         try:
-            yield System(
-                settings,
-                catalog,
-                supervisor,
-                router,
-                providers,
-                recorder,
-                storage,
-                budget,
-                reference,
-                cache_writer,
-                keys,
-                learning,
-                response_writer,
-                mcp_servers,
-                tracing,
-                tool_loops,
-            )
+            yield system
         finally:
-            # Ordered shutdown: no new work, then the providers, then the recorder, which writes
-            # out (or journals) every record the others produced.
             with trio.CancelScope(shield=True):
-                learning_names = [learning.name] if learning is not None else []
-                loop_names = [tool_loops.name] if tool_loops is not None else []
-                for name in (
-                    router.name,
-                    *learning_names,
-                    *loop_names,
-                    *providers,
-                    *(m.name for m in mcp_servers.values()),
-                ):
-                    await supervisor.stop(name)
-                await supervisor.stop(budget.name)
-                await supervisor.stop(keys.name)
-                for writer in (cache_writer, response_writer):
-                    if writer is not None:
-                        await supervisor.stop(writer.name)
-                await supervisor.stop(recorder.name)
+                await _stop_in_order(system)
             nursery.cancel_scope.cancel()
