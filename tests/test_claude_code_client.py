@@ -15,6 +15,7 @@ import trio
 from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.records import ApiKey
 
+from tests.client_captures import capture_request, check_against_golden
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
@@ -27,6 +28,7 @@ from tests.harness import (
     serve,
     settings_for,
 )
+from tests.test_coding_agent_clients import npm_version, serve_recorded
 
 FIRST, SECOND = "What is relaybox?", "Say it again, shorter."
 ANSWERS = ("Relaybox is a gateway.", "A gateway.")
@@ -70,11 +72,12 @@ async def run_claude(claude: str, home: Path, base_url: str, key: str, *args: st
     return answer
 
 
-async def two_turns(relay: Running, home: Path) -> tuple[dict, dict]:
+async def two_turns(relay: Running, home: Path, base_url: str | None = None) -> tuple[dict, dict]:
+    """A first turn, then the session resumed (`--continue`), against relaybox or a proxy of it."""
     claude = claude_executable()
     key = await client_key(relay)
-    first = await run_claude(claude, home, relay.base_url, key, FIRST)
-    second = await run_claude(claude, home, relay.base_url, key, "--continue", SECOND)
+    first = await run_claude(claude, home, base_url or relay.base_url, key, FIRST)
+    second = await run_claude(claude, home, base_url or relay.base_url, key, "--continue", SECOND)
     return first, second
 
 
@@ -98,9 +101,19 @@ async def test_claude_code_at_its_defaults_answered_by_an_openai_compatible_upst
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.answer_with = answer
-    async with serve(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as relay:
-        first, second = await two_turns(relay, tmp_path)
+    async with serve_recorded(settings_for(tmp_path, openai_provider("up", fake_openai.base_url))) as (
+        relay,
+        proxy,
+    ):
+        first, second = await two_turns(relay, tmp_path, proxy.base_url)
     assert (first["result"], second["result"]) == ANSWERS
+    # What this version sends on each turn, field by field, against what relaybox was checked with.
+    turns = [request for request in proxy.posts("/v1/messages") if is_agent_turn(request.json())]
+    assert len(turns) == 2, [request.json().get("model") for request in proxy.posts("/v1/messages")]
+    label = f"claude-code {npm_version('@anthropic-ai/claude-code')}"
+    for name, request in zip(("first", "resumed"), turns, strict=True):
+        capture = capture_request(request.method, request.target, request.headers, request.body, client=label)
+        check_against_golden(f"claude_code_request_{name}", capture)
     bodies = agent_turns(request.json() for request in fake_openai.chat_requests())
     assert len(bodies) == 2 and all(body["stream"] and len(body["tools"]) >= 20 for body in bodies)
     resumed = bodies[1]["messages"]
