@@ -78,7 +78,8 @@ async def test_openai_client_to_anthropic_upstream(tmp_path: Path, fake_anthropi
     )
     assert body["system"] == "Speak French."
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-    assert body["temperature"] == 1.0 and body["stop_sequences"] == ["END"] and body["max_tokens"] == 4096
+    assert body["temperature"] == 1.0 and body["stop_sequences"] == ["END"]
+    assert body["max_tokens"] == 32_000, "no limit asked: the model's own, not a cut-off answer"
 
 
 async def test_streamed_tool_call_round_trips_through_anthropic(

@@ -4,6 +4,7 @@ what each upstream dialect receives of it: pure translations, no I/O."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from relaybox.protocol.chat import ImagePart, TextPart
 from relaybox.protocol.errors import RelayError
@@ -192,3 +193,14 @@ def test_documents_as_text_are_read_and_a_pdf_is_refused_by_name() -> None:
             {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": [{"type": "image"}]}]}
         )
     assert "'image' is not supported in a system message" in odd.value.message
+
+
+def test_with_no_limit_asked_anthropic_is_asked_for_what_the_model_can_write() -> None:
+    request = parse_messages_request(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    )
+    unlimited = attrs.evolve(request, max_tokens=None)
+    assert messages_body(unlimited, "claude-sonnet-4-5")["max_tokens"] == 32_000
+    assert messages_body(unlimited, "claude-3-5-haiku-latest")["max_tokens"] == 8192
+    assert messages_body(unlimited, "claude-3-haiku-20240307")["max_tokens"] == 4096
+    assert messages_body(request, "claude-sonnet-4-5")["max_tokens"] == 5

@@ -26,7 +26,10 @@ from relaybox.protocol.wire.dialect import HttpCall, SSEStreamDecoder, error_mes
 from relaybox.protocol.wire.sse import SSEvent
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096
+# The most each family of Anthropic's models writes in one answer, by model id prefix; newer
+# models (Claude 3.7 and 4.x) write at least 32,000.
+_OUTPUT_LIMITS = (("claude-3-5-", 8192), ("claude-3-", 4096))
+NEWER_MODELS_OUTPUT_LIMIT = 32_000
 
 MAX_CACHE_BREAKPOINTS = 4
 STOP_REASONS = {
@@ -76,6 +79,15 @@ def _json_instruction(request: ChatRequest) -> str:
     return ""
 
 
+def output_limit(model: str) -> int:
+    """What to ask for when the client set no limit: Anthropic requires one, where OpenAI's API and
+    others default to the model's own. A fixed small default would cut long answers (a whole file
+    an agent rewrites) short."""
+    return next(
+        (limit for prefix, limit in _OUTPUT_LIMITS if model.startswith(prefix)), NEWER_MODELS_OUTPUT_LIMIT
+    )
+
+
 def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
     turns: list[dict[str, Any]] = []
     breakpoints: list[dict[str, Any]] = []  # the blocks that end a part of the prompt to cache
@@ -109,7 +121,7 @@ def messages_body(request: ChatRequest, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": turns,
-        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": request.max_tokens or output_limit(model),
         "stream": request.stream,
     }
     system = [{"type": "text", "text": t} for t in (request.system_text(), _json_instruction(request)) if t]
