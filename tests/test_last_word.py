@@ -17,13 +17,14 @@ from relaybox.actors.messages import AttemptEnded, AttemptResult, Job, Reserve, 
 from relaybox.actors.provider import REPORT_WAIT, report
 from relaybox.actors.supervisor import ChildState, RestartPolicy, Supervisor
 from relaybox.protocol.chat import ChatMessage, ChatRequest
-from relaybox.protocol.errors import AttemptFailure, FailureKind
+from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError
 from relaybox.protocol.events import Event, Failed
 from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.progress import DispatchState
-from relaybox.storage.records import Budget, Reservation, Window
+from relaybox.storage.records import Budget, Reservation, StoredResponse, Window
 from relaybox.web import streaming
 from relaybox.web.answer import REPLY_BUFFER
+from relaybox.web.stored_responses import MAX_CHAIN, MEMORY_ENTRIES, ResponseStore
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
@@ -265,3 +266,36 @@ async def test_a_client_that_reads_slowly_does_not_hold_the_providers_slot(
         finally:
             await stream.aclose()
     assert queued.status_code == 200 and queued.json()["choices"][0]["message"]["content"] == "Next."
+
+
+def stored(response_id: str, previous_id: str | None = None) -> StoredResponse:
+    return StoredResponse(response_id, previous_id, "", 0.0, json.dumps([{"turn": response_id}]), "{}")
+
+
+@pytest.mark.parametrize(("depth", "refused"), [(MAX_CHAIN, False), (MAX_CHAIN + 2, True)])
+async def test_a_conversation_longer_than_relaybox_continues_is_refused_not_cut(
+    depth: int, refused: bool
+) -> None:
+    store = ResponseStore(None, None)  # type: ignore[arg-type]
+    for turn in range(depth):
+        await store.keep(stored(f"r{turn}", f"r{turn - 1}" if turn else None))
+    if not refused:
+        items = await store.earlier_items(f"r{depth - 1}", None)
+        assert items[0] == {"turn": "r0"} and len(items) == depth
+        return
+    with pytest.raises(RelayError) as error:
+        await store.earlier_items(f"r{depth - 1}", None)
+    assert error.value.status == 400 and error.value.code == "conversation_too_long"
+
+
+async def test_a_conversation_whose_first_turn_was_forgotten_is_refused_not_cut() -> None:
+    """Kept in memory only (`[log] prompts = "none"`), the oldest responses make way for new ones."""
+    store = ResponseStore(None, None)  # type: ignore[arg-type]
+    await store.keep(stored("first"))
+    for other in range(MEMORY_ENTRIES - 1):
+        await store.keep(stored(f"other{other}"))
+    await store.keep(stored("second", "first"))
+    with pytest.raises(RelayError) as error:
+        await store.earlier_items("second", None)
+    assert error.value.status == 400 and error.value.code == "earlier_response_missing"
+    assert "'first' is no longer stored" in error.value.message

@@ -60,7 +60,7 @@ class ResponseStore:
     async def earlier_items(self, response_id: str, key: ApiKey | None) -> list[dict[str, Any]]:
         """The items of the conversation up to and including `response_id`, oldest first: what a
         request continuing it is answered after. A 400 when there is no such response for this key."""
-        chain = await self._chain(response_id, key, "previous_response_id")
+        chain = await self._chain(response_id, key, "previous_response_id", whole=True)
         return [item for row in chain for item in json.loads(row.items)]
 
     async def response(self, response_id: str, key: ApiKey | None) -> dict[str, Any]:
@@ -80,8 +80,17 @@ class ResponseStore:
             raise not_found(response_id)
 
     async def _chain(
-        self, response_id: str, key: ApiKey | None, param: str | None, limit: int = MAX_CHAIN
+        self,
+        response_id: str,
+        key: ApiKey | None,
+        param: str | None,
+        limit: int = MAX_CHAIN,
+        *,
+        whole: bool = False,
     ) -> list[StoredResponse]:
+        """The conversation up to `response_id`, oldest first. `whole`: all of it, back to its first
+        turn, or a 400 that says what is missing; a model answering part of a conversation as if it
+        were all of it would answer something else than what was asked."""
         newest_first: list[StoredResponse] = []
         wanted: str | None = response_id
         while wanted is not None and len(newest_first) < limit:
@@ -95,7 +104,28 @@ class ResponseStore:
             newest_first.extend(reversed(older))
         if not newest_first or not _may_read(newest_first[0], key):
             raise not_found(response_id, param)
+        missing = newest_first[-1].previous_id
+        if whole and missing is not None:
+            raise self._cut_short(response_id, missing, len(newest_first) >= limit)
         return newest_first[::-1]
+
+    def _cut_short(self, response_id: str, missing: str, too_long: bool) -> RelayError:
+        if too_long:
+            message = (
+                f"the conversation up to {response_id!r} is longer than the {MAX_CHAIN:,} stored responses "
+                "relaybox continues; send its history as input instead"
+            )
+            return RelayError(400, message, code="conversation_too_long", param="previous_response_id")
+        kept = (
+            f"this instance keeps only the newest {MEMORY_ENTRIES:,} responses, in memory ([log] prompts = none)"
+            if self.writer is None
+            else "it was deleted"
+        )
+        message = (
+            f"the conversation up to {response_id!r} cannot be continued whole: its earlier response "
+            f"{missing!r} is no longer stored ({kept}); send its history as input instead"
+        )
+        return RelayError(400, message, code="earlier_response_missing", param="previous_response_id")
 
     async def _read(self, query: Any) -> Any:
         try:
