@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import trio
-from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics, ask
+from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics, NoReply, ask
 from relaybox.actors.messages import BudgetMessage, Job, Reserve, Settle
 from relaybox.protocol import tokens
 from relaybox.protocol.chat import EmbeddingRequest, ImageRequest
@@ -205,7 +205,11 @@ def _window(period: str, limit_usd: float, now: float, key_name: str | None = No
 
 
 def _reply(message: Reserve, answer: Reservation) -> None:
-    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+    """The reservation's last word: its answer, and the channel closed behind it."""
+    with (
+        message.reply,
+        contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
         message.reply.send_nowait(answer)
 
 
@@ -246,7 +250,7 @@ class BudgetHold:
                 answer = await ask(
                     self.budget.mailbox, lambda reply: Reserve(reservation_id, estimate, reply, key_budget)
                 )
-            except MailboxFull:
+            except (MailboxFull, NoReply):
                 answer = None
         if answer is None and not self.budget.fail_open:
             answer = Reservation(False, unchecked=True)

@@ -89,9 +89,18 @@ class Mailbox(Generic[M]):
         )
 
 
+class NoReply(Exception):
+    """The actor asked closed the reply channel without an answer: it has none to give."""
+
+
 async def ask(mailbox: Mailbox[M], make: Callable[[trio.MemorySendChannel[R]], M]) -> R:
-    """Send a message carrying a reply channel and wait for the single reply."""
+    """Send a message carrying a reply channel and wait for the single reply. The actor resolves
+    the reply on every path: it sends its answer, or closes the channel when it has none (crashed,
+    stopped), which raises `NoReply` here at once instead of leaving the caller waiting."""
     send, receive = trio.open_memory_channel[R](1)
     with receive:
         mailbox.tell(make(send))
-        return await receive.receive()
+        try:
+            return await receive.receive()
+        except trio.EndOfChannel:
+            raise NoReply from None

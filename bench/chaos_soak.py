@@ -8,8 +8,8 @@ up, bursts past capacity), then the same invariants as the test: every request a
 refused cleanly in time, streams never cut without an error frame, every provider serving
 again after its cooldown, no process or file descriptor left, statistics and memory bounded,
 every attempt logged once. Reported per seed: what the clients got, what was injected, how
-long it took, the growth of gc-tracked objects from the first half to the second, and every
-broken invariant.
+long it took, the growth of gc-tracked objects from the first half to the second, the longest
+any request waited for its last word (and the longest for a refusal), and every broken invariant.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import trio
 import trio_asyncio
 
 from bench.machine import write
-from tests.chaos import Report, Storm, run_storm
+from tests.chaos import REFUSALS, Report, Storm, run_storm
 from tests.harness import claude_executable
 from tests.storage_fixtures import fresh_postgres_database
 
@@ -50,7 +50,8 @@ def main() -> None:
         f"storms of {args.requests} requests through two fake OpenAI upstreams (faults drawn per attempt) "
         f"and {args.cli_requests} through the real Claude CLI, plus bursts; PostgreSQL cut from 30% to 50%",
         f"{'seed':>5}{'requests':>10}{'answered':>10}{'hung up':>9}{'413':>6}{'429':>6}{'503':>6}"
-        f"{'CLI kills':>11}{'logged':>8}{'seconds':>9}{'gc growth':>11}{'broken':>8}",
+        f"{'CLI kills':>11}{'logged':>8}{'seconds':>9}{'gc growth':>11}{'longest wait':>14}{'refusal':>9}"
+        f"{'broken':>8}",
     ]
     problems = []
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -62,7 +63,8 @@ def main() -> None:
             f"{seed:>5}{len(report.outcomes):>10}{sum(o.answered for o in report.outcomes):>10}"
             f"{sum(o.hung_up for o in report.outcomes):>9}{statuses[413]:>6}{statuses[429]:>6}"
             f"{statuses[503]:>6}{report.cli_kills:>11}{report.log_rows:>8}{seconds:>9.0f}"
-            f"{(second - first) / first:>10.1%}{len(report.problems):>8}"
+            f"{(second - first) / first:>10.1%}{report.longest_wait():>13.2f}s"
+            f"{report.longest_wait(REFUSALS):>8.2f}s{len(report.problems):>8}"
         )
         problems += [f"seed {seed}: {problem}" for problem in report.problems]
     lines += ["", "broken invariants:", *(problems or ["none"])]

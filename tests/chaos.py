@@ -1,5 +1,8 @@
 """A seeded storm of faults against a running relaybox, and the invariants that must hold after it.
 
+Among them: every request gets its last word (its answer, or a clean error) within its own bound,
+a refusal within seconds, and the report says the longest wait seen.
+
 The storm: requests of every shape (OpenAI and Messages API, streamed and not, made-up model
 names, bodies over the limit, an oversized system prompt for the Claude CLI) from clients that
 sometimes hang up, at a steady concurrency with bursts past the providers' capacity. Behind
@@ -61,6 +64,10 @@ HTTP_IDLE_TIMEOUT = 1.0
 CLI_IDLE_TIMEOUT = 6.0
 COOLDOWN = 1.0
 REQUEST_DEADLINE = 30.0  # every request is answered, or ends with an error, within this
+# A request refused before any upstream work (a bad body, an unknown name, a full provider) is told
+# so within this: nothing it waits for can be slow.
+REFUSAL_DEADLINE = 5.0
+REFUSALS = frozenset({400, 404, 413, 429})
 MAX_BODY_BYTES = 1024 * 1024
 CLEAN_ERROR_STATUSES = frozenset({400, 404, 413, 429, 502, 503, 504})
 
@@ -137,6 +144,7 @@ class Outcome:
     task_id: str | None = None
     error: str | None = None  # the error's message, for an answer that is one
     problem: str | None = None  # an invariant this request broke
+    seconds: float | None = None  # from sending to its last word (answer or error), unless it hung up
 
 
 @attrs.define
@@ -157,12 +165,23 @@ class Report:
         """The errors clients got, by message with its numbers blanked out."""
         return Counter(re.sub(r"[0-9.]+", "N", o.error) for o in self.outcomes if o.error)
 
+    def longest_wait(self, statuses: frozenset[int] | None = None) -> float:
+        """The longest any request waited for its last word (of those with these statuses)."""
+        waits = [
+            o.seconds
+            for o in self.outcomes
+            if o.seconds is not None and (statuses is None or o.status in statuses)
+        ]
+        return max(waits, default=0.0)
+
     def summary(self) -> str:
         answered = sum(o.answered for o in self.outcomes)
         hung_up = sum(o.hung_up for o in self.outcomes)
         return (
             f"seed {self.storm.seed}: {len(self.outcomes)} requests, {answered} answered, "
             f"{hung_up} hung up, statuses {dict(sorted(self.statuses().items(), key=str))}; "
+            f"longest wait for a last word {self.longest_wait():.2f} s "
+            f"({self.longest_wait(REFUSALS):.2f} s for a refusal); "
             f"upstream calls {dict(self.upstream_calls)}, {self.cli_kills} CLI processes killed, "
             f"{self.log_rows} attempts logged; gc objects after each half {self.objects_after}; "
             f"serving again {self.healed_after:.1f} s after the storm"
@@ -266,6 +285,7 @@ async def _drive(
 
 async def _send(client: httpx.AsyncClient, outcome: Outcome, limiter: trio.CapacityLimiter | None) -> None:
     call, pause = outcome.call, 0.0
+    started = trio.current_time()
     try:
         with trio.move_on_after(call.hang_up_after or float("inf")) as hang_up:
             with trio.fail_after(REQUEST_DEADLINE):
@@ -278,6 +298,10 @@ async def _send(client: httpx.AsyncClient, outcome: Outcome, limiter: trio.Capac
                     outcome.error = json.loads(body)["error"]["message"]
                 pause = float(response.headers.get("retry-after", 0))
         outcome.hung_up = hang_up.cancelled_caught
+        if not outcome.hung_up:
+            outcome.seconds = trio.current_time() - started
+            if outcome.status in REFUSALS and outcome.seconds > REFUSAL_DEADLINE and outcome.problem is None:
+                outcome.problem = f"refused ({outcome.status}) only after {outcome.seconds:.1f} s"
         if limiter is not None:
             # As the SDKs do: this client waits before its next request (a little: the storm goes on).
             await trio.sleep(min(pause, 0.5))
