@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ from relaybox.storage.records import AttemptRecord
 log = logging.getLogger("relaybox.provider")
 # How long an attempt's end waits, at most, for room in the router's mailbox.
 REPORT_WAIT = 2.0
+# The weight of the newest attempt in the running average of attempts' length.
+ATTEMPT_AVERAGE_WEIGHT = 0.1
 
 
 @attrs.frozen
@@ -85,6 +88,7 @@ class ProviderActor:
         self._running = False
         self._slots = trio.CapacityLimiter(limits.slots)
         self._inflight: dict[int, tuple[Job, Forwarder]] = {}
+        self._attempt_seconds: float | None = None  # how long an attempt takes, on recent average
 
     # --- what the router asks, and what others may read ------------------------------
 
@@ -93,6 +97,13 @@ class ProviderActor:
 
     def retry_after(self, now: float) -> float | None:
         return self.breaker.retry_after(now)
+
+    def when_a_place_frees(self) -> float:
+        """Seconds until this provider can likely take one more job, for a `Retry-After` when its
+        slots and mailbox are full: the queue ahead drains at `slots` attempts per attempt's
+        length (a running average of recent attempts)."""
+        ahead = (self.mailbox.statistics().depth + 1) * (self._attempt_seconds or 1.0) / self.limits.slots
+        return min(max(1.0, math.ceil(ahead)), 60.0)
 
     def health(self, now: float | None = None) -> Health:
         now = trio.current_time() if now is None else now
@@ -145,7 +156,7 @@ class ProviderActor:
                     refused = ProviderFailure(
                         FailureKind.UNAVAILABLE, "circuit breaker open", retry_after=self.retry_after(now)
                     )
-                    failure = self._attempt_failure(job, refused)
+                    failure = _attempt_failure(self.name, job, refused)
                     await self._report(job, AttemptResult.FAILURE, 0.0, answered=False, failure=failure)
                 else:
                     nursery.start_soon(self._run_job, job, slot, name=f"actor {self.name}: an attempt")
@@ -161,8 +172,10 @@ class ProviderActor:
         queued = [(job, None) for job in self.mailbox.drain()]
         for job, forwarder in [*held, *queued]:
             answered = forwarder.answered if forwarder is not None else False
-            failure = self._attempt_failure(
-                job, ProviderFailure(FailureKind.CRASH, f"provider actor crashed: {type(error).__name__}")
+            failure = _attempt_failure(
+                self.name,
+                job,
+                ProviderFailure(FailureKind.CRASH, f"provider actor crashed: {type(error).__name__}"),
             )
             if answered:
                 _end_client_stream(job, failure)
@@ -181,8 +194,9 @@ class ProviderActor:
         finally:
             slot.release()
         upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000
+        self._attempt_seconds = _averaged(self._attempt_seconds, upstream_ms / 1000)
         self._learn(result, failure)
-        attempt_failure = None if failure is None else self._attempt_failure(job, failure)
+        attempt_failure = None if failure is None else _attempt_failure(self.name, job, failure)
         outcome = result.value if failure is None else failure.kind.value
         model = job.candidate.model
         if self.listed_models is not None and model not in self.listed_models:
@@ -279,16 +293,6 @@ class ProviderActor:
                 self._needs_login = True
             self.breaker.record_neutral()
 
-    def _attempt_failure(self, job: Job, failure: ProviderFailure) -> AttemptFailure:
-        return AttemptFailure(
-            provider=self.name,
-            model=job.candidate.model,
-            kind=failure.kind,
-            message=failure.message,
-            upstream_status=failure.upstream_status,
-            retry_after=failure.retry_after,
-        )
-
     async def _report(
         self,
         job: Job,
@@ -304,6 +308,21 @@ class ProviderActor:
         await report(
             job, AttemptEnded(job, result, upstream_ms, answered, failure, score, held_answer, answer)
         )
+
+
+def _averaged(average: float | None, seconds: float) -> float:
+    return seconds if average is None else average + (seconds - average) * ATTEMPT_AVERAGE_WEIGHT
+
+
+def _attempt_failure(provider: str, job: Job, failure: ProviderFailure) -> AttemptFailure:
+    return AttemptFailure(
+        provider=provider,
+        model=job.candidate.model,
+        kind=failure.kind,
+        message=failure.message,
+        upstream_status=failure.upstream_status,
+        retry_after=failure.retry_after,
+    )
 
 
 class _Slot:

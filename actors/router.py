@@ -327,7 +327,8 @@ class RouterActor:
         try:
             provider.mailbox.tell(job)
         except MailboxFull:
-            return _refused(candidate, FailureKind.SATURATED, "all slots busy and the queue is full", 1.0)
+            why = "all slots busy and the queue is full"
+            return _refused(candidate, FailureKind.SATURATED, why, provider.when_a_place_frees())
         self._evidence.dispatched(state.category, *self.catalog.statistics_key(candidate), now)
         return None
 

@@ -25,11 +25,14 @@ from relaybox.storage.records import Budget, Reservation, StoredResponse, Window
 from relaybox.web import streaming
 from relaybox.web.answer import REPLY_BUFFER
 from relaybox.web.stored_responses import MAX_CHAIN, MEMORY_ENTRIES, ResponseStore
+from relaybox.web.system import running_system
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.scripts import Reply
 from tests.harness import openai_provider, serve, settings_for
+from tests.scripted import Answer, ScriptedTransport, chat, complete
 from tests.test_smart_routing import SIMPLE, ask, cheap_and_strong
+from tests.test_supervision import scripted_factory
 from tests.test_tool_loop import WORKBENCH, call, loop_settings, script
 
 
@@ -299,3 +302,28 @@ async def test_a_conversation_whose_first_turn_was_forgotten_is_refused_not_cut(
         await store.earlier_items("second", None)
     assert error.value.status == 400 and error.value.code == "earlier_response_missing"
     assert "'first' is no longer stored" in error.value.message
+
+
+async def test_a_full_provider_says_when_a_place_will_likely_free(
+    autojump_clock: object, tmp_path: Path
+) -> None:
+    """`Retry-After` on a 429 `saturated` estimates from the attempts' length and the queue ahead,
+    instead of a constant second."""
+    transports = {"solo": ScriptedTransport(default=Answer("slow", delay=5.0))}
+    solo = openai_provider("solo", "http://unused", models=("m",), slots=2, mailbox=2, idle_timeout=30)
+    settings = settings_for(tmp_path, solo)
+    async with running_system(settings, scripted_factory(transports)) as system:
+        await complete(system, chat())  # one attempt of 5 s: the average to go by
+        answers: list[list[Event]] = []
+
+        async def one() -> None:
+            answers.append(await complete(system, chat()))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one)
+                await trio.sleep(0.1)
+    refused = [events[-1] for events in answers if isinstance(events[-1], Failed)]
+    assert len(refused) == 1 and refused[0].error.status == 429, answers
+    # Two queued ahead of it, and itself, through two slots of 5 s each: 7.5 s, rounded up.
+    assert refused[0].error.retry_after == 8
