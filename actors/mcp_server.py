@@ -60,14 +60,17 @@ class McpServerStatistics:
     timeouts: int
     tool_lists: int  # times the tools were listed (1 + the server's changes)
     last_error: str | None
-    schema_notes: tuple[str, ...]  # what each tool's schema loses on the way to Gemini
+    schema_notes: tuple[str, ...]  # what each tool's schema loses on the way to an active Gemini provider
 
 
 class McpServerActor:
     kind = "mcp"
 
-    def __init__(self, spec: McpServerSpec, *, tool_timeout: float, log_dir: str) -> None:
+    def __init__(
+        self, spec: McpServerSpec, *, tool_timeout: float, log_dir: str, gemini_active: bool = False
+    ) -> None:
         self.spec = spec
+        self.gemini_active = gemini_active  # a Gemini provider is active: its schema losses matter
         self.name = f"mcp:{spec.name}"
         self.tool_timeout = tool_timeout
         self.log_dir = log_dir
@@ -189,14 +192,13 @@ class McpServerActor:
             for tool in listed.tools
         )
         self._lists += 1
-        # One definition serves every dialect; Gemini's schema cannot say everything JSON Schema can.
-        self._schema_notes = tuple(
-            f"{tool.name}: Gemini drops {', '.join(drops)}"
-            for tool in self.tools
-            if (drops := gemini_drops(tool.input_schema))
-        )
-        for note in self._schema_notes:
-            log.info("MCP server %s: %s", self.spec.name, note)
+        self._schema_notes = schema_notes(self.tools, gemini_active=self.gemini_active)
+        if self._schema_notes:
+            log.info(
+                "MCP server %s: Gemini drops part of %d tools' schemas (each at /actors)",
+                self.spec.name,
+                len(self._schema_notes),
+            )
 
     async def _on_message(self, message: object) -> None:
         """The server's notifications: a change of its tools is listed again (at most one waits)."""
@@ -264,6 +266,19 @@ class McpServerActor:
             return ToolResult(clipped(_text_of(answer)), not answer.is_error)
         self._timeouts += 1
         return ToolResult(f"the tool did not answer within {self.tool_timeout:g} s", False)
+
+
+def schema_notes(tools: tuple[McpTool, ...], *, gemini_active: bool) -> tuple[str, ...]:
+    """What each tool's schema loses on the way to the active providers. One definition serves
+    every dialect, and only Gemini's schema cannot say everything JSON Schema can: with no Gemini
+    provider active, nothing is lost and nothing is said."""
+    if not gemini_active:
+        return ()
+    return tuple(
+        f"{tool.name}: Gemini drops {', '.join(drops)}"
+        for tool in tools
+        if (drops := gemini_drops(tool.input_schema))
+    )
 
 
 @contextlib.asynccontextmanager

@@ -25,12 +25,14 @@ from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     POSTGRES,
     ab_results_query,
+    day_start,
     evidence_query,
     evidence_rows,
     key_minute_rows,
     key_tokens_upsert,
     key_usage_rows,
     key_usage_upsert,
+    outcomes_query,
     rating_update,
     response_chain_query,
     rollup_rows,
@@ -257,7 +259,9 @@ class PostgresStorage:
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
         since = since_day(now - days * 86400)
-        return {name: await self._dicts(sql, since) for name, sql in stats_queries(POSTGRES).items()}
+        stats = {name: await self._dicts(sql, since) for name, sql in stats_queries(POSTGRES).items()}
+        stats["outcomes"] = await self._dicts(outcomes_query(POSTGRES), day_start(since))
+        return stats
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(POSTGRES), since_day(since)))

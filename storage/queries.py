@@ -37,51 +37,86 @@ POSTGRES = Flavor(
 )
 
 
+# How the dashboard counts a request-log row, by its status. A client's request is answered by a
+# success or by joining an identical request in flight; relaybox's own calls (the learned router's
+# shadow answers and a judge's verdicts, the tool loop's MCP tool calls, connection tests) are
+# background work no client asked for: neither requests nor failures, counted apart.
+ANSWERED = ("success", "deduplicated")
+BACKGROUND = tuple(
+    f"{purpose}{end}" for purpose in ("shadow", "judge", "tool", "test") for end in ("", "_failed")
+)
+# A tool call is not a call to a model: it stays out of the provider and model charts.
+TOOL_CALLS = ("tool", "tool_failed")
+
+
+def _among(statuses: tuple[str, ...]) -> str:
+    return "status IN ({})".format(", ".join(f"'{status}'" for status in statuses))
+
+
 def stats_queries(f: Flavor) -> dict[str, str]:
-    """Each reads a daily rollup (task_stats, key_usage) from the first parameter's day on ('YYYY-MM-DD')."""
+    """Each reads a daily rollup (task_stats, key_usage) from the first parameter's day on ('YYYY-MM-DD').
+
+    `requests` and `attempts` are clients' (a request's first attempt, and every attempt including
+    fallbacks), `successes` the attempts that answered (how each request ended: `outcomes_query`);
+    background calls are counted on their own."""
     since = f"day >= {f.param(1)}"
-    # A deduplicated request was answered (by another request's call); a shadow answer, a judge's
-    # verdict and a tool loop's tool call are calls that succeeded.
-    ok = "CASE WHEN status IN ('success', 'deduplicated', 'shadow', 'judge', 'tool', 'test') THEN attempts ELSE 0 END"
+    client = f"NOT {_among(BACKGROUND)}"
+    model_calls = f"NOT {_among(TOOL_CALLS)}"
+    answered = f"CASE WHEN {_among(ANSWERED)} THEN attempts ELSE 0 END"
+    # For a provider, its background calls that succeeded are calls that worked, too.
+    worked = f"CASE WHEN {_among((*ANSWERED, 'shadow', 'judge', 'test'))} THEN attempts ELSE 0 END"
+
+    def of_clients(column: str) -> str:
+        return f"CASE WHEN {client} THEN {column} ELSE 0 END"
+
     return {
         "totals": f"""
-            SELECT coalesce(sum(attempts), 0) AS attempts, coalesce(sum(requests), 0) AS requests,
-                   coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum({ok}), 0) AS successes,
+            SELECT coalesce(sum({of_clients("attempts")}), 0) AS attempts,
+                   coalesce(sum({of_clients("requests")}), 0) AS requests,
+                   coalesce(sum({answered}), 0) AS successes,
+                   coalesce(sum(CASE WHEN status = 'cancelled' THEN attempts ELSE 0 END), 0) AS cancelled_attempts,
+                   coalesce(sum(cost_usd), 0) AS cost_usd,
                    coalesce(sum(cache_hits), 0) AS cache_hits, coalesce(sum(fallbacks), 0) AS fallbacks,
-                   count(DISTINCT provider) AS providers_active,
+                   count(DISTINCT CASE WHEN {model_calls} THEN provider END) AS providers_active,
                    coalesce(sum(tokens_in), 0) AS tokens_in, coalesce(sum(tokens_out), 0) AS tokens_out,
                    coalesce(sum(saved_usd), 0) AS saved_usd, coalesce(sum(tokens_saved), 0) AS tokens_saved,
                    sum(latency_ms_sum) * 1.0 / nullif(sum(attempts), 0) AS avg_latency_ms
             FROM task_stats WHERE {since}""",
         "cost_by_day": f"""
             SELECT day, provider, sum(cost_usd) AS cost_usd, sum(attempts) AS attempts
-            FROM task_stats WHERE {since} GROUP BY 1, 2 ORDER BY 1, 2""",
+            FROM task_stats WHERE {since} AND {model_calls} GROUP BY 1, 2 ORDER BY 1, 2""",
         "volume_by_day": f"""
-            SELECT day, sum(attempts) AS attempts, sum({ok}) AS successes, sum(cache_hits) AS cache_hits,
-                   sum(tokens_saved) AS tokens_saved
+            SELECT day, sum({of_clients("attempts")}) AS attempts, sum({answered}) AS successes,
+                   sum(CASE WHEN {_among(BACKGROUND)} THEN attempts ELSE 0 END) AS background,
+                   sum(cache_hits) AS cache_hits, sum(tokens_saved) AS tokens_saved
             FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
         "models": f"""
             SELECT provider, model_selected AS model, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd,
                    sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out
-            FROM task_stats WHERE {since} GROUP BY 1, 2 ORDER BY 4 DESC, 3 DESC""",
+            FROM task_stats WHERE {since} AND {client} GROUP BY 1, 2 ORDER BY 4 DESC, 3 DESC""",
         "success_rates": f"""
             SELECT provider, model_selected AS model, task_category AS category, sum(attempts) AS attempts,
-                   sum({ok}) AS successes,
+                   sum({answered}) AS successes,
                    sum(heuristic_sum) * 1.0 / nullif(sum(heuristic_count), 0) AS avg_heuristic,
                    sum(rating_sum) * 1.0 / nullif(sum(rating_count), 0) AS avg_rating
-            FROM task_stats WHERE {since} AND status <> 'cancelled' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+            FROM task_stats WHERE {since} AND {client} AND status <> 'cancelled'
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
         "providers": f"""
             SELECT provider, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd,
                    sum(latency_ms_sum) * 1.0 / nullif(sum(attempts), 0) AS avg_latency_ms,
                    sum(ttft_ms_sum) * 1.0 / nullif(sum(ttft_count), 0) AS avg_ttft_ms,
-                   sum({ok}) AS successes,
+                   sum({worked}) AS successes,
                    (sum(tokens_in) + sum(tokens_out)) * 1.0 / nullif(sum(attempts), 0) AS avg_tokens
-            FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
+            FROM task_stats WHERE {since} AND {model_calls} GROUP BY 1 ORDER BY 1""",
+        # Background calls by status (a failed one is `<purpose>_failed`), with what they cost.
+        "background": f"""
+            SELECT status, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd
+            FROM task_stats WHERE {since} AND {_among(BACKGROUND)} GROUP BY 1 ORDER BY 1""",
         # What the learned router's own calls (shadow answers, a judge's verdicts) cost.
         "learning_spend": f"""
             SELECT status, provider, model_selected AS model, sum(attempts) AS attempts,
                    sum(cost_usd) AS cost_usd
-            FROM task_stats WHERE {since} AND status IN ('shadow', 'shadow_failed', 'judge', 'judge_failed')
+            FROM task_stats WHERE {since} AND {_among(("shadow", "shadow_failed", "judge", "judge_failed"))}
             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
         # The per-key rollup (requests made with a client key), same days.
         "keys": f"""
@@ -89,6 +124,25 @@ def stats_queries(f: Flavor) -> dict[str, str]:
                    sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(cost_usd) AS cost_usd
             FROM key_usage WHERE {since} GROUP BY 1 ORDER BY 1""",
     }
+
+
+def outcomes_query(f: Flavor) -> str:
+    """Clients' requests since the first parameter (Unix seconds), by the day each began, and how
+    each ended: its last attempt answered it, the client cancelled it, or (neither) it failed.
+
+    Read from the request log, not the rollup: the rollup counts attempts, and one request's
+    attempts can answer more than once (a tool loop's steps each succeed) or fail before a
+    fallback answers."""
+    return f"""
+        SELECT day, count(*) AS requests,
+               sum(CASE WHEN last_answered = last THEN 1 ELSE 0 END) AS answered,
+               sum(CASE WHEN last_cancelled = last THEN 1 ELSE 0 END) AS cancelled
+        FROM (SELECT min({f.day}) AS day, max(attempt) AS last,
+                     max(CASE WHEN {_among(ANSWERED)} THEN attempt END) AS last_answered,
+                     max(CASE WHEN status = 'cancelled' THEN attempt END) AS last_cancelled
+              FROM task_logs WHERE {f.since} AND attempt >= 1 AND NOT {_among(BACKGROUND)}
+              GROUP BY request_group_id) AS each_request
+        GROUP BY day ORDER BY day"""
 
 
 def rollup_rows(records: list[Any]) -> list[tuple[Any, ...]]:
@@ -127,6 +181,11 @@ def rollup_rows(records: list[Any]) -> list[tuple[Any, ...]]:
 
 def since_day(since: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(since))
+
+
+def day_start(day: str) -> float:
+    """The Unix time a 'YYYY-MM-DD' day (UTC) begins: the request log read over the rollup's days."""
+    return float(calendar.timegm(time.strptime(day, "%Y-%m-%d")))
 
 
 def key_usage_rows(records: list[Any]) -> list[tuple[Any, ...]]:

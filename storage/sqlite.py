@@ -23,8 +23,10 @@ from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     SQLITE,
     ab_results_query,
+    day_start,
     evidence_query,
     evidence_rows,
+    outcomes_query,
     rating_update,
     response_chain_query,
     since_day,
@@ -155,7 +157,9 @@ class SQLiteStorage:
 
     async def stats(self, *, days: int, now: float) -> dict[str, Any]:
         since = since_day(now - days * 86400)
-        return {name: await self._dicts(sql, (since,)) for name, sql in stats_queries(SQLITE).items()}
+        stats = {name: await self._dicts(sql, (since,)) for name, sql in stats_queries(SQLITE).items()}
+        stats["outcomes"] = await self._dicts(outcomes_query(SQLITE), (day_start(since),))
+        return stats
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
         return evidence_rows(await self._dicts(evidence_query(SQLITE), (since_day(since),)))

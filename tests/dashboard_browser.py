@@ -1,6 +1,6 @@
 """Drives every dashboard page in Debian's Chromium with Playwright and prints what it saw (JSON).
 
-    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts | key KEY]
+    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts | key KEY | first-day NAME | statuses | empty]
 
 A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
 relaybox in the test process) would take over. Screenshots land in tests/artifacts/.
@@ -73,11 +73,13 @@ def browse(base_url: str) -> dict[str, Any]:
         seen["filtered_providers"] = sorted(
             set(page.locator("#requests-table tbody tr td:nth-child(2)").all_inner_texts())
         )
-        page.locator("#requests-table tbody tr[data-group]").first.click()
+        page.locator("#requests-table tbody tr[data-group] td:first-child").first.click()
         page.wait_for_selector("#request-detail [data-rating]")
         page.locator('#request-detail [data-rating="4"]').click()
         page.wait_for_selector('#request-detail [data-rating="4"].active')
-        page.screenshot(path=str(ARTIFACTS / "dashboard-requests.png"), full_page=True)
+        page.select_option("#filter-provider", "")  # every provider's rows, background calls among them
+        page.wait_for_selector("#requests-table .badge.background")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-requests.png"))
 
         page.click("nav a[data-page=actors]")
         page.wait_for_selector("#actor-tree .actor")
@@ -182,11 +184,120 @@ def first_day(base_url: str, name: str) -> dict[str, Any]:
     return seen
 
 
+def statuses(base_url: str) -> dict[str, Any]:
+    """What a reader is told about hand-countable traffic: the overview's cards (with their tooltips),
+    what the charts add up to, the HTTP errors, every cost shown; on the requests page each status
+    as drawn, and a long router reason before and after a click (and after the table is redrawn)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#chart-volume .main-svg")
+        page.wait_for_selector("#chart-models .main-svg")
+        page.wait_for_selector("#http-errors tbody tr")
+        seen: dict[str, Any] = {"errors": errors}
+        seen["kpis"] = page.evaluate(
+            """() => Object.fromEntries([...document.querySelectorAll('#kpis .kpi')].map((k) => [
+                k.querySelector('.label').textContent,
+                {value: k.querySelector('.value').textContent, detail: k.querySelector('.detail').textContent,
+                 title: k.title}]))"""
+        )
+        seen["chart_sums"] = page.evaluate(
+            """() => Object.fromEntries(['chart-volume', 'chart-models', 'chart-success'].map((id) => [id,
+                Object.fromEntries(document.getElementById(id).data.map((t) => [t.name || 'bars',
+                    t.y.reduce((sum, y) => sum + Number(y), 0)]))]))"""
+        )
+        seen["success_labels"] = page.evaluate("document.getElementById('chart-success').data[0].text")
+        seen["cost_hovers"] = page.evaluate(
+            "document.getElementById('chart-cost').data.flatMap((t) => t.customdata)"
+        )
+        seen["cost_ticks"] = page.locator("#chart-cost .ytick text").all_text_contents()
+        seen["http_errors"] = page.evaluate(
+            """() => [...document.querySelectorAll('#http-errors tbody tr')].map((row) => ({
+                cells: [...row.cells].map((c) => c.innerText),
+                color: getComputedStyle(row.cells[2].querySelector('span')).color}))"""
+        )
+        seen["http_summary"] = page.locator("#http-errors .summary").inner_text()
+        seen["learning"] = page.locator("#learning").inner_text()
+        seen["overview_text"] = page.locator("main").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-statuses-overview.png"), full_page=True)
+
+        page.click("nav a[data-page=requests]")
+        page.wait_for_selector("#requests-table tbody tr[data-group]")
+        seen["rows"] = page.evaluate(
+            """() => [...document.querySelectorAll('#requests-table tbody tr[data-group]')].map((row) => {
+                const cell = row.querySelector('td.status');
+                const first = cell.querySelector('span');
+                return {status: cell.dataset.status, shown: cell.innerText, color: getComputedStyle(first).color,
+                        badge: !!cell.querySelector('.badge.background'), cost: row.cells[7].innerText};
+            })"""
+        )
+        reason = page.locator("#requests-table button.reason[title^='auto: code_generation']").first
+
+        def measured() -> dict[str, Any]:
+            return reason.evaluate(
+                """(b) => ({shown: b.innerText, title: b.title, cut: b.scrollWidth > b.clientWidth,
+                           ellipsis: getComputedStyle(b).textOverflow, expanded: b.getAttribute('aria-expanded')})"""
+            )
+
+        seen["reason_before"] = measured()
+        reason.click()
+        page.wait_for_selector("#requests-table button.reason.expanded")
+        seen["reason_open"] = measured()
+        seen["detail_hidden_after_reason_click"] = page.locator("#request-detail").is_hidden()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-statuses-requests.png"), full_page=True)
+        page.select_option("#filter-status", "judge")  # the table is drawn again, for one status
+        page.wait_for_function(
+            "document.querySelectorAll('#requests-table tbody tr[data-group]').length === 1"
+        )
+        seen["judge_only"] = page.locator("#requests-table tbody tr[data-group] td.status").all_inner_texts()
+        page.select_option("#filter-status", "")
+        page.wait_for_function("document.querySelectorAll('#requests-table tbody tr[data-group]').length > 1")
+        seen["reason_after_redraw"] = measured()
+        page.locator("#requests-table tbody tr[data-group] td:first-child").first.click()
+        page.wait_for_selector("#request-detail [data-rating]")
+        seen["detail_statuses"] = page.locator("#request-detail tbody tr td:nth-child(4)").all_inner_texts()
+        browser.close()
+    return seen
+
+
+def empty(base_url: str) -> dict[str, Any]:
+    """No provider configured: what each page says to configure, and the start-up notes."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#setup:not([hidden]) li")
+        seen: dict[str, Any] = {"errors": errors, "overview": page.locator("#setup").inner_text()}
+        page.wait_for_selector("#http-errors tbody tr")
+        seen["http_errors"] = page.locator("#http-errors tbody tr").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-empty.png"))
+        page.click("nav a[data-page=requests]")
+        page.wait_for_selector("#page-requests.active")
+        seen["requests_page_says"] = page.locator("#setup").is_visible()
+        page.click("nav a[data-page=providers]")
+        page.wait_for_selector("#discovery-notes li", state="attached")
+        page.click(".discovery summary")
+        seen["discovery"] = page.locator("#discovery-notes li").all_inner_texts()
+        browser.close()
+    return seen
+
+
 if __name__ == "__main__":
     if sys.argv[2:3] == ["key"]:
         print(json.dumps(with_key(sys.argv[1], sys.argv[3])))
     elif sys.argv[2:3] == ["first-day"]:
         print(json.dumps(first_day(sys.argv[1], sys.argv[3])))
+    elif sys.argv[2:3] == ["statuses"]:
+        print(json.dumps(statuses(sys.argv[1])))
+    elif sys.argv[2:3] == ["empty"]:
+        print(json.dumps(empty(sys.argv[1])))
     else:
         what = alerts if sys.argv[2:] == ["alerts"] else browse
         print(json.dumps(what(sys.argv[1])))

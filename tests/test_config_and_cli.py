@@ -40,7 +40,6 @@ def test_environment_discovers_providers(tmp_path: Path) -> None:
         "PATH": str(Path(claude).parent),
         "HOME": str(tmp_path),
         "OPENAI_API_KEY": "sk-secret",
-        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
         "TIMEOUT_CLAUDE": "42",
         "DEFAULT_PROVIDER": "openai",
         "CUSTOM_PROVIDERS": json.dumps(
@@ -68,7 +67,7 @@ def test_environment_discovers_providers(tmp_path: Path) -> None:
     by_name = {p.name: p for p in settings.providers}
     assert list(by_name) == ["claude-cli", "openai", "groq"]
     assert by_name["claude-cli"].executable == claude and by_name["claude-cli"].limits.idle_timeout == 42
-    assert by_name["openai"].base_url == "http://127.0.0.1:9/v1"
+    assert by_name["openai"].base_url == "https://api.openai.com/v1"
     assert settings.routing.mode == "hybrid", "PROVIDER_MODE's default"
     assert by_name["openai"].embedding_models[0].id == "text-embedding-3-small"
     assert by_name["groq"].embedding_models[0].id == "bge-m3"
@@ -89,15 +88,15 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
     settings = load_settings(env, str(EXAMPLE))
     assert settings.aliases["fast"] == "openai:gpt-4o-mini"
     assert settings.breaker.consecutive_failures == 5
-    assert [p.name for p in settings.providers] == ["claude-cli"]  # no OPENAI_API_KEY; openrouter disabled
-    assert any("openrouter: disabled" in note for note in settings.notes)
+    assert [p.name for p in settings.providers] == ["claude-cli"]  # no OPENAI_API_KEY; groq disabled
+    assert any("groq: disabled" in note for note in settings.notes)
 
 
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
         ("[server\nport=1", {}, "not valid TOML"),
-        ("[breaker]\nbogus = 1", {}, "unknown setting"),
+        ("[breaker]\nbogus = 1", {}, "unknown setting .breaker. bogus"),
         ("[providers.x]\nkind = 'ollama'\nbase_url = 'http://h'\nmodels = ['m']", {}, "not supported yet"),
         ("[providers.x]\nbase_url = 'ftp://h'\nmodels = ['m']", {}, "http(s) URL"),
         (
@@ -109,16 +108,16 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ("", {"CONSECUTIVE_FAILURE_LIMIT": "many"}, "must be an integer"),
         ("[server]\nport = 'eighty'", {}, "port must be an integer"),
         ("", {"SUCCESS_THRESHOLD": "80"}, "between 0 and 1"),
-        ("", {"PROVIDER_MODE": "offline"}, "provider_mode must be one of hybrid, local, cloud"),
+        ("", {"PROVIDER_MODE": "offline"}, "PROVIDER_MODE must be one of hybrid, local, cloud"),
         ("[routing]\neconomy_max = 70", {}, "economy_max < standard_max"),
-        ("[routes.x]\nprimary = 'a'\nbackup_9 = 'b'", {}, "unknown keys"),
+        ("[routes.x]\nprimary = 'a'\nbackup_9 = 'b'", {}, "unknown setting .routes.x. backup_9"),
         ("[routes]\nx = []", {}, "non-empty list"),
         ("[mcp.servers.fs]\nargs = ['x']", {}, "needs either 'command'"),
         ("[mcp.servers.fs]\ncommand = 'x'\nurl = 'http://h'", {}, "needs either 'command'"),
-        ("[mcp.servers.fs]\ncommand = 'x'\nshell = true", {}, "unknown keys .'shell'."),
+        ("[mcp.servers.fs]\ncommand = 'x'\nshell = true", {}, "unknown setting .mcp.servers.fs. shell"),
         ("[mcp.servers.a__b]\ncommand = 'x'", {}, "a server's name"),
         ("[mcp]\nmax_steps = 0", {}, "max_steps must be at least 1"),
-        ("[mcp]\nsteps = 3", {}, "mcp.: unknown keys"),
+        ("[mcp]\nsteps = 3", {}, "unknown setting .mcp. steps: did you mean `max_steps`"),
         ("[routes.x]\nchain = ['auto']\ntools = ['nope']", {}, "no .mcp.servers. named .'nope'."),
         ("[[ab_tests]]\nbaseline = 'a:m'\nchallenger = 'b:m'", {}, "names provider 'a', which is not active"),
         ("[providers.x]\nbase_url = 'http://h'\nslots = 2.5\nmodels = ['m']", {}, "slots must be an integer"),
@@ -130,7 +129,7 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ),
         ("[routing]\nquality_target = 1.5", {}, "quality_target must be between 0 and 1"),
         ("[routing]\nshadow_rate = -0.1", {}, "shadow_rate must be between 0 and 1"),
-        ("[routing]\nlearned = 'yes'", {}, "learned must be true or false"),
+        ("[routing]\nlearned = 'yes'", {}, "'learned' must be true or false"),
         (
             "[routing]\njudge_model = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
             {},
@@ -292,16 +291,27 @@ async def test_openai_base_url_at_another_server_uses_the_models_it_lists(tmp_pa
     assert sent.path == "/v1/models" and sent.headers["authorization"] == "Bearer sk-x"
 
 
-def test_openai_base_url_that_lists_nothing_is_said_at_start(tmp_path: Path) -> None:
-    env = {
-        "PATH": "",
-        "HOME": str(tmp_path),
-        "OPENAI_API_KEY": "sk-x",
-        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
-    }
-    settings = load_settings(env)
+async def test_openai_base_url_that_lists_nothing_is_said_at_start(tmp_path: Path) -> None:
+    import trio
+
+    from tests.fakes.http_server import FakeHTTPServer, FakeRequest, ResponseWriter
+
+    async def no_model_list(request: FakeRequest, out: ResponseWriter) -> None:
+        await out.send(404, b"no such path")
+
+    async with trio.open_nursery() as nursery:
+        server = FakeHTTPServer(no_model_list)
+        await server.start(nursery)
+        env = {
+            "PATH": "",
+            "HOME": str(tmp_path),
+            "OPENAI_API_KEY": "sk-x",
+            "OPENAI_BASE_URL": server.base_url,
+        }
+        settings = await trio.to_thread.run_sync(load_settings, env)
+        nursery.cancel_scope.cancel()
     openai = next(p for p in settings.providers if p.name == "openai")
-    assert "gpt-4o-mini" in [m.id for m in openai.models]
+    assert "gpt-4o-mini" in [m.id for m in openai.models] and openai.unreachable is None
     assert any("did not list its models" in note and "assuming" in note for note in settings.notes)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 import uuid
@@ -15,6 +16,7 @@ import pytest
 import trio
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.storage.records import AttemptRecord, Budget, Window
+from relaybox.web.config import load_settings
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.harness import eventually, openai_provider, serve, settings_for
@@ -24,7 +26,8 @@ PAGES = ("overview", "providers", "requests", "actors")
 
 
 def seeded_traffic(now: float) -> list[AttemptRecord]:
-    """Five days of attempts over three providers, with failures, fallbacks and savings."""
+    """Five days of attempts over three providers, with failures, fallbacks and savings; a judge's
+    verdict on every tenth answer and a shadow answer on every twenty-fifth (background calls)."""
     rng = random.Random(7)
     records = []
     for index in range(300):
@@ -33,17 +36,21 @@ def seeded_traffic(now: float) -> list[AttemptRecord]:
             [("fast", "gpt-4o-mini", 0.0004), ("dead", "gpt-4o", 0.006), ("spare", "gpt-4o-mini", 0.0004)]
         )
         failed = provider == "dead" and rng.random() < 0.4
+        group = str(uuid.uuid4())
+        category = rng.choice(["code_generation", "simple_qa", "summarization"])
         records.append(
             AttemptRecord(
                 id=str(uuid.uuid4()),
                 created_at=created,
-                request_group_id=str(uuid.uuid4()),
+                request_group_id=group,
                 attempt=1,
                 provider=provider,
                 model_selected=model,
                 model_requested="gpt-4o" if index % 3 == 0 else "auto",
-                router_reason="seeded",
-                task_category=rng.choice(["code_generation", "simple_qa", "summarization"]),
+                router_reason="exact model id"
+                if index % 3 == 0
+                else f"auto: {category}; {provider}/{model}: cheapest economy, 92% of 180 recent answers good for {category}",
+                task_category=category,
                 status="server_error" if failed else "success",
                 tokens_in=rng.randint(100, 3000),
                 tokens_out=rng.randint(20, 800),
@@ -56,6 +63,23 @@ def seeded_traffic(now: float) -> list[AttemptRecord]:
                 heuristic_score=None if failed else rng.randint(60, 100),
             )
         )
+        for purpose, every in (("judge", 10), ("shadow", 25)):
+            if index % every == 0 and not failed:
+                records.append(
+                    AttemptRecord(
+                        id=str(uuid.uuid4()),
+                        created_at=created + 5,
+                        request_group_id=group,
+                        attempt=0,
+                        provider="spare",
+                        model_selected="gpt-4o-mini",
+                        router_reason=f"{purpose} for {provider}/{model}'s answer",
+                        task_category=category,
+                        status=purpose,
+                        cost_usd=0.00004,
+                        latency_ms=900,
+                    )
+                )
     return records
 
 
@@ -74,7 +98,8 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
         serve(settings) as relay,
         httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
     ):
-        await relay.system.storage.insert_records(seeded_traffic(time.time()))
+        seeded = seeded_traffic(time.time())
+        await relay.system.storage.insert_records(seeded)
         for _ in range(3):  # and some live traffic through the API
             answer = await client.post(
                 "/v1/chat/completions",
@@ -100,7 +125,9 @@ async def test_every_dashboard_page_renders_the_seeded_traffic(
         providers = {p["id"]: p for p in (await client.get("/api/providers")).json()["data"]}
 
     assert seen["errors"] == []
-    assert len(seen["kpis"]) == 6 and any("306" in kpi for kpi in seen["kpis"]), seen["kpis"]
+    assert len(seen["kpis"]) == 7 and seen["kpis"][0].startswith("306\nRequests"), seen["kpis"]
+    judged, shadowed = (sum(1 for r in seeded if r.status == purpose) for purpose in ("judge", "shadow"))
+    assert seen["kpis"][2] == f"{judged + shadowed}\nBackground calls\n{judged} judge · {shadowed} shadow"
     assert (
         6 <= int(seen["requests_today"].replace(",", "")) < 306
     )  # today: the live requests and a share of the seeded
@@ -252,7 +279,179 @@ async def test_the_first_day_draws_days_as_days(tmp_path: Path, fake_openai: Fak
     ), seen
     assert all(cost == "$0.0000084" for cost in seen["request_costs"]) and len(seen["request_costs"]) == count
     assert "no limit set" in seen["budgets_text"] and seen["budget_dials"] == 0, seen
-    assert seen["http_errors"] == ["(no route)\t404\t1"], seen["http_errors"]
-    assert any(
-        f"${count * 0.0000084:.2g}".replace("e-05", "") in kpi or "$0.000" in kpi for kpi in seen["kpis"]
-    ), seen["kpis"]
+    assert seen["http_errors"] == ["(no route)\t404\tclient error a path relaybox does not serve\t1"], seen[
+        "http_errors"
+    ]
+    total = {1: "$0.0000084", 40: "$0.00034"}[count]  # two significant digits, never an exponent
+    assert f"{total}\nCost\nbackground calls included" in seen["kpis"], seen["kpis"]
+
+
+RED = "rgb(185, 28, 28)"  # dashboard.css --bad: how a failure is drawn
+LONG_REASON = (
+    "auto: code_generation, complexity 7 (3 code blocks, 412 words); fast/gpt-4o-mini: cheapest economy, "
+    "94% of 212 recent answers good for code_generation; spare/gpt-4o-mini next, then dead/gpt-4o (standard)"
+)
+
+
+def counted_traffic(now: float) -> list[AttemptRecord]:
+    """Five client requests and five background calls, every kind of status, countable by hand:
+    answered (first try, after a fallback, deduplicated), failed after two attempts, cancelled; a
+    judge's verdict and a failed shadow answer on the first request, two MCP tool calls, a
+    connection test. Costs from $0 to a fiftieth of a millionth of a dollar."""
+    groups = [str(uuid.uuid4()) for _ in range(7)]
+
+    def attempt(
+        seconds_ago: int, group: int, number: int, provider: str, status: str, **fields: object
+    ) -> AttemptRecord:
+        values: dict[str, object] = {
+            "id": str(uuid.uuid4()),
+            "created_at": now - seconds_ago,
+            "request_group_id": groups[group],
+            "attempt": number,
+            "provider": provider,
+            "model_selected": "gpt-4o" if provider == "dead" else "gpt-4o-mini",
+            "model_requested": "auto",
+            "router_reason": "seeded",
+            "task_category": "code_generation",
+            "status": status,
+            "latency_ms": 500,
+            **fields,
+        }
+        return AttemptRecord(**values)  # type: ignore[arg-type]
+
+    return [
+        attempt(10, 0, 1, "fast", "success", cost_usd=0.0000072, router_reason=LONG_REASON),
+        attempt(
+            9, 0, 0, "fast", "judge", cost_usd=0.00000002, router_reason="judge for fast/gpt-4o-mini's answer"
+        ),
+        attempt(8, 0, 0, "spare", "shadow_failed", router_reason="shadow for fast/gpt-4o-mini's answer"),
+        attempt(60, 1, 1, "dead", "server_error"),
+        attempt(59, 1, 2, "fast", "success", cost_usd=0.000012, fallback_used=True),
+        attempt(120, 2, 1, "dead", "timeout"),
+        attempt(119, 2, 2, "spare", "transport", fallback_used=True),
+        attempt(180, 3, 1, "fast", "cancelled"),
+        attempt(240, 4, 1, "fast", "deduplicated"),
+        attempt(300, 5, 0, "mcp:files", "tool", model_selected="read_file", task_category="tool"),
+        attempt(299, 5, 0, "mcp:files", "tool_failed", model_selected="write_file", task_category="tool"),
+        attempt(360, 6, 1, "fast", "test", cost_usd=0.0000042, router_reason="connection test"),
+    ]
+
+
+async def test_the_dashboard_tells_background_work_from_failures(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Judge, shadow, tool and test rows are labelled for what they are and never counted as
+    failures; the cards and charts count the same requests and attempts and say which; one cost
+    format; a 404 on an unknown path is a client error; a long reason is shown whole on a click."""
+    settings = settings_for(
+        tmp_path,
+        openai_provider("fast", fake_openai.base_url),
+        openai_provider("dead", "http://127.0.0.1:9/v1", models=("gpt-4o",)),
+        openai_provider("spare", fake_openai.base_url),
+    )
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url) as client:
+        await relay.system.storage.insert_records(counted_traffic(time.time()))
+        for _ in range(6):  # a client's typo'd path
+            assert (await client.post("/v1/respones", json={})).status_code == 404
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "statuses"],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    assert seen["errors"] == []
+    kpis = seen["kpis"]
+    assert (kpis["Requests"]["value"], kpis["Requests"]["detail"]) == ("5", "7 attempts, fallbacks included")
+    answered = kpis["Requests answered"]
+    assert (answered["value"], answered["detail"]) == ("75.0%", "3 of 4, 1 failed, 1 cancelled"), answered
+    assert "after fallbacks" in answered["title"] and "cancelled" in answered["title"]
+    assert "never reached a model" in answered["title"] and "per attempt: 50.0%" in answered["title"]
+    background = kpis["Background calls"]
+    assert (
+        background["value"] == "5"
+        and background["detail"] == "1 judge · 1 shadow · 2 tool · 1 test; 2 failed"
+    )
+    assert "Neither requests nor failures" in background["title"]
+    assert kpis["Providers active"]["value"] == "3", "an MCP server is not a provider"
+    # The cards and the charts count the same things.
+    assert seen["chart_sums"]["chart-volume"] == {"requests": 5, "answered": 3, "background calls": 5}
+    assert sum(seen["chart_sums"]["chart-models"].values()) == 7, seen["chart_sums"]
+    # Per attempt: the 7 less the cancelled one, 3 of them answered (the card's "per attempt: 50.0%").
+    assert sorted(seen["success_labels"]) == ["0/1", "0/2", "3/3"], seen["success_labels"]
+    # One cost format: two significant digits, "$0" for nothing, never an exponent.
+    assert kpis["Cost"]["value"] == "$0.000023" and kpis["Cost"]["detail"] == "background calls included"
+    assert "<$0.000001" in seen["learning"], seen["learning"]
+    assert sorted(seen["cost_hovers"]) == ["$0", "$0", "$0.000023"], (
+        "fast's: its attempts and background calls"
+    )
+    assert seen["cost_ticks"] and all("e" not in tick and tick.startswith("$") for tick in seen["cost_ticks"])
+    assert not re.search(r"\de[-+]?\d", seen["overview_text"]), "no exponent anywhere on the overview"
+    costs = {row["status"]: row["cost"] for row in seen["rows"]}
+    assert (costs["judge"], costs["test"], costs["deduplicated"]) == ("<$0.000001", "$0.0000042", "$0")
+    # A 404 on an unknown path is the client's error, not drawn as a failure.
+    assert [row["cells"] for row in seen["http_errors"]] == [
+        ["(no route)", "404", "client error a path relaybox does not serve", "6"]
+    ]
+    assert seen["http_errors"][0]["color"] != RED
+    assert seen["http_summary"] == "client error: 6"
+    # Each status drawn for what it is.
+    shown = {row["status"]: row for row in seen["rows"]}
+    labelled = {
+        "judge": "judge",
+        "shadow_failed": "shadow failed",
+        "tool": "tool",
+        "tool_failed": "tool failed",
+        "test": "test",
+    }
+    failures, others = ("server_error", "timeout", "transport"), ("success", "deduplicated", "cancelled")
+    assert set(shown) == {*labelled, *failures, *others}
+    for status, text in labelled.items():
+        assert shown[status]["badge"] and shown[status]["shown"] == text, shown[status]
+    for status in failures:
+        assert shown[status]["color"] == RED and not shown[status]["badge"], shown[status]
+    for status in (*labelled, *others):
+        assert shown[status]["color"] != RED, shown[status]
+    # The long reason: cut with an ellipsis, whole in its tooltip, whole after a click, and still
+    # whole once the table is drawn again.
+    before, opened, redrawn = seen["reason_before"], seen["reason_open"], seen["reason_after_redraw"]
+    assert before["cut"] and before["ellipsis"] == "ellipsis" and before["title"] == LONG_REASON
+    assert before["expanded"] == "false" and opened["expanded"] == "true"
+    assert not opened["cut"] and opened["shown"] == LONG_REASON
+    assert not redrawn["cut"] and redrawn["expanded"] == "true"
+    assert seen["detail_hidden_after_reason_click"], "a click on a reason opens the reason, not the request"
+    assert seen["judge_only"] == ["judge"]
+    assert sorted(seen["detail_statuses"]) == ["judge", "shadow failed", "success"], seen["detail_statuses"]
+
+
+async def test_with_no_provider_the_dashboard_says_what_to_configure(tmp_path: Path) -> None:
+    """The advice `relaybox serve` prints at start-up, on every page."""
+    discovered = load_settings(
+        env={"PATH": str(tmp_path), "HOME": str(tmp_path), "OLLAMA_BASE_URL": "http://127.0.0.1:9"}
+    )
+    assert discovered.providers == ()
+    async with serve(settings_for(tmp_path, notes=discovered.notes)) as relay:
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "empty"],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    assert seen["errors"] == []
+    says = seen["overview"]
+    assert says.startswith("No provider is configured yet") and "503" in says, says
+    advice = (
+        "set OPENAI_API_KEY to enable",
+        "set ANTHROPIC_API_KEY to enable",
+        "npm install -g @anthropic-ai/claude-code",
+        "ollama serve",
+        "relaybox serve --config FILE",
+        "relaybox.example.toml",
+        "relaybox doctor",
+    )
+    assert all(line in says for line in advice), says
+    assert seen["requests_page_says"]
+    assert seen["discovery"] == list(discovered.notes)
+    # Its own polling of /health is answered 503 (nothing can serve): said as such, not as a failure.
+    assert "/health\t503\tnot ready no provider could serve then" in seen["http_errors"][0], seen[
+        "http_errors"
+    ]

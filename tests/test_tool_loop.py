@@ -119,7 +119,7 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(
     assert [(row.model_selected, row.status) for row in tool_rows] == [("multiply", "tool")]
     steps = sorted(row.attempt for row in rows if row.provider == "upstream" and row.status == "success")
     assert steps == [1, 2], "the steps number on: one request with two attempts"
-    assert totals["requests"] == 1 and totals["attempts"] == 3, totals
+    assert totals["requests"] == 1 and totals["attempts"] == 2, "two steps; a tool call is no attempt"
 
 
 async def test_tool_errors_and_timeouts_are_fed_back_and_max_steps_ends_clearly(
@@ -246,7 +246,7 @@ async def test_the_filesystem_server_reads_and_writes_for_the_model(
         notes = relay.system.mcp_servers["fs"].statistics().schema_notes
     text = completion.choices[0].message.content or ""
     assert health["mcp_servers"]["fs"]["ready"] is True and health["mcp_servers"]["fs"]["tools"] >= 10
-    assert notes and all("Gemini drops" in note for note in notes)
+    assert notes == (), "no Gemini provider is active: its schema notes concern nobody"
     assert "buy milk" in text and (root / "done.txt").read_text() == "milk bought\n"
     assert "denied" in text.lower() or "outside" in text.lower(), "the server keeps to its directory"
     tools = [(row.model_selected, row.status) for row in rows if row.provider == "mcp:fs"]

@@ -192,14 +192,21 @@ def _find(error: BaseException, kind: type[BaseException]) -> BaseException | No
 def startup_report(system: System, binds: Sequence[str]) -> str:
     settings = system.settings
     lines = ["relaybox is listening on " + ", ".join(binds), ""]
-    if settings.providers:
+    reachable = [p for p in settings.providers if p.unreachable is None]
+    unreachable = [p for p in settings.providers if p.unreachable is not None]
+    if reachable:
         lines.append("active providers:")
-        for provider in settings.providers:
+        for provider in reachable:
             models = ", ".join(m.id for m in provider.models)
             lines.append(
                 f"  {provider.name:<14} {provider.kind:<18} default {provider.default_model:<14} models: {models}"
             )
-    else:
+    if unreachable:
+        lines.append(
+            "configured, but not reachable at start-up (they serve requests naming them once they answer):"
+        )
+        lines += [f"  {p.name:<14} {p.kind:<18} {p.base_url}: {p.unreachable}" for p in unreachable]
+    if not settings.providers:
         lines.append("no provider is active: requests will be answered 503 until one is configured")
     lines.append("")
     lines.extend(f"  - {note}" for note in settings.notes)
@@ -241,7 +248,7 @@ def _storage_description(settings: Settings) -> str:
         from urllib.parse import urlsplit
 
         url = urlsplit(settings.database_url)
-        return f"PostgreSQL at {url.hostname}:{url.port or 5432}{url.path} (DATABASE_URL)"
+        return f"PostgreSQL at {url.hostname}:{url.port or 5432}{url.path}"
     return f"SQLite file {settings.data_dir}/relaybox.db (set DATABASE_URL for PostgreSQL)"
 
 

@@ -14,13 +14,11 @@ from urllib.parse import urlsplit
 
 from relaybox.protocol.errors import FailureKind
 from relaybox.web.config import ProviderConfig
+from relaybox.web.config.catalogue import BUILTIN_APIS
 
-KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-}
+# A built-in API's key variable: what a refused key's diagnosis names when the configuration does
+# not say where the key was read (`ProviderConfig.api_key_from`).
+KEY_VARIABLES = {api.name: api.key_env for api in BUILTIN_APIS}
 INSTALL = {
     "claude-cli": "npm install -g @anthropic-ai/claude-code",
     "gemini-cli": "npm install -g @google/gemini-cli",
@@ -81,7 +79,9 @@ def diagnose_http(config: ProviderConfig, kind: FailureKind | None, message: str
     text = message.lower()
     # Gemini answers a bad key with 400 INVALID_ARGUMENT "API key not valid", not with a 401.
     if kind is FailureKind.AUTH or (kind is FailureKind.REJECTED and "api key" in text):
-        key = KEY_VARIABLES.get(config.name, f"the apiKey configured for {config.name}")
+        key = config.api_key_from or KEY_VARIABLES.get(
+            config.name, f"the apiKey configured for {config.name}"
+        )
         return f"❌ The API key was refused. Check {key}."
     if kind is FailureKind.TRANSPORT and any(words in text for words in UNRESOLVED):
         return f"❌ Wrong host: {host} does not resolve. Check the base URL."

@@ -338,9 +338,13 @@ async def _start_tracing(
 async def _start_mcp_servers(supervisor: Supervisor, settings: Settings) -> dict[str, McpServerActor]:
     """One actor per `[mcp.servers]` entry; each connects in the background (a slow server holds
     nothing up) and writes its stderr to `<data dir>/mcp/NAME.log`."""
+    gemini_active = any(config.kind == "gemini" for config in settings.providers)
     servers = {
         spec.name: McpServerActor(
-            spec, tool_timeout=settings.mcp.tool_timeout, log_dir=str(Path(settings.data_dir) / "mcp")
+            spec,
+            tool_timeout=settings.mcp.tool_timeout,
+            log_dir=str(Path(settings.data_dir) / "mcp"),
+            gemini_active=gemini_active,
         )
         for spec in settings.mcp.servers
     }

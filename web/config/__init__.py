@@ -1,5 +1,6 @@
-"""Configuration: the built-in catalogue (`catalogue.py`), the settings' types (`settings.py`), the
-TOML file and the environment read into them (`loading.py`), and provider discovery (`discovery.py`)."""
+"""Configuration: the built-in catalogue (`catalogue.py`), the settings' types (`settings.py`), what
+the TOML file may say (`schema.py`), the file and the environment read into the settings
+(`loading.py`, `values.py`), and provider discovery (`discovery.py`)."""
 
 from relaybox.web.config.discovery import probe_ollama
 from relaybox.web.config.loading import load_settings

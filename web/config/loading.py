@@ -1,6 +1,9 @@
-"""Settings: embedded defaults, then the TOML file, then the environment (which wins). Every
-decision is written down in `Settings.notes`, which `relaybox serve` prints at start-up; which
-providers are active is found out by `web/config/discovery.py`."""
+"""Settings: embedded defaults, then the TOML file, then the environment (which wins). The file
+is first checked for names relaybox does not read (`schema.py`); then every value is read with the
+name the user gave it (`values.Section`), so a value refused, or a note about a setting, names the
+setting as the user wrote it. Every decision is written down in `Settings.notes`, which
+`relaybox serve` prints at start-up; which providers are active is found out by
+`web/config/discovery.py`."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 from relaybox.actors.breaker import BreakerPolicy
 from relaybox.actors.recorder import JOURNAL_MODES
 from relaybox.actors.supervisor import RestartPolicy
+from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.routing.catalog import Candidate
 from relaybox.protocol.routing.classifier import TierThresholds
 from relaybox.protocol.routing.evidence import EvidencePolicy
@@ -21,235 +26,276 @@ from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.protocol.routing.plan import RoutingSettings
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, CHAIN_KEYS, MODES, NamedRoute
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy
-from relaybox.web.config import values
+from relaybox.web.config import schema, values
 from relaybox.web.config.discovery import discover_providers
 from relaybox.web.config.mcp import check_route_tools, mcp_settings
+from relaybox.web.config.schema import BUILTIN_PROVIDERS, LEARNED_SHARES, nearest
 from relaybox.web.config.settings import ConfigError, ProviderConfig, Settings, default_data_dir
+from relaybox.web.config.values import (
+    ABOVE_ZERO,
+    AT_LEAST_ONE,
+    AT_LEAST_ZERO,
+    PERCENT,
+    PORT,
+    SHARE,
+    Range,
+    Section,
+    Setting,
+    gathered,
+)
+
+Policy = TypeVar("Policy", BreakerPolicy, RestartPolicy)
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Settings:
+    """The settings, or a `ConfigError` naming every problem: each unknown section or key of the
+    file (`schema.py`), and each value that will not do, one per provider and per section."""
     env = dict(os.environ if env is None else env)
-    file: dict[str, Any] = {}
-    if config_file:
-        try:
-            file = tomllib.loads(Path(config_file).read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read the config file {config_file}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{config_file} is not valid TOML: {error}") from None
-    server = values.table(file, "server")
+    file = _read(config_file)
+    problems = schema.unknown_names(file)
     notes: list[str] = []
     unavailable: list[tuple[str, str]] = []
-    providers = discover_providers(file, env, notes, unavailable)
-    names = [p.name for p in providers]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"provider names must be unique, got {names}")
-    routing = values.table(file, "routing")
-    default_provider = env.get("DEFAULT_PROVIDER") or routing.get("default_provider")
-    if default_provider and default_provider not in names:
-        notes.append(f"DEFAULT_PROVIDER={default_provider} is not an active provider; ignored")
-        default_provider = None
-    aliases = {str(k): str(v) for k, v in values.table(file, "aliases").items()}
-    breaker = values.table(file, "breaker")
-    try:
-        breaker_policy = BreakerPolicy(**breaker)
-        restart_policy = RestartPolicy(**values.table(file, "supervisor"))
-    except TypeError as error:
-        raise ConfigError(f"unknown setting in [breaker] or [supervisor]: {error}") from None
-    cache = values.table(file, "cache")
-    database_url = env.get("DATABASE_URL") or values.table(file, "storage").get("database_url") or None
-    if database_url and not str(database_url).startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            "DATABASE_URL must be a postgresql:// URL (without it relaybox uses its SQLite file)"
-        )
+    providers: list[ProviderConfig] | None = None
+    with gathered(problems):
+        providers = discover_providers(file, env, notes, unavailable)
+        names = [p.name for p in providers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"provider names must be unique, got {names}")
+    parts: dict[str, Any] = {}
+    readers = [
+        lambda: _server(file, env),
+        lambda: _storage(file, env),
+        lambda: _exposure(file, env),
+        lambda: _policies(file),
+        lambda: _caching(file, env),
+        lambda: {"mcp": mcp_settings(file)},
+    ]
+    if providers is not None:  # routing is read against the active providers
+        active = providers
+        readers.append(lambda: _routing_settings(file, env, active, notes))
+    for read in readers:
+        with gathered(problems):
+            parts.update(read())
+    if problems or providers is None:
+        raise ConfigError(*problems)
     settings = Settings(
-        host=str(server.get("host", "127.0.0.1")),
-        port=values.integer(server.get("port", 8080), "[server] port"),
-        grace=values.number(server.get("grace_seconds", 30), "[server] grace_seconds"),
         providers=tuple(providers),
-        default_provider=default_provider,
-        aliases=aliases,
-        max_body_bytes=int(
-            values.number(server.get("max_body_mb", 32), "[server] max_body_mb") * 1024 * 1024
-        ),
-        breaker=breaker_policy,
-        restart=restart_policy,
-        data_dir=str(server.get("data_dir") or default_data_dir(env)),
-        database_url=database_url,
-        record_requests=env.get(
-            "RELAYBOX_RECORD", str(values.table(file, "storage").get("record", "1"))
-        ).lower()
-        not in ("0", "false", "off", "no"),
-        routing=_routing(file, env, providers, notes),
-        mcp=mcp_settings(file),
+        aliases={str(k): str(v) for k, v in values.table(file, "aliases").items()},
         tracing=bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
-        dedup_seconds=values.number(
-            env.get("DEDUP_SECONDS", routing.get("dedup_seconds", 5)), "dedup_seconds"
-        ),
-        cache_bytes=max(
-            0,
-            int(
-                values.number(env.get("RESPONSE_CACHE_MB", cache.get("max_mb", 64)), "[cache] max_mb")
-                * 1024
-                * 1024
-            ),
-        ),
-        compression=values.compression_level(
-            env.get("COMPRESSION_LEVEL", values.table(file, "compression").get("level", "safe"))
-        ),
-        cache_ttl=values.positive(
-            env.get("RESPONSE_CACHE_TTL", cache.get("ttl_seconds", 3600)), "[cache] ttl_seconds"
-        ),
-        **_exposure_and_retention(file, env),
         notes=tuple(notes),
         unavailable=tuple(unavailable),
+        **parts,
     )
     check_route_tools(settings.routing.routes, settings.mcp)
     return settings
 
 
-def _exposure_and_retention(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Who may reach relaybox, what its log keeps and how safely, and what limits do when storage
-    is slow."""
-    server = values.table(file, "server")
-    budget = values.table(file, "budget").get("when_storage_slow", "allow")
+def _read(config_file: str | None) -> dict[str, Any]:
+    if not config_file:
+        return {}
+    try:
+        return tomllib.loads(Path(config_file).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file {config_file}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{config_file} is not valid TOML: {error}") from None
+
+
+def _server(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    server = schema.section(file, "server")
     return {
-        "allowed_hosts": _listed(
-            env.get("RELAYBOX_ALLOWED_HOSTS"), server.get("allowed_hosts"), "allowed_hosts"
-        ),
-        "allowed_origins": _origins(env.get("RELAYBOX_ALLOWED_ORIGINS"), server.get("allowed_origins")),
-        "log_prompts": _log_prompts(
-            env.get("LOG_PROMPTS", values.table(file, "log").get("prompts", "summary"))
-        ),
-        "when_storage_slow": _when_storage_slow(env.get("BUDGET_WHEN_STORAGE_SLOW", budget)),
-        "journal": _journal(env.get("RELAYBOX_JOURNAL", values.table(file, "storage").get("journal", "os"))),
+        "host": str(server.get("host", "127.0.0.1").value),
+        "port": server.integer("port", 8080, within=PORT),
+        "grace": server.number("grace_seconds", 30, within=AT_LEAST_ZERO),
+        "max_body_bytes": int(server.number("max_body_mb", 32, within=ABOVE_ZERO) * 1024 * 1024),
+        "data_dir": str(server.get("data_dir").value or default_data_dir(env)),
     }
 
 
-def _listed(variable: str | None, setting: object, name: str) -> tuple[str, ...]:
-    """A list from a comma-separated variable (which wins) or the file's list."""
-    if variable is not None:
-        return tuple(item.strip() for item in variable.split(",") if item.strip())
-    if setting is None:
+def _storage(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Where requests are recorded, and how safely (the request log's own settings)."""
+    storage = schema.section(file, "storage", env)
+    database_url = storage.get("database_url", variable="DATABASE_URL")
+    if database_url.value and not str(database_url.value).startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{database_url.name} must be a postgresql:// URL (without it relaybox uses its SQLite file)"
+        )
+    record = storage.get("record", "1", variable="RELAYBOX_RECORD")
+    return {
+        "database_url": database_url.value or None,
+        "record_requests": str(record.value).lower() not in ("0", "false", "off", "no"),
+        "journal": storage.choice("journal", "os", JOURNAL_MODES, variable="RELAYBOX_JOURNAL"),
+        "log_prompts": schema.section(file, "log", env).choice(
+            "prompts", "summary", ("summary", "none"), variable="LOG_PROMPTS"
+        ),
+    }
+
+
+def _exposure(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Who may reach relaybox, and what limits do when storage is slow."""
+    server = schema.section(file, "server", env)
+    return {
+        "allowed_hosts": _listed(server.get("allowed_hosts", variable="RELAYBOX_ALLOWED_HOSTS")),
+        "allowed_origins": _origins(server.get("allowed_origins", variable="RELAYBOX_ALLOWED_ORIGINS")),
+        "when_storage_slow": schema.section(file, "budget", env).choice(
+            "when_storage_slow", "allow", ("allow", "deny"), variable="BUDGET_WHEN_STORAGE_SLOW"
+        ),
+    }
+
+
+def _listed(setting: Setting) -> tuple[str, ...]:
+    """A list from a comma-separated variable, or the file's list."""
+    if setting.from_environment:
+        return tuple(item.strip() for item in str(setting.value).split(",") if item.strip())
+    if setting.value is None:
         return ()
-    if not isinstance(setting, list) or not all(isinstance(item, str) for item in setting):
-        raise ConfigError(f"[server] {name} must be a list of strings")
-    return tuple(setting)
+    if not isinstance(setting.value, list) or not all(isinstance(item, str) for item in setting.value):
+        raise ConfigError(f"{setting.name} must be a list of strings")
+    return tuple(setting.value)
 
 
-def _origins(variable: str | None, setting: object) -> tuple[str, ...]:
-    origins = _listed(variable, setting, "allowed_origins")
+def _origins(setting: Setting) -> tuple[str, ...]:
+    origins = _listed(setting)
     for origin in origins:
         parts = urllib.parse.urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
-                f"allowed_origins: {origin!r} is not an origin like https://app.example.com or http://localhost:3000"
+                f"{setting.name}: {origin!r} is not an origin like https://app.example.com or http://localhost:3000"
             )
     return tuple(origin.rstrip("/").lower() for origin in origins)
 
 
-def _when_storage_slow(value: object) -> str:
-    if value not in ("allow", "deny"):
-        raise ConfigError(f"[budget] when_storage_slow must be 'allow' or 'deny', got {value!r}")
-    return str(value)
+# The numbers each policy may take, by field: a field missing here fails every start (KeyError),
+# so a field added to a policy cannot go unchecked.
+BREAKER_RANGES: Mapping[str, Range] = {
+    "consecutive_failures": AT_LEAST_ONE,
+    "failure_rate": Range(0, 1, above=True),
+    "window": ABOVE_ZERO,
+    "minimum_volume": AT_LEAST_ONE,
+    "cooldown": ABOVE_ZERO,
+    "max_cooldown": ABOVE_ZERO,
+}
+RESTART_RANGES: Mapping[str, Range] = {
+    "max_restarts": AT_LEAST_ZERO,
+    "period": ABOVE_ZERO,
+    "backoff_initial": AT_LEAST_ZERO,
+    "backoff_max": AT_LEAST_ZERO,
+    "escalation_initial": ABOVE_ZERO,
+    "escalation_max": ABOVE_ZERO,
+}
 
 
-def _journal(value: object) -> str:
-    if value not in JOURNAL_MODES:
-        raise ConfigError(f"[storage] journal must be 'os', 'fsync' or 'off', got {value!r}")
-    return str(value)
+def _policies(file: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "breaker": _policy(schema.section(file, "breaker"), BreakerPolicy, BREAKER_RANGES),
+        "restart": _policy(schema.section(file, "supervisor"), RestartPolicy, RESTART_RANGES),
+    }
 
 
-def _log_prompts(value: object) -> str:
-    if value not in ("summary", "none"):
-        raise ConfigError(f"[log] prompts must be 'summary' or 'none', got {value!r}")
-    return str(value)
+def _policy(section: Section, policy: type[Policy], ranges: Mapping[str, Range]) -> Policy:
+    """A policy whose fields are its table's keys, each read as its default's type and range."""
+    defaults = policy()
+    read = {}
+    for field in attrs.fields(policy):
+        default = getattr(defaults, field.name)
+        reader = section.integer if isinstance(default, int) else section.number
+        read[field.name] = reader(field.name, default, within=ranges[field.name])
+    return policy(**read)
+
+
+def _caching(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The response cache and prompt compression."""
+    cache = schema.section(file, "cache", env)
+    megabytes = cache.number("max_mb", 64, variable="RESPONSE_CACHE_MB", within=AT_LEAST_ZERO)
+    return {
+        "cache_bytes": int(megabytes * 1024 * 1024),
+        "cache_ttl": cache.number("ttl_seconds", 3600, variable="RESPONSE_CACHE_TTL", within=ABOVE_ZERO),
+        "compression": schema.section(file, "compression", env).choice(
+            "level", "safe", LEVELS, variable="COMPRESSION_LEVEL"
+        ),
+    }
+
+
+def _routing_settings(
+    file: Mapping[str, Any], env: Mapping[str, str], providers: list[ProviderConfig], notes: list[str]
+) -> dict[str, Any]:
+    routing = schema.section(file, "routing", env)
+    return {
+        "routing": _routing(file, routing, providers, notes),
+        "default_provider": _default_provider(routing, providers, notes),
+        "dedup_seconds": routing.number("dedup_seconds", 5, variable="DEDUP_SECONDS", within=AT_LEAST_ZERO),
+    }
+
+
+def _default_provider(routing: Section, providers: list[ProviderConfig], notes: list[str]) -> str | None:
+    """The provider that wins ties; one that is not active is noted, naming the setting as the user
+    wrote it (seed 002 spells provider ids with underscores: claude_cli is claude-cli)."""
+    chosen = routing.get("default_provider", variable="DEFAULT_PROVIDER")
+    if not chosen.value:
+        return None
+    names = [p.name for p in providers]
+    name = str(chosen.value)
+    if name.replace("_", "-") in names:
+        return name.replace("_", "-")
+    if name.replace("_", "-") in BUILTIN_PROVIDERS:
+        why = f"{name} is not active (its note above says why)"
+    else:
+        near = nearest(name, [*names, *BUILTIN_PROVIDERS])
+        why = f"no provider is named {name!r}" + (f"; did you mean `{near}`?" if near else "")
+    notes.append(f"{chosen.written()} is ignored: {why}")
+    return None
 
 
 def _routing(
-    file: Mapping[str, Any], env: Mapping[str, str], providers: list[ProviderConfig], notes: list[str]
+    file: Mapping[str, Any], routing: Section, providers: list[ProviderConfig], notes: list[str]
 ) -> RoutingSettings:
     """[routing], [routes.NAME] and [[ab_tests]] from the file; seed 001's and 002's variables win."""
-    routing = values.table(file, "routing")
-
-    def setting(env_name: str, key: str, default: object) -> object:
-        return env.get(env_name) or routing.get(key, default)
-
-    threshold = values.number(setting("SUCCESS_THRESHOLD", "success_threshold", 0.8), "SUCCESS_THRESHOLD")
-    refresh = values.number(routing.get("refresh_seconds", 60), "[routing] refresh_seconds")
-    if refresh <= 0:
-        raise ConfigError("[routing] refresh_seconds must be positive")
-    if not 0 <= threshold <= 1:
-        raise ConfigError(f"SUCCESS_THRESHOLD must be between 0 and 1, got {threshold}")
-    limit = values.integer(
-        setting("CONSECUTIVE_FAILURE_LIMIT", "consecutive_failure_limit", 3), "CONSECUTIVE_FAILURE_LIMIT"
-    )
-    if limit < 1:
-        raise ConfigError("CONSECUTIVE_FAILURE_LIMIT must be at least 1")
     thresholds = TierThresholds(
-        values.integer(routing.get("economy_max", 25), "[routing] economy_max"),
-        values.integer(routing.get("standard_max", 60), "[routing] standard_max"),
+        routing.integer("economy_max", 25, within=PERCENT),
+        routing.integer("standard_max", 60, within=PERCENT),
     )
-    if not 0 <= thresholds.economy_max < thresholds.standard_max <= 100:
+    if not thresholds.economy_max < thresholds.standard_max:
         raise ConfigError("[routing] needs 0 <= economy_max < standard_max <= 100")
-    mode = str(setting("PROVIDER_MODE", "provider_mode", "hybrid")).lower()
-    if mode not in MODES:
-        raise ConfigError(f"provider_mode must be one of {', '.join(MODES)}, got {mode!r}")
-    unknown = str(routing.get("unknown_models", "route"))
-    if unknown not in ("route", "reject"):
-        raise ConfigError(f"[routing] unknown_models must be 'route' or 'reject', got {unknown!r}")
-    llm_classifier = str(setting("LLM_CLASSIFIER", "llm_classifier", False)).lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-    )
-    if llm_classifier:
-        notes.append("LLM_CLASSIFIER: the cheapest economy model classifies each smart-routed request")
+    llm_classifier = routing.get("llm_classifier", False, variable="LLM_CLASSIFIER")
+    classify = str(llm_classifier.value).lower() in ("1", "true", "yes", "on")
+    if classify:
+        notes.append(
+            f"{llm_classifier.name}: the cheapest economy model classifies each smart-routed request"
+        )
     return RoutingSettings(
         thresholds=thresholds,
         evidence=EvidencePolicy(
-            success_threshold=threshold,
-            consecutive_failure_limit=limit,
-            min_volume=values.number(routing.get("min_volume", 20), "[routing] min_volume"),
+            success_threshold=routing.number(
+                "success_threshold", 0.8, variable="SUCCESS_THRESHOLD", within=SHARE
+            ),
+            consecutive_failure_limit=routing.integer(
+                "consecutive_failure_limit", 3, variable="CONSECUTIVE_FAILURE_LIMIT", within=AT_LEAST_ONE
+            ),
+            min_volume=routing.number("min_volume", 20, within=AT_LEAST_ZERO),
         ),
-        selection=SelectionPolicy(
-            budget_pressure=values.number(routing.get("budget_pressure", 0.8), "[routing] budget_pressure")
-        ),
-        routes=_routes(file, env),
-        mode=mode,
-        unknown_models=unknown,
+        selection=SelectionPolicy(budget_pressure=routing.number("budget_pressure", 0.8, within=SHARE)),
+        routes=_routes(file, routing.env),
+        mode=routing.choice("provider_mode", "hybrid", MODES, variable="PROVIDER_MODE"),
+        unknown_models=routing.choice("unknown_models", "route", ("route", "reject")),
         ab_tests=_ab_tests(file, {p.name for p in providers}),
-        refresh_seconds=refresh,
-        llm_classifier=llm_classifier,
-        cascade_below=values.integer(routing.get("cascade_below", 50), "[routing] cascade_below"),
-        savings_baseline=_savings_baseline(routing.get("savings_baseline"), providers),
+        refresh_seconds=routing.number("refresh_seconds", 60, within=ABOVE_ZERO),
+        llm_classifier=classify,
+        cascade_below=routing.integer("cascade_below", 50, within=PERCENT),
+        savings_baseline=_savings_baseline(routing.get("savings_baseline").value, providers),
         learned=_learned_policy(routing, providers),
     )
 
 
-def _learned_policy(routing: Mapping[str, Any], providers: list[ProviderConfig]) -> LearnedPolicy:
+def _learned_policy(routing: Section, providers: list[ProviderConfig]) -> LearnedPolicy:
     """The learned router's settings: its quality bar and the labels it makes for itself."""
     defaults = LearnedPolicy()
-
-    def share(key: str) -> float:
-        value = values.number(routing.get(key, getattr(defaults, key)), f"[routing] {key}")
-        if not 0 <= value <= 1:
-            raise ConfigError(f"[routing] {key} must be between 0 and 1, got {value}")
-        return value
-
-    enabled = routing.get("learned", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"[routing] learned must be true or false, got {enabled!r}")
-    judge = routing.get("judge_model")
+    shares = {key: routing.number(key, getattr(defaults, key), within=SHARE) for key in LEARNED_SHARES}
+    enabled = routing.flag("learned")
+    judge = routing.get("judge_model").value
     return LearnedPolicy(
-        enabled=enabled,
-        quality_target=share("quality_target"),
-        quality_gap=share("quality_gap"),
-        judge_rate=share("judge_rate"),
-        shadow_rate=share("shadow_rate"),
-        shadow_up_rate=share("shadow_up_rate"),
+        enabled=defaults.enabled if enabled is None else enabled,
         judge_model=None if judge is None else _configured_model(judge, providers, "judge_model"),
+        **shares,
     )
 
 
@@ -273,13 +319,12 @@ def _routes(file: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, NamedR
         if isinstance(section, list):
             chain = section
         elif isinstance(section, dict) and "chain" in section:
+            if any(key in section for key in CHAIN_KEYS):
+                raise ConfigError(
+                    f"[routes.{name}]: either chain = [...] or {', '.join(CHAIN_KEYS)}, not both"
+                )
             chain = section["chain"]
         elif isinstance(section, dict):
-            unknown = set(section) - {*CHAIN_KEYS, "tools"}
-            if unknown:
-                raise ConfigError(
-                    f"[routes.{name}]: unknown keys {sorted(unknown)}; use {', '.join(CHAIN_KEYS)}, tools"
-                )
             chain = [section[key] for key in CHAIN_KEYS if key in section]
         else:
             raise ConfigError(f"[routes.{name}] must be a list or a table")
@@ -314,9 +359,11 @@ def _ab_tests(file: Mapping[str, Any], provider_names: set[str]) -> tuple[ABTest
             if provider not in provider_names:
                 raise ConfigError(f"{where}: '{key}' names provider {provider!r}, which is not active")
             pair.append(Candidate(provider, model))
-        split = values.number(item.get("split", 0.1), f"{where} split")
+        split = values.number(Setting(item.get("split", 0.1), f"{where} split"))
         if not 0 < split < 1:
-            raise ConfigError(f"{where}: split must be between 0 and 1 (the challenger's share)")
+            raise ConfigError(
+                f"{where}: split must be between 0 and 1 (the challenger's share), got {split:g}"
+            )
         categories = item.get("categories", [])
         if not isinstance(categories, list):
             raise ConfigError(f"{where}: categories must be a list")

@@ -1,5 +1,6 @@
 """`[mcp]` and `[mcp.servers.NAME]`: the MCP servers relaybox runs tools on, and the tool loop's
-limits. Only the operator's file names a server; nothing a client sends does."""
+limits. Only the operator's file names a server; nothing a client sends does. (Their keys are
+checked with the rest of the file's, in `schema.py`.)"""
 
 from __future__ import annotations
 
@@ -8,35 +9,23 @@ from typing import Any
 
 from relaybox.protocol.routing.routes import NamedRoute
 from relaybox.protocol.tool_loop import McpServerSpec, McpSettings
-from relaybox.web.config import values
+from relaybox.web.config import schema
 from relaybox.web.config.settings import ConfigError
-
-SERVER_KEYS = frozenset({"command", "args", "env", "cwd", "url", "headers", "keys"})
+from relaybox.web.config.values import ABOVE_ZERO, AT_LEAST_ONE
 
 
 def mcp_settings(file: Mapping[str, Any]) -> McpSettings:
-    section = values.table(file, "mcp")
-    servers = section.pop("servers", {})
+    section = schema.section(file, "mcp")
+    servers = section.get("servers", {}).value
     if not isinstance(servers, dict):
         raise ConfigError("[mcp.servers] must be a table of servers")
     defaults = McpSettings()
-    settings = McpSettings(
+    return McpSettings(
         servers=tuple(_server(str(name), raw) for name, raw in servers.items()),
-        tool_timeout=values.positive(
-            section.pop("tool_timeout", defaults.tool_timeout), "[mcp] tool_timeout"
-        ),
-        max_steps=values.integer(section.pop("max_steps", defaults.max_steps), "[mcp] max_steps"),
-        time_budget=values.positive(
-            section.pop("time_budget_seconds", defaults.time_budget), "[mcp] time_budget_seconds"
-        ),
+        tool_timeout=section.number("tool_timeout", defaults.tool_timeout, within=ABOVE_ZERO),
+        max_steps=section.integer("max_steps", defaults.max_steps, within=AT_LEAST_ONE),
+        time_budget=section.number("time_budget_seconds", defaults.time_budget, within=ABOVE_ZERO),
     )
-    if section:
-        raise ConfigError(
-            f"[mcp]: unknown keys {sorted(section)}; use tool_timeout, max_steps, time_budget_seconds"
-        )
-    if settings.max_steps < 1:
-        raise ConfigError("[mcp] max_steps must be at least 1")
-    return settings
 
 
 def check_route_tools(routes: Mapping[str, NamedRoute], mcp: McpSettings) -> None:
@@ -56,9 +45,6 @@ def _server(name: str, raw: object) -> McpServerSpec:
         raise ConfigError(f"{where} must be a table")
     if not name.replace("-", "").replace("_", "").isalnum() or "__" in name:
         raise ConfigError(f"{where}: a server's name is letters, digits, '-' and single '_'")
-    unknown = set(raw) - SERVER_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; use {', '.join(sorted(SERVER_KEYS))}")
     if ("command" in raw) == ("url" in raw):
         raise ConfigError(f"{where} needs either 'command' (a stdio server) or 'url' (streamable HTTP)")
     return McpServerSpec(

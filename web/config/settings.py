@@ -19,7 +19,17 @@ from relaybox.protocol.wire.claude_cli import SystemPromptStrategy
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message says what to fix."""
+    """The configuration cannot be used; the message says what to fix. It can carry several
+    problems, so that one start names every one of them and one edit fixes them all."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return f"{len(self.problems)} problems:\n" + "\n".join(f"  - {problem}" for problem in self.problems)
 
 
 @attrs.frozen
@@ -35,6 +45,9 @@ class ProviderConfig:
     # openai-compatible
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
+    # Where the key was read, as the user wrote it (OPENAI_API_KEY, [providers.openai] api_key): what
+    # the diagnosis of a refused key tells the user to check. None: not known.
+    api_key_from: str | None = None
     host_type: str = "openai"
     image_models: tuple[ModelEntry, ...] = ()
     image_api: str = "images"  # "images" (OpenAI's images API) or "chat" (image output from chat, OpenRouter)
@@ -49,6 +62,9 @@ class ProviderConfig:
     warm: int = 0  # claude-cli: processes started ahead of time, waiting on stdin (the warm pool)
     # `local = true/false` in the provider's section; unset: decided by `local`.
     local_setting: bool | None = None
+    # Why nothing answered the start-up check of the provider's server (then it has only the models
+    # its section lists: which ones it serves is not known); None: it answered, or was not checked.
+    unreachable: str | None = None
 
     @property
     def local(self) -> bool:

@@ -3,7 +3,7 @@
 
 const REFRESH_MS = 5000;
 const PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#db2777", "#65a30d", "#7c3aed", "#ea580c"];
-const state = { days: 7, page: "overview", providers: [], selectedGroup: null, stats: null };
+const state = { days: 7, page: "overview", providers: [], discovery: null, selectedGroup: null, stats: null, expandedReasons: new Set() };
 const providerColors = new Map();
 
 // --- small helpers -------------------------------------------------------------------
@@ -33,14 +33,29 @@ function colorOf(provider) {
   return providerColors.get(provider);
 }
 
-// Dollars: cents from $1 up; below, four decimals; below a hundredth of a cent, two significant
-// digits (a cheap call costs $0.0000042, not "$0.0000").
+// Dollars, one format everywhere (cards, tables, charts' axes and hovers, gauges): cents from $1 up;
+// below, two significant digits in plain decimals (a cheap call costs $0.0000042, never "$0.00" nor
+// "4.2e-6"); under a millionth of a dollar, "<$0.000001"; nothing at all, "$0".
+const TINY_USD = 0.000001;
+const usdDecimals = (v) => {
+  const a = Math.abs(Number(v));
+  if (a >= 1) return 2;
+  if (a < TINY_USD) return 6;
+  return Math.max(2, 1 - Math.floor(Math.log10(Number(a.toPrecision(2)))));
+};
 const usd = (v) => {
   if (v == null) return "—";
   const n = Number(v);
-  if (n === 0 || n >= 1) return `$${n.toFixed(2)}`;
-  return n >= 0.0001 ? `$${n.toFixed(4)}` : `$${n.toPrecision(2)}`;
+  if (n === 0) return "$0";
+  if (Math.abs(n) < TINY_USD) return n > 0 ? "<$0.000001" : ">-$0.000001";
+  const digits = usdDecimals(n);
+  const text = Math.abs(n).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return `${n < 0 ? "-" : ""}$${text}`;
 };
+// The same rules as d3 formats, for plotly: a value (a dial's), and an axis up to `top` (its ticks,
+// about a fifth of it apart, to one significant digit: $0.000005, $0.000010, ...).
+const usdFormat = (v) => (Number(v) ? `,.${usdDecimals(v)}f` : ",.0f");
+const usdAxisFormat = (top) => (top > 0 ? `,.${Math.max(2, -Math.floor(Math.log10(top / 5)))}f` : ",.0f");
 const pct = (v) => (v == null ? "—" : `${(v * 100).toFixed(1)}%`);
 const num = (v) => (v == null ? "—" : Number(v).toLocaleString());
 const ms = (v) => (v == null ? "—" : `${Math.round(v).toLocaleString()} ms`);
@@ -68,6 +83,8 @@ async function refreshAlerts() {
     fetch("/health", withKey()).then((r) => r.json()),  // 503 when nothing can serve, with the same body
   ]);
   state.providers = providers.data;
+  state.discovery = providers.discovery;
+  renderSetup();
   const alerts = [];
   const down = providers.data.filter((p) => p.enabled && p.health === "down");
   const serving = providers.data.filter((p) => p.enabled && p.health !== "down" && p.health !== "needs-login");
@@ -94,6 +111,22 @@ async function refreshAlerts() {
   $("#alerts").innerHTML = alerts.map(([kind, text]) => `<div class="alert ${kind}" role="alert">${esc(text)}</div>`).join("");
 }
 
+// With no provider active, every page says so first, with what start-up found and what to set
+// (the advice `relaybox serve` prints in the console).
+function renderSetup() {
+  const box = $("#setup");
+  box.hidden = state.providers.length > 0;
+  if (box.hidden) return;
+  const found = state.discovery || { notes: [], example_config: "relaybox.example.toml" };
+  box.innerHTML = `<h2>No provider is configured yet</h2>
+    <p>Until one is, relaybox answers every model request with a 503. At start-up it looked for each kind of provider:</p>
+    <ul>${found.notes.map((note) => `<li>${esc(note)}</li>`).join("")}</ul>
+    <p>To add one, do what its line says (set the API key it names in relaybox's environment, install the CLI,
+    start Ollama) and restart relaybox; or describe your providers in a TOML file and start
+    <code>relaybox serve --config FILE</code> (a commented example: <code>${esc(found.example_config)}</code>).
+    <code>relaybox doctor</code> checks each one and says what to fix.</p>`;
+}
+
 // --- overview --------------------------------------------------------------------------
 
 function byProvider(rows, x, y) {
@@ -106,31 +139,70 @@ function byProvider(rows, x, y) {
   return [...groups].map(([provider, g]) => ({ type: "bar", name: provider, x: g.x, y: g.y, marker: { color: colorOf(provider) } }));
 }
 
+// Cost bars whose hover says each amount as the cards do, on an axis whose ticks follow the same rule.
+function costChart(rows, layout) {
+  const traces = byProvider(rows, "day", "cost_usd").map((t) => ({ ...t, customdata: t.y.map(usd), hovertemplate: "%{x}: %{customdata}<extra>%{fullData.name}</extra>" }));
+  const daily = new Map();
+  for (const r of rows) daily.set(r.day, (daily.get(r.day) || 0) + (Number(r.cost_usd) || 0));
+  const top = Math.max(0, ...daily.values());
+  plot("chart-cost", traces, { ...layout, yaxis: { title: { text: "USD" }, tickprefix: "$", tickformat: usdAxisFormat(top), rangemode: "tozero", automargin: true } });
+}
+
+// The overview's cards: what each counts is in its words and its tooltip, and each agrees with the
+// charts below it (requests with the volume chart, attempts with the model and success charts).
+function kpiCards(s, background) {
+  const finished = s.answered + s.failed;
+  const purposes = ["judge", "shadow", "tool", "test"].map((purpose) => {
+    const calls = background.filter((r) => r.status === purpose || r.status === `${purpose}_failed`).reduce((sum, r) => sum + Number(r.attempts), 0);
+    return calls ? `${num(calls)} ${purpose}` : "";
+  }).filter(Boolean);
+  return [
+    {
+      label: "Requests", value: num(s.requests), detail: `${num(s.attempts)} attempts, fallbacks included`,
+      title: "Clients' requests to models in the period, each counted once however many providers it tried (its attempts: the model chart counts those). Background calls are not requests.",
+    },
+    {
+      label: "Requests answered", value: pct(s.answered_rate), warn: s.failed > 0,
+      detail: `${num(s.answered)} of ${num(finished)}${s.failed ? `, ${num(s.failed)} failed` : ""}${s.cancelled ? `, ${num(s.cancelled)} cancelled` : ""}`,
+      title: `The share of the period's client requests that got an answer, after fallbacks (per attempt: ${pct(s.success_rate)}, as the success-rate chart counts). `
+        + "Requests the client cancelled are left out, and so are background calls. The HTTP errors below are counted apart: a client error such as a 404 on an unknown path never reached a model.",
+    },
+    {
+      label: "Background calls", value: num(s.background_calls),
+      detail: purposes.length ? `${purposes.join(" · ")}${s.background_failed ? `; ${num(s.background_failed)} failed` : ""}` : "none",
+      title: "relaybox's own calls, which no client made: the learned router's judge and shadow calls, MCP tool calls of a tool loop, connection tests. Neither requests nor failures; their cost is in Cost.",
+    },
+    { label: "Cost", value: usd(s.cost_usd), detail: "background calls included", title: "What every call in the period cost: clients' attempts and background calls." },
+    { label: "Saved vs requested model", value: usd(s.saved_usd), detail: "see What routing saved", title: "What the same tokens would have cost on the model the client named (the method is under What routing saved)." },
+    { label: "Providers active", value: num(s.providers_active), detail: "called in the period", title: "Providers that had at least one call in the period." },
+    { label: "Cache hit rate", value: pct(s.cache_hit_rate), detail: "of requests", title: "The share of client requests answered from the response cache." },
+  ];
+}
+
 async function refreshOverview() {
   const [stats, budgets] = await Promise.all([api(`/api/stats?days=${state.days}`), api("/api/budget")]);
   state.stats = stats;
   const s = stats.summary;
   const totals = stats.totals[0] || {};
-  const kpis = [
-    ["Requests", num(s.requests)],
-    ["Cost", usd(s.cost_usd)],
-    ["Saved vs requested model", usd(s.saved_usd)],
-    ["Success rate", pct(s.success_rate)],
-    ["Providers active", num(s.providers_active)],
-    ["Cache hit rate", pct(s.cache_hit_rate)],
-  ];
-  $("#kpis").innerHTML = kpis.map(([label, value]) => `<div class="kpi"><div class="value">${esc(value)}</div><div class="label">${esc(label)}</div></div>`).join("");
+  $("#kpis").innerHTML = kpiCards(s, stats.background).map((k) => `<div class="kpi${k.warn ? " warn" : ""}" title="${esc(k.title)}">
+    <div class="value">${esc(k.value)}</div><div class="label">${esc(k.label)}</div><div class="detail">${esc(k.detail)}</div></div>`).join("");
 
   // Days are categories: one day of data is one bar labelled with its date, not a time axis
   // stretched around a single instant.
-  const dayCount = new Set(stats.volume_by_day.map((r) => r.day)).size;
+  const outcomes = new Map(stats.outcomes.map((r) => [r.day, r]));
+  const background = new Map(stats.volume_by_day.map((r) => [r.day, Number(r.background) || 0]));
+  const dayList = [...new Set([...outcomes.keys(), ...background.keys()])].sort();
+  const dayCount = dayList.length;
   const pad = Math.max(0, (7 - dayCount) / 2);  // under a week, bars keep a week's width
   const days = { type: "category", title: { text: "day (UTC)" }, range: [-0.5 - pad, dayCount - 0.5 + pad] };
-  plot("chart-cost", byProvider(stats.cost_by_day, "day", "cost_usd"), { barmode: "stack", bargap: 0.4, xaxis: days, yaxis: { title: { text: "USD" }, tickprefix: "$", tickformat: ",.6~f", automargin: true } });
-  plot("chart-volume", stats.volume_by_day.length ? [
-    { type: "bar", name: "attempts", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.attempts), marker: { color: "#93c5fd" } },
-    { type: "scatter", mode: "lines+markers", name: "answered", x: stats.volume_by_day.map((r) => r.day), y: stats.volume_by_day.map((r) => r.successes), line: { color: "#15803d" } },
-  ] : [], { bargap: 0.4, xaxis: { ...days, title: undefined }, yaxis: { title: { text: "requests" } } });
+  costChart(stats.cost_by_day, { barmode: "stack", bargap: 0.4, xaxis: days });
+  // Requests by the day each began, the Requests card's count; background calls beside them.
+  const perDay = (column) => dayList.map((day) => Number(outcomes.get(day)?.[column]) || 0);
+  plot("chart-volume", dayCount ? [
+    { type: "bar", name: "requests", x: dayList, y: perDay("requests"), marker: { color: "#93c5fd" } },
+    { type: "scatter", mode: "lines+markers", name: "answered", x: dayList, y: perDay("answered"), line: { color: "#15803d" } },
+    ...([...background.values()].some(Boolean) ? [{ type: "bar", name: "background calls", x: dayList, y: dayList.map((day) => background.get(day) || 0), marker: { color: "#d1d5db" } }] : []),
+  ] : [], { bargap: 0.4, xaxis: { ...days, title: undefined }, yaxis: { title: { text: "per day" } } });
   plot("chart-models", byProvider(stats.models.map((r) => ({ ...r, label: `${r.provider} / ${r.model}` })), "label", "attempts"),
     { barmode: "group", yaxis: { title: { text: "attempts" } }, xaxis: { automargin: true } });
   plot("chart-latency", stats.providers.length ? [
@@ -154,7 +226,7 @@ async function refreshOverview() {
     ? `${num(live.entries)} answers, ${(live.bytes / 1048576).toFixed(1)} of ${(live.max_bytes / 1048576).toFixed(0)} MB; ${num(live.hits)} hits, ${num(live.misses)} misses since start`
     : "off ([cache] max_mb = 0)") : "—";
   $("#cache").innerHTML = `<dl class="card">
-    <dt>Cache hits</dt><dd>${esc(num(cacheHits))} (${esc(pct(s.cache_hit_rate))} of attempts)</dd>
+    <dt>Cache hits</dt><dd>${esc(num(cacheHits))} (${esc(pct(s.cache_hit_rate))} of requests)</dd>
     <dt>Response cache now</dt><dd>${esc(liveLine)}</dd>
     <dt>Tokens saved by compression</dt><dd>${esc(num(tokensSaved))}</dd>
     <dt>Tokens in / out</dt><dd>${esc(num(totals.tokens_in))} / ${esc(num(totals.tokens_out))}</dd></dl>`;
@@ -163,11 +235,11 @@ async function refreshOverview() {
   const limited = budgets.data.filter((b) => b.enabled && b.limit_usd);
   const gauges = limited.map((b, i) => ({
     type: "indicator", mode: "gauge+number", value: b.spent_usd,
-    number: { prefix: "$", valueformat: ".2f" },
-    title: { text: `${b.period}: of $${b.limit_usd}`, font: { size: 12 } },
+    number: { prefix: "$", valueformat: usdFormat(b.spent_usd) },
+    title: { text: `${b.period}: of ${usd(b.limit_usd)}`, font: { size: 12 } },
     domain: { row: 0, column: i },
     gauge: {
-      axis: { range: [0, b.limit_usd], tickprefix: "$" },
+      axis: { range: [0, b.limit_usd], tickprefix: "$", tickformat: usdAxisFormat(b.limit_usd) },
       bar: { color: b.warning ? "#b91c1c" : "#2563eb" },
       threshold: { line: { color: "#d97706", width: 3 }, value: 0.8 * b.limit_usd },
     },
@@ -184,12 +256,41 @@ async function refreshOverview() {
   renderLearning(stats.learned_routing, stats.learning_spend || [], s.cost_usd);
 }
 
+// What a 4xx says about the request as the client sent it (a 5xx is relaybox failing to answer).
+const CLIENT_ERRORS = {
+  400: "a malformed request", 401: "no key, or a wrong one", 403: "a key not allowed to do this",
+  404: "something it names does not exist (a model, a provider, a task id)", 405: "a method the path does not take", 413: "a body over the size limit",
+  429: "a limit reached: a key's, a budget's, or every provider's", 499: "the client left before the answer",
+};
+
+// Each HTTP error by what it says: the client's request as sent (4xx; a probe of a path relaybox
+// does not serve is a 404), relaybox not ready (`/health` says 503 while no provider can serve:
+// the dashboard's own polling gets it too), or relaybox failing to answer (any other 5xx).
+function errorKind(e) {
+  if (e.status < 500) {
+    const why = e.route === "(no route)" && e.status === 404 ? "a path relaybox does not serve" : CLIENT_ERRORS[e.status] || "refused as sent";
+    return { name: "client error", className: "status-client", why };
+  }
+  if (e.route === "/health") return { name: "not ready", className: "status-client", why: "no provider could serve then" };
+  return { name: "failed", className: "status-failed", why: "relaybox could not answer" };
+}
+
 function renderHttpErrors(errors) {
   // The 4xx and 5xx of every path, model calls or not: what a client got that the request log cannot show.
+  const totals = new Map();
+  for (const e of errors) totals.set(errorKind(e).name, (totals.get(errorKind(e).name) || 0) + e.count);
   $("#http-errors").innerHTML = errors.length
-    ? `<table><thead><tr><th>route</th><th>status</th><th>count</th></tr></thead><tbody>${errors.map((e) => `
-        <tr><td><code>${esc(e.route)}</code></td><td class="status-failed">${esc(String(e.status))}</td><td>${esc(num(e.count))}</td></tr>`).join("")}</tbody></table>
-       <p class="muted">Each also has a line in relaybox's console (the access log) and a count in <code>/metrics</code>.</p>`
+    ? `<p class="summary">${esc([...totals].map(([name, count]) => `${name}: ${num(count)}`).join(" · "))}</p>
+       <div class="scroll"><table><thead><tr><th>route</th><th>status</th><th>kind</th><th>count</th></tr></thead><tbody>${errors.map((e) => {
+         const kind = errorKind(e);
+         return `<tr><td><code>${esc(e.route)}</code></td><td>${esc(String(e.status))}</td>
+           <td><span class="${kind.className}">${esc(kind.name)}</span> <span class="muted">${esc(kind.why)}</span></td><td>${esc(num(e.count))}</td></tr>`;
+       }).join("")}</tbody></table></div>
+       <p class="muted">Since relaybox started, not over the period. A client error answers a request as it was sent
+       (an unknown path, a malformed body, a missing key, a limit reached); most never reach a model, so they are
+       not among the requests above. A failure is relaybox not answering: a model request that reached a provider
+       is also among the failed requests above. Each has a line in relaybox's console (the access log) and a count
+       in <code>/metrics</code>.</p>`
     : '<p class="muted">None since relaybox started.</p>';
 }
 
@@ -247,7 +348,7 @@ function renderSuccess(rows) {
   plot("chart-success", entries.length ? [{
     type: "bar", x: entries.map(([k]) => k), y: entries.map(([, g]) => (100 * g.successes) / g.attempts),
     text: entries.map(([, g]) => `${g.successes}/${g.attempts}`), marker: { color: entries.map(([, g]) => colorOf(g.provider)) },
-  }] : [], { yaxis: { title: { text: "% answered" }, range: [0, 100] }, xaxis: { automargin: true } });
+  }] : [], { yaxis: { title: { text: "% of attempts answered" }, range: [0, 100] }, xaxis: { automargin: true } });
 }
 
 // --- providers -------------------------------------------------------------------------
@@ -303,6 +404,7 @@ async function refreshProviders() {
         { margin: { l: 30, r: 5, t: 5, b: 5 }, xaxis: { visible: false }, yaxis: { tickfont: { size: 9 } }, showlegend: false });
     });
   }
+  $("#discovery-notes").innerHTML = (state.discovery?.notes || []).map((note) => `<li>${esc(note)}</li>`).join("");
   const routes = models.data.filter((m) => m.relaybox?.kind === "route").map((m) => ({ id: m.id, chain: m.relaybox.chain }));
   const width = Math.max(1, ...routes.map((r) => r.chain.length));
   const headings = ["route", "primary", ...Array.from({ length: width - 1 }, (_, i) => `backup ${i + 1}`)];
@@ -332,6 +434,32 @@ async function testProvider(id, card) {
 
 // --- requests --------------------------------------------------------------------------
 
+// relaybox's own calls, recorded with their purpose as status (`judge`, or `judge_failed`): labelled
+// for what they are, never drawn as a client's failure.
+const BACKGROUND = {
+  judge: "a judge model's verdict on an answer, for the learned router (background)",
+  shadow: "a second model's answer to the same prompt, for the learned router to compare (background)",
+  tool: "an MCP tool call of a tool loop",
+  test: "a connection test (relaybox doctor, or Test connection)",
+};
+
+function statusLabel(status) {
+  if (status === "success" || status === "deduplicated") return `<span class="status-answered">${esc(status)}</span>`;
+  if (status === "cancelled") return '<span class="status-cancelled" title="the client left before the answer">cancelled</span>';
+  const failed = status.endsWith("_failed");
+  const purpose = failed ? status.slice(0, -"_failed".length) : status;
+  if (BACKGROUND[purpose]) {
+    return `<span class="badge background" title="${esc(BACKGROUND[purpose])}">${esc(purpose)}</span>${failed ? ' <span class="status-background-failed">failed</span>' : ""}`;
+  }
+  return `<span class="status-failed">${esc(status)}</span>`;
+}
+
+// A router reason on one line, cut with an ellipsis where it is long; a click (or Enter) shows it whole.
+function reasonCell(record) {
+  const open = state.expandedReasons.has(record.id);
+  return `<button type="button" class="reason${open ? " expanded" : ""}" data-reason="${esc(record.id)}" aria-expanded="${open}" title="${esc(record.router_reason)}">${esc(record.router_reason || "")}</button>`;
+}
+
 async function refreshRequests() {
   const select = $("#filter-provider");
   const chosen = select.value;
@@ -347,8 +475,8 @@ async function refreshRequests() {
       <td>${esc(new Date(r.created_at * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" }))}</td>
       <td>${esc(r.provider)}${r.fallback_used ? ' <span class="fallback" title="fallback was used">⚡</span>' : ""}</td>
       <td>${esc(r.model_selected)}</td><td>${esc(r.task_category)}</td>
-      <td class="status-${r.status === "success" || r.status === "deduplicated" ? esc(r.status) : "failed"}">${esc(r.status)}</td>
-      <td title="${esc(r.router_reason)}">${esc((r.router_reason || "").slice(0, 48))}</td>
+      <td class="status" data-status="${esc(r.status)}">${statusLabel(r.status)}</td>
+      <td>${reasonCell(r)}</td>
       <td>${num(r.tokens_in)} / ${num(r.tokens_out)}</td><td>${usd(r.cost_usd)}</td>
       <td>${ms(r.latency_ms)}</td><td>${ms(r.ttft_ms)}</td></tr>`).join("") : `<tr><td colspan="${head.length}" class="muted">No requests match.</td></tr>`) + "</tbody>";
   if (state.selectedGroup) await showAttempts(state.selectedGroup);
@@ -362,8 +490,8 @@ async function showAttempts(group) {
   const rated = attempts.find((a) => a.user_rating != null)?.user_rating;
   detail.innerHTML = `<h2>Request ${esc(group)}: ${attempts.length} attempt(s)</h2>
     <table><thead><tr><th>#</th><th>provider</th><th>model</th><th>status</th><th>reason</th><th>error</th><th>heuristic</th></tr></thead><tbody>
-    ${attempts.map((a) => `<tr><td>${a.attempt}</td><td>${esc(a.provider)}</td><td>${esc(a.model_selected)}</td><td>${esc(a.status)}</td>
-      <td>${esc(a.router_reason)}</td><td>${esc(a.error_message || "")}</td><td>${esc(a.heuristic_score ?? "—")}</td></tr>`).join("")}</tbody></table>
+    ${attempts.map((a) => `<tr><td>${a.attempt}</td><td>${esc(a.provider)}</td><td>${esc(a.model_selected)}</td><td>${statusLabel(a.status)}</td>
+      <td class="wrap">${esc(a.router_reason)}</td><td class="wrap">${esc(a.error_message || "")}</td><td>${esc(a.heuristic_score ?? "—")}</td></tr>`).join("")}</tbody></table>
     <p class="muted">${esc(attempts[0]?.prompt_summary || "")}</p>
     <div class="rating">Rate this answer: ${[1, 2, 3, 4, 5].map((n) => `<button data-rating="${n}" class="${rated === n ? "active" : ""}">${n}</button>`).join(" ")}
     <span id="rating-result" class="muted"></span></div>`;
@@ -468,6 +596,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#category-filter").addEventListener("change", () => state.stats && renderSuccess(state.stats.success_rates));
   for (const id of ["#filter-provider", "#filter-model", "#filter-category", "#filter-status"]) $(id).addEventListener("change", refreshRequests);
   $("#requests-table").addEventListener("click", (event) => {
+    const reason = event.target.closest("[data-reason]");
+    if (reason) {
+      const id = reason.dataset.reason;
+      if (!state.expandedReasons.delete(id)) state.expandedReasons.add(id);
+      reason.classList.toggle("expanded", state.expandedReasons.has(id));
+      reason.setAttribute("aria-expanded", String(state.expandedReasons.has(id)));
+      return;
+    }
     const row = event.target.closest("tr[data-group]");
     if (row) showAttempts(row.dataset.group).then(() => $("#request-detail").scrollIntoView({ block: "nearest" })).then(refreshRequests);
   });

@@ -7,6 +7,7 @@ endpoints never touch the database. A database that is down is a 503 here, nothi
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
 from relaybox.web.calls import caller_sees_everyone, parse_json
 from relaybox.web.config import ProviderConfig
+from relaybox.web.config.catalogue import EXAMPLE_CONFIG
 from relaybox.web.connection_check import check_connection
 from relaybox.web.context import current_access_log, current_pipeline, current_system
 from relaybox.web.snapshots import failure_kind, to_json
@@ -74,15 +76,16 @@ async def stats() -> Response:
     days = _int_arg("days", 7, 1, 3650)
     body = await running.storage.stats(days=days, now=time.time())
     totals = body["totals"][0] if body["totals"] else {}
-    attempts = totals.get("attempts") or 0
     reference = running.savings_reference
     body["summary"] = {
         "days": days,
-        "requests": totals.get("requests") or 0,
+        **_outcomes(totals, body["outcomes"]),
+        "background_calls": sum(int(row["attempts"] or 0) for row in body["background"]),
+        "background_failed": sum(
+            int(row["attempts"] or 0) for row in body["background"] if row["status"].endswith("_failed")
+        ),
         "cost_usd": totals.get("cost_usd") or 0.0,
         "saved_usd": totals.get("saved_usd") or 0.0,
-        "success_rate": (totals.get("successes") or 0) / attempts if attempts else None,
-        "cache_hit_rate": (totals.get("cache_hits") or 0) / attempts if attempts else None,
         "providers_active": totals.get("providers_active") or 0,
         "savings_baseline": None if reference is None else f"{reference.provider}:{reference.model}",
     }
@@ -104,6 +107,33 @@ async def stats() -> Response:
         for (route, status), count in sorted(errors.items())
     ]
     return _json(body)
+
+
+def _outcomes(totals: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What became of clients' requests over the period, counted as the dashboard's cards say.
+
+    A request is answered when its last attempt is (so a failed attempt before a fallback is no
+    failed request); one the client cancelled is neither answered nor failed. `answered_rate` is
+    per request, `success_rate` per attempt (as the success-rate chart), both without cancelled
+    ones. Background calls are neither requests nor attempts."""
+    requests, answered, cancelled = (
+        sum(int(row[column] or 0) for row in outcomes) for column in ("requests", "answered", "cancelled")
+    )
+    failed = requests - answered - cancelled
+    attempts = int(totals.get("attempts") or 0)
+    finished_attempts = attempts - int(totals.get("cancelled_attempts") or 0)
+    return {
+        "requests": requests,
+        "attempts": attempts,
+        "answered": answered,
+        "failed": failed,
+        "cancelled": cancelled,
+        "answered_rate": answered / (answered + failed) if answered + failed else None,
+        "success_rate": int(totals.get("successes") or 0) / finished_attempts
+        if finished_attempts > 0
+        else None,
+        "cache_hit_rate": int(totals.get("cache_hits") or 0) / requests if requests else None,
+    }
 
 
 def _learning_report(running: System) -> dict[str, Any]:
@@ -263,7 +293,23 @@ async def providers() -> Response:
                 "last_failure": actor.last_failure if details else failure_kind(actor.last_failure),
             }
         )
-    return _json({"data": data})
+    return _json({"data": data, "discovery": _discovery(running)})
+
+
+# A URL's user (`https://user:token@host`) and query values (`?key=...`): where a credential may hide.
+_URL_SECRETS = re.compile(r"(?<=://)[^/\s@]+@|(?<=[?&])([^=&\s#]+)=[^&\s#)]+")
+
+
+def _discovery(running: System) -> dict[str, Any]:
+    """What start-up found and missed, as `relaybox serve` printed it (each provider active, or what
+    would enable it): the dashboard says it, above all when no provider is active. The notes name
+    environment variables, never their values; URLs in them are shown without user or query values."""
+    return {
+        "notes": [
+            _URL_SECRETS.sub(lambda m: f"{m[1]}=…" if m[1] else "…@", note) for note in running.settings.notes
+        ],
+        "example_config": str(EXAMPLE_CONFIG),
+    }
 
 
 @blueprint.post("/api/providers/<provider_id>/test")
