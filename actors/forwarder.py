@@ -39,7 +39,7 @@ IDLE_RENEWAL_STEP = 1.0
 CLIENT_STALL_LIMIT = 300.0
 # What an exchange holds for a client that reads slower than the upstream answers: the upstream is
 # read on at its own pace until this much waits, so its slot is free as soon as it has answered.
-HELD_FOR_CLIENT_BYTES = 1 << 20
+HELD_FOR_CLIENT_BYTES = 256 << 10
 # What an event other than text counts for in that bound.
 EVENT_OVERHEAD_BYTES = 64
 

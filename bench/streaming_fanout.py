@@ -5,7 +5,8 @@
 The upstream is nginx with its echo module pacing an OpenAI-format SSE stream (20 content chunks
 100 ms apart, then [DONE]); relaybox (`relaybox serve` on its defaults: model `auto`, so
 routing on every stream, recording, cache, dedup and compression on, each stream's prompt its own;
-a provider with enough slots) streams it through, as one process and with `--workers 2`; a bare
+the provider's own default slots and mailbox, so a stream refused for want of room counts as failed)
+streams it through, as one process and with `--workers 2`; a bare
 quart-trio endpoint generating the same stream itself, and a bare quart-trio + httpx relay passing
 the upstream's bytes through (`bench.bare_stack`), are the stack's own ceilings, and the same relay
 with the upstream read in a task of its own that passes each piece through a memory channel
@@ -78,8 +79,6 @@ def start_relaybox(
         f"""[providers.bench]
 base_url = "{upstream}"
 api_key = "sk-bench"
-slots = 2000
-mailbox = 2000
 models = [{{ id = "bench-model", tier = "economy", input_per_mtok = 0.15, output_per_mtok = 0.6 }}]
 """
     )

@@ -241,7 +241,7 @@ async def test_a_client_that_reads_slowly_does_not_hold_the_providers_slot(
     waited behind it. Now the upstream is read to its end (the rest held for the client, within a
     bound) and its slot freed."""
     fake_openai.answer_with = lambda body: (
-        Reply(text="y" * 400_000, pieces=200) if body.get("stream") else Reply(text="Next.")
+        Reply(text="y" * 200_000, pieces=200) if body.get("stream") else Reply(text="Next.")
     )
     settings = settings_for(tmp_path, openai_provider("up", fake_openai.base_url, slots=1))
     async with serve(settings) as relay:

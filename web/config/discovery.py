@@ -36,6 +36,13 @@ from relaybox.web.config.schema import (
 from relaybox.web.config.settings import ConfigError, ProviderConfig
 from relaybox.web.config.values import ABOVE_ZERO, AT_LEAST_ONE, AT_LEAST_ZERO, Section, Setting, gathered
 
+# An HTTP provider's answers in flight, and those queued for a slot, by default: an upstream API
+# serves thousands at once, so relaybox does not throttle it. What bounds them is relaybox's
+# memory: an open stream costs it about 16 KB (`python -m bench.streaming_fanout`), so 2,048 cost
+# about 32 MB; past that a request is refused with 429 and a Retry-After that estimates.
+HTTP_SLOTS = 1024
+HTTP_MAILBOX = 1024
+
 
 def discover_providers(
     file: Mapping[str, Any], env: Mapping[str, str], notes: list[str], unavailable: list[tuple[str, str]]
@@ -126,7 +133,7 @@ def _custom_provider(
     if item.get("api_key_env"):
         api_key = env.get(str(item["api_key_env"]))
     section = Section(where, item, CUSTOM_ENTRY)
-    common = _common(section, slots=64, mailbox=64, timeout=timeout_local)
+    common = _common(section, slots=HTTP_SLOTS, mailbox=HTTP_MAILBOX, timeout=timeout_local)
     listed = _listed_models(section)
     if "models" not in listed:
         raise ConfigError(f"{where}: 'models' must be a non-empty list")
@@ -177,7 +184,7 @@ def _listed_models(section: Section) -> dict[str, tuple[ModelEntry, ...]]:
 
 
 def _builtin_api(builtin: BuiltinApi, section: Section, notes: list[str]) -> ProviderConfig | None:
-    common = _common(section, slots=256, mailbox=256, timeout=120)
+    common = _common(section, slots=HTTP_SLOTS, mailbox=HTTP_MAILBOX, timeout=120)
     listed = _listed_models(section)
     api_key = _api_key(builtin, section)
     if section.flag("enabled") is False:
