@@ -18,12 +18,13 @@ from relaybox.actors.provider import REPORT_WAIT, report
 from relaybox.actors.supervisor import ChildState, RestartPolicy, Supervisor
 from relaybox.protocol.chat import ChatMessage, ChatRequest
 from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError
-from relaybox.protocol.events import Event, Failed
+from relaybox.protocol.events import Event, Failed, Finished
 from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.progress import DispatchState
 from relaybox.storage.records import Budget, Reservation, StoredResponse, Window
 from relaybox.web import streaming
 from relaybox.web.answer import REPLY_BUFFER
+from relaybox.web.config import load_settings
 from relaybox.web.stored_responses import MAX_CHAIN, MEMORY_ENTRIES, ResponseStore
 from relaybox.web.system import running_system
 
@@ -327,3 +328,31 @@ async def test_a_full_provider_says_when_a_place_will_likely_free(
     assert len(refused) == 1 and refused[0].error.status == 429, answers
     # Two queued ahead of it, and itself, through two slots of 5 s each: 7.5 s, rounded up.
     assert refused[0].error.retry_after == 8
+
+
+async def test_a_thousand_streams_to_one_http_provider_on_its_defaults_are_all_taken(
+    autojump_clock: object, tmp_path: Path
+) -> None:
+    """On defaults an HTTP provider took 256 at once and queued 256: a thousand concurrent streams
+    to the user's own upstream, which would have served them all, were half refused."""
+    env = {
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-ant",
+        "RELAYBOX_DATA_DIR": str(tmp_path),
+    }
+    settings = load_settings(env)
+    [anthropic] = [provider for provider in settings.providers if provider.kind == "anthropic"]
+    transports = {anthropic.name: ScriptedTransport(default=Answer("piece", pieces=20, delay=2.0))}
+    async with running_system(settings, scripted_factory(transports)) as system:
+        ends: list[Event] = []
+
+        async def one() -> None:
+            ends.append((await complete(system, chat(anthropic.default_model, stream=True)))[-1])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(one)
+    assert len(ends) == 1000 and all(isinstance(end, Finished) for end in ends), {
+        type(end).__name__ for end in ends
+    }
