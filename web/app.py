@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
-from relaybox.web.access_log import AccessLog, note
+from relaybox.web.access_log import AccessLog, ASGIApp, Message, Receive, Scope, Send, note
 from relaybox.web.context import ACCESS_LOG, GUARD, PIPELINE, current_guard, current_pipeline
 from relaybox.web.errors import register_error_handlers
 from relaybox.web.guard import EXPOSED_HEADERS, Asked, Guard
@@ -21,6 +22,9 @@ from relaybox.web.pipeline import RequestPipeline
 from relaybox.web.system import System
 
 log = logging.getLogger("relaybox.web")
+
+# The longest an answer's last message may take to reach the server (see EndsItsAnswer).
+LAST_SEND_SECONDS = 10.0
 
 BLUEPRINTS = (
     openai_api.blueprint,
@@ -32,6 +36,35 @@ BLUEPRINTS = (
 )
 
 
+class EndsItsAnswer:
+    """An answer's last message reaches the server whole, so that the connection is closed when the
+    answer says `Connection: close` (or the request asked for it), and is kept alive otherwise.
+
+    The server (hypercorn) handles the end of an answer inside the app's last `send`: it tells the app
+    the exchange is over (`http.disconnect`), then closes the connection or readies it for the next
+    request. quart-trio cancels the request's tasks as soon as it hears that, which cancelled the
+    rest of the server's work mid-way: the connection stayed open, with no idle timeout, until the
+    client gave up. Shielded, that work finishes (no bytes wait on it: the body is already sent);
+    the cancellation lands after it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(LAST_SEND_SECONDS, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def create_app(system: System) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = system.settings.max_body_bytes
@@ -40,7 +73,7 @@ def create_app(system: System) -> QuartTrio:
     register_error_handlers(app, system.settings.max_body_bytes)
     access_log = AccessLog(app.asgi_app, system.tracing)
     app.extensions[ACCESS_LOG] = access_log
-    app.asgi_app = access_log  # type: ignore[method-assign]
+    app.asgi_app = EndsItsAnswer(access_log)  # type: ignore[method-assign]
     app.before_request(name_the_route)
     app.before_request(keep_strangers_out)
     app.before_request(admit)

@@ -1,6 +1,7 @@
 """An HTTP request read once, at the edge: its body as JSON (400 when it is not), and everything else
 the request pipeline needs as a `ModelCall` (who asked, the route, dedup and cache headers, the
-compression level; a bad `x-relaybox-*` header is a 400 naming it)."""
+compression level; a bad `x-relaybox-*` header, or a name with a control character in it, is a 400
+naming it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.compression.pipeline import LEVELS
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
+from relaybox.protocol.names import check_name
 from relaybox.storage.records import ApiKey
 from relaybox.web.access_log import note
 from relaybox.web.config import Settings
@@ -67,6 +69,8 @@ def as_object(body: Any) -> dict[str, Any]:
 
 def model_call(settings: Settings, chat: ModelRequest, request_id: str) -> ModelCall:
     """The call the request pipeline answers, from the parsed body and the request's headers."""
+    route_header = request.headers.get("x-relaybox-route") or None
+    check_names(chat, route_header)
     key = caller_key()
     note(request.scope, task_id=request_id)  # the access log's and the trace's
     cache = None
@@ -77,11 +81,26 @@ def model_call(settings: Settings, chat: ModelRequest, request_id: str) -> Model
         request_id=request_id,
         client=_client(),
         key=key,
-        route_header=request.headers.get("x-relaybox-route") or None,
+        route_header=route_header,
         dedup_key=_dedup_key(),
         cache=cache,
         compression=_compression_level(settings.compression),
     )
+
+
+def check_names(chat: ModelRequest, route_header: str | None) -> None:
+    """The names a model call brings, whichever API it came by, before anything is paid for: none
+    may hold a control character (they reach headers, log lines and storage; see protocol/names.py)."""
+    check_name(chat.model, "model")
+    user = chat.passthrough.get("user")
+    if isinstance(user, str):
+        check_name(user, "user")
+    metadata = chat.passthrough.get("metadata")
+    if isinstance(metadata, dict):
+        for name in metadata:
+            check_name(str(name), "metadata")
+    if route_header is not None:
+        check_name(route_header, "x-relaybox-route", code="invalid_header")
 
 
 def caller_key() -> ApiKey | None:

@@ -6,17 +6,24 @@ configured one it lacks fails here, with the `ollama pull` that fixes it), then 
 request of a few tokens through the provider, as the dashboard's "Test connection" sends it, whose
 failure is explained in seed 000's words (`web/diagnosis.py`). Providers that were looked for and
 not found are listed with the reason discovery gave. The exit status is 1 when any check failed.
+
+Beside a relaybox serving from the same data directory (it owns its journal: `storage/journal.py`),
+doctor leaves that journal alone: its own provider checks journal their records under a worker
+index no running relaybox uses.
 """
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import httpx
 import trio
 from relaybox.storage.contract import StorageError
+from relaybox.storage.journal import JournalBusy, owners
 from relaybox.storage.schema import known_version
 from relaybox.web.config import ProviderConfig, Settings, probe_ollama
 from relaybox.web.config.catalogue import EXAMPLE_CONFIG
@@ -44,12 +51,39 @@ async def examine(settings: Settings, report: Callable[[Check], None]) -> bool:
     for name, why in settings.unavailable:
         checks.append(Check(False, f"provider {name}", why))
         report(checks[-1])
-    async with running_system(settings) as system:
-        for config in settings.providers:
-            check = await check_provider(system, config)
-            checks.append(check)
-            report(check)
+    serving = await trio.to_thread.run_sync(owners, Path(settings.data_dir) / "journal")
+    if serving:
+        checks.append(check_beside(settings, serving))
+        report(checks[-1])
+        settings = attrs.evolve(settings, worker=spare_worker(serving), workers=1)
+    try:
+        async with running_system(settings) as system:
+            for config in settings.providers:
+                check = await check_provider(system, config)
+                checks.append(check)
+                report(check)
+    except JournalBusy as error:  # a relaybox started meanwhile
+        checks.append(Check(False, "provider checks", f"not run: {error.strerror}"))
+        report(checks[-1])
     return all(c.ok for c in checks)
+
+
+def check_beside(settings: Settings, serving: dict[str, int]) -> Check:
+    """A relaybox is serving from this data directory: doctor never touches its journal (replaying
+    and deleting the segments it is still writing would lose their records)."""
+    pids = ", ".join(str(pid) for pid in sorted(set(serving.values())) if pid > 0) or "unknown"
+    return Check(
+        True,
+        f"data directory {settings.data_dir}",
+        f"a relaybox is serving from it (pid {pids}): its record journal is left alone; "
+        "the provider checks below keep a journal of their own",
+    )
+
+
+def spare_worker(serving: dict[str, int]) -> int:
+    """A worker index whose journal no running relaybox owns (journals are named `w<index>`):
+    the provider checks' records go there, and a later start of relaybox adopts what is left."""
+    return next(index for index in itertools.count(1) if f"w{index}" not in serving)
 
 
 async def check_port(settings: Settings) -> Check:

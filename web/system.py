@@ -51,7 +51,7 @@ from relaybox.protocol.wire.gemini import GeminiDialect
 from relaybox.protocol.wire.ollama import OllamaDialect
 from relaybox.protocol.wire.openai_upstream import OpenAIDialect
 from relaybox.storage.contract import Storage, StorageError
-from relaybox.storage.journal import adopt
+from relaybox.storage.journal import adopt, owned
 from relaybox.storage.postgres import PostgresStorage
 from relaybox.storage.schema import known_version
 from relaybox.storage.sqlite import SQLiteStorage
@@ -370,7 +370,9 @@ async def _stop_in_order(system: System) -> None:
 async def running_system(
     settings: Settings, transport_factory: TransportFactory = build_transport
 ) -> AsyncIterator[System]:
-    async with open_storage(settings) as storage, trio.open_nursery() as nursery:
+    # This process's journal is its own while it runs: a second relaybox here does not start.
+    journal = _journal_directory(Path(settings.data_dir) / "journal", settings.worker)
+    async with owned(journal), open_storage(settings) as storage, trio.open_nursery() as nursery:
         await _migrate(storage)
         supervisor = Supervisor("root", settings.restart)
         await nursery.start(supervisor.run)

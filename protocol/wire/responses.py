@@ -24,6 +24,7 @@ from relaybox.protocol.chat import (
     ToolChoice,
     ToolSpec,
 )
+from relaybox.protocol.names import check_name
 from relaybox.protocol.wire.openai import (
     bad_request,
     expect,
@@ -98,6 +99,7 @@ def parse_responses_request(body: object) -> ResponsesRequest:
     previous = body.get("previous_response_id")
     if previous is not None:
         expect(previous, str, "previous_response_id", "a string")
+        check_name(previous, "previous_response_id")  # looked up in storage before the call
     tools, custom, namespaces, dropped = _tools(body.get("tools"))
     response_format, json_schema = _text_format(body.get("text"))
     passthrough = {key: body[key] for key in PASSTHROUGH if body.get(key) is not None}
@@ -389,6 +391,7 @@ def _metadata(raw: object) -> dict[str, str]:
     if len(raw) > METADATA_KEYS:
         raise bad_request(f"'metadata' takes at most {METADATA_KEYS} keys", "metadata")
     for key, value in raw.items():
+        check_name(key, "metadata")  # kept with the stored response
         if not isinstance(value, str) or len(value) > METADATA_VALUE_CHARS:
             raise bad_request(
                 f"'metadata.{key}' must be a string of at most {METADATA_VALUE_CHARS} characters",
