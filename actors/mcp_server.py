@@ -80,6 +80,8 @@ class McpServerActor:
         self._calls = self._failed = self._timeouts = self._lists = 0
         self._last_error: str | None = None
         self._schema_notes: tuple[str, ...] = ()
+        self._started_calls = 0  # calls sent to the server, ever (a ping sees whether more began)
+        self._running_calls = 0
         self._changed: trio.MemorySendChannel[None] | None = None
 
     # --- for the tool loop ---------------------------------------------------------------
@@ -93,13 +95,15 @@ class McpServerActor:
         await self._ready.wait()
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> ToolResult:
-        """Run one tool call; a full mailbox or a server that is down is a failed result."""
+        """Run one tool call within `tool_timeout` from now, however long it waits for its turn;
+        a full mailbox or a server that is down is a failed result."""
         send, receive = trio.open_memory_channel[ToolResult](1)
+        deadline = trio.current_time() + self.tool_timeout
         try:
-            self.mailbox.tell(CallTool(tool, arguments, send))
+            self.mailbox.tell(CallTool(tool, arguments, send, deadline))
         except MailboxFull:
             return ToolResult(f"the MCP server {self.spec.name} is busy; try again later", False)
-        with receive, trio.move_on_after(self.tool_timeout + ANSWER_MARGIN):
+        with receive, trio.move_on_at(deadline + ANSWER_MARGIN):
             try:
                 return await receive.receive()
             except trio.EndOfChannel:
@@ -158,7 +162,7 @@ class McpServerActor:
     async def on_crash(self, error: BaseException) -> None:
         self._last_error = f"{type(error).__name__}: {error}"[:300]
         for message in self.mailbox.drain():
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with message.reply, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 message.reply.send_nowait(
                     ToolResult(f"the MCP server {self.spec.name} crashed: {self._last_error}", False)
                 )
@@ -226,46 +230,71 @@ class McpServerActor:
     async def _keep_alive(self, client: Client) -> None:
         """A connection that has died shows up here (a crash, so the supervisor starts it again),
         not on the next unlucky tool call. A server that does not take pings (the 2026 protocol
-        has none) is left alone: its end shows on the next call, which crashes the actor."""
+        has none) is left alone: its end shows on the next call, which crashes the actor. An
+        unanswered ping means a dead server only when it had nothing else to do: many servers
+        answer one request at a time, and a tool at work holds the ping back."""
         if client.session.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return  # the 2026 protocol has no ping
         while True:
             await trio.sleep(PING_EVERY)
+            calls_before = self._started_calls
             try:
                 with trio.fail_after(PING_TIMEOUT), warnings.catch_warnings():
                     warnings.simplefilter("ignore", MCPDeprecationWarning)
                     await client.send_ping()
+            except trio.TooSlowError:
+                if self._running_calls or self._started_calls != calls_before:
+                    continue  # busy, not dead
+                raise
             except MCPError as error:
                 if _connection_lost(error):
                     raise
                 return
 
     async def _serve(self, client: Client, message: CallTool, limiter: trio.CapacityLimiter) -> None:
-        """One call; its caller always gets an answer, even when the connection is lost under it
-        (then the actor crashes and the supervisor reconnects)."""
+        """One call, by its own deadline (its wait for a turn included); its caller always gets an
+        answer, even when the connection is lost under it (then the actor crashes and the
+        supervisor reconnects). A call whose caller has gone, or whose deadline passed while it
+        waited behind others, is never started."""
         started = time.perf_counter()
         result = ToolResult(f"the MCP server {self.spec.name} stopped before answering", False)
+        began = False
         try:
-            async with limiter:
-                self._calls += 1
-                result = await self._called(client, message)
+            with trio.move_on_at(message.deadline) as deadline:
+                async with limiter:
+                    if message.reply.statistics().open_receive_channels == 0:
+                        return  # the caller has gone
+                    began = True
+                    result = await self._called(client, message)
+            if deadline.cancelled_caught and began:
+                self._timeouts += 1
+                result = ToolResult(f"the tool did not answer within {self.tool_timeout:g} s", False)
+            elif deadline.cancelled_caught:
+                busy = CONCURRENT_CALLS - limiter.available_tokens
+                result = ToolResult(
+                    f"the MCP server {self.spec.name} is busy with {busy} other calls: this one did not "
+                    f"start within {self.tool_timeout:g} s",
+                    False,
+                )
         finally:
             if not result.ok:
                 self._failed += 1
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with message.reply, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 message.reply.send_nowait(attrs.evolve(result, seconds=time.perf_counter() - started))
 
     async def _called(self, client: Client, message: CallTool) -> ToolResult:
-        with trio.move_on_after(self.tool_timeout):
-            try:
-                answer = await client.call_tool(message.tool, message.arguments)
-            except MCPError as error:
-                if _connection_lost(error):
-                    raise
-                return ToolResult(f"the tool failed: {error}", False)
-            return ToolResult(clipped(_text_of(answer)), not answer.is_error)
-        self._timeouts += 1
-        return ToolResult(f"the tool did not answer within {self.tool_timeout:g} s", False)
+        self._calls += 1
+        self._started_calls += 1
+        self._running_calls += 1
+        try:
+            answer = await client.call_tool(message.tool, message.arguments)
+        except MCPError as error:
+            if _connection_lost(error):
+                raise
+            return ToolResult(f"the tool failed: {error}", False)
+        finally:
+            self._running_calls -= 1
+        return ToolResult(clipped(_text_of(answer)), not answer.is_error)
 
 
 def schema_notes(tools: tuple[McpTool, ...], *, gemini_active: bool) -> tuple[str, ...]:

@@ -285,6 +285,7 @@ class CallTool:
     tool: str
     arguments: dict[str, Any]
     reply: trio.MemorySendChannel[ToolResult]
+    deadline: float  # trio's clock: the call is answered by then, its wait for a turn included
 
 
 # --- the tool loops' runner ---------------------------------------------------------------

@@ -4,16 +4,19 @@ waits out a long timeout because someone else failed (on trio's mock clock)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from relaybox.actors import mcp_server
 from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
-from relaybox.actors.messages import AttemptEnded, AttemptResult, Job, Reserve, Settle
+from relaybox.actors.mcp_server import McpServerActor
+from relaybox.actors.messages import AttemptEnded, AttemptResult, Job, Reserve, Settle, ToolResult
 from relaybox.actors.provider import REPORT_WAIT, report
 from relaybox.actors.supervisor import ChildState, RestartPolicy, Supervisor
 from relaybox.protocol.chat import ChatMessage, ChatRequest
@@ -21,6 +24,7 @@ from relaybox.protocol.errors import AttemptFailure, FailureKind, RelayError
 from relaybox.protocol.events import Event, Failed, Finished
 from relaybox.protocol.routing.catalog import Candidate, Route
 from relaybox.protocol.routing.progress import DispatchState
+from relaybox.protocol.tool_loop import McpServerSpec
 from relaybox.storage.records import Budget, Reservation, StoredResponse, Window
 from relaybox.web import streaming
 from relaybox.web.answer import REPLY_BUFFER
@@ -356,3 +360,68 @@ async def test_a_thousand_streams_to_one_http_provider_on_its_defaults_are_all_t
     assert len(ends) == 1000 and all(isinstance(end, Finished) for end in ends), {
         type(end).__name__ for end in ends
     }
+
+
+SEQUENTIAL = McpServerSpec(
+    "sequential", command=sys.executable, args=(str(Path(__file__).parent / "mcp_servers/sequential.py"),)
+)
+
+
+async def started_server(
+    nursery: trio.Nursery, tmp_path: Path, tool_timeout: float, spec: McpServerSpec = WORKBENCH
+) -> McpServerActor:
+    server = McpServerActor(spec, tool_timeout=tool_timeout, log_dir=str(tmp_path / "mcp"))
+    supervisor = Supervisor("root", RestartPolicy(backoff_initial=0.01))
+    await nursery.start(supervisor.run)
+    await supervisor.start_child(server)
+    with trio.fail_after(30):
+        await server.wait_ready()
+    return server
+
+
+async def test_a_busy_mcp_server_is_not_taken_for_dead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keep-alive ping went unanswered while a slow tool held the server (well inside
+    `tool_timeout`): the server was restarted, and the tool came back "stopped before answering"."""
+    monkeypatch.setattr(mcp_server, "PING_EVERY", 0.2)
+    monkeypatch.setattr(mcp_server, "PING_TIMEOUT", 0.5)
+    async with trio.open_nursery() as nursery:
+        server = await started_server(nursery, tmp_path, tool_timeout=30, spec=SEQUENTIAL)
+        result = await server.call("work", {"seconds": 2.5})
+        statistics = server.statistics()
+        nursery.cancel_scope.cancel()
+    assert result.ok and result.text == "worked", result
+    assert statistics.last_error is None and statistics.ready
+
+
+async def test_a_call_queued_behind_hung_calls_is_told_so_in_its_own_time_and_never_runs_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind hung calls, a call's own timeout used to start only once it had its turn: its caller
+    gave up first, told the server "did not answer (it is restarting or down)", and the call ran
+    later all the same. Now a call is answered by its own deadline, its wait included."""
+    monkeypatch.setattr(mcp_server, "CONCURRENT_CALLS", 1)
+    async with trio.open_nursery() as nursery:
+        server = await started_server(nursery, tmp_path, tool_timeout=1.5, spec=SEQUENTIAL)
+        results: dict[str, ToolResult] = {}
+        took: dict[str, float] = {}
+
+        async def call(name: str, seconds: float) -> None:
+            started = trio.current_time()
+            results[name] = await server.call("work", {"seconds": seconds})
+            took[name] = trio.current_time() - started
+
+        async with trio.open_nursery() as calls:
+            for hung in range(4):  # the server is stuck on the first: the others wait their turn
+                calls.start_soon(call, f"hung{hung}", 10.0)
+                await trio.sleep(0.05)
+            calls.start_soon(call, "queued", 0.1)
+        calls_when_answered = server.statistics().calls
+        await trio.sleep(1.0)
+        calls_later = server.statistics().calls
+        nursery.cancel_scope.cancel()
+    queued = results["queued"]
+    assert not queued.ok and "restarting or down" not in queued.text, queued
+    assert took["queued"] < 2.5, f"told within its own timeout of 1.5 s: {took}"
+    assert calls_later == calls_when_answered, "no call started after its caller had its answer"
