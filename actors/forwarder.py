@@ -40,6 +40,9 @@ CLIENT_STALL_LIMIT = 300.0
 # What an exchange holds for a client that reads slower than the upstream answers: the upstream is
 # read on at its own pace until this much waits, so its slot is free as soon as it has answered.
 HELD_FOR_CLIENT_BYTES = 256 << 10
+# Of a long answer, what its score and a judge read: its head and its tail.
+ANSWER_HEAD_CHARS = 8000
+ANSWER_TAIL_CHARS = 8000
 # What an event other than text counts for in that bound.
 EVENT_OVERHEAD_BYTES = 64
 
@@ -60,8 +63,7 @@ class Forwarder:
         self.idle_scope = trio.CancelScope(deadline=self.attempt_started + idle_timeout)
         # What the attempt's record needs.
         self.usage: Usage | None = None
-        self.text: list[str] = []
-        self.text_chars = 0
+        self._answer = _HeadAndTail()
         self.tool_calls = 0
         self.first_output_at: float | None = None
         self.finish_reason: str | None = None
@@ -136,11 +138,16 @@ class Forwarder:
         finally:
             self.idle_scope.deadline = trio.current_time() + self.idle_timeout
 
+    def answer_text(self) -> str:
+        """The answer's text, its head and tail when it is long: what its score and a judge read
+        (a final answer is usually at the end)."""
+        return self._answer.text()
+
     def score(self) -> int:
         """The heuristic score of the finished answer (asked by the cascade, then by the record)."""
         if self._score is None:
             self._score = score_answer(
-                "".join(self.text),
+                self.answer_text(),
                 finish_reason=self.finish_reason or "stop",
                 tool_calls=self.tool_calls,
                 category=self.job.state.category,
@@ -201,9 +208,8 @@ class Forwarder:
         elif isinstance(event, ContentDelta | ToolCallDelta | GeneratedImages | Embedded):
             if self.first_output_at is None:
                 self.first_output_at = trio.current_time()
-            if isinstance(event, ContentDelta) and self.text_chars < 8000:
-                self.text.append(event.text)
-                self.text_chars += len(event.text)
+            if isinstance(event, ContentDelta):
+                self._answer.add(event.text)
             elif isinstance(event, ToolCallDelta) and event.id is not None:
                 self.tool_calls += 1
         if self.job.request.stream and (self.answered or isinstance(event, ContentDelta | ToolCallDelta)):
@@ -254,6 +260,37 @@ class Forwarder:
         else of the answer went out with `finish`."""
         if self.finished is not None:
             await self._send(self.finished)
+
+
+class _HeadAndTail:
+    """A text kept within bounds: its first `ANSWER_HEAD_CHARS` and its last `ANSWER_TAIL_CHARS`."""
+
+    def __init__(self) -> None:
+        self._head: list[str] = []
+        self._head_chars = 0
+        self._tail: collections.deque[str] = collections.deque()
+        self._tail_chars = 0
+        self._dropped = False
+
+    def add(self, piece: str) -> None:
+        if self._head_chars < ANSWER_HEAD_CHARS:
+            self._head.append(piece)
+            self._head_chars += len(piece)
+            return
+        self._tail.append(piece)
+        self._tail_chars += len(piece)
+        while self._tail_chars - len(self._tail[0]) >= ANSWER_TAIL_CHARS:
+            self._tail_chars -= len(self._tail.popleft())
+            self._dropped = True
+
+    def text(self) -> str:
+        head = "".join(self._head)
+        if not self._tail:
+            return head
+        tail = "".join(self._tail)
+        if self._dropped or len(tail) > ANSWER_TAIL_CHARS:
+            return f"{head}\n[...]\n{tail[-ANSWER_TAIL_CHARS:]}"
+        return head + tail
 
 
 def _size(event: Event) -> int:

@@ -61,11 +61,14 @@ class LabelStore(Protocol):
     async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]: ...
 
 
-class _Unreported:
-    """Where this actor's own attempts report their end: their replies already say everything."""
+class _EndsTheReply:
+    """Where this actor's own attempts report their end, which is the last word on their reply
+    channel: no router stands between (it would try the next candidate, or tell the client), so an
+    attempt that failed before answering would otherwise leave `_ask` waiting out its timeout,
+    holding one of the few places for comparisons meanwhile."""
 
     async def send(self, message: AttemptEnded) -> None:
-        return None
+        message.job.reply.close()
 
 
 @attrs.frozen
@@ -230,7 +233,7 @@ class LearningActor:
         )
         send, receive = trio.open_memory_channel[Event](64)
         cancel = CancelToken()
-        job = Job(request, candidate, send, cancel, state, _Unreported())
+        job = Job(request, candidate, send, cancel, state, _EndsTheReply())
         try:
             provider.mailbox.tell(job)
         except MailboxFull:
@@ -244,6 +247,7 @@ class LearningActor:
                     return "".join(parts)
                 elif isinstance(event, Failed):
                     return None
+            return None  # the attempt ended without an answer
         cancel.cancel()
         return None
 

@@ -269,3 +269,57 @@ async def test_labels_the_database_refused_are_saved_later_in_order(autojump_clo
     assert store.refused == 1 and learning.statistics().storage_errors == 1
     assert [label.request_id for label in store.saved] == [f"r{i}" for i in range(5)]
     assert learning.statistics().labels_saved == 5
+
+
+async def test_a_failed_follow_up_frees_its_place_at_once(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """A judge's call that failed left its place among the learning actor's few taken for the
+    300 s answer timeout, with nothing learned and nothing counted meanwhile."""
+    answer_questions = model(cheap_answer)
+
+    def cheap(body: dict) -> Reply:
+        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+            return Reply(status=500)  # the judge (the cheapest model, by default) fails
+        return answer_questions(body)
+
+    fake_openai.answer_with = cheap
+    fake_openai_backup.answer_with = model(strong_answer)
+    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        served, _ = await served_by(client, capital_question(random.Random(1)))
+        took = await eventually(lambda: learning.statistics().judge_failed == 1, within=5)
+        statistics = learning.statistics()
+    assert served == "small" and statistics.comparisons == {"judge": 1}
+    assert statistics.running == 0 and took < 5
+
+
+async def test_the_judge_reads_the_end_of_a_long_streamed_answer(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """Of a streamed answer only the first ~8,000 characters were kept, and a final answer is
+    usually at the end: the judge now reads the head and the tail."""
+    long_answer = "Working it through, step by step. " * 600 + "So the capital is FINAL-MARK."
+    judge_model = model(cheap_answer)
+    judged: list[str] = []
+
+    def cheap(body: dict) -> Reply:
+        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+            judged.append(body["messages"][-1]["content"])
+            return judge_model(body)
+        return Reply(long_answer, pieces=40)
+
+    fake_openai.answer_with = cheap
+    fake_openai_backup.answer_with = model(strong_answer)
+    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        served, _ = await served_by(client, capital_question(random.Random(2)), stream=True)
+        await eventually(lambda: judged, within=10)
+    assert served == "small" and len(long_answer) > 20_000
+    assert "FINAL-MARK" in judged[0] and "Working it through" in judged[0]
