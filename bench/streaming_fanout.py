@@ -14,7 +14,8 @@ with the upstream read in a task of its own that passes each piece through a mem
 (one worker, as `bench.http_throughput` runs it; `--skip-litellm` leaves it out) is the peer. Every target gets
 10 warm-up streams before anything is measured. The client is raw trio sockets (no
 HTTP library in the way): each stream sends its request, then notes when data arrives. Reported
-per target and level: failed streams, time to first content (p50/p99), gaps between arrivals
+per target and level: failed streams (and of those, the ones refused with a status other than 200),
+time to first content (p50/p99), gaps between arrivals
 (p50/p99), the server's CPU seconds per 1,000 chunks delivered, and its RSS growth per open
 stream (sampled at the peak; both summed over a server's worker processes).
 """
@@ -158,6 +159,7 @@ async def one_stream(
     first: float | None = None
     arrivals: list[float] = []
     ok = False
+    status: int | None = None  # the answer's HTTP status, once its first bytes came
     try:
         with trio.fail_after(120):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -167,6 +169,8 @@ async def one_stream(
                 # The stream ends at [DONE] (a server may keep the connection open after it).
                 while b"[DONE]" not in seen and (chunk_bytes := await stream.receive_some(65536)):
                     now = trio.current_time()
+                    if status is None:
+                        status = int(chunk_bytes.split(b" ", 2)[1])
                     if b'"content"' in chunk_bytes:
                         if first is None:
                             first = now - started
@@ -176,13 +180,13 @@ async def one_stream(
     except (OSError, trio.TooSlowError, trio.BrokenResourceError):
         ok = False
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    results.append((first, gaps, ok and len(arrivals) >= CHUNKS // 2))
+    results.append((first, gaps, ok and len(arrivals) >= CHUNKS // 2, status))
 
 
 async def level(
     port: int, path: str, streams: int, server_pid: int | None, key: str | None = None
 ) -> dict[str, float]:
-    results: list[tuple[float | None, list[float], bool]] = []
+    results: list[tuple[float | None, list[float], bool, int | None]] = []
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     rss_before = rss_kb(server_pid) if server_pid else 0
     peak = rss_before
@@ -199,12 +203,14 @@ async def level(
             for _ in range(streams):
                 clients.start_soon(one_stream, port, path, results, key)
         nursery.cancel_scope.cancel()
-    firsts = [f for f, _, ok in results if ok and f is not None]
-    gaps = [g for _, gs, ok in results if ok for g in gs]
-    delivered = sum(len(gs) + 1 for _, gs, ok in results if ok)
+    firsts = [f for f, _, ok, _ in results if ok and f is not None]
+    gaps = [g for _, gs, ok, _ in results if ok for g in gs]
+    delivered = sum(len(gs) + 1 for _, gs, ok, _ in results if ok)
     cpu = (cpu_seconds(server_pid) - cpu_before) if server_pid else float("nan")
     return {
-        "failed": sum(1 for *_, ok in results if not ok),
+        "failed": sum(1 for *_, ok, _ in results if not ok),
+        # Answered with another status than 200 (a 429 for want of room, say): refused, not broken.
+        "refused": sum(1 for *_, status in results if status is not None and status != 200),
         "ttft50": percentile(firsts, 0.5) * 1000 if firsts else float("nan"),
         "ttft99": percentile(firsts, 0.99) * 1000 if firsts else float("nan"),
         "gap50": percentile(gaps, 0.5) * 1000 if gaps else float("nan"),
@@ -266,14 +272,14 @@ async def main(levels: list[int], skip_litellm: bool) -> None:
     lines = [
         f"{CHUNKS} content chunks {GAP * 1000:.0f} ms apart per stream; raw-socket client; prompts all different; "
         "relaybox on its defaults (model auto, recording, cache, dedup, compression on)",
-        f"{'target':<17}{'streams':>8}{'failed':>7}{'TTFT p50':>10}{'TTFT p99':>10}{'gap p50':>9}{'gap p99':>9}"
+        f"{'target':<17}{'streams':>8}{'failed':>7}{'refused':>8}{'TTFT p50':>10}{'TTFT p99':>10}{'gap p50':>9}{'gap p99':>9}"
         f"{'CPU s/1k chunks':>16}{'RSS KB/stream':>14}",
     ]
     for streams in levels:
         for name, *_ in targets:
             r = results[(name, streams)]
             lines.append(
-                f"{name:<17}{streams:>8}{r['failed']:>7.0f}{r['ttft50']:>10.0f}{r['ttft99']:>10.0f}{r['gap50']:>9.0f}"
+                f"{name:<17}{streams:>8}{r['failed']:>7.0f}{r['refused']:>8.0f}{r['ttft50']:>10.0f}{r['ttft99']:>10.0f}{r['gap50']:>9.0f}"
                 f"{r['gap99']:>9.0f}{r['cpu_per_1000']:>16.2f}{r['rss_per_stream']:>14.0f}"
             )
         relaybox, bare_relay = results[("relaybox", streams)], results[("bare relay", streams)]
