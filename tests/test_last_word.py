@@ -425,3 +425,24 @@ async def test_a_call_queued_behind_hung_calls_is_told_so_in_its_own_time_and_ne
     assert not queued.ok and "restarting or down" not in queued.text, queued
     assert took["queued"] < 2.5, f"told within its own timeout of 1.5 s: {took}"
     assert calls_later == calls_when_answered, "no call started after its caller had its answer"
+
+
+async def test_a_tool_loop_keeps_its_time_budget_inside_a_step_too(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """The budget was checked only between steps: a slow tool ran past it by as long as it took."""
+    fake_openai.answer_with = script(
+        call("mcp__bench__sleep", {"seconds": 4.0}), lambda body: Reply(text="Too late.")
+    )
+    body = {"model": "agent:workbench", "messages": [{"role": "user", "content": "sleep long"}]}
+    settings = loop_settings(tmp_path, fake_openai.base_url, WORKBENCH, time_budget=1.0, tool_timeout=30.0)
+    async with (
+        serve(settings) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        started = trio.current_time()
+        answer = await client.post("/v1/chat/completions", json=body)
+        took = trio.current_time() - started
+    assert answer.status_code == 200, answer.text
+    assert "the time budget (1 s)" in answer.json()["choices"][0]["message"]["content"]
+    assert took < 3.0, f"ended at its budget, not when the 4 s tool did: {took:.1f} s"
