@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics
+from relaybox.actors.mailbox import Mailbox, MailboxStatistics
 from relaybox.actors.messages import (
     AttemptEnded,
     Compare,
@@ -234,9 +234,7 @@ class LearningActor:
         send, receive = trio.open_memory_channel[Event](64)
         cancel = CancelToken()
         job = Job(request, candidate, send, cancel, state, _EndsTheReply())
-        try:
-            provider.mailbox.tell(job)
-        except MailboxFull:
+        if not provider.offer_background(job):  # spare capacity only: clients come first
             return None
         parts: list[str] = []
         with receive, trio.move_on_after(self.answer_timeout):

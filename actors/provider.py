@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import attrs
 import trio
+from relaybox.actors.background_lane import BackgroundLane
 from relaybox.actors.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from relaybox.actors.budget import BudgetActor, BudgetHold
 from relaybox.actors.forwarder import ClientGone, Forwarder
@@ -79,16 +80,14 @@ class ProviderActor:
         self.mailbox: Mailbox[Job] = Mailbox(limits.mailbox, is_stale=lambda job: job.cancel.cancelled)
         # Health knowledge about the upstream survives restarts of the actor; working state does not.
         self.breaker = CircuitBreaker(breaker_policy)
-        self._needs_login = False
+        self._tally = _Tally()
         self._gave_up = False
-        self._completed = 0
-        self._failed = 0
-        self._last_failure: str | None = None
         self._totals: dict[str, RunningTotals] = {}  # per model, for /metrics
         self._running = False
         self._slots = trio.CapacityLimiter(limits.slots)
         self._inflight: dict[int, tuple[Job, Forwarder]] = {}
         self._attempt_seconds: float | None = None  # how long an attempt takes, on recent average
+        self.background = BackgroundLane()  # relaybox's own attempts, on spare capacity only
 
     # --- what the router asks, and what others may read ------------------------------
 
@@ -105,11 +104,19 @@ class ProviderActor:
         ahead = (self.mailbox.statistics().depth + 1) * (self._attempt_seconds or 1.0) / self.limits.slots
         return min(max(1.0, math.ceil(ahead)), 60.0)
 
+    def offer_background(self, job: Job) -> bool:
+        return self.background.admit(job, self.mailbox, self.limits.slots - len(self._inflight))
+
+    def yield_to_clients(self) -> None:
+        """A client's job was queued: with every slot busy, a background attempt gives its up."""
+        if len(self._inflight) >= self.limits.slots:
+            self.background.yield_one()
+
     def health(self, now: float | None = None) -> Health:
         now = trio.current_time() if now is None else now
         if self._gave_up or self.breaker.state is BreakerState.OPEN:
             return Health.DOWN
-        if self._needs_login:
+        if self._tally.needs_login:
             return Health.NEEDS_LOGIN
         if self.breaker.state is BreakerState.HALF_OPEN or self.breaker.consecutive_failures:
             return Health.DEGRADED
@@ -125,11 +132,12 @@ class ProviderActor:
             concurrency_limit=self.limits.slots,
             idle_timeout_s=self.limits.idle_timeout,
             breaker=self.breaker.statistics(now),
-            completed=self._completed,
-            failed=self._failed,
-            last_failure=self._last_failure,
+            completed=self._tally.completed,
+            failed=self._tally.failed,
+            last_failure=self._tally.last_failure,
             transport=self.transport.statistics(),
             totals={model: totals.statistics() for model, totals in self._totals.items()},
+            background=self.background.statistics(),
         )
 
     # --- the actor ----------------------------------------------------------------
@@ -164,7 +172,7 @@ class ProviderActor:
     async def on_crash(self, error: BaseException) -> None:
         """Fail every job this incarnation held, and every queued one, so none waits forever."""
         self._running = False
-        self._last_failure = f"actor crashed: {type(error).__name__}: {error}"[:300]
+        self._tally.last_failure = f"actor crashed: {type(error).__name__}: {error}"[:300]
         held = list(self._inflight.values())
         self._inflight = {}
         # A probe lost with this incarnation must not hold the breaker half-open for good.
@@ -190,12 +198,13 @@ class ProviderActor:
         forwarder = Forwarder(job, self.limits.idle_timeout, self.pricer)
         self._inflight[id(job)] = (job, forwarder)
         try:
-            result, failure = await self._attempt(job, forwarder, slot.release)
+            with self.background.running(job):
+                result, failure = await self._attempt(job, forwarder, slot.release)
         finally:
             slot.release()
         upstream_ms = (trio.current_time() - forwarder.attempt_started) * 1000
         self._attempt_seconds = _averaged(self._attempt_seconds, upstream_ms / 1000)
-        self._learn(result, failure)
+        self._tally.learn(self.breaker, result, failure)
         attempt_failure = None if failure is None else _attempt_failure(self.name, job, failure)
         outcome = result.value if failure is None else failure.kind.value
         model = job.candidate.model
@@ -272,27 +281,6 @@ class ProviderActor:
                     await hold.settle(forwarder.cost_for_budget(hold.estimate))
         return AttemptResult.CANCELLED, None
 
-    def _learn(self, result: AttemptResult, failure: ProviderFailure | None) -> None:
-        now = trio.current_time()
-        if result is AttemptResult.SUCCESS:
-            self._completed += 1
-            self._needs_login = False
-            self.breaker.record_success(now)
-            return
-        if failure is None:
-            self.breaker.record_neutral()
-            return
-        self._failed += 1
-        self._last_failure = f"{failure.kind.value}: {failure.message}"[:300]
-        if failure.kind.feeds_breaker:
-            self.breaker.record_failure(now)
-        elif failure.kind is FailureKind.RATE_LIMITED:
-            self.breaker.open_for(now, failure.retry_after or self.breaker.policy.cooldown)
-        else:
-            if failure.kind is FailureKind.AUTH:
-                self._needs_login = True
-            self.breaker.record_neutral()
-
     async def _report(
         self,
         job: Job,
@@ -323,6 +311,38 @@ def _attempt_failure(provider: str, job: Job, failure: ProviderFailure) -> Attem
         upstream_status=failure.upstream_status,
         retry_after=failure.retry_after,
     )
+
+
+@attrs.define
+class _Tally:
+    """What a provider's attempts taught it about the upstream: counts, the last failure, whether
+    it wants a login; and the breaker fed."""
+
+    completed: int = 0
+    failed: int = 0
+    last_failure: str | None = None
+    needs_login: bool = False
+
+    def learn(self, breaker: CircuitBreaker, result: AttemptResult, failure: ProviderFailure | None) -> None:
+        now = trio.current_time()
+        if result is AttemptResult.SUCCESS:
+            self.completed += 1
+            self.needs_login = False
+            breaker.record_success(now)
+            return
+        if failure is None:
+            breaker.record_neutral()
+            return
+        self.failed += 1
+        self.last_failure = f"{failure.kind.value}: {failure.message}"[:300]
+        if failure.kind.feeds_breaker:
+            breaker.record_failure(now)
+        elif failure.kind is FailureKind.RATE_LIMITED:
+            breaker.open_for(now, failure.retry_after or breaker.policy.cooldown)
+        else:
+            if failure.kind is FailureKind.AUTH:
+                self.needs_login = True
+            breaker.record_neutral()
 
 
 class _Slot:

@@ -76,3 +76,4 @@ class ProviderStatistics:
     last_failure: str | None
     transport: Any  # the transport's own frozen snapshot
     totals: dict[str, ModelTotals]  # by model
+    background: Any  # relaybox's own attempts on spare capacity (`BackgroundStatistics`)

@@ -326,9 +326,9 @@ class RouterActor:
         )
         try:
             provider.mailbox.tell(job)
+            provider.yield_to_clients()
         except MailboxFull:
-            why = "all slots busy and the queue is full"
-            return _refused(candidate, FailureKind.SATURATED, why, provider.when_a_place_frees())
+            return _refused(candidate, FailureKind.SATURATED, FULL, provider.when_a_place_frees())
         self._evidence.dispatched(state.category, *self.catalog.statistics_key(candidate), now)
         return None
 
@@ -340,6 +340,9 @@ class RouterActor:
             and provider is not None
             and provider.accepting(trio.current_time())
         )
+
+
+FULL = "all slots busy and the queue is full"
 
 
 def _refused(

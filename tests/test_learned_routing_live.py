@@ -323,3 +323,41 @@ async def test_the_judge_reads_the_end_of_a_long_streamed_answer(
         await eventually(lambda: judged, within=10)
     assert served == "small" and len(long_answer) > 20_000
     assert "FINAL-MARK" in judged[0] and "Working it through" in judged[0]
+
+
+async def test_a_follow_up_never_delays_a_clients_request(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """Follow-ups took the same slots as clients: a pinned request waited behind an 8 s judge
+    call. Now a follow-up runs on spare capacity only and gives its slot up to a client."""
+    answer_questions = model(cheap_answer)
+    judging_started = trio.Event()
+
+    def cheap(body: dict) -> Reply:
+        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+            judging_started.set()
+            return Reply("A: GOOD", delay=8.0)  # a slow judge
+        return answer_questions(body)
+
+    fake_openai.answer_with = cheap
+    fake_openai_backup.answer_with = model(strong_answer)
+    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    one_slot = attrs.evolve(settings.providers[0], limits=attrs.evolve(settings.providers[0].limits, slots=1))
+    settings = attrs.evolve(settings, providers=(one_slot, *settings.providers[1:]))
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        await served_by(client, capital_question(random.Random(3)))
+        with trio.fail_after(5):
+            await judging_started.wait()
+        started = trio.current_time()
+        pinned = await client.post(
+            "/v1/chat/completions",
+            json={"model": "cheap:small", "messages": [{"role": "user", "content": "What is 2 + 2?"}]},
+        )
+        waited = trio.current_time() - started
+        await eventually(lambda: learning.statistics().running == 0, within=5)
+        background = relay.system.providers["cheap"].statistics().background
+    assert pinned.status_code == 200 and waited < 3.0, f"the pinned request waited {waited:.1f} s"
+    assert background.yielded == 1 and learning.statistics().judge_failed == 1

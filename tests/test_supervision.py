@@ -59,8 +59,9 @@ async def test_actors_shows_each_childs_facts_and_its_statistics_side_by_side(tm
     assert set(solo) == {
         *("name", "kind", "state", "restarts", "last_crash", "escalations", "down_for_s"),  # the supervisor's
         *("health", "accepting", "mailbox", "in_flight", "concurrency_limit", "idle_timeout_s"),
-        *("breaker", "completed", "failed", "last_failure", "transport", "totals"),
+        *("breaker", "completed", "failed", "last_failure", "transport", "totals", "background"),
     }
+    assert solo["background"] == {"admitted": 0, "refused": 0, "yielded": 0, "running": 0}
     assert solo["breaker"]["state"] == "closed" and solo["breaker"]["open_for_s"] is None
     assert (
         set(solo["mailbox"]) == {"depth", "capacity", "peak", "purged"} and solo["mailbox"]["capacity"] == 8
