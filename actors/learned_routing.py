@@ -17,7 +17,15 @@ from collections import OrderedDict
 
 import attrs
 from relaybox.actors.mailbox import Mailbox, MailboxFull
-from relaybox.actors.messages import AttemptEnded, Compare, Labelled, Learned, LearningMessage, Rated
+from relaybox.actors.messages import (
+    AttemptEnded,
+    Compare,
+    Compared,
+    Labelled,
+    Learned,
+    LearningMessage,
+    Rated,
+)
 from relaybox.protocol.chat import ChatRequest, ModelRequest
 from relaybox.protocol.errors import FailureKind
 from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog
@@ -25,6 +33,7 @@ from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE
 from relaybox.protocol.routing.judging import FollowUp, follow_up
 from relaybox.protocol.routing.learned import Features, Label, QualityModels, features
 from relaybox.protocol.routing.learned_route import LearnedPolicy, PromptFeatures
+from relaybox.protocol.routing.promise import KeptEstimate, Promise
 from relaybox.storage.records import group_id
 
 RATED_LATER = 512  # answers whose rating can still become a label
@@ -33,6 +42,7 @@ RATED_LATER = 512  # answers whose rating can still become a label
 @attrs.frozen
 class LearnedRoutingStatistics:
     enabled: bool
+    quality_kept: KeptEstimate | None  # the quality promise's estimate; None: no promise made
     labels: dict[str, int]  # per "provider/model": labels learned (own, judged, other instances')
     follow_ups: dict[str, int]  # per kind: sent to the learning actor
     follow_ups_dropped: int  # the learning actor's mailbox was full
@@ -51,6 +61,7 @@ class LearnedRouting:
         self.rng = rng
         self.learning = learning
         self.models = QualityModels()
+        self.promise = None if policy.quality_kept is None else Promise(policy.quality_kept)
         self._follow_ups: dict[str, int] = {}
         self._dropped = 0
         # The latest answers' prompts, for a rating that comes after (a few kB each).
@@ -59,6 +70,7 @@ class LearnedRouting:
     def statistics(self) -> LearnedRoutingStatistics:
         return LearnedRoutingStatistics(
             enabled=self.policy.enabled,
+            quality_kept=None if self.promise is None else self.promise.estimate(),
             labels={f"{p}/{m}": n for (p, m), n in sorted(self.models.labels.items())},
             follow_ups=dict(self._follow_ups),
             follow_ups_dropped=self._dropped,
@@ -68,11 +80,18 @@ class LearnedRouting:
         """The request's prompt, for the learned router to read if smart routing decides it."""
         if not self.policy.enabled or not isinstance(request, ChatRequest):
             return None
-        return PromptFeatures(lambda: features([m.text() for m in request.messages if m.role == "user"]))
+        return PromptFeatures(
+            lambda: features([m.text() for m in request.messages if m.role == "user"]),
+            lambda: "\n".join(m.text() for m in request.messages if m.role == "user"),
+        )
 
-    def receive(self, message: Learned | Rated) -> None:
-        """Labels from the learning actor, or a user's rating of a recent answer: 4 or 5 says it
-        was good, 1 or 2 that it was not (3 says nothing)."""
+    def receive(self, message: Learned | Rated | Compared) -> None:
+        """Labels from the learning actor, a blind comparison for the quality promise, or a user's
+        rating of a recent answer: 4 or 5 says it was good, 1 or 2 that it was not (3 says nothing)."""
+        if isinstance(message, Compared):
+            if self.promise is not None:
+                self.promise.add(message.comparison)
+            return
         if isinstance(message, Learned):
             self.learn(message.labels)
             return
@@ -94,6 +113,9 @@ class LearnedRouting:
     def attempt_ended(self, ended: AttemptEnded, pressure: float) -> None:
         """What an attempt of a learned-routed request teaches, now or after a judge's verdict."""
         state, candidate = ended.job.state, ended.job.candidate
+        if state.promise_score is not None and state.purpose is None:
+            self._maybe_compare(ended, pressure)
+            return
         if state.features is None or state.purpose is not None:
             return
         key = self.catalog.statistics_key(candidate)
@@ -119,6 +141,34 @@ class LearnedRouting:
         judge = self._judge(cheapest)
         if self._tell(Compare(kind, request, state, candidate, ended.answer, judge, other)):
             self._follow_ups[kind.value] = self._follow_ups.get(kind.value, 0) + 1
+
+    def _maybe_compare(self, ended: AttemptEnded, pressure: float) -> None:
+        """The quality promise's evidence: a share of its answers (`probe_rate`), drawn whatever
+        they scored or whoever served them, is answered by the route's other end too and both
+        are judged blind. Nothing about the answer itself decides whether it is drawn."""
+        state, candidate, request = ended.job.state, ended.job.candidate, ended.job.request
+        if ended.failure is not None or not ended.answer or not isinstance(request, ChatRequest):
+            return
+        if pressure >= self.policy.stop_at_pressure or self.rng.random() >= self.policy.probe_rate:
+            return
+        cheapest, strongest = self._ends(state.route.candidates)
+        if candidate not in (cheapest, strongest) or cheapest == strongest:
+            return  # a middle model served (a fallback): not a comparison of the ends
+        other = strongest if candidate == cheapest else cheapest
+        pair = FollowUp.PAIR
+        compare = Compare(
+            pair,
+            request,
+            state,
+            candidate,
+            ended.answer,
+            self._judge(cheapest),
+            other,
+            score=state.promise_score,
+            served_strong=candidate == strongest,
+        )
+        if self._tell(compare):
+            self._follow_ups[pair.value] = self._follow_ups.get(pair.value, 0) + 1
 
     def _ends(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, Candidate]:
         """The route's cheapest candidate and its strongest (the cheapest of the highest tier)."""

@@ -15,6 +15,7 @@ router's messages are dropped when this actor is busy, and a slow database delay
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -25,10 +26,11 @@ from typing import Any, Protocol
 import attrs
 import trio
 from relaybox.actors.cancellation import CancelToken
-from relaybox.actors.mailbox import Mailbox, MailboxStatistics
+from relaybox.actors.mailbox import Mailbox, MailboxFull, MailboxStatistics
 from relaybox.actors.messages import (
     AttemptEnded,
     Compare,
+    Compared,
     Job,
     Labelled,
     Learned,
@@ -39,8 +41,9 @@ from relaybox.actors.provider import ProviderActor
 from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
 from relaybox.protocol.routing.catalog import Candidate, Catalog, Route
-from relaybox.protocol.routing.judging import judge_request, question_of, read_verdict
+from relaybox.protocol.routing.judging import FollowUp, judge_request, question_of, read_verdict
 from relaybox.protocol.routing.learned import Label
+from relaybox.protocol.routing.promise import Comparison
 
 log = logging.getLogger("relaybox.learning")
 
@@ -59,6 +62,17 @@ class LabelStore(Protocol):
     ) -> None: ...
 
     async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]: ...
+
+
+def _comparison(compare: Compare, answers: list[tuple[Candidate, str]], goods: list[bool]) -> Comparison:
+    """The verdicts on the route's two ends, whichever order the judge saw them in."""
+    served_good = next(good for (c, _), good in zip(answers, goods, strict=True) if c == compare.served)
+    other_good = next(good for (c, _), good in zip(answers, goods, strict=True) if c != compare.served)
+    strong_good, cheap_good = (
+        (served_good, other_good) if compare.served_strong else (other_good, served_good)
+    )
+    assert compare.score is not None  # a PAIR is sent with its prompt's score
+    return Comparison(compare.score, compare.served_strong, cheap_good, strong_good)
 
 
 class _EndsTheReply:
@@ -188,6 +202,9 @@ class LearningActor:
                 self._label(compare, candidate, good)
                 for (candidate, _), good in zip(answers, goods, strict=True)
             )
+            if compare.kind is FollowUp.PAIR and self.router is not None:
+                with contextlib.suppress(MailboxFull):  # one comparison fewer biases nothing
+                    self.router.tell(Compared(_comparison(compare, answers, goods)))
             log.info(
                 "%s: judged %s",
                 compare.state.request_id,

@@ -36,6 +36,7 @@ from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.judging import FollowUp
 from relaybox.protocol.routing.learned import Label
 from relaybox.protocol.routing.progress import DispatchState
+from relaybox.protocol.routing.promise import Comparison
 from relaybox.storage.records import AttemptRecord, CachedRow, Reservation, StoredResponse
 
 # --- the router ---------------------------------------------------------------------------
@@ -155,8 +156,23 @@ class Rated:
     rating: int
 
 
+@attrs.frozen
+class Compared:
+    """From the learning actor: a blind comparison of the route's two ends on a prompt drawn at
+    random, for the quality promise."""
+
+    comparison: Comparison
+
+
 RouterMessage = (
-    Dispatch | AttemptEnded | SetProviderEnabled | EvidenceLoaded | OverheadObserved | Learned | Rated
+    Dispatch
+    | AttemptEnded
+    | SetProviderEnabled
+    | EvidenceLoaded
+    | OverheadObserved
+    | Learned
+    | Rated
+    | Compared
 )
 
 
@@ -239,6 +255,9 @@ class Compare:
     answer: str
     judge: Candidate
     other: Candidate | None = None
+    # For the quality promise (`FollowUp.PAIR`): the prompt's score, and whether the strongest served.
+    score: float | None = None
+    served_strong: bool = False
 
 
 @attrs.frozen

@@ -237,7 +237,7 @@ class ProviderActor:
             failure=attempt_failure,
             score=record.heuristic_score,
             held_answer=forwarder.rejected_answer,
-            answer=forwarder.answer_text() if job.state.features is not None and failure is None else None,
+            answer=forwarder.answer_text() if job.state.learned and failure is None else None,
         )
 
     async def _attempt(

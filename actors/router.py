@@ -27,6 +27,7 @@ from relaybox.actors.llm_classification import classify_then_dispatch
 from relaybox.actors.mailbox import Mailbox, MailboxFull
 from relaybox.actors.messages import (
     AttemptEnded,
+    Compared,
     Dispatch,
     EvidenceLoaded,
     Job,
@@ -153,7 +154,7 @@ class RouterActor:
             self._attempt_ended(message)
         elif isinstance(message, OverheadObserved):
             self._overhead.observe(message.milliseconds)
-        elif isinstance(message, Learned | Rated):
+        elif isinstance(message, Learned | Rated | Compared):
             self._learned.receive(message)
         elif isinstance(message, SetProviderEnabled):
             (self._disabled.discard if message.enabled else self._disabled.add)(message.provider)
@@ -209,6 +210,7 @@ class RouterActor:
             priorities=self._priorities,
             quality=self._learned.models,
             prompt=self._learned.prompt(request),
+            promise=self._learned.promise,
         )
 
     def _pressure(self) -> float:
@@ -237,8 +239,8 @@ class RouterActor:
         state = dispatch.starting_state(
             route, category, classification.complexity if classification else 0, ab
         )
-        if context.prompt is not None and context.prompt.value is not None:
-            state = attrs.evolve(state, features=context.prompt.value)
+        if context.prompt is not None:  # what the learned router read of the prompt, to learn from
+            state = attrs.evolve(state, features=context.prompt.value, promise_score=context.prompt.score)
         self._try_next(_Request(dispatch.request, dispatch.reply, dispatch.cancel), state)
 
     # --- walking the route -------------------------------------------------------------
@@ -267,8 +269,7 @@ class RouterActor:
         self._try_next(_Request(job.request, job.reply, job.cancel), state)
 
     def _try_next(self, request: _Request, state: DispatchState) -> None:
-        """Send the request to the next candidate that can take it; when none is left, send the
-        answer the cascade held back, or the error that says what each candidate answered."""
+        """The next candidate that can take it; at the end, the held answer, or what each said."""
         now = trio.current_time()
         failures = list(state.failures)
         for index in range(state.next_index, len(state.route.candidates)):

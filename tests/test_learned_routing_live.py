@@ -13,8 +13,9 @@ import attrs
 import httpx
 import trio
 import trio_asyncio
+from relaybox.actors.learned_routing import LearnedRouting
 from relaybox.actors.learning import LearningActor
-from relaybox.actors.messages import Labelled
+from relaybox.actors.messages import Labelled, Learned
 from relaybox.protocol.routing.catalog import Catalog, ModelEntry
 from relaybox.protocol.routing.learned import Label, features
 from relaybox.protocol.routing.learned_route import LearnedPolicy
@@ -361,3 +362,42 @@ async def test_a_follow_up_never_delays_a_clients_request(
         background = relay.system.providers["cheap"].statistics().background
     assert pinned.status_code == 200 and waited < 3.0, f"the pinned request waited {waited:.1f} s"
     assert background.yielded == 1 and learning.statistics().judge_failed == 1
+
+
+async def test_the_quality_promise_decides_auto_and_reports_what_it_kept(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """With `quality_kept`, answers drawn at random are compared blind with the other end's, and
+    `/api/stats` reports the promise beside what it kept; labels of any other kind (the scorer's,
+    ratings, other instances') never move its threshold."""
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    promising = LearnedPolicy(quality_kept=0.5, probe_rate=1.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, promising)
+    rng = random.Random(9)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        served = [
+            await served_by(client, (chess_question if i % 2 else capital_question)(rng)) for i in range(30)
+        ]
+        await eventually(lambda: learning.statistics().running == 0, within=10)
+        learned = relay.system.router.statistics().learned
+        stats = (await client.get("/api/stats")).json()["learned_routing"]
+    assert learned.quality_kept is not None and learned.quality_kept.promised == 0.5
+    assert learning.statistics().comparisons.get("pair", 0) >= 20, learning.statistics().comparisons
+    assert stats["quality_kept"]["promised"] == 0.5 and stats["quality_kept"]["comparisons"] >= 20
+    # Before 20 prompts are scored everything goes up (the promise errs toward quality at first).
+    assert all(model_id == "big" for model_id, _ in served[:19])
+    assert all("promise to keep 0.5" in reason for _, reason in served)
+
+
+def test_labels_other_than_blind_comparisons_never_move_the_promise() -> None:
+    catalog = Catalog(())
+    routing = LearnedRouting(catalog, LearnedPolicy(quality_kept=0.6), random.Random(1))
+    assert routing.promise is not None
+    before = routing.promise.strong_share()
+    bad = Label("cheap", "small", "economy", features(["What is 2 + 2?"]), 0.0, "scorer")
+    for _ in range(500):
+        routing.receive(Learned((bad,)))
+    assert routing.promise.strong_share() == before and routing.promise.estimate().comparisons == 0

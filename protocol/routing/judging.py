@@ -24,6 +24,9 @@ class FollowUp(enum.Enum):
     JUDGE = "judge"  # a cheaper model answered: the judge grades its answer alone
     SHADOW_DOWN = "shadow_down"  # the strongest answered: the cheapest answers too; both judged
     SHADOW_UP = "shadow_up"  # a cheaper model answered: the strongest answers too; both judged
+    # The quality promise's: an answer drawn at random, whoever served it; the other end of the
+    # route answers too, and both are judged blind.
+    PAIR = "pair"
 
 
 def follow_up(

@@ -21,6 +21,7 @@ import attrs
 from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog, Route
 from relaybox.protocol.routing.classifier import Classification
 from relaybox.protocol.routing.learned import Features, QualityModels, good_enough
+from relaybox.protocol.routing.promise import Promise, prompt_score
 
 
 @attrs.frozen
@@ -37,22 +38,34 @@ class LearnedPolicy:
     shadow_rate: float = 0.3
     shadow_up_rate: float = 0.0
     judge_model: str | None = None  # "provider:model"; None: the cheapest candidate of the route
+    # The quality promise (`promise.py`): keep at least this share of what the route's strongest
+    # model adds over its cheapest; None: decide by the per-prompt quality models above.
+    quality_kept: float | None = None
+    # With a promise: the share of answers also answered by the other end and judged blind.
+    probe_rate: float = 0.1
     # Past this share of a budget spent, no shadow answer or judging is started at all.
     stop_at_pressure: float = 0.5
 
 
 class PromptFeatures:
-    """A prompt's features, computed on first use only (most requests name a model and never
-    need them), and kept for the labels its outcomes will make."""
+    """A prompt's features and its score for the quality promise, each computed on first use only
+    (most requests name a model and never need them), and kept for what its outcomes teach."""
 
-    def __init__(self, compute: Callable[[], Features]) -> None:
+    def __init__(self, compute: Callable[[], Features], user_text: Callable[[], str] = str) -> None:
         self._compute = compute
+        self._user_text = user_text
         self.value: Features | None = None
+        self.score: float | None = None
 
     def get(self) -> Features:
         if self.value is None:
             self.value = self._compute()
         return self.value
+
+    def scored(self) -> float:
+        if self.score is None:
+            self.score = prompt_score(self._user_text())
+        return self.score
 
 
 def learned_route(
@@ -111,6 +124,37 @@ def learned_route(
     start = route.candidates.index(chosen)
     ordered = route.candidates[start:] + route.candidates[:start]
     return Route(ordered, "; ".join(notes))
+
+
+def promised_route(
+    catalog: Catalog,
+    route: Route,
+    classification: Classification,
+    score: float,
+    promise: Promise,
+    *,
+    label: str,
+) -> Route:
+    """Where to start on `route` (smart routing's, cheapest tier first) under the quality promise:
+    its strongest candidate when the prompt's score clears the promise's threshold, else its
+    cheapest (the ends the promise is about); the rest stay behind as fallbacks."""
+    floor = TIERS.index(classification.tier) if classification.agentic else 0
+
+    def rank(candidate: Candidate) -> int:
+        tier = catalog.tier_of(candidate)
+        return TIERS.index(tier) if tier in TIERS else 0
+
+    candidates = [c for c in route.candidates if rank(c) >= floor] or list(route.candidates)
+    if not candidates:
+        return route
+    top = max(rank(c) for c in candidates)
+    strongest = next(c for c in candidates if rank(c) == top)
+    strong = promise.serves_strong(score)
+    chosen = strongest if strong else candidates[0]
+    why = f"score {score:.1f} {'at or above' if strong else 'below'} the threshold"
+    note = f"{label}: promise to keep {promise.quality_kept:g}: {chosen.provider}/{chosen.model} ({why})"
+    start = route.candidates.index(chosen)
+    return Route(route.candidates[start:] + route.candidates[:start], note)
 
 
 def _labels(count: int) -> str:

@@ -28,7 +28,13 @@ from relaybox.protocol.routing.catalog import (
 from relaybox.protocol.routing.classifier import Classification, TierThresholds
 from relaybox.protocol.routing.evidence import Evidence, EvidencePolicy
 from relaybox.protocol.routing.learned import QualityModels
-from relaybox.protocol.routing.learned_route import LearnedPolicy, PromptFeatures, learned_route
+from relaybox.protocol.routing.learned_route import (
+    LearnedPolicy,
+    PromptFeatures,
+    learned_route,
+    promised_route,
+)
+from relaybox.protocol.routing.promise import Promise
 from relaybox.protocol.routing.routes import BUILTIN_ROUTES, NamedRoute, expand, requested_route, within_mode
 from relaybox.protocol.routing.selection import ABTest, SelectionPolicy, apply_ab_test, smart_route
 
@@ -70,6 +76,7 @@ class RoutingContext:
     # The learned router's models and this request's prompt (None: the tiers decide).
     quality: QualityModels | None = None
     prompt: PromptFeatures | None = None
+    promise: Promise | None = None  # the quality promise, when `[routing] quality_kept` sets one
 
 
 def routable_catalog(catalog: Catalog, disabled: frozenset[str] | set[str], mode: str) -> Catalog:
@@ -151,6 +158,15 @@ def smart_choice(classification: Classification, label: str, context: RoutingCon
     if not policy.enabled or context.quality is None or context.prompt is None:
         return cheapest_capable(classification, label, context)
     every_tier = cheapest_capable(attrs.evolve(classification, tier=TIERS[0]), label, context)
+    if context.promise is not None:
+        return promised_route(
+            context.routable,
+            every_tier,
+            classification,
+            context.prompt.scored(),
+            context.promise,
+            label=label,
+        )
     return learned_route(
         context.routable,
         every_tier,

@@ -37,6 +37,13 @@ class DispatchState:
     features: Features | None = None
     # "shadow" or "judge": an attempt relaybox made for its own learning, not the client's.
     purpose: str | None = None
+    # The prompt's score when the quality promise decided the route.
+    promise_score: float | None = None
+
+    @property
+    def learned(self) -> bool:
+        """The learned router chose the route: its answer may teach it (a judge may read it)."""
+        return self.features is not None or self.promise_score is not None
 
     def after_failure(
         self, failure: AttemptFailure, upstream_ms: float, held_answer: tuple[Event, ...] = ()

@@ -292,9 +292,11 @@ def _learned_policy(routing: Section, providers: list[ProviderConfig]) -> Learne
     shares = {key: routing.number(key, getattr(defaults, key), within=SHARE) for key in LEARNED_SHARES}
     enabled = routing.flag("learned")
     judge = routing.get("judge_model").value
+    promised = routing.get("quality_kept").value
     return LearnedPolicy(
         enabled=defaults.enabled if enabled is None else enabled,
         judge_model=None if judge is None else _configured_model(judge, providers, "judge_model"),
+        quality_kept=None if promised is None else routing.number("quality_kept", 0.0, within=SHARE),
         **shares,
     )
 

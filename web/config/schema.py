@@ -36,7 +36,14 @@ def fields_of(cls: type) -> frozenset[str]:
 
 
 # The learned router's shares, each between 0 and 1 (read in a loop by `loading._learned_policy`).
-LEARNED_SHARES = ("quality_target", "quality_gap", "judge_rate", "shadow_rate", "shadow_up_rate")
+LEARNED_SHARES = (
+    "quality_target",
+    "quality_gap",
+    "judge_rate",
+    "shadow_rate",
+    "shadow_up_rate",
+    "probe_rate",
+)
 
 SECTIONS: Mapping[str, frozenset[str]] = {
     "server": frozenset(
@@ -60,6 +67,7 @@ SECTIONS: Mapping[str, frozenset[str]] = {
             "refresh_seconds",
             "cascade_below",
             "learned",
+            "quality_kept",
             *LEARNED_SHARES,
             "judge_model",
             "savings_baseline",

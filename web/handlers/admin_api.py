@@ -141,8 +141,12 @@ def _learning_report(running: System) -> dict[str, Any]:
     and other instances'; the judge's verdicts), beside `learning_spend`: what that cost."""
     learned = running.router.statistics().learned
     learning = None if running.learning is None else running.learning.statistics()
+    kept = learned.quality_kept
     return {
         "enabled": learned.enabled,
+        # The quality promise, when one is made: what it promised, and what it kept by its own
+        # blind comparisons (an estimate with a 95% interval, None until there is evidence).
+        "quality_kept": None if kept is None else to_json(kept),
         "labels": learned.labels,
         "verdicts": {} if learning is None else learning.verdicts,
         "comparisons": {} if learning is None else learning.comparisons,
