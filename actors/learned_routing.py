@@ -66,6 +66,9 @@ class LearnedRouting:
         self._dropped = 0
         # The latest answers' prompts, for a rating that comes after (a few kB each).
         self._answered: OrderedDict[str, tuple[tuple[str, str], str | None, Features]] = OrderedDict()
+        # The verdict each answer's ratings last taught (good or not): rating an answer again the
+        # same way teaches nothing more, so a key rating its answer 300 times counts once.
+        self._rated: dict[str, bool] = {}
 
     def statistics(self) -> LearnedRoutingStatistics:
         return LearnedRoutingStatistics(
@@ -98,9 +101,12 @@ class LearnedRouting:
         answered = self._answered.get(message.group)
         if answered is None or message.rating == 3:
             return
+        good = message.rating > 3
+        if self._rated.get(message.group) is good:
+            return
+        self._rated[message.group] = good
         key, tier, x = answered
-        good = 1.0 if message.rating > 3 else 0.0
-        label = Label(*key, tier, x, good, "rating", 1.0, message.group)
+        label = Label(*key, tier, x, float(good), "rating", 1.0, message.group)
         self.models.learn(key, label)
         self._tell(Labelled((label,)))
 
@@ -132,7 +138,8 @@ class LearnedRouting:
             return
         self._answered[group_id(state.request_id)] = (key, self.catalog.tier_of(candidate), state.features)
         while len(self._answered) > RATED_LATER:
-            self._answered.popitem(last=False)
+            group, _ = self._answered.popitem(last=False)
+            self._rated.pop(group, None)
         cheapest, strongest = self._ends(state.route.candidates)
         kind = follow_up(self.policy, self.rng, served_strongest=candidate == strongest, pressure=pressure)
         other = {FollowUp.SHADOW_DOWN: cheapest, FollowUp.SHADOW_UP: strongest}.get(kind) if kind else None

@@ -401,3 +401,38 @@ def test_labels_other_than_blind_comparisons_never_move_the_promise() -> None:
     for _ in range(500):
         routing.receive(Learned((bad,)))
     assert routing.promise.strong_share() == before and routing.promise.estimate().comparisons == 0
+
+
+async def test_rating_one_answer_again_and_again_counts_once(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """A key rated its one answer 300 times in 0.6 s, and the cheap model's p(good) on other keys'
+    prompts fell from 0.72 to 0.10: each rating was a label. Now an answer's ratings teach what the
+    latest says, once."""
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    anything_goes = attrs.evolve(QUIET_LEARNING, quality_target=0.0)  # the cheap model serves everything
+    async with (
+        serve(two_models(tmp_path, fake_openai, fake_openai_backup, anything_goes)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        router = relay.system.router
+
+        async def p_good(question: str) -> tuple[float, str]:
+            body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
+            answer = await client.post("/v1/chat/completions", json=body)
+            p = float(re.findall(r"p\(good\)=([0-9.]+)", answer.headers["x-router-reason"])[0])
+            return p, answer.headers["x-task-id"]
+
+        others = capital_question(random.Random(4))
+        before, _ = await p_good(others)
+        _, rated = await p_good(chess_question(random.Random(5)))
+        for _ in range(300):
+            assert (
+                await client.post("/api/feedback", json={"taskId": rated, "rating": 1})
+            ).status_code == 200
+        await eventually(lambda: router.mailbox.statistics().depth == 0, within=5)
+        labels = router.statistics().learned.labels.get("cheap/small", 0)
+        after, _ = await p_good(others)
+    assert labels == 1
+    assert abs(before - after) < 0.05, (before, after)
