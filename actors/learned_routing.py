@@ -1,10 +1,11 @@
 """The router's part in learned routing: the per-model quality models it decides by, and what it
 learns from each attempt the learned router chose.
 
-An answer the scorer calls poor (the cascade's verdict, or a low score) is a bad label at once, and
-so is a rating of 1 or 2 (4 or 5 a good one) for one of the latest `RATED_LATER` answers;
-a good score proves little about correctness, so such an answer may instead be sent to the
-learning actor (`actors/learning.py`) for a judge's verdict, alone or against a shadow answer.
+An empty answer is a bad label at once (the scorer's other rules do not fit every task, so they
+make none), and so is a rating of 1 or 2 (4 or 5 a good one) for one of the latest `RATED_LATER`
+answers; an answer may be sent to the learning actor (`actors/learning.py`) for a judge's verdict,
+alone or against a shadow answer. With a quality promise (`[routing] quality_kept`), a random share
+of answers is compared blind with the route's other end instead, and nothing else moves it.
 Labels from the judge, and other instances' labels from storage, come back as `Learned`.
 Owned by the router actor (no locks); the models are knowledge, kept across its restarts.
 """
@@ -27,9 +28,7 @@ from relaybox.actors.messages import (
     Rated,
 )
 from relaybox.protocol.chat import ChatRequest, ModelRequest
-from relaybox.protocol.errors import FailureKind
 from relaybox.protocol.routing.catalog import TIERS, Candidate, Catalog
-from relaybox.protocol.routing.evidence import POOR_ANSWER_SCORE
 from relaybox.protocol.routing.judging import FollowUp, follow_up
 from relaybox.protocol.routing.learned import Features, Label, QualityModels, features
 from relaybox.protocol.routing.learned_route import LearnedPolicy, PromptFeatures
@@ -37,6 +36,10 @@ from relaybox.protocol.routing.promise import KeptEstimate, Promise
 from relaybox.storage.records import group_id
 
 RATED_LATER = 512  # answers whose rating can still become a label
+# The only score the scorer gives that is right for every kind of task: an empty answer. Its other
+# rules (no final number in a maths answer, a refusal's wording, an error message) misjudge a correct
+# answer to a task they do not fit: they may trigger the cascade, but they make no label.
+EMPTY_ANSWER_SCORE = 0
 
 
 @attrs.frozen
@@ -125,8 +128,7 @@ class LearnedRouting:
         if state.features is None or state.purpose is not None:
             return
         key = self.catalog.statistics_key(candidate)
-        poor = ended.failure is not None and ended.failure.kind is FailureKind.POOR_ANSWER
-        if poor or (ended.failure is None and ended.score is not None and ended.score < POOR_ANSWER_SCORE):
+        if ended.failure is None and ended.score == EMPTY_ANSWER_SCORE:
             label = Label(
                 *key, self.catalog.tier_of(candidate), state.features, 0.0, "scorer", 1.0, state.request_id
             )

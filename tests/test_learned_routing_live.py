@@ -436,3 +436,32 @@ async def test_rating_one_answer_again_and_again_counts_once(
         after, _ = await p_good(others)
     assert labels == 1
     assert abs(before - after) < 0.05, (before, after)
+
+
+async def test_a_scorer_rule_that_does_not_fit_the_task_makes_no_label(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """A multiple-choice question about numbers is classified maths, and a right answer worded
+    "The answer is C. ..." has no number on its last line: the scorer calls it poor ("no final
+    answer"), which made it a bad label, for whichever model wrote it."""
+    fake_openai.answer_with = lambda body: Reply("The answer is C. The one that grows the fastest.")
+    fake_openai_backup.answer_with = model(strong_answer)
+    anything_goes = attrs.evolve(QUIET_LEARNING, quality_target=0.0)
+    question = (
+        "Which function grows fastest as x increases? Compute the values at x = 10 and x = 20.\n"
+        "A. 2x + 3\nB. x^2\nC. 2^x\nD. log(x)\nAnswer with the letter."
+    )
+    async with (
+        serve(two_models(tmp_path, fake_openai, fake_openai_backup, anything_goes)) as relay,
+        httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client,
+    ):
+        body = {"model": "auto", "messages": [{"role": "user", "content": question}], "stream": True}
+        answer = await client.post("/v1/chat/completions", json=body)
+        await eventually(lambda: relay.system.recorder.written >= 1, within=10)
+        await eventually(lambda: relay.system.router.mailbox.statistics().depth == 0, within=5)
+        rows = await relay.system.storage.recent(limit=5)
+        labels = relay.system.router.statistics().learned.labels
+    assert answer.status_code == 200 and answer.headers["x-model"] == "small"
+    assert rows and rows[0].task_category == "math" and rows[0].heuristic_score is not None
+    assert rows[0].heuristic_score < 50, "the scorer misjudges it: the very case"
+    assert labels.get("cheap/small", 0) == 0
