@@ -38,8 +38,8 @@ from relaybox.web.config.values import ABOVE_ZERO, AT_LEAST_ONE, AT_LEAST_ZERO, 
 
 # An HTTP provider's answers in flight, and those queued for a slot, by default: an upstream API
 # serves thousands at once, so relaybox does not throttle it. What bounds them is relaybox's
-# memory: an open stream costs it about 16 KB (`python -m bench.streaming_fanout`), so 2,048 cost
-# about 32 MB; past that a request is refused with 429 and a Retry-After that estimates.
+# memory: an open stream costs it about 50 KB (`python -m bench.streaming_fanout`), so 2,048 cost
+# about 100 MB; past that a request is refused with 429 and a Retry-After that estimates.
 HTTP_SLOTS = 1024
 HTTP_MAILBOX = 1024
 
