@@ -5,13 +5,10 @@ streaming, a first turn and a resumed one (`--continue`), answered by each kind 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
-import trio
 from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.storage.records import ApiKey
 
@@ -28,7 +25,7 @@ from tests.harness import (
     serve,
     settings_for,
 )
-from tests.test_coding_agent_clients import npm_version, serve_recorded
+from tests.test_coding_agent_clients import agent_env, failure, npm_version, run_agent, serve_recorded
 
 FIRST, SECOND = "What is relaybox?", "Say it again, shorter."
 ANSWERS = ("Relaybox is a gateway.", "A gateway.")
@@ -46,29 +43,11 @@ async def client_key(relay: Running) -> str:
 
 async def run_claude(claude: str, home: Path, base_url: str, key: str, *args: str) -> dict:
     """`claude -p` as docs/clients.md sets it up (base URL and key) and nothing else changed."""
-    node = shutil.which("node")
-    env = {
-        "PATH": ":".join(dict.fromkeys([os.path.dirname(node) if node else "/usr/bin", "/usr/bin", "/bin"])),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": key,
-        # Offline, its background lookups of Anthropic's hosts would wait out glibc's DNS default.
-        "RES_OPTIONS": "timeout:1 attempts:1",
-    }
-    with trio.fail_after(120):
-        result = await trio.run_process(
-            [claude, "-p", "--output-format", "json", *args],
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            env=env,
-            cwd=str(home),
-            check=False,
-        )
-    failure = f"exit {result.returncode}\n{result.stdout.decode()[-1500:]}\n{result.stderr.decode()[-1500:]}"
-    assert result.returncode == 0, failure
+    env = agent_env(home, ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY=key)
+    result = await run_agent([claude, "-p", "--output-format", "json", *args], env=env, cwd=home, within=120)
+    assert result.returncode == 0, failure(result)
     answer = json.loads(result.stdout)
-    assert answer["is_error"] is False, failure
+    assert answer["is_error"] is False, failure(result)
     return answer
 
 

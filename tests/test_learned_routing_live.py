@@ -42,13 +42,18 @@ def capital_question(rng: random.Random) -> str:
     return f"What is the capital city of {rng.choice(COUNTRIES)}? Answer in one sentence."
 
 
+def judging(body: dict) -> bool:
+    """Whether a request to a fake model is relaybox's judge asking for a verdict."""
+    return any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"])
+
+
 def model(answer: Callable[[str], str]) -> Callable[[dict], Reply]:
     """A fake model that answers questions with `answer`, and grades answers when asked to judge:
     an answer is bad when it carries the mark of a wrong one."""
 
     def reply(body: dict) -> Reply:
         messages = body["messages"]
-        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in messages):
+        if judging(body):
             graded = re.findall(
                 r"Answer ([A-Z]):\n(.*?)(?=\n\nAnswer [A-Z]:|\Z)", messages[-1]["content"], re.S
             )
@@ -280,7 +285,7 @@ async def test_a_failed_follow_up_frees_its_place_at_once(
     answer_questions = model(cheap_answer)
 
     def cheap(body: dict) -> Reply:
-        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+        if judging(body):
             return Reply(status=500)  # the judge (the cheapest model, by default) fails
         return answer_questions(body)
 
@@ -308,7 +313,7 @@ async def test_the_judge_reads_the_end_of_a_long_streamed_answer(
     judged: list[str] = []
 
     def cheap(body: dict) -> Reply:
-        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+        if judging(body):
             judged.append(body["messages"][-1]["content"])
             return judge_model(body)
         return Reply(long_answer, pieces=40)
@@ -335,7 +340,7 @@ async def test_a_follow_up_never_delays_a_clients_request(
     judging_started = trio.Event()
 
     def cheap(body: dict) -> Reply:
-        if any(m["role"] == "system" and "You grade answers" in m["content"] for m in body["messages"]):
+        if judging(body):
             judging_started.set()
             return Reply("A: GOOD", delay=8.0)  # a slow judge
         return answer_questions(body)

@@ -81,17 +81,10 @@ def learned_route(
     budget_pressure: float = 0.8,
 ) -> Route:
     """Where to start on `route` (smart routing's, cheapest tier first) for a prompt."""
-    floor = TIERS.index(classification.tier) if classification.agentic else 0
-
-    def rank(candidate: Candidate) -> int:
-        tier = catalog.tier_of(candidate)
-        return TIERS.index(tier) if tier in TIERS else 0
-
-    candidates = [c for c in route.candidates if rank(c) >= floor] or list(route.candidates)
-    if not candidates:
+    rank = _ranking(catalog)
+    candidates, strongest = _eligible(route, classification, rank)
+    if strongest is None:
         return route
-    top = max(rank(c) for c in candidates)
-    strongest = next(c for c in candidates if rank(c) == top)
 
     def p_good(candidate: Candidate) -> float:
         return models.p_good(catalog.statistics_key(candidate), catalog.tier_of(candidate), x)
@@ -138,23 +131,37 @@ def promised_route(
     """Where to start on `route` (smart routing's, cheapest tier first) under the quality promise:
     its strongest candidate when the prompt's score clears the promise's threshold, else its
     cheapest (the ends the promise is about); the rest stay behind as fallbacks."""
-    floor = TIERS.index(classification.tier) if classification.agentic else 0
-
-    def rank(candidate: Candidate) -> int:
-        tier = catalog.tier_of(candidate)
-        return TIERS.index(tier) if tier in TIERS else 0
-
-    candidates = [c for c in route.candidates if rank(c) >= floor] or list(route.candidates)
-    if not candidates:
+    rank = _ranking(catalog)
+    candidates, strongest = _eligible(route, classification, rank)
+    if strongest is None:
         return route
-    top = max(rank(c) for c in candidates)
-    strongest = next(c for c in candidates if rank(c) == top)
     strong = promise.serves_strong(score)
     chosen = strongest if strong else candidates[0]
     why = f"score {score:.1f} {'at or above' if strong else 'below'} the threshold"
     note = f"{label}: promise to keep {promise.quality_kept:g}: {chosen.provider}/{chosen.model} ({why})"
     start = route.candidates.index(chosen)
     return Route(route.candidates[start:] + route.candidates[:start], note)
+
+
+def _ranking(catalog: Catalog) -> Callable[[Candidate], int]:
+    def rank(candidate: Candidate) -> int:
+        tier = catalog.tier_of(candidate)
+        return TIERS.index(tier) if tier in TIERS else 0
+
+    return rank
+
+
+def _eligible(
+    route: Route, classification: Classification, rank: Callable[[Candidate], int]
+) -> tuple[list[Candidate], Candidate | None]:
+    """The route's candidates a learned choice may start from (requests that offer tools keep the
+    classifier's tier as a floor), cheapest first, and the strongest of them."""
+    floor = TIERS.index(classification.tier) if classification.agentic else 0
+    candidates = [c for c in route.candidates if rank(c) >= floor] or list(route.candidates)
+    if not candidates:
+        return [], None
+    top = max(rank(c) for c in candidates)
+    return candidates, next(c for c in candidates if rank(c) == top)
 
 
 def _labels(count: int) -> str:
