@@ -260,6 +260,7 @@ class Forwarder:
         else of the answer went out with `finish`."""
         if self.finished is not None:
             await self._send(self.finished)
+            await self.flush()  # a slow client's channel may be full still: the end must reach it
 
 
 class _HeadAndTail:

@@ -16,7 +16,7 @@ from relaybox.actors.budget import BudgetActor
 from relaybox.actors.cancellation import CancelToken
 from relaybox.actors.mailbox import Mailbox
 from relaybox.actors.mcp_server import McpServerActor
-from relaybox.actors.messages import AttemptEnded, AttemptResult, Job, Reserve, Settle, ToolResult
+from relaybox.actors.messages import AttemptEnded, AttemptResult, Dispatch, Job, Reserve, Settle, ToolResult
 from relaybox.actors.provider import REPORT_WAIT, report
 from relaybox.actors.supervisor import ChildState, RestartPolicy, Supervisor
 from relaybox.protocol.chat import ChatMessage, ChatRequest
@@ -446,3 +446,22 @@ async def test_a_tool_loop_keeps_its_time_budget_inside_a_step_too(
     assert answer.status_code == 200, answer.text
     assert "the time budget (1 s)" in answer.json()["choices"][0]["message"]["content"]
     assert took < 3.0, f"ended at its budget, not when the 4 s tool did: {took:.1f} s"
+
+
+async def test_a_slow_readers_stream_still_gets_its_end(autojump_clock: object, tmp_path: Path) -> None:
+    """The answer's end is sent after its record is safe; with the client's channel still full of
+    the answer then, it was held for the client and never sent: the stream never ended."""
+    transports = {"solo": ScriptedTransport(default=Answer("piece", pieces=100))}
+    settings = settings_for(tmp_path, openai_provider("solo", "http://unused", models=("m",)))
+    async with running_system(settings, scripted_factory(transports)) as system:
+        send, receive = trio.open_memory_channel[Event](4)
+        system.router.mailbox.tell(Dispatch("chatcmpl-slow-reader", chat(stream=True), send, CancelToken()))
+        events: list[Event] = []
+        with trio.fail_after(60):
+            async with receive:
+                async for event in receive:
+                    events.append(event)
+                    if isinstance(event, Finished | Failed):
+                        break
+                    await trio.sleep(0.05)  # a client slower than the upstream
+    assert isinstance(events[-1], Finished) and len(events) >= 100
