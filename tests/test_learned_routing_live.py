@@ -291,8 +291,8 @@ async def test_a_failed_follow_up_frees_its_place_at_once(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
-    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         learning = relay.system.learning
         assert learning is not None
@@ -320,8 +320,8 @@ async def test_the_judge_reads_the_end_of_a_long_streamed_answer(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
-    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         learning = relay.system.learning
         assert learning is not None
@@ -347,8 +347,8 @@ async def test_a_follow_up_never_delays_a_clients_request(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judging = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
-    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judging)
+    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     one_slot = attrs.evolve(settings.providers[0], limits=attrs.evolve(settings.providers[0].limits, slots=1))
     settings = attrs.evolve(settings, providers=(one_slot, *settings.providers[1:]))
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
