@@ -225,11 +225,13 @@ async def test_with_client_keys_the_dashboard_asks_for_one(tmp_path: Path, fake_
 
 
 def first_day_traffic(now: float, count: int) -> list[AttemptRecord]:
-    """`count` cheap attempts within the last hour: a first day's log."""
+    """`count` cheap attempts within the last hour: a first day's log (all of it today, UTC, even
+    just after midnight)."""
+    gap = min(60.0, (now % 86400) / count)
     return [
         AttemptRecord(
             id=str(uuid.uuid4()),
-            created_at=now - 60 * index,
+            created_at=now - gap * index,
             request_group_id=str(uuid.uuid4()),
             attempt=1,
             provider="fast",
