@@ -96,7 +96,8 @@ class LearnedRouting:
         rating of a recent answer: 4 or 5 says it was good, 1 or 2 that it was not (3 says nothing)."""
         if isinstance(message, Compared):
             if self.promise is not None:
-                self.promise.add(message.comparison)
+                for comparison in message.comparisons:
+                    self.promise.add(comparison, stored=message.stored)
             return
         if isinstance(message, Learned):
             self.learn(message.labels)

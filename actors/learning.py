@@ -7,8 +7,9 @@ provider actor, so its slots, breaker, budget and record apply, with status `sha
 judge model grades the answers (status `judge`), presented in a random order so its verdicts
 carry no bias for a position. The verdicts go to the router as labels, and to storage.
 
-Storage holds the newest `LABELS_KEPT` labels of every instance. At start this actor hands the
-router all of them (so a restarted or new instance knows what the others learned); then every
+Storage holds the newest `LABELS_KEPT` labels and `COMPARISONS_KEPT` blind comparisons of every
+instance (`shared_learning.py`). At start this actor hands the router all of them (so a restarted
+or new instance knows what the others learned, and keeps the promise's evidence); then every
 `refresh_seconds` the ones other instances wrote since. Nothing here ever delays a request: the
 router's messages are dropped when this actor is busy, and a slow database delays only sharing.
 """
@@ -18,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
 import uuid
-from collections import deque
 from typing import Any, Protocol
 
 import attrs
@@ -38,6 +37,7 @@ from relaybox.actors.messages import (
     RouterMessage,
 )
 from relaybox.actors.provider import ProviderActor
+from relaybox.actors.shared_learning import Shelf
 from relaybox.protocol.chat import ChatRequest
 from relaybox.protocol.events import ContentDelta, Event, Failed, Finished
 from relaybox.protocol.routing.catalog import Candidate, Catalog, Route
@@ -48,20 +48,25 @@ from relaybox.protocol.routing.promise import Comparison
 log = logging.getLogger("relaybox.learning")
 
 LABELS_KEPT = 10_000  # storage keeps this many of the newest labels, of every instance
-LOAD_BATCH = 250  # labels per message to the router (each batch is learned in one go)
-UNSAVED_LIMIT = 2_000  # labels waiting for the database; past this the oldest are not shared
-SAVE_EVERY = 1.0
-STORAGE_TIMEOUT = 10.0
-# Postgres hands out ids before commit, so a label may appear below the newest id already read.
-ID_LOOKBACK = 200
+# And this many comparisons: a few times the promise's window, for the dashboard's days.
+COMPARISONS_KEPT = 20_000
+UNSAVED_LIMIT = 2_000  # labels or comparisons waiting for the database; past this the oldest are lost
 
 
-class LabelStore(Protocol):
+class LearningStore(Protocol):
     async def add_routing_labels(
         self, labels: list[Label], *, instance: str, now: float, keep: int
     ) -> None: ...
 
     async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]: ...
+
+    async def add_routing_comparisons(
+        self, comparisons: list[Comparison], *, instance: str, now: float, keep: int
+    ) -> None: ...
+
+    async def routing_comparisons(
+        self, *, after_id: int, limit: int
+    ) -> list[tuple[int, str, Comparison]]: ...
 
 
 def _comparison(compare: Compare, answers: list[tuple[Candidate, str]], goods: list[bool]) -> Comparison:
@@ -71,8 +76,18 @@ def _comparison(compare: Compare, answers: list[tuple[Candidate, str]], goods: l
     strong_good, cheap_good = (
         (served_good, other_good) if compare.served_strong else (other_good, served_good)
     )
-    assert compare.score is not None  # a PAIR is sent with its prompt's score
-    return Comparison(compare.score, compare.served_strong, cheap_good, strong_good)
+    assert compare.score is not None and compare.other is not None  # a PAIR has both
+    served, other = (f"{c.provider}/{c.model}" for c in (compare.served, compare.other))
+    strong, cheap = (served, other) if compare.served_strong else (other, served)
+    return Comparison(
+        compare.score,
+        compare.served_strong,
+        cheap_good,
+        strong_good,
+        cheap,
+        strong,
+        compare.state.request_id,
+    )
 
 
 class _EndsTheReply:
@@ -97,6 +112,8 @@ class LearningStatistics:
     verdicts: dict[str, dict[str, int]]  # per "provider/model": {"good": n, "bad": n}
     labels_saved: int
     labels_loaded: int  # other instances' labels handed to the router
+    comparisons_saved: int
+    comparisons_loaded: int  # other instances' (or earlier runs') comparisons handed to the router
     storage_errors: int
 
 
@@ -108,9 +125,10 @@ class LearningActor:
         self,
         catalog: Catalog,
         providers: dict[str, ProviderActor],
-        storage: LabelStore | None = None,
+        storage: LearningStore | None = None,
         *,
         router: Mailbox[RouterMessage] | None = None,
+        share_labels: bool = True,
         refresh_seconds: float = 60.0,
         concurrency: int = 4,
         answer_timeout: float = 300.0,
@@ -119,7 +137,6 @@ class LearningActor:
     ) -> None:
         self.catalog = catalog
         self.providers = providers
-        self.storage = storage
         self.router = router
         self.refresh_seconds = refresh_seconds
         self.concurrency = concurrency
@@ -128,13 +145,14 @@ class LearningActor:
         self.instance = uuid.uuid4().hex
         self._rng = random.Random(seed)
         self._running = 0
-        self._unsaved: deque[Label] = deque(maxlen=UNSAVED_LIMIT)
-        self._seen: deque[int] = deque(maxlen=4 * ID_LOOKBACK)
-        self._last_id = 0
         self._comparisons: dict[str, int] = {}
         self._busy_dropped = self._shadow_failed = self._judge_failed = 0
         self._verdicts: dict[str, dict[str, int]] = {}
-        self._saved = self._loaded = self._storage_errors = 0
+        self.labels: Shelf[Label] | None = None
+        self.compared: Shelf[Comparison] | None = None
+        if storage is not None:
+            labels, self.compared = self._shelves(storage)
+            self.labels = labels if share_labels else None
 
     def statistics(self) -> LearningStatistics:
         return LearningStatistics(
@@ -146,21 +164,67 @@ class LearningActor:
             shadow_failed=self._shadow_failed,
             judge_failed=self._judge_failed,
             verdicts={k: dict(v) for k, v in sorted(self._verdicts.items())},
-            labels_saved=self._saved,
-            labels_loaded=self._loaded,
-            storage_errors=self._storage_errors,
+            labels_saved=0 if self.labels is None else self.labels.saved,
+            labels_loaded=0 if self.labels is None else self.labels.loaded,
+            comparisons_saved=0 if self.compared is None else self.compared.saved,
+            comparisons_loaded=0 if self.compared is None else self.compared.loaded,
+            storage_errors=sum(shelf.storage_errors for shelf in (self.labels, self.compared) if shelf),
+        )
+
+    def _shelves(self, storage: LearningStore) -> tuple[Shelf[Label], Shelf[Comparison]]:
+        async def save_labels(labels: list[Label], instance: str, now: float) -> None:
+            await storage.add_routing_labels(labels, instance=instance, now=now, keep=LABELS_KEPT)
+
+        async def load_labels(after: int, limit: int) -> list[tuple[int, str, Label]]:
+            return await storage.routing_labels(after_id=after, limit=limit)
+
+        async def save_comparisons(comparisons: list[Comparison], instance: str, now: float) -> None:
+            await storage.add_routing_comparisons(
+                comparisons, instance=instance, now=now, keep=COMPARISONS_KEPT
+            )
+
+        async def load_comparisons(after: int, limit: int) -> list[tuple[int, str, Comparison]]:
+            return await storage.routing_comparisons(after_id=after, limit=limit)
+
+        async def learned(labels: tuple[Label, ...]) -> None:
+            if self.router is not None:
+                await self.router.send(Learned(labels))
+
+        async def compared(comparisons: tuple[Comparison, ...]) -> None:
+            if self.router is not None:
+                await self.router.send(Compared(comparisons, stored=True))
+
+        return (
+            Shelf(
+                "routing labels",
+                self.instance,
+                save_labels,
+                load_labels,
+                learned,
+                unsaved_limit=UNSAVED_LIMIT,
+            ),
+            Shelf(
+                "routing comparisons",
+                self.instance,
+                save_comparisons,
+                load_comparisons,
+                compared,
+                unsaved_limit=UNSAVED_LIMIT,
+            ),
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._running = 0
         async with trio.open_nursery() as nursery:
-            if self.storage is not None:
-                nursery.start_soon(self._save_labels, self.storage)
-                nursery.start_soon(self._load_labels, self.storage)
+            for shelf in (self.labels, self.compared):
+                if shelf is not None:
+                    nursery.start_soon(shelf.save_forever)
+                    nursery.start_soon(shelf.load_forever, self.refresh_seconds)
             task_status.started()
             async for message in self.mailbox.receive:
                 if isinstance(message, Labelled):
-                    self._unsaved.extend(message.labels)
+                    if self.labels is not None:
+                        self.labels.add(message.labels)
                 elif self._running >= self.concurrency:
                     self._busy_dropped += 1
                 else:
@@ -202,9 +266,13 @@ class LearningActor:
                 self._label(compare, candidate, good)
                 for (candidate, _), good in zip(answers, goods, strict=True)
             )
-            if compare.kind is FollowUp.PAIR and self.router is not None:
-                with contextlib.suppress(MailboxFull):  # one comparison fewer biases nothing
-                    self.router.tell(Compared(_comparison(compare, answers, goods)))
+            if compare.kind is FollowUp.PAIR:
+                comparison = _comparison(compare, answers, goods)
+                if self.compared is not None:
+                    self.compared.add((comparison,))
+                if self.router is not None:
+                    with contextlib.suppress(MailboxFull):  # one comparison fewer biases nothing
+                        self.router.tell(Compared((comparison,)))
             log.info(
                 "%s: judged %s",
                 compare.state.request_id,
@@ -215,7 +283,8 @@ class LearningActor:
             for label in labels:
                 counts = self._verdicts.setdefault(f"{label.provider}/{label.model}", {"good": 0, "bad": 0})
                 counts["good" if label.good else "bad"] += 1
-            self._unsaved.extend(labels)
+            if self.labels is not None:
+                self.labels.add(labels)
             if self.router is not None:
                 await self.router.send(Learned(labels))
         finally:
@@ -265,52 +334,3 @@ class LearningActor:
             return None  # the attempt ended without an answer
         cancel.cancel()
         return None
-
-    # --- sharing through storage ---------------------------------------------------------
-
-    async def _save_labels(self, storage: LabelStore) -> None:
-        while True:
-            await trio.sleep(SAVE_EVERY)
-            if not self._unsaved:
-                continue
-            labels = list(self._unsaved)
-            self._unsaved.clear()
-            try:
-                with trio.fail_after(STORAGE_TIMEOUT):
-                    await storage.add_routing_labels(
-                        labels, instance=self.instance, now=time.time(), keep=LABELS_KEPT
-                    )
-            except Exception as error:  # storage down: labels wait (the newest kept), routing goes on
-                self._storage_errors += 1
-                log.warning("could not save routing labels: %s", error)
-                self._unsaved = deque([*labels, *self._unsaved], maxlen=UNSAVED_LIMIT)
-                continue
-            self._saved += len(labels)
-
-    async def _load_labels(self, storage: LabelStore) -> None:
-        """Every label storage keeps, at start; then, every `refresh_seconds`, the new ones."""
-        while True:
-            try:
-                with trio.fail_after(STORAGE_TIMEOUT):
-                    await self._load_new(storage)
-            except Exception as error:
-                self._storage_errors += 1
-                log.warning("could not load routing labels: %s", error)
-            await trio.sleep(self.refresh_seconds)
-
-    async def _load_new(self, storage: LabelStore) -> None:
-        after = max(0, self._last_id - ID_LOOKBACK)
-        while True:
-            rows = await storage.routing_labels(after_id=after, limit=LOAD_BATCH)
-            seen = set(self._seen)
-            fresh = [(i, instance, label) for i, instance, label in rows if i not in seen]
-            self._seen.extend(i for i, _, _ in fresh)
-            theirs = tuple(label for _, instance, label in fresh if instance != self.instance)
-            if theirs and self.router is not None:
-                await self.router.send(Learned(theirs))
-                self._loaded += len(theirs)
-            if rows:
-                after = rows[-1][0]
-                self._last_id = max(self._last_id, after)
-            if len(rows) < LOAD_BATCH:
-                return

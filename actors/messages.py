@@ -158,10 +158,11 @@ class Rated:
 
 @attrs.frozen
 class Compared:
-    """From the learning actor: a blind comparison of the route's two ends on a prompt drawn at
-    random, for the quality promise."""
+    """From the learning actor: blind comparisons of the route's two ends on prompts drawn at
+    random, for the quality promise (one just made, or those storage kept)."""
 
-    comparison: Comparison
+    comparisons: tuple[Comparison, ...]
+    stored: bool = False  # read back from storage (this instance's before a restart, or another's)
 
 
 RouterMessage = (

@@ -2,7 +2,8 @@
 shadow calls, over recorded benchmark answers.
 
     python -m bench.live_routing --data /work/shared/data/routing --sets mmlu,gsm8k,mt_bench,mixed \\
-        --seeds 1,2,3,4 --quality-kept 0.5,0.8 [--limit N] [--concurrency 8]
+        --seeds 1,2,3,4 --quality-kept 0.5,0.8 [--limit N] [--concurrency 8] [--without DOMAIN,...] \\
+        [--restart-midway]
 
 For each set, seed and promise level (`[routing] quality_kept`, when relaybox has it):
 
@@ -27,6 +28,20 @@ answers, answers the cascade rejected or that failed before another model answer
 what sending every prompt to the strong model costs; the whole run's cost on the same scale; the
 judge's verdicts that matched the truth; errors. Then the mean over seeds with a 95 % t-interval.
 Costs are counted by the fake, call by call (relaybox's own count is printed beside).
+
+`--without DOMAIN,...` (a row's domain as the data names it, e.g. `professional_law` or
+`mmlu/professional_law`): relaybox still gets every prompt; under each table, the strong share, PGR
+and longest-first's share for that PGR again, over the prompts outside those domains alone (always-
+weak, always-strong and the longest-first ranking over those prompts only).
+
+`--restart-midway`: in each run, once half of the prompts are answered and the fake has gone quiet,
+relaybox is stopped as at a run's end (SIGTERM, then waited for) and a new `relaybox serve` started on
+the same data directory and configuration (the same port when it is free) sends the second half; the
+fake, its ledger and the measures go on across the restart, and the final /api/stats are the second
+process's. Under the table, per run: the strong share and relaybox's estimate (with its comparisons)
+before the restart, what the new process reports as it starts (the comparisons it reloaded), and the
+strong share of the first 200 prompts after it (the promise's start rule would send promise + 0.2 up).
+Its results are a section of their own (", restarted midway").
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -203,12 +219,41 @@ class Run:
     settled: bool
     log_tail: str
     prior: Prior
+    restart: Restart | None = None  # --restart-midway: the stop and start halfway through
+
+
+@attrs.frozen
+class Restart:
+    """relaybox stopped (SIGTERM, as at a run's end) after `after` prompts were answered and the fake
+    had gone quiet, then started again on the same data directory and configuration."""
+
+    after: int  # prompts sent (and answered or failed) by the first process
+    stats: dict[str, Any] | None  # the first process's /api/stats, just before it was stopped
+    settled: bool  # its background calls had settled when they were read
+    exit_code: int | None  # the first process's
+    killed: bool  # it had not exited STOP_TIMEOUT after SIGTERM (SIGKILL)
+    seconds: float  # from SIGTERM to the second process answering /ping
+    port: int  # the second process's
+    same_port: bool
+    reloaded: dict[str, Any] | None  # the second process's /api/stats as it starts, before any prompt
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """Whether a server can listen on this loopback port again (with SO_REUSEADDR, as relaybox's
+    listener has: connections the stopped process left in TIME_WAIT do not hold it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def quality_kept_supported() -> bool:
@@ -221,12 +266,20 @@ def quality_kept_supported() -> bool:
     return "quality_kept" in schema.SECTIONS.get("routing", ())
 
 
+def promise_off() -> str:
+    """The setting that turns the promise off: "off" once the promise is relaybox's default, none
+    before (a relaybox of that time refuses the word)."""
+    from relaybox.protocol.routing.learned_route import LearnedPolicy
+
+    return '\n[routing]\nquality_kept = "off"\n' if LearnedPolicy().quality_kept is not None else ""
+
+
 def config_text(upstream_url: str, port: int, data_dir: Path, promise: float | None) -> str:
     """relaybox's TOML: one provider of our own at the fake, its two models priced and tiered so
     `auto` chooses between them; every other provider off; routing as shipped."""
     weak_in, weak_out = PRICES[WEAK]
     strong_in, strong_out = PRICES[STRONG]
-    routing = "" if promise is None else f"\n[routing]\nquality_kept = {promise}\n"
+    routing = promise_off() if promise is None else f"\n[routing]\nquality_kept = {promise}\n"
     return f"""[server]
 host = "127.0.0.1"
 port = {port}
@@ -386,9 +439,20 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 async def run_one(
-    set_name: str, rows: Sequence[Row], seed: int, promise: float | None, concurrency: int, prior: Prior
+    set_name: str,
+    rows: Sequence[Row],
+    seed: int,
+    promise: float | None,
+    concurrency: int,
+    prior: Prior,
+    restart_midway: bool = False,
 ) -> Run:
+    """One run; `restart_midway`: relaybox is stopped after the first half of the prompts and a new
+    process started on the same data directory and configuration sends the second half (the fake,
+    its ledger and the measures go on across the restart)."""
     label = f"{set_name} seed {seed} promise {'n/a' if promise is None else promise}"
+    half = len(rows) // 2
+    parts = [rows[:half], rows[half:]] if restart_midway and half else [rows]
     with tempfile.TemporaryDirectory(prefix="live_routing_", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         data_dir, home = root / "data", root / "home"
@@ -401,45 +465,102 @@ async def run_one(
             config = root / "relaybox.toml"
             config.write_text(config_text(upstream.base_url, port, data_dir, promise))
             log, report = root / "relaybox.log", root / "relaybox.out"
-            with log.open("wb") as log_file, report.open("wb") as report_file:
-                serve = ["serve", "--config", str(config)]
-                if prior.directory is None:
-                    command = [sys.executable, "-m", "relaybox.web.cli", *serve]
-                else:
-                    command = [sys.executable, "-c", BOOT, str(prior.directory), *serve]
-                process = await trio.lowlevel.open_process(
-                    command,
-                    env=child_environment(home, data_dir),
-                    cwd=str(root),
-                    stdout=report_file,
-                    stderr=log_file,
-                )
+            serve = ["serve", "--config", str(config)]
+            if prior.directory is None:
+                command = [sys.executable, "-m", "relaybox.web.cli", *serve]
+            else:
+                command = [sys.executable, "-c", BOOT, str(prior.directory), *serve]
+
+            async def launch() -> trio.Process:
+                # Appended to: a restarted process's output follows the first one's.
+                with log.open("ab") as log_file, report.open("ab") as report_file:
+                    return await trio.lowlevel.open_process(
+                        command,
+                        env=child_environment(home, data_dir),
+                        cwd=str(root),
+                        stdout=report_file,
+                        stderr=log_file,
+                    )
+
+            process = await launch()
+            sent: list[Sent] = []
+            seconds = 0.0
+            restart: Restart | None = None
+            before: tuple[dict[str, Any] | None, bool] | None = None
+            stopping = 0.0
+            exit_code: int | None = None
+            killed = same_port = False
             try:
-                limits = httpx.Limits(
-                    max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-                )
-                async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT, limits=limits
-                ) as client:
-                    try:
-                        await wait_until_serving(client, process)
-                    except (RuntimeError, trio.TooSlowError) as error:
-                        raise RuntimeError(
-                            f"{label}: relaybox did not start ({error}); its output:\n"
-                            f"{tail(report)}\n{tail(log)}"
-                        ) from None
-                    await check_models(client)
-                    started = time.monotonic()
-                    sent = await send_all(client, rows, concurrency, label)
-                    seconds = time.monotonic() - started
-                    settled = await settle(upstream)
-                    answered = sum(1 for s in sent if s.model is not None)
-                    stats = await read_stats(client, answered)
+                for i, part in enumerate(parts):
+                    if i:
+                        # The restart: the first process stopped as at a run's end, the next on the same
+                        # data directory (and port, unless something else took it meanwhile).
+                        stopping = time.monotonic()
+                        await stop(process)
+                        exit_code = process.returncode
+                        killed = exit_code == -signal.SIGKILL  # SIGTERM was not enough in STOP_TIMEOUT
+                        same_port = port_free(port)
+                        if not same_port:
+                            port = free_port()
+                            config.write_text(config_text(upstream.base_url, port, data_dir, promise))
+                        print(
+                            f"  {label}: relaybox stopped after {len(sent)} prompts (exit code {exit_code}); "
+                            f"starting it again on the same data directory, port {port}",
+                            flush=True,
+                        )
+                        process = await launch()
+                    limits = httpx.Limits(
+                        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+                    )
+                    async with httpx.AsyncClient(
+                        base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT, limits=limits
+                    ) as client:
+                        try:
+                            await wait_until_serving(client, process)
+                        except (RuntimeError, trio.TooSlowError) as error:
+                            raise RuntimeError(
+                                f"{label}: relaybox did not {'start again' if i else 'start'} ({error}); "
+                                f"its output:\n{tail(report)}\n{tail(log)}"
+                            ) from None
+                        if i:
+                            assert before is not None
+                            serving_again = time.monotonic() - stopping
+                            restart = Restart(
+                                after=len(sent),
+                                stats=before[0],
+                                settled=before[1],
+                                exit_code=exit_code,
+                                killed=killed,
+                                seconds=serving_again,
+                                port=port,
+                                same_port=same_port,
+                                reloaded=await read_stats(client, 0),
+                            )
+                        await check_models(client)
+                        started = time.monotonic()
+                        sent += await send_all(
+                            client, part, concurrency, label + (" (after the restart)" if i else "")
+                        )
+                        seconds += time.monotonic() - started
+                        settled = await settle(upstream)
+                        stats = await read_stats(client, sum(1 for s in sent if s.model is not None))
+                        if i == 0:
+                            before = (stats, settled)
             finally:
                 await stop(process)
                 nursery.cancel_scope.cancel()
         return Run(
-            set_name, seed, promise, tuple(sent), upstream, stats, seconds, settled, tail(log, 8), prior
+            set_name,
+            seed,
+            promise,
+            tuple(sent),
+            upstream,
+            stats,
+            seconds,
+            settled,
+            tail(log, 8),
+            prior,
+            restart,
         )
 
 
@@ -468,6 +589,8 @@ class Measured:
     prior_pgr: float
     prior_checked: int  # answers decided "from the prior alone" whose p(good) was compared
     prior_mismatched: int  # ... and did not match the prior the harness thinks relaybox has
+    gap: float  # strong % - LF % same PGR, in points
+    without: Part | None  # the same over the prompts outside the --without domains (None: no --without)
 
 
 def share_for(points: list[routing_metrics.Point], target: float) -> float | None:
@@ -475,8 +598,26 @@ def share_for(points: list[routing_metrics.Point], target: float) -> float | Non
     return None if reached is None else reached.share
 
 
-def measure(run: Run) -> Measured:
-    answered = [s for s in run.sent if s.model is not None]
+@attrs.frozen
+class Part:
+    """What was served on some of a run's prompts (all of them, or those outside some domains),
+    against always-weak and always-strong on the same answered prompts."""
+
+    prompts: int  # sent
+    errors: int
+    strong_share: float
+    pgr: float
+    longest_first: float | None  # strong share longest-first, ranking these prompts alone, needs for `pgr`
+    outcomes: routing_metrics.Outcomes  # of the answered prompts, in the order sent
+
+    @property
+    def gap(self) -> float:
+        """strong % - LF % same PGR, in points (longest-first never reaching that PGR: counted as 100 %)."""
+        return 100 * (self.strong_share - (1.0 if self.longest_first is None else self.longest_first))
+
+
+def measure_part(sent: Sequence[Sent]) -> Part:
+    answered = [s for s in sent if s.model is not None]
     rows = [s.row for s in answered]
     n = max(1, len(answered))
     outcomes = routing_metrics.Outcomes(
@@ -484,16 +625,37 @@ def measure(run: Run) -> Measured:
     )
     quality = sum(s.row.quality(s.model) for s in answered if s.model) / n
     pgr = outcomes.pgr(quality) if rows else 0.0
+    lengths = [float(r.length) for r in rows]
+    longest = share_for(routing_metrics.ranking_curve(outcomes, lengths), pgr) if rows else None
+    return Part(
+        prompts=len(sent),
+        errors=len(sent) - len(answered),
+        strong_share=sum(s.model == STRONG for s in answered) / n,
+        pgr=pgr,
+        longest_first=longest,
+        outcomes=outcomes,
+    )
+
+
+def in_domain(domain: str, name: str) -> bool:
+    """Whether a row's domain ("set/domain") is the one named: by its full name or the part after "/"."""
+    return name in (domain, domain.split("/", 1)[-1])
+
+
+def measure(run: Run, without: Sequence[str] = ()) -> Measured:
+    whole = measure_part(run.sent)
+    answered = [s for s in run.sent if s.model is not None]
+    rows = [s.row for s in answered]
+    n = max(1, len(answered))
+    outcomes, pgr = whole.outcomes, whole.pgr
     goods = routing_metrics.Outcomes(
         tuple(float(r.weak_good) for r in rows), tuple(float(r.strong_good) for r in rows)
     )
     pgr_good = goods.pgr(sum(s.row.good(s.model) for s in answered if s.model) / n) if rows else 0.0
-    lengths = [float(r.length) for r in rows]
     gains: dict[str, list[float]] = {}
     for r in rows:
         gains.setdefault(r.domain, []).append(r.strong_quality - r.weak_quality)
     gain = {d: sum(g) / len(g) for d, g in gains.items()}
-    longest = share_for(routing_metrics.ranking_curve(outcomes, lengths), pgr) if rows else None
     topic = (
         share_for(routing_metrics.ranking_curve(outcomes, [gain[r.domain] for r in rows]), pgr)
         if rows
@@ -537,13 +699,18 @@ def measure(run: Run) -> Measured:
     for q in range(4):
         part = in_order[q * len(in_order) // 4 : (q + 1) * len(in_order) // 4]
         quarters.append(sum(s.model == STRONG for s in part) / len(part) if part else math.nan)
+    rest = (
+        measure_part([s for s in run.sent if not any(in_domain(s.row.domain, d) for d in without)])
+        if without
+        else None
+    )
     return Measured(
-        prompts=len(run.sent),
-        errors=len(run.sent) - len(answered),
-        strong_share=sum(s.model == STRONG for s in answered) / n,
+        prompts=whole.prompts,
+        errors=whole.errors,
+        strong_share=whole.strong_share,
         pgr=pgr,
         pgr_good=pgr_good,
-        longest_first=longest,
+        longest_first=whole.longest_first,
         topic_oracle=topic,
         learning_cost=(judge + shadow + rejected) / always_strong,
         judge_cost=judge / always_strong,
@@ -558,6 +725,8 @@ def measure(run: Run) -> Measured:
         prior_pgr=outcomes.pgr(prior_quality) if rows else 0.0,
         prior_checked=checked,
         prior_mismatched=mismatched,
+        gap=whole.gap,
+        without=rest,
     )
 
 
@@ -604,6 +773,54 @@ def relaybox_estimate(stats: dict[str, Any] | None) -> str:
                 text += f" [{low:.2f}, {high:.2f}]"
             return text
     return json.dumps(kept, separators=(",", ":"))[:14]
+
+
+AFTER_RESTART = 200  # prompts "just after the restart", and just before it
+
+
+def strong_percent(sent: Sequence[Sent]) -> str:
+    """The strong share of the answered prompts among these, in %."""
+    answered = [s for s in sent if s.model is not None]
+    return pct(sum(s.model == STRONG for s in answered) / len(answered)) if answered else "n/a"
+
+
+def comparisons_of(stats: dict[str, Any] | None) -> str:
+    """The blind comparisons relaybox's promise estimate rests on (/api/stats
+    learned_routing.quality_kept.comparisons)."""
+    kept = ((stats or {}).get("learned_routing") or {}).get("quality_kept")
+    value = kept.get("comparisons") if isinstance(kept, dict) else None
+    return "n/a" if value is None else str(value)
+
+
+def estimate_of(stats: dict[str, Any] | None) -> str:
+    """relaybox's estimate with its interval, as the table prints it, without the comparisons."""
+    return relaybox_estimate(stats).split(" (", 1)[0]
+
+
+def restart_lines(run: Run) -> list[str]:
+    """--restart-midway: what relaybox knew before the restart, what the new process reloaded, and how
+    it routed straight after (the start rule sends the promise + START_MARGIN up; evidence carried
+    over keeps routing as before)."""
+    restart = run.restart
+    if restart is None:
+        return []
+    n = restart.after
+    first, second = run.sent[:n], run.sent[n:]
+    how = f"exit code {restart.exit_code}" + (", killed after SIGTERM timed out" if restart.killed else "")
+    return [
+        f"restarted after {n} prompts; before the restart: strong % {strong_percent(first)}, relaybox est. "
+        f"{estimate_of(restart.stats)} with {comparisons_of(restart.stats)} comparisons; just after the "
+        f"restart (first {min(AFTER_RESTART, len(second))} prompts): strong % "
+        f"{strong_percent(second[:AFTER_RESTART])}",
+        f"restart: the first process stopped on SIGTERM ({how}) once its background calls had "
+        f"{'' if restart.settled else 'not '}settled; the second served {restart.seconds:.1f} s after the "
+        f"SIGTERM on the same data directory, {'same' if restart.same_port else 'another'} port; as it "
+        f"started, before any prompt, relaybox est. {estimate_of(restart.reloaded)} with "
+        f"{comparisons_of(restart.reloaded)} comparisons; strong % of the last {min(AFTER_RESTART, n)} "
+        f"prompts before the restart {strong_percent(first[-AFTER_RESTART:])}, of the whole second half "
+        f"{strong_percent(second)}; at the end relaybox est. {estimate_of(run.stats)} with "
+        f"{comparisons_of(run.stats)} comparisons",
+    ]
 
 
 def relaybox_numbers(run: Run) -> list[str]:
@@ -658,18 +875,24 @@ def relaybox_numbers(run: Run) -> list[str]:
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def mean_interval(values: Sequence[float | None]) -> str:
-    """Mean over seeds with a 95 % t-interval (a value never reached counts as 1.0, noted with '*')."""
+def mean_interval(values: Sequence[float | None], digits: int = 3, starred: bool = False) -> str:
+    """Mean over seeds with a 95 % t-interval (a value never reached counts as 1.0, noted with '*';
+    `starred`: note '*' anyway, for values computed from one never reached)."""
     reached = [1.0 if v is None else v for v in values]
-    star = "*" if any(v is None for v in values) else ""
+    star = "*" if starred or any(v is None for v in values) else ""
     if not reached:
         return "n/a"
     mean = sum(reached) / len(reached)
     if len(reached) < 2:
-        return f"{mean:.3f}{star}"
+        return f"{mean:.{digits}f}{star}"
     sd = math.sqrt(sum((v - mean) ** 2 for v in reached) / (len(reached) - 1))
     half = T95.get(len(reached) - 1, 1.96) * sd / math.sqrt(len(reached))
-    return f"{mean:.3f}{star} [{mean - half:.3f}, {mean + half:.3f}]"
+    return f"{mean:.{digits}f}{star} [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+
+
+def mean_gap(parts: Sequence[Part | Measured]) -> str:
+    """The mean gap (strong % - LF % same PGR) over seeds, in points."""
+    return mean_interval([p.gap for p in parts], 1, any(p.longest_first is None for p in parts)) + " points"
 
 
 def pct(value: float | None) -> str:
@@ -719,21 +942,39 @@ def line(values: Sequence[str]) -> str:
     return " ".join(v.rjust(width) for v, (_, width) in zip(values, COLUMNS, strict=True)).rstrip()
 
 
-def section_key(set_name: str, prior: str, limit: int | None) -> str:
-    """A results section's name: a later run of the same set, prior and limit replaces it."""
-    return f"{set_name}, {prior} prior, {'all prompts' if limit is None else f'first {limit} prompts'}"
+def section_key(set_name: str, prior: str, limit: int | None, restart_midway: bool = False) -> str:
+    """A results section's name: a later run of the same set, prior, limit and restart replaces it."""
+    return f"{set_name}, {prior} prior, {'all prompts' if limit is None else f'first {limit} prompts'}" + (
+        ", restarted midway" if restart_midway else ""
+    )
 
 
 def set_section(
-    key: str, set_name: str, runs: list[Run], dropped: int, clean: int, command: str, when: str
+    key: str,
+    set_name: str,
+    runs: list[Run],
+    dropped: int,
+    clean: int,
+    command: str,
+    when: str,
+    without: Sequence[str] = (),
 ) -> str:
-    measured = [(run, measure(run)) for run in runs]
+    measured = [(run, measure(run, without)) for run in runs]
     out = [
         f"## {key}: {TITLES[set_name]}",
         f"command: {command}",
         f"run: {when}",
         f"clean prompts in the set: {clean} ({dropped} repeated prompts sent once)",
         f"relaybox's day-one prior: {runs[0].prior.name if runs else 'n/a'}",
+        *(
+            [
+                "restart (--restart-midway): each run's relaybox stopped (SIGTERM) after half its prompts "
+                "and started again on the same data directory and configuration for the second half; "
+                "the table covers both halves, the lines under it the restart"
+            ]
+            if any(run.restart for run in runs)
+            else []
+        ),
         "",
         line([name for name, _ in COLUMNS]),
     ]
@@ -753,11 +994,14 @@ def set_section(
                 f"PGR {mean_interval([m.pgr for m in ms])} (prior alone "
                 f"{mean_interval([m.prior_pgr for m in ms])}), "
                 f"longest-first share {mean_interval([m.longest_first for m in ms])}, "
+                f"gap (strong - LF) {mean_gap(ms)}, "
                 f"topic-oracle share {mean_interval([m.topic_oracle for m in ms])}, "
                 f"learning cost {mean_interval([m.learning_cost for m in ms])}, "
                 f"total cost {mean_interval([m.total_cost for m in ms])}, "
                 f"errors {sum(m.errors for m in ms)}"
             )
+    if without:
+        out += without_block(measured, promises, without)
     out.append("")
     for run, m in measured:
         quarters = ", ".join("n/a" if math.isnan(q) else f"{100 * q:.1f}" for q in m.by_quarter)
@@ -775,6 +1019,7 @@ def set_section(
             + (f"; PGR on the judge's good/bad scale {m.pgr_good:.3f}" if run.set == "mt_bench" else "")
             + ("" if run.settled else "; background calls had not settled when stats were read")
         )
+        out += ["  " + text for text in restart_lines(run)]
         out += ["  " + text for text in relaybox_numbers(run)]
         errors = [s.error for s in run.sent if s.error]
         if errors:
@@ -783,6 +1028,41 @@ def set_section(
         if ledger.refused:
             out.append(f"  first refusals: {ledger.refused[:3]}")
     return "\n".join(out)
+
+
+def without_block(
+    measured: Sequence[tuple[Run, Measured]],
+    promises: Sequence[float | None],
+    without: Sequence[str],
+) -> list[str]:
+    """The measures again over the prompts outside the --without domains: a line per seed and promise,
+    and the mean over seeds per promise."""
+    label = "without " + ",".join(without)
+    domains = {s.row.domain for run, _ in measured for s in run.sent}
+    missing = [d for d in without if not any(in_domain(domain, d) for domain in domains)]
+    out = [""]
+    if missing:
+        out.append(f"{label}: no prompt sent from {', '.join(missing)} in this set")
+    for promise in promises:
+        group = [(run, m.without) for run, m in measured if run.promise == promise and m.without]
+        for run, p in group:
+            out.append(
+                f"seed {run.seed}, promise {'n/a' if promise is None else f'{promise:g}'}: {label}: "
+                f"prompts {p.prompts}{f' (errors {p.errors})' if p.errors else ''}, "
+                f"strong % {pct(p.strong_share)}, PGR {p.pgr:.3f}, LF % same PGR {pct(p.longest_first)}, "
+                f"gap (strong - LF) {p.gap:.1f}{'*' if p.longest_first is None else ''} points"
+            )
+        parts = [p for _, p in group]
+        if len(parts) > 1:
+            out.append(
+                f"  mean over {len(parts)} seeds (95% t-interval), promise "
+                f"{'n/a' if promise is None else f'{promise:g}'}, {label}: "
+                f"strong share {mean_interval([p.strong_share for p in parts])}, "
+                f"PGR {mean_interval([p.pgr for p in parts])}, "
+                f"longest-first share {mean_interval([p.longest_first for p in parts])}, "
+                f"gap (strong - LF) {mean_gap(parts)}"
+            )
+    return out
 
 
 LEGEND = """\
@@ -799,7 +1079,11 @@ always-strong would have cost for these prompts (judge/shadow/rej. splits it); t
 whole run's upstream cost on the same scale; judge right % = the fake judge's verdicts that matched
 the recorded truth (target 85); s/1k = seconds to send 1,000 prompts (wall clock, this machine).
 Costs are the fake's, per call, at weak $0.5/$1.5 and strong $10/$30 per Mtok (tokens = chars / 4);
-relaybox's own totals are printed under each table. 'never': that PGR is not reached at any share."""
+relaybox's own totals are printed under each table. 'never': that PGR is not reached at any share.
+gap (strong - LF) = strong % - LF % same PGR, in points ('never' counted as 100 %, noted '*').
+'without D' lines (--without): strong %, PGR and LF % same PGR over the prompts outside domains D
+alone (always-weak, always-strong and the longest-first ranking over those prompts only); relaybox
+was sent every prompt all the same."""
 
 
 def merge_results(sections: dict[str, str], header: str) -> str:
@@ -843,7 +1127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quality-kept",
         default="0.5,0.8",
-        help="promise levels ([routing] quality_kept); 'off': a run without the setting",
+        help="promise levels ([routing] quality_kept); 'off': a run without a promise",
     )
     parser.add_argument("--limit", type=int, help="only the first N prompts after shuffling")
     parser.add_argument("--concurrency", type=int, default=8)
@@ -853,6 +1137,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="shipped",
         help="relaybox's day-one prior: the package's (trained on this very data) or rebuilt without "
         "the run's prompts",
+    )
+    parser.add_argument(
+        "--restart-midway",
+        action="store_true",
+        help="stop relaybox (SIGTERM) after half of each run's prompts and start it again on the same "
+        "data directory and configuration for the second half",
+    )
+    parser.add_argument(
+        "--without",
+        default="",
+        metavar="DOMAIN[,DOMAIN...]",
+        help="also report each table's measures over the prompts outside these domains (as the data "
+        "names them: 'professional_law' or 'mmlu/professional_law'); relaybox still gets every prompt",
     )
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
@@ -867,6 +1164,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    without = [d.strip() for d in args.without.split(",") if d.strip()]
+    loaded = {set_name: load_rows(args.data, set_name) for set_name in sets}
+    domains = sorted({row.domain for rows, _ in loaded.values() for row in rows})
+    unknown = [d for d in without if not any(in_domain(domain, d) for domain in domains)]
+    if unknown:
+        parser.error(
+            f"--without: {', '.join(map(repr, unknown))} matches no domain of the set(s) {', '.join(sets)} "
+            f"in {args.data}; their domains: {', '.join(domains)}"
+        )
     check_judge_protocol()
     promises: list[float | None]
     if quality_kept_supported():
@@ -887,7 +1193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     priors_dir = Path(tempfile.mkdtemp(prefix="live_routing_priors_"))
     try:
         for set_name in sets:
-            rows, dropped = load_rows(args.data, set_name)
+            rows, dropped = loaded[set_name]
             runs = []
             for seed in seeds:
                 order = list(rows)
@@ -903,17 +1209,27 @@ def main(argv: Sequence[str] | None = None) -> None:
                     prior = built[ids]
                 for promise in promises:
                     print(f"{set_name}, seed {seed}, promise {promise}: {len(order)} prompts", flush=True)
-                    run = trio.run(run_one, set_name, order, seed, promise, args.concurrency, prior)
-                    m = measure(run)
+                    run = trio.run(
+                        run_one, set_name, order, seed, promise, args.concurrency, prior, args.restart_midway
+                    )
+                    m = measure(run, without)
                     print(
                         f"  strong {pct(m.strong_share)} %, PGR {m.pgr:.3f} (prior alone: strong "
                         f"{pct(m.prior_strong_share)} %, PGR {m.prior_pgr:.3f}), errors {m.errors}, "
-                        f"{1000 * run.seconds / max(1, m.prompts):.0f} s per 1,000 prompts",
+                        f"{1000 * run.seconds / max(1, m.prompts):.0f} s per 1,000 prompts"
+                        + (
+                            f"; without {','.join(without)}: strong {pct(m.without.strong_share)} %, "
+                            f"PGR {m.without.pgr:.3f}, LF {pct(m.without.longest_first)} %"
+                            if m.without
+                            else ""
+                        ),
                         flush=True,
                     )
+                    for text in restart_lines(run):
+                        print("  " + text, flush=True)
                     runs.append(run)
-            key = section_key(set_name, args.prior, args.limit)
-            sections[key] = set_section(key, set_name, runs, dropped, len(rows), command, when)
+            key = section_key(set_name, args.prior, args.limit, args.restart_midway)
+            sections[key] = set_section(key, set_name, runs, dropped, len(rows), command, when, without)
             print("\n" + sections[key] + "\n", flush=True)
         header = (
             "The learned router measured live: relaybox serve (child process, fresh SQLite) over a fake "

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.learned import Label
+from relaybox.protocol.routing.promise import Comparison
 from relaybox.storage.records import (
     ApiKey,
     AttemptRecord,
@@ -69,6 +70,16 @@ class Storage(Protocol):
 
     async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
         """Labels with an id above `after_id`, oldest first, at most `limit`: (id, instance, label)."""
+        ...
+
+    async def add_routing_comparisons(
+        self, comparisons: list[Comparison], *, instance: str, now: float, keep: int
+    ) -> None:
+        """Store the quality promise's blind comparisons, made by `instance`; keep the newest `keep`."""
+        ...
+
+    async def routing_comparisons(self, *, after_id: int, limit: int) -> list[tuple[int, str, Comparison]]:
+        """Comparisons with an id above `after_id`, oldest first, at most `limit`: (id, instance, it)."""
         ...
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import attrs
 import trio_asyncio
 from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.learned import Label
+from relaybox.protocol.routing.promise import Comparison
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     POSTGRES,
@@ -33,6 +34,7 @@ from relaybox.storage.queries import (
     key_usage_rows,
     key_usage_upsert,
     outcomes_query,
+    promise_by_day_query,
     rating_update,
     response_chain_query,
     rollup_rows,
@@ -54,7 +56,9 @@ from relaybox.storage.records import (
     Reservation,
     StoredResponse,
     Window,
+    comparison_row,
     label_row,
+    stored_comparison,
     stored_label,
 )
 from relaybox.storage.schema import POSTGRES_MIGRATIONS
@@ -261,6 +265,7 @@ class PostgresStorage:
         since = since_day(now - days * 86400)
         stats = {name: await self._dicts(sql, since) for name, sql in stats_queries(POSTGRES).items()}
         stats["outcomes"] = await self._dicts(outcomes_query(POSTGRES), day_start(since))
+        stats["promise_by_day"] = await self._dicts(promise_by_day_query(POSTGRES), day_start(since))
         return stats
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
@@ -292,6 +297,35 @@ class PostgresStorage:
             )
         )
         return [stored_label(tuple(row)) for row in rows]
+
+    async def add_routing_comparisons(
+        self, comparisons: list[Comparison], *, instance: str, now: float, keep: int
+    ) -> None:
+        rows = [comparison_row(comparison, instance, _timestamp(now)) for comparison in comparisons]
+
+        async def op(db: asyncpg.Connection) -> None:
+            async with db.transaction():
+                await db.executemany(
+                    "INSERT INTO routing_comparisons (created_at, instance, score, served_strong, cheap_good, strong_good, cheap, strong, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    rows,
+                )
+                await db.execute(
+                    "DELETE FROM routing_comparisons WHERE id <= (SELECT max(id) FROM routing_comparisons) - $1",
+                    keep,
+                )
+
+        await self._run(op)
+
+    async def routing_comparisons(self, *, after_id: int, limit: int) -> list[tuple[int, str, Comparison]]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT id, instance, score, served_strong, cheap_good, strong_good, cheap, strong, request_id "
+                "FROM routing_comparisons WHERE id > $1 ORDER BY id LIMIT $2",
+                after_id,
+                limit,
+            )
+        )
+        return [stored_comparison(tuple(row)) for row in rows]
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
         return await self._dicts(ab_results_query(POSTGRES), since)

@@ -118,6 +118,12 @@ def stats_queries(f: Flavor) -> dict[str, str]:
                    sum(cost_usd) AS cost_usd
             FROM task_stats WHERE {since} AND {_among(("shadow", "shadow_failed", "judge", "judge_failed"))}
             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        # What learning cost each day (shadow answers, a judge's verdicts), beside all spending.
+        "learning_by_day": f"""
+            SELECT day, sum(cost_usd) AS cost_usd,
+                   sum(CASE WHEN {_among(("shadow", "shadow_failed", "judge", "judge_failed"))}
+                       THEN cost_usd ELSE 0 END) AS learning_usd
+            FROM task_stats WHERE {since} GROUP BY 1 ORDER BY 1""",
         # The per-key rollup (requests made with a client key), same days.
         "keys": f"""
             SELECT key_name AS key, sum(requests) AS requests, sum(attempts) AS attempts,
@@ -181,6 +187,20 @@ def rollup_rows(records: list[Any]) -> list[tuple[Any, ...]]:
 
 def since_day(since: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(since))
+
+
+def promise_by_day_query(f: Flavor) -> str:
+    """The quality promise's blind comparisons since the first parameter (Unix seconds), by day,
+    as the sums its estimate needs (`promise.GainSums`): gains are strong minus cheap verdicts."""
+    gain = "(CASE WHEN strong_good THEN 1 ELSE 0 END) - (CASE WHEN cheap_good THEN 1 ELSE 0 END)"
+    return f"""
+        SELECT day, count(*) AS comparisons, coalesce(sum(gain), 0) AS gained,
+               coalesce(sum(CASE WHEN served_strong THEN gain ELSE 0 END), 0) AS gained_kept,
+               coalesce(sum(CASE WHEN gain <> 0 THEN 1 ELSE 0 END), 0) AS changed,
+               coalesce(sum(CASE WHEN gain <> 0 AND served_strong THEN 1 ELSE 0 END), 0) AS changed_kept
+        FROM (SELECT {f.day} AS day, served_strong, {gain} AS gain
+              FROM routing_comparisons WHERE {f.since}) AS compared
+        GROUP BY day ORDER BY day"""
 
 
 def day_start(day: str) -> float:

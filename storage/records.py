@@ -14,6 +14,7 @@ from relaybox.protocol.events import Usage
 from relaybox.protocol.keys import KeyBudget
 from relaybox.protocol.routing.learned import Label, features_from_bytes, features_to_bytes
 from relaybox.protocol.routing.progress import DispatchState
+from relaybox.protocol.routing.promise import Comparison
 
 
 @attrs.frozen
@@ -274,3 +275,34 @@ def stored_label(row: tuple[Any, ...]) -> tuple[int, str, Label]:
         request_id,
     )
     return int(label_id), instance, label
+
+
+def comparison_row(comparison: Comparison, instance: str, created_at: Any) -> tuple[Any, ...]:
+    """A comparison as a `routing_comparisons` row (from `created_at` on)."""
+    return (
+        created_at,
+        instance,
+        comparison.score,
+        comparison.served_strong,
+        comparison.cheap_good,
+        comparison.strong_good,
+        comparison.cheap,
+        comparison.strong,
+        comparison.request_id,
+    )
+
+
+def stored_comparison(row: tuple[Any, ...]) -> tuple[int, str, Comparison]:
+    """(id, instance, comparison) from a `routing_comparisons` row read as id, instance, score,
+    served_strong, cheap_good, strong_good, cheap, strong, request_id."""
+    comparison_id, instance, score, served_strong, cheap_good, strong_good, cheap, strong, request_id = row
+    comparison = Comparison(
+        float(score),
+        bool(served_strong),
+        bool(cheap_good),
+        bool(strong_good),
+        cheap,
+        strong,
+        request_id or "",
+    )
+    return int(comparison_id), instance, comparison

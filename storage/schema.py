@@ -341,3 +341,28 @@ POSTGRES_MIGRATIONS.append(
         "CREATE INDEX IF NOT EXISTS idx_stored_responses_created_at ON stored_responses (created_at)",
     ]
 )
+
+
+# Version 11: the quality promise's blind comparisons (the route's cheapest and strongest answers to
+# one prompt drawn at random, judged without knowing which is which), shared by every instance using
+# the database: a restart or a new instance keeps the evidence, and the dashboard reads what the
+# promise kept day by day from them.
+SQLITE_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS routing_comparisons (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, instance TEXT NOT NULL,
+             score REAL NOT NULL, served_strong INTEGER NOT NULL, cheap_good INTEGER NOT NULL,
+             strong_good INTEGER NOT NULL, cheap TEXT NOT NULL, strong TEXT NOT NULL, request_id TEXT)""",
+        "CREATE INDEX IF NOT EXISTS idx_routing_comparisons_created_at ON routing_comparisons (created_at)",
+    ]
+)
+POSTGRES_MIGRATIONS.append(
+    [
+        """CREATE TABLE IF NOT EXISTS routing_comparisons (
+             id BIGSERIAL PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL, instance VARCHAR(40) NOT NULL,
+             score DOUBLE PRECISION NOT NULL, served_strong BOOLEAN NOT NULL, cheap_good BOOLEAN NOT NULL,
+             strong_good BOOLEAN NOT NULL, cheap VARCHAR(260) NOT NULL, strong VARCHAR(260) NOT NULL,
+             request_id VARCHAR(100))""",
+        "CREATE INDEX IF NOT EXISTS idx_routing_comparisons_created_at ON routing_comparisons (created_at)",
+    ]
+)

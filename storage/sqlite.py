@@ -19,6 +19,7 @@ import attrs
 import trio
 from relaybox.protocol.routing.evidence import RollupRow
 from relaybox.protocol.routing.learned import Label
+from relaybox.protocol.routing.promise import Comparison
 from relaybox.storage.contract import StorageError
 from relaybox.storage.queries import (
     SQLITE,
@@ -27,6 +28,7 @@ from relaybox.storage.queries import (
     evidence_query,
     evidence_rows,
     outcomes_query,
+    promise_by_day_query,
     rating_update,
     response_chain_query,
     since_day,
@@ -46,7 +48,9 @@ from relaybox.storage.records import (
     Reservation,
     StoredResponse,
     Window,
+    comparison_row,
     label_row,
+    stored_comparison,
     stored_label,
 )
 from relaybox.storage.schema import SQLITE_MIGRATIONS
@@ -159,6 +163,7 @@ class SQLiteStorage:
         since = since_day(now - days * 86400)
         stats = {name: await self._dicts(sql, (since,)) for name, sql in stats_queries(SQLITE).items()}
         stats["outcomes"] = await self._dicts(outcomes_query(SQLITE), (day_start(since),))
+        stats["promise_by_day"] = await self._dicts(promise_by_day_query(SQLITE), (day_start(since),))
         return stats
 
     async def routing_evidence(self, *, since: float) -> list[RollupRow]:
@@ -188,6 +193,33 @@ class SQLiteStorage:
             ).fetchall()
 
         return [stored_label(row) for row in await self._run(work)]
+
+    async def add_routing_comparisons(
+        self, comparisons: list[Comparison], *, instance: str, now: float, keep: int
+    ) -> None:
+        rows = [comparison_row(comparison, instance, now) for comparison in comparisons]
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO routing_comparisons (created_at, instance, score, served_strong, cheap_good, strong_good, cheap, strong, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute(
+                "DELETE FROM routing_comparisons WHERE id <= (SELECT max(id) FROM routing_comparisons) - ?",
+                (keep,),
+            )
+
+        await self._run(work)
+
+    async def routing_comparisons(self, *, after_id: int, limit: int) -> list[tuple[int, str, Comparison]]:
+        def work(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return db.execute(
+                "SELECT id, instance, score, served_strong, cheap_good, strong_good, cheap, strong, request_id "
+                "FROM routing_comparisons WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+
+        return [stored_comparison(row) for row in await self._run(work)]
 
     async def ab_results(self, *, since: float) -> list[dict[str, Any]]:
         return await self._dicts(ab_results_query(SQLITE), (since,))

@@ -101,10 +101,12 @@ def serve_environment(openai_base_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-# The learned router decides `auto` as it does by default, but starts no judge or shadow calls of
-# its own at random: they would add upstream calls to tests that count them. The tests of those
-# calls turn them on.
-QUIET_LEARNING = LearnedPolicy(judge_rate=0.0, shadow_rate=0.0, shadow_up_rate=0.0)
+# `auto` decided by the per-prompt quality models (`quality_kept = "off"`), which start no judge
+# or shadow calls of their own: with the default quality promise, a random share of answers would
+# be answered twice and judged, adding upstream calls to tests that count them, and every `auto`
+# request would go to the strongest model until evidence comes in. The tests of the promise and of
+# those calls turn them on.
+QUIET_LEARNING = LearnedPolicy(quality_kept=None, judge_rate=0.0, shadow_rate=0.0, shadow_up_rate=0.0)
 
 
 def settings_for(tmp_path: Path, *providers: ProviderConfig, **changes: Any) -> Settings:

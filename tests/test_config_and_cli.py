@@ -129,6 +129,8 @@ def test_the_shipped_example_file_loads(tmp_path: Path) -> None:
         ),
         ("[routing]\nquality_target = 1.5", {}, "quality_target must be between 0 and 1"),
         ("[routing]\nshadow_rate = -0.1", {}, "shadow_rate must be between 0 and 1"),
+        ("[routing]\nquality_kept = 'most'", {}, 'quality_kept must be a number from 0 to 1, or "off"'),
+        ("[routing]\nquality_kept = 1.2", {}, "quality_kept must be between 0 and 1"),
         ("[routing]\nlearned = 'yes'", {}, "'learned' must be true or false"),
         (
             "[routing]\njudge_model = 'x:gpt-9'\n[providers.x]\nbase_url = 'http://h'\nmodels = ['m']",
@@ -251,6 +253,7 @@ def test_routing_settings_from_the_file_and_the_environment(tmp_path: Path) -> N
     assert routing.routes["triage"].chain == ("haiku", "auto")  # a new role from the environment
     assert routing.routes["coder"].chain == ("standard", "auto")  # built in
     assert routing.learned == LearnedPolicy()  # the example spells out the defaults
+    assert routing.learned.quality_kept == 0.8  # auto keeps the quality promise by default
     assert {p.name: p.local for p in settings.providers}["claude-cli"]
 
 
@@ -328,3 +331,13 @@ def test_once_serving_the_heap_startup_built_is_left_out_of_garbage_collections(
     assert frozen > 10_000  # the imported libraries and relaybox's modules
     assert still_walked < frozen / 10
     assert young_threshold == YOUNG_COLLECTION_EVERY
+
+
+def test_the_quality_promise_is_on_by_default_and_off_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "relaybox.toml"
+    env = {"PATH": "", "HOME": str(tmp_path)}
+    assert load_settings(env, None).routing.learned.quality_kept == 0.8
+    config.write_text('[routing]\nquality_kept = "off"\n')
+    assert load_settings(env, str(config)).routing.learned.quality_kept is None
+    config.write_text("[routing]\nquality_kept = 0.5\n")
+    assert load_settings(env, str(config)).routing.learned.quality_kept == 0.5

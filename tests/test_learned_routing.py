@@ -158,7 +158,7 @@ def decide(models: QualityModels, text: str, **changes: object) -> Route:
         classification,  # type: ignore[arg-type]
         features([text]),
         models,
-        LearnedPolicy(quality_target=0.7, quality_gap=0.0),
+        LearnedPolicy(quality_kept=None, quality_target=0.7, quality_gap=0.0),
         label="auto",
         **changes,  # type: ignore[arg-type]
     )
@@ -196,7 +196,9 @@ def test_tool_loops_keep_the_classifiers_tier_as_a_floor_and_budget_pressure_ste
 
 
 def test_follow_ups_keep_to_their_rates_and_stop_first_under_budget_pressure() -> None:
-    policy = LearnedPolicy(judge_rate=0.3, shadow_rate=0.5, shadow_up_rate=0.05, stop_at_pressure=0.5)
+    policy = LearnedPolicy(
+        quality_kept=None, judge_rate=0.3, shadow_rate=0.5, shadow_up_rate=0.05, stop_at_pressure=0.5
+    )
     rng = random.Random(0)
     cheap = [follow_up(policy, rng, served_strongest=False, pressure=0.0) for _ in range(20_000)]
     strong = [follow_up(policy, rng, served_strongest=True, pressure=0.0) for _ in range(20_000)]

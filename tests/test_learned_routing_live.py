@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +17,14 @@ import trio_asyncio
 from relaybox.actors.learned_routing import LearnedRouting
 from relaybox.actors.learning import LearningActor
 from relaybox.actors.messages import Labelled, Learned
+from relaybox.protocol.keys import key_hash, new_key, shown_prefix
 from relaybox.protocol.routing.catalog import Catalog, ModelEntry
 from relaybox.protocol.routing.learned import Label, features
 from relaybox.protocol.routing.learned_route import LearnedPolicy
 from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.protocol.routing.promise import Comparison
 from relaybox.storage.contract import StorageError
+from relaybox.storage.records import ApiKey
 from relaybox.web.config import ProviderConfig, Settings
 
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -107,7 +111,7 @@ async def test_relaybox_learns_which_prompts_the_cheap_model_fails_and_a_second_
 ) -> None:
     fake_openai.answer_with = model(cheap_answer)
     fake_openai_backup.answer_with = model(strong_answer)
-    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
+    teaching = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
     rng = random.Random(16)
     async with trio_asyncio.open_loop(), fresh_postgres_database() as dsn:
         first = two_models(tmp_path / "a", fake_openai, fake_openai_backup, teaching, database_url=dsn)
@@ -218,7 +222,7 @@ async def test_with_prompts_none_labels_teach_this_instance_only(
     judge's verdicts in memory and writes none of them to the database."""
     fake_openai.answer_with = model(cheap_answer)
     fake_openai_backup.answer_with = model(strong_answer)
-    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
+    teaching = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=0.0)
     rng = random.Random(3)
     settings = two_models(tmp_path, fake_openai, fake_openai_backup, teaching, log_prompts="none")
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
@@ -249,6 +253,14 @@ class FlakyLabelStore:
         self.saved.extend(labels)
 
     async def routing_labels(self, *, after_id: int, limit: int) -> list[tuple[int, str, Label]]:
+        return []
+
+    async def add_routing_comparisons(
+        self, comparisons: list[Comparison], *, instance: str, now: float, keep: int
+    ) -> None:
+        raise AssertionError("no comparison was made")
+
+    async def routing_comparisons(self, *, after_id: int, limit: int) -> list[tuple[int, str, Comparison]]:
         return []
 
 
@@ -291,7 +303,7 @@ async def test_a_failed_follow_up_frees_its_place_at_once(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    judge_every_answer = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
     settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         learning = relay.system.learning
@@ -320,7 +332,7 @@ async def test_the_judge_reads_the_end_of_a_long_streamed_answer(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    judge_every_answer = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
     settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         learning = relay.system.learning
@@ -347,7 +359,7 @@ async def test_a_follow_up_never_delays_a_clients_request(
 
     fake_openai.answer_with = cheap
     fake_openai_backup.answer_with = model(strong_answer)
-    judge_every_answer = LearnedPolicy(judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
+    judge_every_answer = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=0.0, shadow_up_rate=0.0)
     settings = two_models(tmp_path, fake_openai, fake_openai_backup, judge_every_answer)
     one_slot = attrs.evolve(settings.providers[0], limits=attrs.evolve(settings.providers[0].limits, slots=1))
     settings = attrs.evolve(settings, providers=(one_slot, *settings.providers[1:]))
@@ -397,6 +409,45 @@ async def test_the_quality_promise_decides_auto_and_reports_what_it_kept(
     assert all("promise to keep 0.5" in reason for _, reason in served)
 
 
+async def test_a_restart_keeps_the_promises_evidence_and_the_dashboard_shows_it_by_day(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """The blind comparisons are stored: a restarted relaybox decides from them at once (no return
+    to the start rule, which sends everything up), and `/api/stats` reads what the promise kept by
+    day from them."""
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    settings = two_models(
+        tmp_path, fake_openai, fake_openai_backup, LearnedPolicy(quality_kept=0.5, probe_rate=1.0)
+    )
+    rng = random.Random(3)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        for i in range(60):
+            await served_by(client, (chess_question if i % 2 else capital_question)(rng))
+        await eventually(lambda: learning.statistics().running == 0, within=10)
+        made = relay.system.router.statistics().learned.quality_kept
+        assert made is not None and made.comparisons >= 45 and made.estimate is not None
+        await eventually(lambda: learning.statistics().comparisons_saved == made.comparisons, within=5)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        learning = relay.system.learning
+        assert learning is not None
+        await eventually(lambda: learning.statistics().comparisons_loaded == made.comparisons, within=5)
+        await eventually(lambda: relay.system.router.mailbox.statistics().depth == 0, within=5)
+        kept = relay.system.router.statistics().learned.quality_kept
+        stats = (await client.get("/api/stats")).json()
+        # The stored prompts' scores stand in for the traffic's: the first prompt after the
+        # restart is decided by the evidence (a short one stays cheap), not sent up by the start rule.
+        first, _ = await served_by(client, "Capital of Peru?")
+    assert first == "small"
+    assert kept is not None and kept.comparisons == made.comparisons
+    assert (kept.estimate, kept.low, kept.high) == (made.estimate, made.low, made.high)
+    (today,) = stats["promise_by_day"]
+    assert today["through_day"]["comparisons"] == made.comparisons
+    assert today["through_day"]["estimate"] == made.estimate and today["through_day"]["promised"] == 0.5
+
+
 def test_labels_other_than_blind_comparisons_never_move_the_promise() -> None:
     catalog = Catalog(())
     routing = LearnedRouting(catalog, LearnedPolicy(quality_kept=0.6), random.Random(1))
@@ -441,6 +492,65 @@ async def test_rating_one_answer_again_and_again_counts_once(
         after, _ = await p_good(others)
     assert labels == 1
     assert abs(before - after) < 0.05, (before, after)
+
+
+async def test_one_keys_ratings_do_not_move_another_keys_routing(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_openai_backup: FakeOpenAI
+) -> None:
+    """Under the quality promise only blind comparisons of answers drawn at random move `auto`, so
+    a key (a member, rating only its own answers) that rates every answer bad, again and again,
+    changes nothing for another key: the threshold, the estimate and the other key's routes stay."""
+    fake_openai.answer_with = model(cheap_answer)
+    fake_openai_backup.answer_with = model(strong_answer)
+    noisy, quiet = new_key(), new_key()
+    settings = two_models(
+        tmp_path, fake_openai, fake_openai_backup, LearnedPolicy(quality_kept=0.5, probe_rate=1.0)
+    )
+    rng = random.Random(6)
+    async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
+        storage, keys, router, learning = (
+            relay.system.storage,
+            relay.system.keys,
+            relay.system.router,
+            relay.system.learning,
+        )
+        assert keys is not None and learning is not None
+        for name, key in (("noisy", noisy), ("quiet", quiet)):
+            await storage.create_key(ApiKey(name, key_hash(key), shown_prefix(key), False, time.time()))
+        await keys.load()
+
+        async def ask(key: str, question: str) -> httpx.Response:
+            body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
+            answer = await client.post("/v1/chat/completions", json=body, headers={"x-api-key": key})
+            assert answer.status_code == 200, answer.text
+            return answer
+
+        rated = [
+            (await ask(noisy, (chess_question if i % 2 else capital_question)(rng))).headers["x-task-id"]
+            for i in range(60)
+        ]
+        await eventually(lambda: learning.statistics().running == 0, within=10)
+        await eventually(lambda: router.mailbox.statistics().depth == 0, within=5)
+        promise = router.statistics().learned.quality_kept
+        assert promise is not None and promise.estimate is not None, "the promise decides from evidence"
+        routing = relay.system.router._learned.promise
+        assert routing is not None
+        before = (routing.strong_share(), routing.estimate(), routing.threshold)
+        for task in rated:
+            for _ in range(5):
+                feedback = {"taskId": task, "rating": 1}
+                answer = await client.post("/api/feedback", json=feedback, headers={"x-api-key": noisy})
+                assert answer.status_code == 200, answer.text
+        await eventually(lambda: router.mailbox.statistics().depth == 0, within=5)
+        after = (routing.strong_share(), routing.estimate(), routing.threshold)
+        # The chess questions (the only ones the cheap model fails) are the longer ones: the
+        # threshold lies between the two kinds, so a very short prompt stays cheap, a long one not.
+        quiet_served = [
+            (await ask(quiet, question)).headers["x-model"]
+            for question in ("Capital of Peru?", chess_question(rng) + " Explain every step in full. " * 8)
+        ]
+    assert after == before
+    assert quiet_served == ["small", "big"]
 
 
 async def test_a_scorer_rule_that_does_not_fit_the_task_makes_no_label(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from relaybox.protocol.routing.learned import Label, features
+from relaybox.protocol.routing.promise import Comparison, GainSums
 from relaybox.storage.contract import Storage
 from relaybox.storage.records import (
     COLUMNS,
@@ -464,6 +465,36 @@ async def test_the_learned_routers_labels_are_shared_and_bounded(storage: Storag
     assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(label.features, x, strict=True))
     later = await storage.routing_labels(after_id=ids[3], limit=2)
     assert [i for i, _, _ in later] == ids[4:6]
+
+
+async def test_the_promises_comparisons_are_shared_bounded_and_summed_by_day(storage: Storage) -> None:
+    def compared(i: int) -> Comparison:
+        # served strong on even i; the strong answer good on multiples of 3, the cheap one on odd i
+        return Comparison(i / 10, i % 2 == 0, i % 2 == 1, i % 3 == 0, "fake/weak", "fake/strong", f"req-{i}")
+
+    comparisons = [compared(i) for i in range(12)]
+    yesterday, today = comparisons[:4], comparisons[4:]
+    await storage.add_routing_comparisons(yesterday, instance="a", now=NOW - 86400, keep=10)
+    await storage.add_routing_comparisons(today, instance="b", now=NOW, keep=10)
+    rows = await storage.routing_comparisons(after_id=0, limit=100)
+    assert [c.request_id for _, _, c in rows] == [f"req-{i}" for i in range(2, 12)], "the newest 10"
+    assert rows[0][1] == "a" and rows[0][2] == comparisons[2] and rows[-1][2] == comparisons[11]
+    ids = [i for i, _, _ in rows]
+    later = await storage.routing_comparisons(after_id=ids[3], limit=2)
+    assert [i for i, _, _ in later] == ids[4:6]
+
+    by_day = (await storage.stats(days=2, now=NOW))["promise_by_day"]
+    sums = [
+        GainSums(
+            *(int(row[name]) for name in ("comparisons", "gained", "gained_kept", "changed", "changed_kept"))
+        )
+        for row in by_day
+    ]
+    expected = [
+        GainSums.of([c.gain for c in kept], [c.served_strong for c in kept])
+        for kept in (comparisons[2:4], comparisons[4:])
+    ]
+    assert sums == expected and sums[1].gained != 0 and sums[1].changed_kept > 0
 
 
 async def test_stored_responses_form_chains_and_expire(storage: Storage) -> None:

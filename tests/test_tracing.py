@@ -137,7 +137,7 @@ async def test_shadow_answers_and_the_judge_join_the_requests_trace(
 ) -> None:
     fake_openai.answer_with = model(cheap_answer)
     fake_openai_backup.answer_with = model(strong_answer)
-    teaching = LearnedPolicy(judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=1.0)
+    teaching = LearnedPolicy(quality_kept=None, judge_rate=1.0, shadow_rate=1.0, shadow_up_rate=1.0)
     settings = attrs.evolve(two_models(tmp_path, fake_openai, fake_openai_backup, teaching), tracing=True)
     async with serve(settings) as relay, httpx.AsyncClient(base_url=relay.base_url, timeout=30) as client:
         answer = await client.post(

@@ -284,10 +284,12 @@ async def _start_routing(
     learning = None
     if settings.routing.learned.enabled:
         # Labels are hashed words of prompts: with `[log] prompts = "none"` they stay in memory.
+        # The promise's comparisons hold no text (a length's logarithm, verdicts): always shared.
         learning = LearningActor(
             catalog,
             providers,
-            storage if settings.log_prompts == "summary" else None,
+            storage,
+            share_labels=settings.log_prompts == "summary",
             refresh_seconds=settings.routing.refresh_seconds,
             seed=settings.routing.seed,
         )

@@ -39,8 +39,10 @@ class LearnedPolicy:
     shadow_up_rate: float = 0.0
     judge_model: str | None = None  # "provider:model"; None: the cheapest candidate of the route
     # The quality promise (`promise.py`): keep at least this share of what the route's strongest
-    # model adds over its cheapest; None: decide by the per-prompt quality models above.
-    quality_kept: float | None = None
+    # model adds over its cheapest. The default gives up at most a fifth of the strongest model's
+    # advantage: a default should not cost quality a user would notice. None ("off"): decide by the
+    # per-prompt quality models above (they learn from their own labels, and can drift cheap).
+    quality_kept: float | None = 0.8
     # With a promise: the share of answers also answered by the other end and judged blind.
     probe_rate: float = 0.1
     # Past this share of a budget spent, no shadow answer or judging is started at all.

@@ -58,6 +58,10 @@ class Comparison:
     served_strong: bool  # which of the two the client got
     cheap_good: bool
     strong_good: bool
+    # Which models were compared ("provider/model"), and for which request: for the record only.
+    cheap: str = ""
+    strong: str = ""
+    request_id: str = ""
 
     @property
     def gain(self) -> int:
@@ -77,19 +81,56 @@ class KeptEstimate:
     strong_share: float | None  # of the answers decided by the promise, the share sent up
 
 
+@attrs.frozen
+class GainSums:
+    """What the kept share and its error need from a set of comparisons: four sums (so a
+    database can add them up by day)."""
+
+    comparisons: int
+    gained: int  # the gains (strong minus cheap verdict) of all of them
+    gained_kept: int  # of those where the strongest model's answer was served
+    changed: int  # comparisons whose two verdicts differ
+    changed_kept: int  # of those, where the strongest model's answer was served
+
+    @classmethod
+    def of(cls, gains: list[int], kept: list[bool]) -> GainSums:
+        pairs = list(zip(gains, kept, strict=True))
+        return cls(
+            comparisons=len(pairs),
+            gained=sum(gains),
+            gained_kept=sum(g for g, k in pairs if k),
+            changed=sum(1 for g in gains if g),
+            changed_kept=sum(1 for g, k in pairs if g and k),
+        )
+
+    def __add__(self, other: GainSums) -> GainSums:
+        return GainSums(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other), strict=True)))
+
+
 def kept_share(gains: list[int], kept: list[bool]) -> tuple[float, float] | None:
     """The ratio of the gains kept to all the gains, and its standard error (delta method); None
     when the comparisons show no advantage to keep."""
-    total = sum(gains)
-    if total <= 0:
+    return share_of(GainSums.of(gains, kept))
+
+
+def share_of(sums: GainSums) -> tuple[float, float] | None:
+    """`kept_share` from the sums alone."""
+    if sums.gained <= 0:
         return None
-    gained = sum(g for g, k in zip(gains, kept, strict=True) if k)
-    changed = sum(1 for g in gains if g)
-    changed_kept = sum(1 for g, k in zip(gains, kept, strict=True) if g and k)
-    share = gained / total
+    share = sums.gained_kept / sums.gained
     # Var(sum(a - R b)) with a = gain if kept, b = gain; gains are -1, 0 or 1.
-    variance = changed_kept * (1 - 2 * share) + share * share * changed
-    return share, math.sqrt(max(variance, 0.0)) / total
+    variance = sums.changed_kept * (1 - 2 * share) + share * share * sums.changed
+    return share, math.sqrt(max(variance, 0.0)) / sums.gained
+
+
+def kept_estimate(promised: float, sums: GainSums, strong_share: float | None = None) -> KeptEstimate:
+    """The estimate reported for a set of comparisons (none below `MIN_COMPARISONS`)."""
+    kept = share_of(sums)
+    if sums.comparisons < MIN_COMPARISONS or kept is None:
+        return KeptEstimate(promised, None, None, None, sums.comparisons, strong_share)
+    share, error = kept
+    low, high = share - REPORT_Z * error, share + REPORT_Z * error
+    return KeptEstimate(promised, share, low, high, sums.comparisons, strong_share)
 
 
 class Promise:
@@ -113,9 +154,19 @@ class Promise:
         self._decided.append(strong)
         return strong
 
-    def add(self, comparison: Comparison) -> None:
+    def add(self, comparison: Comparison, *, stored: bool = False) -> None:
+        """A comparison just made, or (`stored`) one read back from storage: a restarted instance's
+        evidence, or another instance's. A stored one's prompt was drawn at random from the traffic,
+        so its score joins the scores too: a restart does not send everything up while they refill."""
         self._comparisons.append(comparison)
+        if stored:
+            self._scores.append(comparison.score)
         self._since_refresh += 1
+
+    @property
+    def threshold(self) -> float:
+        """The score at or above which prompts go to the strongest model now."""
+        return self._threshold
 
     def strong_share(self) -> float:
         """The share the threshold sends up now (what the evidence, or its absence, calls for)."""
@@ -134,12 +185,8 @@ class Promise:
     def estimate(self) -> KeptEstimate:
         comparisons = list(self._comparisons)
         decided = sum(self._decided) / len(self._decided) if self._decided else None
-        kept = kept_share([c.gain for c in comparisons], [c.served_strong for c in comparisons])
-        if len(comparisons) < MIN_COMPARISONS or kept is None:
-            return KeptEstimate(self.quality_kept, None, None, None, len(comparisons), decided)
-        share, error = kept
-        low, high = share - REPORT_Z * error, share + REPORT_Z * error
-        return KeptEstimate(self.quality_kept, share, low, high, len(comparisons), decided)
+        sums = GainSums.of([c.gain for c in comparisons], [c.served_strong for c in comparisons])
+        return kept_estimate(self.quality_kept, sums, decided)
 
     def _refresh(self) -> None:
         self._since_refresh = 0

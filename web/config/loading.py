@@ -292,11 +292,18 @@ def _learned_policy(routing: Section, providers: list[ProviderConfig]) -> Learne
     shares = {key: routing.number(key, getattr(defaults, key), within=SHARE) for key in LEARNED_SHARES}
     enabled = routing.flag("learned")
     judge = routing.get("judge_model").value
-    promised = routing.get("quality_kept").value
+    promised = routing.get("quality_kept")
+    if isinstance(promised.value, str) and promised.value != "off":
+        raise ConfigError(f'{promised.name} must be a number from 0 to 1, or "off", got {promised.value!r}')
+    promised_share = (
+        None
+        if promised.value == "off"
+        else routing.number("quality_kept", defaults.quality_kept or 0.0, within=SHARE)
+    )
     return LearnedPolicy(
         enabled=defaults.enabled if enabled is None else enabled,
         judge_model=None if judge is None else _configured_model(judge, providers, "judge_model"),
-        quality_kept=None if promised is None else routing.number("quality_kept", 0.0, within=SHARE),
+        quality_kept=promised_share,
         **shares,
     )
 

@@ -254,6 +254,7 @@ async function refreshOverview() {
   renderHttpErrors(stats.http_errors || []);
   renderKeys(stats.keys || []);
   renderLearning(stats.learned_routing, stats.learning_spend || [], s.cost_usd);
+  renderPromise(stats.learned_routing, stats.promise_by_day || [], stats.learning_by_day || []);
 }
 
 // What a 4xx says about the request as the client sent it (a 5xx is relaybox failing to answer).
@@ -292,6 +293,49 @@ function renderHttpErrors(errors) {
        is also among the failed requests above. Each has a line in relaybox's console (the access log) and a count
        in <code>/metrics</code>.</p>`
     : '<p class="muted">None since relaybox started.</p>';
+}
+
+function renderPromise(learned, byDay, learningByDay) {
+  // The promise, what it kept now (this process's window) and day by day (every instance's
+  // comparisons, through each day), with what the comparisons and judging cost each day beside.
+  const kept = learned && learned.quality_kept;
+  const chart = document.getElementById("chart-promise");
+  if (!kept) {
+    chart.hidden = true;
+    $("#promise").innerHTML = `<p class="muted">No promise (<code>[routing] quality_kept = "off"</code>${learned && !learned.enabled ? ", <code>learned = false</code>" : ""}): <code>auto</code> is not measured against one.</p>`;
+    return;
+  }
+  const interval = (e) => (e.estimate == null ? "not yet measured" : `${e.estimate.toFixed(2)} [${e.low.toFixed(2)}, ${e.high.toFixed(2)}]`);
+  $("#promise").innerHTML = `<dl class="card">
+    <dt>Promised</dt><dd>keep ${esc(pct(kept.promised))} of what the strongest model adds</dd>
+    <dt>Kept now</dt><dd>${esc(interval(kept))}, from ${esc(num(kept.comparisons))} blind comparisons (95% interval)</dd>
+    <dt>Sent to the strongest model</dt><dd>${esc(pct(kept.strong_share))} of the answers the promise decided</dd></dl>
+    ${kept.estimate != null && kept.low < kept.promised ? `<p class="status-failed">The interval reaches below the promise: more goes to the strongest model until it does not.</p>` : ""}`;
+  const learning = new Map(learningByDay.map((r) => [r.day, r]));
+  const dayList = [...new Set([...byDay.map((r) => r.day), ...learning.keys()])].sort();
+  chart.hidden = !dayList.length;
+  if (!dayList.length) return;
+  const through = new Map(byDay.map((r) => [r.day, r.through_day]));
+  const measured = dayList.filter((day) => through.get(day)?.estimate != null);
+  const share = (day) => {
+    const r = learning.get(day);
+    return r && Number(r.cost_usd) ? Number(r.learning_usd) / Number(r.cost_usd) : 0;
+  };
+  plot("chart-promise", [
+    { type: "bar", name: "learning cost (share of the day's spending)", x: dayList, y: dayList.map(share), yaxis: "y2", marker: { color: "#e5e7eb" } },
+    {
+      type: "scatter", mode: "lines+markers", name: "kept, through the day (95% interval)", x: measured,
+      y: measured.map((day) => through.get(day).estimate),
+      error_y: { type: "data", symmetric: false, array: measured.map((day) => through.get(day).high - through.get(day).estimate), arrayminus: measured.map((day) => through.get(day).estimate - through.get(day).low) },
+      line: { color: "#15803d" },
+    },
+    { type: "scatter", mode: "lines", name: "promised", x: dayList, y: dayList.map(() => kept.promised), line: { color: "#d97706", dash: "dash" } },
+  ], {
+    bargap: 0.4,
+    xaxis: { type: "category", range: [-0.5 - Math.max(0, (7 - dayList.length) / 2), dayList.length - 0.5 + Math.max(0, (7 - dayList.length) / 2)] },
+    yaxis: { title: { text: "share of the advantage kept" }, rangemode: "tozero" },
+    yaxis2: { title: { text: "learning cost" }, overlaying: "y", side: "right", tickformat: ".0%", rangemode: "tozero", showgrid: false },
+  });
 }
 
 function renderLearning(learned, spend, totalCost) {

@@ -11,12 +11,14 @@ import re
 import time
 from typing import Any
 
+import attrs
 import trio
 from quart import Blueprint, Response, request
 from relaybox.actors.budget import PERIOD_SECONDS
 from relaybox.actors.messages import SetProviderEnabled
 from relaybox.protocol.errors import RelayError
 from relaybox.protocol.keys import client_of
+from relaybox.protocol.routing.promise import GainSums, kept_estimate
 from relaybox.protocol.routing.selection import ABTest, ab_verdict
 from relaybox.storage.records import PERIODS, Budget, ProviderSetting, group_id
 from relaybox.web.calls import caller_sees_everyone, parse_json
@@ -94,6 +96,7 @@ async def stats() -> Response:
         running.settings.routing.ab_tests, await running.storage.ab_results(since=since)
     )
     body["learned_routing"] = _learning_report(running)
+    body["promise_by_day"] = _promise_by_day(running, body["promise_by_day"])
     body["recorder"] = to_json(running.recorder.statistics())
     body["response_cache"] = to_json(
         current_pipeline().cache.statistics()
@@ -152,6 +155,28 @@ def _learning_report(running: System) -> dict[str, Any]:
         "comparisons": {} if learning is None else learning.comparisons,
         "labels_loaded": 0 if learning is None else learning.labels_loaded,
     }
+
+
+def _promise_by_day(running: System, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the quality promise kept, by day, from the blind comparisons storage holds (every
+    instance's): the day's own estimate, and the estimate over the period through that day (a
+    day alone rarely has enough comparisons for a useful interval)."""
+    promised = running.settings.routing.learned.quality_kept
+    if promised is None:
+        return []
+    days = []
+    through = GainSums(0, 0, 0, 0, 0)
+    for row in rows:
+        day = GainSums(*(int(row[name] or 0) for name in attrs.fields_dict(GainSums)))
+        through += day
+        days.append(
+            {
+                "day": row["day"],
+                "day_estimate": to_json(kept_estimate(promised, day)),
+                "through_day": to_json(kept_estimate(promised, through)),
+            }
+        )
+    return days
 
 
 async def _key_report(running: System, usage: list[dict[str, Any]]) -> list[dict[str, Any]]:
