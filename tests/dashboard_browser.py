@@ -1,6 +1,6 @@
 """Drives every dashboard page in Debian's Chromium with Playwright and prints what it saw (JSON).
 
-    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts | key KEY | first-day NAME | statuses | empty]
+    python -m tests.dashboard_browser http://127.0.0.1:PORT [alerts | key KEY | first-day NAME | statuses | empty | promise]
 
 A process of its own: Playwright's sync API runs an asyncio loop, which trio-asyncio (loaded by
 relaybox in the test process) would take over. Screenshots land in tests/artifacts/.
@@ -289,6 +289,34 @@ def empty(base_url: str) -> dict[str, Any]:
     return seen
 
 
+def promise(base_url: str) -> dict[str, Any]:
+    """The quality promise's panel: what it says, and the chart's traces as drawn (names, days,
+    values, the interval's bars, the axis they are on)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base_url}/dashboard")
+        page.wait_for_selector("#chart-promise .main-svg")
+        traces = page.evaluate(
+            """() => document.getElementById('chart-promise').data.map((t) => ({
+                name: t.name, x: t.x, y: t.y, yaxis: t.yaxis || 'y',
+                plus: t.error_y ? t.error_y.array : null, minus: t.error_y ? t.error_y.arrayminus : null,
+            }))"""
+        )
+        seen: dict[str, Any] = {
+            "errors": errors,
+            "panel": page.locator("#promise").inner_text(),
+            "traces": traces,
+            "drawn_points": page.locator("#chart-promise .scatterlayer .point").count(),
+        }
+        page.locator("#chart-promise").screenshot(path=str(ARTIFACTS / "dashboard-promise.png"))
+        browser.close()
+    return seen
+
+
 if __name__ == "__main__":
     if sys.argv[2:3] == ["key"]:
         print(json.dumps(with_key(sys.argv[1], sys.argv[3])))
@@ -298,6 +326,8 @@ if __name__ == "__main__":
         print(json.dumps(statuses(sys.argv[1])))
     elif sys.argv[2:3] == ["empty"]:
         print(json.dumps(empty(sys.argv[1])))
+    elif sys.argv[2:3] == ["promise"]:
+        print(json.dumps(promise(sys.argv[1])))
     else:
         what = alerts if sys.argv[2:] == ["alerts"] else browse
         print(json.dumps(what(sys.argv[1])))

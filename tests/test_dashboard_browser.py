@@ -15,6 +15,9 @@ import httpx
 import pytest
 import trio
 from relaybox.actors.breaker import BreakerPolicy
+from relaybox.protocol.routing.learned_route import LearnedPolicy
+from relaybox.protocol.routing.plan import RoutingSettings
+from relaybox.protocol.routing.promise import Comparison, GainSums, kept_estimate
 from relaybox.storage.records import AttemptRecord, Budget, Window
 from relaybox.web.config import load_settings
 
@@ -423,6 +426,86 @@ async def test_the_dashboard_tells_background_work_from_failures(
     assert seen["detail_hidden_after_reason_click"], "a click on a reason opens the reason, not the request"
     assert seen["judge_only"] == ["judge"]
     assert sorted(seen["detail_statuses"]) == ["judge", "shadow failed", "success"], seen["detail_statuses"]
+
+
+async def test_the_dashboard_charts_what_the_promise_kept_by_day_beside_what_learning_cost(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Three days of stored blind comparisons (as instances on one database would have made) and of
+    judging: the panel states the promise and what the router keeps now, and the chart draws, per
+    day, the estimate through that day with its interval, the promise, and learning's share of the
+    day's spending."""
+    settings = settings_for(
+        tmp_path,
+        openai_provider("fast", fake_openai.base_url),
+        routing=RoutingSettings(learned=LearnedPolicy(quality_kept=0.6, probe_rate=0.0), refresh_seconds=0.5),
+    )
+    now = time.time()
+    rng = random.Random(11)
+    days = [
+        [
+            Comparison(rng.random(), rng.random() < 0.7, rng.random() < 0.55, rng.random() < 0.85)
+            for _ in range(50)
+        ]
+        for _ in range(3)
+    ]
+    spending = []
+    for back, (client_cost, judge_cost) in zip(
+        (2, 1, 0), ((0.009, 0.001), (0.018, 0.002), (0.0, 0.0)), strict=True
+    ):
+        for status, cost in (("success", client_cost), ("judge", judge_cost)):
+            if cost:
+                spending.append(
+                    AttemptRecord(
+                        id=str(uuid.uuid4()),
+                        created_at=now - back * 86400,
+                        request_group_id=str(uuid.uuid4()),
+                        attempt=1 if status == "success" else 0,
+                        provider="fast",
+                        model_selected="gpt-4o-mini",
+                        router_reason="seeded",
+                        task_category="simple_qa",
+                        status=status,
+                        cost_usd=cost,
+                        latency_ms=100,
+                    )
+                )
+    async with serve(settings) as relay:
+        storage = relay.system.storage
+        for back, comparisons in zip((2, 1, 0), days, strict=True):
+            await storage.add_routing_comparisons(
+                comparisons, instance="other", now=now - back * 86400, keep=1000
+            )
+        await storage.insert_records(spending)
+        learning = relay.system.learning
+        assert learning is not None
+        await eventually(lambda: learning.statistics().comparisons_loaded == 150, within=10)
+        browsed = await trio.run_process(
+            [sys.executable, "-m", "tests.dashboard_browser", relay.base_url, "promise"],
+            capture_stdout=True,
+            cwd=REPO,
+        )
+    seen = json.loads(browsed.stdout)
+    assert seen["errors"] == []
+    sums = [GainSums.of([c.gain for c in day], [c.served_strong for c in day]) for day in days]
+    through = [kept_estimate(0.6, sum(sums[1 : i + 1], sums[0])) for i in range(3)]
+    assert all(e.estimate is not None and e.low is not None and e.high is not None for e in through)
+    now_kept = through[-1]
+    assert "keep 60.0% of what the strongest model adds" in seen["panel"], seen["panel"]
+    assert f"{now_kept.estimate:.2f} [{now_kept.low:.2f}, {now_kept.high:.2f}]" in seen["panel"], seen[
+        "panel"
+    ]
+    assert "from 150 blind comparisons" in seen["panel"]
+    traces = {trace["name"]: trace for trace in seen["traces"]}
+    kept = traces["kept, through the day (95% interval)"]
+    assert len(kept["x"]) == 3 and kept["y"] == pytest.approx([e.estimate for e in through])
+    assert kept["plus"] == pytest.approx([e.high - e.estimate for e in through])
+    assert kept["minus"] == pytest.approx([e.estimate - e.low for e in through])
+    assert traces["promised"]["y"] == [0.6, 0.6, 0.6]
+    learning_share = traces["learning cost (share of the day's spending)"]
+    assert kept["yaxis"] == "y2" and learning_share["yaxis"] == "y", "the estimate drawn over the bars"
+    assert learning_share["y"] == pytest.approx([0.1, 0.1, 0.0])
+    assert seen["drawn_points"] >= 3
 
 
 async def test_with_no_provider_the_dashboard_says_what_to_configure(tmp_path: Path) -> None:

@@ -321,20 +321,24 @@ function renderPromise(learned, byDay, learningByDay) {
     const r = learning.get(day);
     return r && Number(r.cost_usd) ? Number(r.learning_usd) / Number(r.cost_usd) : 0;
   };
+  // The cost bars on the primary axis (at the right) so the estimate, on the overlaying axis at
+  // the left, is drawn over them.
+  const pad = Math.max(0, (7 - dayList.length) / 2);
   plot("chart-promise", [
-    { type: "bar", name: "learning cost (share of the day's spending)", x: dayList, y: dayList.map(share), yaxis: "y2", marker: { color: "#e5e7eb" } },
+    { type: "bar", name: "learning cost (share of the day's spending)", x: dayList, y: dayList.map(share), marker: { color: "#e5e7eb" } },
     {
-      type: "scatter", mode: "lines+markers", name: "kept, through the day (95% interval)", x: measured,
+      type: "scatter", mode: "lines+markers", name: "kept, through the day (95% interval)", x: measured, yaxis: "y2",
       y: measured.map((day) => through.get(day).estimate),
       error_y: { type: "data", symmetric: false, array: measured.map((day) => through.get(day).high - through.get(day).estimate), arrayminus: measured.map((day) => through.get(day).estimate - through.get(day).low) },
       line: { color: "#15803d" },
     },
-    { type: "scatter", mode: "lines", name: "promised", x: dayList, y: dayList.map(() => kept.promised), line: { color: "#d97706", dash: "dash" } },
+    { type: "scatter", mode: "lines", name: "promised", x: dayList, y: dayList.map(() => kept.promised), yaxis: "y2", line: { color: "#d97706", dash: "dash" } },
   ], {
-    bargap: 0.4,
-    xaxis: { type: "category", range: [-0.5 - Math.max(0, (7 - dayList.length) / 2), dayList.length - 0.5 + Math.max(0, (7 - dayList.length) / 2)] },
-    yaxis: { title: { text: "share of the advantage kept" }, rangemode: "tozero" },
-    yaxis2: { title: { text: "learning cost" }, overlaying: "y", side: "right", tickformat: ".0%", rangemode: "tozero", showgrid: false },
+    bargap: 0.6,
+    margin: { ...LAYOUT.margin, r: 70 },
+    xaxis: { type: "category", range: [-0.5 - pad, dayList.length - 0.5 + pad] },
+    yaxis: { title: { text: "learning cost" }, side: "right", tickformat: ".0%", rangemode: "tozero", showgrid: false },
+    yaxis2: { title: { text: "share of the advantage kept" }, overlaying: "y", side: "left", rangemode: "tozero", tickmode: "auto", dtick: 0.2, tickformat: ".1f" },
   });
 }
 
