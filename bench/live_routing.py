@@ -593,11 +593,6 @@ class Measured:
     without: Part | None  # the same over the prompts outside the --without domains (None: no --without)
 
 
-def share_for(points: list[routing_metrics.Point], target: float) -> float | None:
-    reached = routing_metrics._reach(points, target)
-    return None if reached is None else reached.share
-
-
 @attrs.frozen
 class Part:
     """What was served on some of a run's prompts (all of them, or those outside some domains),
@@ -626,7 +621,11 @@ def measure_part(sent: Sequence[Sent]) -> Part:
     quality = sum(s.row.quality(s.model) for s in answered if s.model) / n
     pgr = outcomes.pgr(quality) if rows else 0.0
     lengths = [float(r.length) for r in rows]
-    longest = share_for(routing_metrics.ranking_curve(outcomes, lengths), pgr) if rows else None
+    longest = (
+        routing_metrics.share_reaching(routing_metrics.ranking_curve(outcomes, lengths), pgr)
+        if rows
+        else None
+    )
     return Part(
         prompts=len(sent),
         errors=len(sent) - len(answered),
@@ -657,7 +656,9 @@ def measure(run: Run, without: Sequence[str] = ()) -> Measured:
         gains.setdefault(r.domain, []).append(r.strong_quality - r.weak_quality)
     gain = {d: sum(g) / len(g) for d, g in gains.items()}
     topic = (
-        share_for(routing_metrics.ranking_curve(outcomes, [gain[r.domain] for r in rows]), pgr)
+        routing_metrics.share_reaching(
+            routing_metrics.ranking_curve(outcomes, [gain[r.domain] for r in rows]), pgr
+        )
         if rows
         else None
     )

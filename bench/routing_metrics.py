@@ -116,7 +116,7 @@ def operating_point(outcomes: Outcomes, setting: Sequence[float]) -> tuple[float
 def summarise(points: Sequence[Point], outcomes: Outcomes) -> Summary:
     apgr = sum((b.share - a.share) * (a.pgr + b.pgr) / 2 for a, b in itertools.pairwise(points))
     target95 = outcomes.pgr(0.95 * outcomes.strong_quality)
-    cpt50, cpt80, at95 = (_reach(points, target) for target in (0.5, 0.8, target95))
+    cpt50, cpt80, at95 = (reach(points, target) for target in (0.5, 0.8, target95))
     return Summary(
         apgr,
         None if cpt50 is None else cpt50.share,
@@ -125,7 +125,7 @@ def summarise(points: Sequence[Point], outcomes: Outcomes) -> Summary:
     )
 
 
-def _reach(points: Sequence[Point], target: float) -> Point | None:
+def reach(points: Sequence[Point], target: float) -> Point | None:
     """Where the piecewise-linear curve first reaches `target` PGR."""
     for a, b in itertools.pairwise(points):
         if a.pgr >= target:
@@ -172,3 +172,9 @@ def percentiles(values: list[float]) -> Interval:
     low = ordered[int(0.025 * (len(ordered) - 1))]
     high = ordered[round(0.975 * (len(ordered) - 1))]
     return Interval(low, high)
+
+
+def share_reaching(points: Sequence[Point], target: float) -> float | None:
+    """The strong share at which the curve first reaches `target` PGR (None: never)."""
+    reached = reach(points, target)
+    return None if reached is None else reached.share

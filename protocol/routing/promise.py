@@ -3,8 +3,9 @@ over its cheapest (as a judge sees quality), as cheaply as it can, and says what
 
 Every prompt gets a score: how much the strongest model's answer is likely to add. Today that is
 the prompt's length, a signal every prompt carries, on topics never seen before too (a router that
-ranks by it does no worse than sending the longest prompts up). Prompts scoring at or above a
-threshold go to the strongest model, the others to the cheapest.
+ranks by it does no worse than sending the longest prompts up; topics and nearest neighbours
+learned from the comparisons ranked no better, `bench/promise_signals.py`). Prompts scoring at or
+above a threshold go to the strongest model, the others to the cheapest.
 
 The threshold comes from evidence gathered without bias: a small random share of `auto` answers,
 drawn with the same known probability whatever they scored or whoever served them, is answered by
@@ -83,8 +84,8 @@ class KeptEstimate:
 
 @attrs.frozen
 class GainSums:
-    """What the kept share and its error need from a set of comparisons: four sums (so a
-    database can add them up by day)."""
+    """What the kept share and its error need from a set of comparisons: their count and four sums
+    (so a database can add them up by day, and days add up)."""
 
     comparisons: int
     gained: int  # the gains (strong minus cheap verdict) of all of them
